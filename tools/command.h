@@ -1,0 +1,30 @@
+// Subcommand registry of the dsinfer binary. Each cmd_*.cpp registers its commands with
+// DSINFER_COMMAND at static-initialisation time; main() looks them up by name.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace dsinfer::cli {
+
+// argv[0] is the subcommand's name; flags follow.
+using CommandFn = int (*)(int argc, char** argv);
+
+struct Command {
+    const char* name;
+    const char* summary;
+    CommandFn run;
+};
+
+std::vector<Command>& command_registry();
+
+struct CommandRegistrar {
+    explicit CommandRegistrar(Command c) { command_registry().push_back(c); }
+};
+
+}  // namespace dsinfer::cli
+
+#define DSINFER_CONCAT_INNER(a, b) a##b
+#define DSINFER_CONCAT(a, b) DSINFER_CONCAT_INNER(a, b)
+#define DSINFER_COMMAND(name, summary, fn) \
+    static ::dsinfer::cli::CommandRegistrar DSINFER_CONCAT(dsinfer_cmd_, __LINE__)({name, summary, fn})
