@@ -7,7 +7,8 @@
 
 namespace dsinfer::cli {
 
-// argv[0] is the subcommand's name; flags follow.
+// argv[0] is the (last word of the) subcommand's name; flags follow. A name may be two words
+// ("text tokenize"); main() tries the two-word form first.
 using CommandFn = int (*)(int argc, char** argv);
 
 struct Command {

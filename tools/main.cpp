@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <string>
 
 #include "command.h"
 
@@ -26,10 +27,17 @@ int main(int argc, char** argv) {
         print_usage();
         return argc < 2 ? 2 : 0;
     }
+    // Two-word commands ("text tokenize") first, then one-word ones.
+    std::string two = argc >= 3 ? std::string(argv[1]) + " " + argv[2] : std::string();
     for (auto& c : dsinfer::cli::command_registry()) {
-        if (!std::strcmp(c.name, argv[1])) {
+        int skip = 0;
+        if (!two.empty() && two == c.name)
+            skip = 2;
+        else if (!std::strcmp(c.name, argv[1]))
+            skip = 1;
+        if (skip) {
             try {
-                return c.run(argc - 1, argv + 1);
+                return c.run(argc - skip, argv + skip);
             } catch (const std::exception& e) {
                 std::fprintf(stderr, "dsinfer %s: error: %s\n", c.name, e.what());
                 return 1;
