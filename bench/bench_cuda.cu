@@ -5,6 +5,7 @@
 //
 // Usage: bench_cuda [--quick]
 #include <cublasLt.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -232,7 +233,7 @@ void bench_linear_prefill(const char* name, WeightFormat fmt, int64_t n, int64_t
 // hc_pre, rmsnorm, wq_a, wq_b, wkv, attention over 640 keys, wo_a (8 group slices), wo_b, hc_post,
 // hc_pre, rmsnorm, gate, routing, 6 routed experts (FP4) + shared expert (FP8), hc_post.
 // `layers` distinct weight sets rotate so weights come from HBM.
-void bench_layer_decode(int layers, int64_t ctx_keys) {
+void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     const int64_t D = 4096, H = 64, hd = 512, ql = 1024, G = 8, olr = 1024, I = 2048, E = 256, K = 6;
     struct L {
         Weight wq_a, wq_b, wkv, wo_a, wo_b, gate, sw1, sw3, sw2;
@@ -241,7 +242,6 @@ void bench_layer_decode(int layers, int64_t ctx_keys) {
         float *fn_a, *fn_f, *kv;
     };
     std::vector<L> ls(static_cast<size_t>(layers));
-    double bytes_all = 0;
     for (auto& l : ls) {
         l.wq_a = dev_weight(WeightFormat::FP8, ql, D);
         l.wq_b = dev_weight(WeightFormat::FP8, H * hd, ql);
@@ -267,7 +267,6 @@ void bench_layer_decode(int layers, int64_t ctx_keys) {
                                       weight_bytes(l0.wo_a) + weight_bytes(l0.wo_b) + weight_bytes(l0.gate) +
                                       weight_bytes(l0.sw1) + weight_bytes(l0.sw3) + weight_bytes(l0.sw2)) +
                                K * expert_bytes + 2.0 * 24 * 4 * D * 4 + double(std::min<int64_t>(ctx_keys, 512) + 128) * hd * 4;
-    (void)bytes_all;
     float* x = rand_floats(size_t(4 * D));
     float *y = rand_floats(size_t(D)), *post = rand_floats(4), *comb = rand_floats(16), *scale = rand_floats(3, 1.f),
           *base = rand_floats(24, 1.f), *nw = rand_floats(size_t(D), 1.f);
@@ -316,6 +315,15 @@ void bench_layer_decode(int layers, int64_t ctx_keys) {
         be.linear(h, 1, l.sw2, 0, D, a, D);
         be.hc_post(f, x2, post, comb, 1, 4, D, x);
     };
+    if (profile) {  // one step between cudaProfilerStart/Stop, for ncu --profile-from-start off
+        step(0);
+        CK(cudaStreamSynchronize(st()));
+        CK(cudaProfilerStart());
+        step(0);
+        CK(cudaStreamSynchronize(st()));
+        CK(cudaProfilerStop());
+        return;
+    }
     const double ms = time_ms(step, 50);
     // The same sequence captured once in a CUDA graph per layer, replayed.
     std::vector<cudaGraphExec_t> execs;
@@ -370,6 +378,11 @@ int main(int argc, char** argv) {
         return 1;
     }
     std::printf("device: %s\n", cuda::device_name());
+    if (argc > 1 && std::strcmp(argv[1], "--layer-profile") == 0) {  // one layer step, for ncu
+        ceiling_copy();
+        bench_layer_decode(1, 1024, true);
+        return 0;
+    }
     ceiling_copy();
     ceiling_fp8_gemm(8192, 8192, 8192, true);
     ceiling_fp8_gemm(8192, 8192, 8192, false);

@@ -12,7 +12,7 @@ namespace dsinfer::cuda {
 namespace {
 
 constexpr int kHeadsPerBlock = 8;
-constexpr int kKeysPerStep = 8;
+constexpr int kKeysPerStep = 16;
 
 template <int DPL>
 __global__ void __launch_bounds__(kHeadsPerBlock * 32)
@@ -97,29 +97,43 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     for (int c = 0; c < DPL; ++c) po[slot * D + c * 32 + lane] = o[c];
 }
 
+// Merges the splits of one (query, head): weights exp(m_s − M)/Z computed once into shared memory,
+// then every thread sums its channels over the splits with independent loads.
+constexpr int kMaxSplits = 64;
 __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const float* sink, const float* pm,
                                     const float* pl, const float* po, float* out) {
     const int64_t row = blockIdx.x;  // i * h + head
     const int64_t head = row % h;
-    float mx = -INFINITY;
-    for (int s = 0; s < splits; ++s) mx = fmaxf(mx, pm[row * splits + s]);
+    __shared__ float ms[kMaxSplits], wgt[kMaxSplits];
+    __shared__ float mx_s, z_s;
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) ms[s] = pm[row * splits + s];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float mx = -INFINITY;
+        for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ms[s]);
+        mx_s = mx;
+        float z = 0.f;
+        if (mx != -INFINITY) {
+            for (int s = 0; s < splits; ++s)
+                if (ms[s] != -INFINITY) z += pl[row * splits + s] * expf(ms[s] - mx);
+            z += expf(sink[head] - mx);
+        }
+        z_s = z;
+    }
+    __syncthreads();
+    const float mx = mx_s;
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) wgt[s] = ms[s] == -INFINITY ? 0.f : expf(ms[s] - mx);
+    __syncthreads();
     float* o = out + row * d;
     if (mx == -INFINITY) {
         for (int64_t c = threadIdx.x; c < d; c += blockDim.x) o[c] = 0.f;
         return;
     }
-    float z = 0.f;
-    for (int s = 0; s < splits; ++s) {
-        const float ms = pm[row * splits + s];
-        if (ms != -INFINITY) z += pl[row * splits + s] * expf(ms - mx);
-    }
-    z += expf(sink[head] - mx);
+    const float z = z_s;
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
         float acc = 0.f;
-        for (int s = 0; s < splits; ++s) {
-            const float ms = pm[row * splits + s];
-            if (ms != -INFINITY) acc += po[(row * splits + s) * d + c] * expf(ms - mx);
-        }
+#pragma unroll 8
+        for (int s = 0; s < splits; ++s) acc += po[(row * splits + s) * d + c] * wgt[s];
         o[c] = acc / z;
     }
 }
@@ -132,7 +146,7 @@ void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* k
     const int64_t hgroups = ceil_div(h, kHeadsPerBlock);
     // Enough blocks for two per SM, each with at least 32 keys.
     int splits = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(264, t * hgroups), ceil_div(nk, 32))));
-    splits = std::min(splits, 64);
+    splits = std::min(splits, kMaxSplits);
     const int64_t chunk = ceil_div(ceil_div(nk, splits), kKeysPerStep) * kKeysPerStep;
     splits = int(std::max<int64_t>(1, ceil_div(nk, chunk)));
     const size_t rows = size_t(t * h * splits);
@@ -150,7 +164,7 @@ void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* k
         default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
     }
     DSINFER_CUDA_LAUNCH();
-    attn_combine_kernel<<<unsigned(t * h), 128, 0, st>>>(h, d, splits, sink, pm, pl, po, out);
+    attn_combine_kernel<<<unsigned(t * h), 256, 0, st>>>(h, d, splits, sink, pm, pl, po, out);
     DSINFER_CUDA_LAUNCH();
 }
 

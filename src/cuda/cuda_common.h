@@ -36,7 +36,9 @@ enum ScratchSlot : int {
     kScratchMoeY,         // MoE per-pair outputs [pairs, d]
     kScratchMoeX,         // MoE gathered inputs [pairs, d]
     kScratchMoeIdx,       // MoE jobs / permutation
-    kScratchFlag,         // 'x was not on the FP8 grid' flag of the tensor-core path
+    kScratchFlag,
+    kScratchGemvPart,     // split-k partial sums of the GEMV kernels
+    kScratchHc,           // hc_pre partial mixes (decode)         // 'x was not on the FP8 grid' flag of the tensor-core path
     kScratchCount
 };
 void* scratch(int slot, size_t bytes);

@@ -94,151 +94,210 @@ struct GemvParams {
     int64_t m, k, n_rows, n0, ldx, ldy, scale_cols, kchunk;
     ScaleKind sk;
     int splits;
+    float* partial;      // [jobs, splits, m, n_rows] when splits > 1
+    unsigned* counters;  // [jobs, row blocks] arrival counters (zero between launches)
 };
 
 template <int FMT>
 struct Epl;  // elements of k each lane decodes from one 16-byte load
 template <>
 struct Epl<int(WeightFormat::FP8)> {
-    static constexpr int v = 16;
+    static constexpr int v = 16, num = 1, den = 1;
 };
 template <>
 struct Epl<int(WeightFormat::FP4)> {
-    static constexpr int v = 32;
+    static constexpr int v = 32, num = 1, den = 2;
 };
 template <>
 struct Epl<int(WeightFormat::BF16)> {
-    static constexpr int v = 8;
+    static constexpr int v = 8, num = 2, den = 1;
 };
 template <>
 struct Epl<int(WeightFormat::F32)> {
-    static constexpr int v = 4;
+    static constexpr int v = 4, num = 4, den = 1;
 };
 
 constexpr int kGemvThreads = 256;
-constexpr int kGemvUnroll = 4;
+constexpr int kGemvWarps = kGemvThreads / 32;
+constexpr int kRowsPerWarp = 2;
+constexpr int kRowsPerBlock = kGemvWarps * kRowsPerWarp;
+constexpr int kGemvUnroll = 2;
+constexpr int kGemvMaxMt = 4;
+constexpr int64_t kGemvSmem = 64 * 1024;
 
-template <int MT>
-__device__ __forceinline__ void dot8(float (&part)[MT], const float* x, int64_t ldx, int64_t m, int64_t kk,
-                                     const float (&w)[8]) {
+// Decodes the 8 weights of group g (0 ≤ g < EPL/8) of a 16-byte load into w8.
+template <int FMT>
+__device__ __forceinline__ void decode8(const uint4& q, int g, float (&w8)[8]) {
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    if constexpr (FMT == int(WeightFormat::FP8)) {
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi) {
-        if (mi < m) {
-            const float4 a = __ldg(reinterpret_cast<const float4*>(x + mi * ldx + kk));
-            const float4 b = __ldg(reinterpret_cast<const float4*>(x + mi * ldx + kk + 4));
-            part[mi] += a.x * w[0] + a.y * w[1] + a.z * w[2] + a.w * w[3] + b.x * w[4] + b.y * w[5] + b.z * w[6] +
-                        b.w * w[7];
+        for (int j = 0; j < 2; ++j) {
+            const uint32_t wd = words[g * 2 + j];
+            const float2 a = fp8x2_to_float2(uint16_t(wd & 0xffff)), b = fp8x2_to_float2(uint16_t(wd >> 16));
+            w8[j * 4 + 0] = a.x, w8[j * 4 + 1] = a.y, w8[j * 4 + 2] = b.x, w8[j * 4 + 3] = b.y;
         }
+    } else if constexpr (FMT == int(WeightFormat::FP4)) {
+        const uint32_t wd = words[g];
+        const uint32_t lo = fp4x4_to_fp8x4(wd & 0xffff), hi = fp4x4_to_fp8x4(wd >> 16);
+        const float2 a = fp8x2_to_float2(uint16_t(lo & 0xffff)), b = fp8x2_to_float2(uint16_t(lo >> 16));
+        const float2 c = fp8x2_to_float2(uint16_t(hi & 0xffff)), d = fp8x2_to_float2(uint16_t(hi >> 16));
+        w8[0] = a.x, w8[1] = a.y, w8[2] = b.x, w8[3] = b.y, w8[4] = c.x, w8[5] = c.y, w8[6] = d.x, w8[7] = d.y;
+    } else if constexpr (FMT == int(WeightFormat::BF16)) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            w8[2 * j] = bf16_dev(uint16_t(words[j] & 0xffff));
+            w8[2 * j + 1] = bf16_dev(uint16_t(words[j] >> 16));
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w8[j] = __uint_as_float(words[j]);
+#pragma unroll
+        for (int j = 4; j < 8; ++j) w8[j] = 0.f;
     }
 }
 
+// One block: kRowsPerBlock weight rows (kRowsPerWarp per warp) × one k chunk (split s = blockIdx.y)
+// × one job (blockIdx.z). The chunk of x (up to MT rows) is staged in shared memory, transposed so
+// that lane i's element j of a 16-byte weight load sits at j·(kchunk/EPL) + i: conflict-free reads.
 template <int FMT, int MT>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJob single, const GemvJob* jobs) {
     constexpr int EPL = Epl<FMT>::v;
-    const GemvJob job = jobs ? jobs[blockIdx.y] : single;
+    constexpr int GROUPS = EPL >= 8 ? EPL / 8 : 1;
+    extern __shared__ float xs[];
+    const int64_t job_i = blockIdx.z;
+    const GemvJob job = jobs ? jobs[job_i] : single;
+    const int s = blockIdx.y;
+    const int64_t k0 = int64_t(s) * p.kchunk, klen = min(p.kchunk, p.k - k0);
+    const int64_t stride = p.kchunk / EPL;
+    for (int64_t e = threadIdx.x; e < MT * p.kchunk; e += blockDim.x) {
+        const int mi = int(e / p.kchunk);
+        const int64_t kl = e % p.kchunk;
+        const float v = (mi < p.m && kl < klen) ? job.x[mi * p.ldx + k0 + kl] : 0.f;
+        xs[mi * p.kchunk + (kl % EPL) * stride + kl / EPL] = v;
+    }
+    __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int rows_per_block = (kGemvThreads / 32) / p.splits;
-    const int64_t r = int64_t(blockIdx.x) * rows_per_block + warp / p.splits;
-    const int split = warp % p.splits;
-    float acc[MT];
+    const int64_t r0 = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
+    float acc[kRowsPerWarp][MT];
+    const uint8_t* wrow[kRowsPerWarp];
+    bool live[kRowsPerWarp];
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi) acc[mi] = 0.f;
-
-    if (r < p.n_rows && job.x != nullptr) {
-        const int64_t n = p.n0 + r;
-        const int64_t k0 = split * p.kchunk, k1 = min(p.k, k0 + p.kchunk);
-        const int64_t row_bytes = FMT == int(WeightFormat::FP4)   ? p.k / 2
-                                  : FMT == int(WeightFormat::FP8) ? p.k
-                                  : FMT == int(WeightFormat::BF16) ? p.k * 2
-                                                                   : p.k * 4;
-        const uint8_t* wrow = static_cast<const uint8_t*>(job.w) + n * row_bytes;
-        for (int64_t kb = k0 + int64_t(lane) * EPL; kb < k1; kb += int64_t(32) * EPL * kGemvUnroll) {
-            uint4 q[kGemvUnroll];
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        live[rr] = r0 + rr < p.n_rows;
+        wrow[rr] = static_cast<const uint8_t*>(job.w) + (p.n0 + r0 + rr) * p.k * Epl<FMT>::num / Epl<FMT>::den;
 #pragma unroll
-            for (int u = 0; u < kGemvUnroll; ++u) {
-                const int64_t kk = kb + int64_t(u) * 32 * EPL;
-                if (kk < k1) q[u] = __ldg(reinterpret_cast<const uint4*>(wrow + kk * row_bytes / p.k));
+        for (int mi = 0; mi < MT; ++mi) acc[rr][mi] = 0.f;
+    }
+    for (int64_t kb = int64_t(lane) * EPL; kb < klen; kb += int64_t(32) * EPL * kGemvUnroll) {
+        uint4 q[kGemvUnroll][kRowsPerWarp];
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int64_t kk = kb + int64_t(u) * 32 * EPL;
+#pragma unroll
+            for (int rr = 0; rr < kRowsPerWarp; ++rr)
+                if (kk < klen && live[rr])
+                    q[u][rr] = __ldg(reinterpret_cast<const uint4*>(wrow[rr] + (k0 + kk) * Epl<FMT>::num / Epl<FMT>::den));
+        }
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int64_t kk = kb + int64_t(u) * 32 * EPL;
+            if (kk >= klen) break;
+            const int64_t xb = kk / EPL;
+            float part[kRowsPerWarp][MT];
+#pragma unroll
+            for (int rr = 0; rr < kRowsPerWarp; ++rr)
+#pragma unroll
+                for (int mi = 0; mi < MT; ++mi) part[rr][mi] = 0.f;
+#pragma unroll
+            for (int g = 0; g < GROUPS; ++g) {
+                constexpr int NJ = EPL >= 8 ? 8 : EPL;
+                float xv[MT][NJ];
+#pragma unroll
+                for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+                    for (int j = 0; j < NJ; ++j) xv[mi][j] = xs[mi * p.kchunk + (g * 8 + j) * stride + xb];
+#pragma unroll
+                for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+                    if (!live[rr]) continue;
+                    float w8[8];
+                    decode8<FMT>(q[u][rr], g, w8);
+#pragma unroll
+                    for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+                        for (int j = 0; j < NJ; ++j) part[rr][mi] += xv[mi][j] * w8[j];
+                }
             }
 #pragma unroll
-            for (int u = 0; u < kGemvUnroll; ++u) {
-                const int64_t kk = kb + int64_t(u) * 32 * EPL;
-                if (kk >= k1) break;
-                float part[MT];
+            for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+                if (!live[rr]) continue;
+                float sc = 1.f;
+                const int64_t n = p.n0 + r0 + rr, kg = k0 + kk;
+                if constexpr (FMT == int(WeightFormat::FP8)) sc = scale_dev(job.s, p.sk, (n / 128) * p.scale_cols + kg / 128);
+                if constexpr (FMT == int(WeightFormat::FP4)) sc = scale_dev(job.s, p.sk, n * p.scale_cols + kg / 32);
 #pragma unroll
-                for (int mi = 0; mi < MT; ++mi) part[mi] = 0.f;
-                const uint32_t words[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
-                if constexpr (FMT == int(WeightFormat::FP8)) {
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        float w8[8];
-#pragma unroll
-                        for (int j = 0; j < 2; ++j) {
-                            const uint32_t wd = words[h * 2 + j];
-                            const float2 a = fp8x2_to_float2(uint16_t(wd & 0xffff));
-                            const float2 b = fp8x2_to_float2(uint16_t(wd >> 16));
-                            w8[j * 4 + 0] = a.x;
-                            w8[j * 4 + 1] = a.y;
-                            w8[j * 4 + 2] = b.x;
-                            w8[j * 4 + 3] = b.y;
-                        }
-                        dot8<MT>(part, job.x, p.ldx, p.m, kk + h * 8, w8);
-                    }
-                    const float s = scale_dev(job.s, p.sk, (n / 128) * p.scale_cols + kk / 128);
-#pragma unroll
-                    for (int mi = 0; mi < MT; ++mi) acc[mi] += part[mi] * s;
-                } else if constexpr (FMT == int(WeightFormat::FP4)) {
-#pragma unroll
-                    for (int h = 0; h < 4; ++h) {
-                        const uint32_t wd = words[h];
-                        const uint32_t lo = fp4x4_to_fp8x4(wd & 0xffff), hi = fp4x4_to_fp8x4(wd >> 16);
-                        float w8[8];
-                        const float2 a = fp8x2_to_float2(uint16_t(lo & 0xffff)), b = fp8x2_to_float2(uint16_t(lo >> 16));
-                        const float2 c = fp8x2_to_float2(uint16_t(hi & 0xffff)), d = fp8x2_to_float2(uint16_t(hi >> 16));
-                        w8[0] = a.x, w8[1] = a.y, w8[2] = b.x, w8[3] = b.y, w8[4] = c.x, w8[5] = c.y, w8[6] = d.x,
-                        w8[7] = d.y;
-                        dot8<MT>(part, job.x, p.ldx, p.m, kk + h * 8, w8);
-                    }
-                    const float s = scale_dev(job.s, p.sk, n * p.scale_cols + kk / 32);
-#pragma unroll
-                    for (int mi = 0; mi < MT; ++mi) acc[mi] += part[mi] * s;
-                } else if constexpr (FMT == int(WeightFormat::BF16)) {
-                    float w8[8];
-#pragma unroll
-                    for (int j = 0; j < 4; ++j) {
-                        w8[2 * j] = bf16_dev(uint16_t(words[j] & 0xffff));
-                        w8[2 * j + 1] = bf16_dev(uint16_t(words[j] >> 16));
-                    }
-                    dot8<MT>(part, job.x, p.ldx, p.m, kk, w8);
-#pragma unroll
-                    for (int mi = 0; mi < MT; ++mi) acc[mi] += part[mi];
-                } else {
-#pragma unroll
-                    for (int mi = 0; mi < MT; ++mi) {
-                        if (mi < p.m) {
-                            const float4 a = __ldg(reinterpret_cast<const float4*>(job.x + mi * p.ldx + kk));
-                            acc[mi] += a.x * __uint_as_float(words[0]) + a.y * __uint_as_float(words[1]) +
-                                       a.z * __uint_as_float(words[2]) + a.w * __uint_as_float(words[3]);
-                        }
-                    }
-                }
+                for (int mi = 0; mi < MT; ++mi) acc[rr][mi] += part[rr][mi] * sc;
             }
         }
     }
 #pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
+    for (int rr = 0; rr < kRowsPerWarp; ++rr)
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) acc[mi] += __shfl_xor_sync(0xffffffffu, acc[mi], off);
-
-    __shared__ float red[kGemvThreads / 32][MT];
-    if (lane == 0)
+        for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-        for (int mi = 0; mi < MT; ++mi) red[warp][mi] = acc[mi];
-    __syncthreads();
-    if (split == 0 && lane < MT && lane < p.m && r < p.n_rows && job.x != nullptr) {
-        float s = 0.f;
-        for (int sp = 0; sp < p.splits; ++sp) s += red[warp + sp][lane];
-        job.y[lane * p.ldy + r] = s;
+            for (int off = 16; off > 0; off >>= 1) acc[rr][mi] += __shfl_xor_sync(0xffffffffu, acc[rr][mi], off);
+    if (lane == 0) {
+#pragma unroll
+        for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+            if (!live[rr]) continue;
+            const int64_t r = r0 + rr;
+#pragma unroll
+            for (int mi = 0; mi < MT; ++mi) {
+                if (mi >= p.m) break;
+                if (p.splits == 1) job.y[mi * p.ldy + r] = acc[rr][mi];
+                else p.partial[((job_i * p.splits + s) * p.m + mi) * p.n_rows + r] = acc[rr][mi];
+            }
+        }
     }
+    if (p.splits == 1) return;
+    // Split k: the last block of this row block to finish sums the partials in split order
+    // (deterministic) and resets the counter for the next launch.
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned* ctr = p.counters + job_i * gridDim.x + blockIdx.x;
+        last = atomicAdd(ctr, 1u) == unsigned(p.splits - 1);
+        if (last) *ctr = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const int64_t rb = int64_t(blockIdx.x) * kRowsPerBlock;
+    for (int e = threadIdx.x; e < kRowsPerBlock * MT; e += blockDim.x) {
+        const int64_t r = rb + e / MT;
+        const int mi = e % MT;
+        if (r >= p.n_rows || mi >= p.m) continue;
+        float sum = 0.f;
+        for (int sp = 0; sp < p.splits; ++sp)
+            sum += __ldcg(&p.partial[((job_i * p.splits + sp) * p.m + mi) * p.n_rows + r]);
+        job.y[mi * p.ldy + r] = sum;
+    }
+}
+
+// Zeroed arrival counters for split-k GEMVs (grown on demand; the kernels leave them at zero).
+unsigned* gemv_counters(size_t n) {
+    static unsigned* ctr = nullptr;
+    static size_t have = 0;
+    if (n > have) {
+        if (ctr) {
+            DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));
+            DSINFER_CUDA_CHECK(cudaFree(ctr));
+        }
+        have = std::max(n, size_t(1) << 16);
+        DSINFER_CUDA_CHECK(cudaMalloc(&ctr, have * sizeof(unsigned)));
+        DSINFER_CUDA_CHECK(cudaMemsetAsync(ctr, 0, have * sizeof(unsigned), cur_stream()));
+    }
+    return ctr;
 }
 
 int gemv_epl(WeightFormat f) {
@@ -255,8 +314,7 @@ int gemv_epl(WeightFormat f) {
 bool gemv_ok(const Weight& w, const float* x, int64_t ldx) {
     const int epl = gemv_epl(w.fmt);
     const int64_t row_bytes = w.fmt == WeightFormat::FP4 ? w.k / 2 : w.fmt == WeightFormat::FP8 ? w.k : w.fmt == WeightFormat::BF16 ? w.k * 2 : w.k * 4;
-    return w.k % epl == 0 && row_bytes % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) % 16) == 0 &&
-           (x == nullptr || (reinterpret_cast<uintptr_t>(x) % 16) == 0) && ldx % 4 == 0;
+    return w.k % epl == 0 && row_bytes % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) % 16) == 0;
 }
 
 GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, int64_t ldx, int64_t ldy,
@@ -270,35 +328,54 @@ GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, i
     p.ldy = ldy;
     p.scale_cols = w.scale_cols;
     p.sk = w.scale_kind;
-    // Split k across warps when there are few rows, so enough loads are in flight to fill HBM.
-    int splits = 1;
-    while (splits < 8 && n_rows * jobs * splits < 8192 && w.k / (2 * splits) >= 512) splits *= 2;
-    p.splits = splits;
-    p.kchunk = ceil_div(ceil_div(w.k, 128), splits) * 128;
+    // Split k when there are too few row blocks to fill the GPU (about two blocks per SM), and
+    // whenever the staged x chunk would not fit in shared memory.
+    const int64_t mt = m <= 1 ? 1 : m <= 2 ? 2 : 4;
+    const int64_t kb128 = ceil_div(w.k, 128);
+    const int64_t base_blocks = ceil_div(n_rows, kRowsPerBlock) * jobs;
+    int64_t splits = 1;
+    while (splits < 16 && splits * 2 <= kb128 &&
+           (base_blocks * splits < 264 || mt * ceil_div(kb128, splits) * 128 * 4 > kGemvSmem))
+        splits *= 2;
+    p.kchunk = ceil_div(kb128, splits) * 128;
+    p.splits = int(ceil_div(w.k, p.kchunk));
+    p.partial = nullptr;
+    p.counters = nullptr;
+    if (p.splits > 1) {
+        p.partial = static_cast<float*>(scratch(kScratchGemvPart, size_t(jobs * p.splits * m * n_rows) * 4));
+        p.counters = gemv_counters(size_t(jobs * ceil_div(n_rows, kRowsPerBlock)));
+    }
     return p;
 }
 
-template <int FMT>
-void launch_gemv_fmt(const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs, int mt) {
-    const int rows_per_block = (kGemvThreads / 32) / p.splits;
-    dim3 grid(unsigned(ceil_div(p.n_rows, rows_per_block)), unsigned(njobs));
-    cudaStream_t st = cur_stream();
-    switch (mt) {
-        case 1: gemv_kernel<FMT, 1><<<grid, kGemvThreads, 0, st>>>(p, single, jobs); break;
-        case 2: gemv_kernel<FMT, 2><<<grid, kGemvThreads, 0, st>>>(p, single, jobs); break;
-        case 4: gemv_kernel<FMT, 4><<<grid, kGemvThreads, 0, st>>>(p, single, jobs); break;
-        default: gemv_kernel<FMT, 8><<<grid, kGemvThreads, 0, st>>>(p, single, jobs); break;
+template <int FMT, int MT>
+void launch_gemv_mt(const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
+    const size_t smem = size_t(MT * p.kchunk) * 4;
+    static bool attr = false;
+    if (!attr) {
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<FMT, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                int(kGemvSmem)));
+        attr = true;
     }
+    if (smem > size_t(kGemvSmem)) fail("gemv: x chunk does not fit in shared memory");
+    const dim3 grid{unsigned(ceil_div(p.n_rows, kRowsPerBlock)), unsigned(p.splits), unsigned(njobs)};
+    gemv_kernel<FMT, MT><<<grid, kGemvThreads, smem, cur_stream()>>>(p, single, jobs);
     DSINFER_CUDA_LAUNCH();
 }
 
+template <int FMT>
+void launch_gemv_fmt(const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
+    if (p.m <= 1) launch_gemv_mt<FMT, 1>(p, single, jobs, njobs);
+    else if (p.m <= 2) launch_gemv_mt<FMT, 2>(p, single, jobs, njobs);
+    else launch_gemv_mt<FMT, 4>(p, single, jobs, njobs);
+}
+
 void launch_gemv(WeightFormat f, const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
-    const int mt = p.m <= 1 ? 1 : p.m <= 2 ? 2 : p.m <= 4 ? 4 : 8;
     switch (f) {
-        case WeightFormat::FP8: launch_gemv_fmt<int(WeightFormat::FP8)>(p, single, jobs, njobs, mt); break;
-        case WeightFormat::FP4: launch_gemv_fmt<int(WeightFormat::FP4)>(p, single, jobs, njobs, mt); break;
-        case WeightFormat::BF16: launch_gemv_fmt<int(WeightFormat::BF16)>(p, single, jobs, njobs, mt); break;
-        case WeightFormat::F32: launch_gemv_fmt<int(WeightFormat::F32)>(p, single, jobs, njobs, mt); break;
+        case WeightFormat::FP8: launch_gemv_fmt<int(WeightFormat::FP8)>(p, single, jobs, njobs); break;
+        case WeightFormat::FP4: launch_gemv_fmt<int(WeightFormat::FP4)>(p, single, jobs, njobs); break;
+        case WeightFormat::BF16: launch_gemv_fmt<int(WeightFormat::BF16)>(p, single, jobs, njobs); break;
+        case WeightFormat::F32: launch_gemv_fmt<int(WeightFormat::F32)>(p, single, jobs, njobs); break;
     }
 }
 
@@ -656,8 +733,8 @@ void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, 
     const int64_t nn = n1 - n0;
     if (nn <= 0 || m <= 0) return;
     if (m <= kGemvMaxRows && gemv_ok(w, x, w.k)) {
-        for (int64_t r0 = 0; r0 < m; r0 += 8) {
-            const int64_t mc = std::min<int64_t>(8, m - r0);
+        for (int64_t r0 = 0; r0 < m; r0 += kGemvMaxMt) {
+            const int64_t mc = std::min<int64_t>(kGemvMaxMt, m - r0);
             GemvParams p = gemv_params(w, mc, nn, n0, w.k, ldy, 1);
             GemvJob job{x + r0 * w.k, w.data, w.scale, y + r0 * ldy};
             launch_gemv(w.fmt, p, job, nullptr, 1);
