@@ -87,7 +87,7 @@ void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, 
     // Four weight rows per step: each activation row is read once per four outputs.
     constexpr int64_t kRows = 4;
     const int64_t nblocks = (nn + kRows - 1) / kRows;
-#pragma omp parallel
+#pragma omp parallel if (m * nn * k > (1 << 18))
     {
         std::vector<float> buf(static_cast<size_t>(kRows * k));
 #pragma omp for schedule(static)

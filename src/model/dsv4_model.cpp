@@ -246,7 +246,7 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
             be.index_scores(iq.data() + b * nih * ihd, iwt.data() + b * nih, T, nih, ihd, lc.ikeys.data(), n_entries,
                             valid.data(), scores.data());
             std::vector<int32_t> sel(static_cast<size_t>(T * n_cmp));
-            be.topk(scores.data(), T, n_entries, n_cmp, sel.data());
+            be.topk(scores.data(), T, n_entries, valid.data(), n_cmp, sel.data());
             for (int64_t t = 0; t < T; ++t)
                 for (int64_t j = 0; j < n_cmp; ++j) {
                     const int32_t e = sel[t * n_cmp + j];
