@@ -351,10 +351,12 @@ TEST(Tokenizer, SmallTokenizerWithTemplateAndAddedTokenFlags) {
          {{{"id", 258}, {"content", "<s>"}, {"special", true}, {"normalized", false}},
           {{"id", 259}, {"content", "[R]"}, {"special", false}, {"normalized", false}, {"rstrip", true}},
           {{"id", 260}, {"content", "[L]"}, {"special", false}, {"normalized", false}, {"lstrip", true}},
-          {{"id", 261}, {"content", "w"}, {"special", false}, {"normalized", true}, {"single_word", true}}}},
+          {{"id", 261}, {"content", "w"}, {"special", false}, {"normalized", true}, {"single_word", true}},
+          {{"id", 262}, {"content", "qr"}, {"special", false}, {"normalized", true}},
+          {{"id", 263}, {"content", "rst"}, {"special", false}, {"normalized", false}}}},
     };
     const Tokenizer tok = Tokenizer::from_json(j.dump(), "small.json");
-    EXPECT_EQ(tok.vocab_size(), 262u);
+    EXPECT_EQ(tok.vocab_size(), 264u);
     EXPECT_EQ(tok.bos_id(), 258);
     // The prefix space makes "hi" into "Ġhi".
     EXPECT_EQ(tok.encode("hi"), std::vector<int32_t>{257});
@@ -366,8 +368,41 @@ TEST(Tokenizer, SmallTokenizerWithTemplateAndAddedTokenFlags) {
     EXPECT_EQ(tok.encode("w"), std::vector<int32_t>{261});
     const auto in_word = tok.encode("aw");
     EXPECT_EQ(std::count(in_word.begin(), in_word.end(), 261), 0);
+    // Non-normalized added tokens are taken off the whole text before the normalized ones.
+    EXPECT_EQ(tok.encode("qrst"), (std::vector<int32_t>{' ', 'q', 263}));
+    EXPECT_EQ(tok.encode("qrs"), (std::vector<int32_t>{262, ' ', 's'}));
     EXPECT_EQ(tok.decode(tok.encode("<s>hi"), true), " hi");
     EXPECT_EQ(tok.decode(tok.encode("<s>hi"), false), "<s> hi");
+}
+
+TEST(Tokenizer, ReadsBosEosFromTokenizerConfig) {
+    const auto& alpha = dsinfer::text::ByteLevelAlphabet::get();
+    json vocab = json::object();
+    for (int b = 0; b < 256; ++b) vocab[alpha.encode(std::string(1, static_cast<char>(b)))] = b;
+    json j = {
+        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}},
+        {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+        {"decoder", {{"type", "ByteLevel"}}},
+        {"added_tokens",
+         {{{"id", 256}, {"content", "[BOS]"}, {"special", true}}, {{"id", 257}, {"content", "[EOS]"}, {"special", true}}}},
+    };
+    const auto dir = std::filesystem::temp_directory_path() / ("dsinfer_tokcfg_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "tokenizer.json") << j.dump();
+    // Without a config the names are unconventional: unknown.
+    Tokenizer plain = Tokenizer::load((dir / "tokenizer.json").string());
+    EXPECT_EQ(plain.bos_id(), -1);
+    EXPECT_EQ(plain.eos_id(), -1);
+    std::ofstream(dir / "tokenizer_config.json")
+        << R"({"bos_token": {"content": "[BOS]"}, "eos_token": "[EOS]", "add_bos_token": true, "add_eos_token": false})";
+    Tokenizer tok = Tokenizer::load((dir / "tokenizer.json").string());
+    EXPECT_EQ(tok.bos_id(), 256);
+    EXPECT_EQ(tok.eos_id(), 257);
+    EXPECT_EQ(tok.encode("a", true), (std::vector<int32_t>{256, 'a'}));
+    EXPECT_EQ(tok.encode("a", false), (std::vector<int32_t>{'a'}));
+    std::ofstream(dir / "tokenizer_config.json") << R"({"bos_token": "[NOPE]"})";
+    EXPECT_THROW(Tokenizer::load((dir / "tokenizer.json").string()), std::runtime_error);
+    std::filesystem::remove_all(dir);
 }
 
 TEST(Tokenizer, CliRoundTrip) {
