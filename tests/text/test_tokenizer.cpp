@@ -238,6 +238,25 @@ TEST(Tokenizer, EncodeFromTwoThreadsGivesTheSameIds) {
     for (size_t i = 0; i < got[0].size(); ++i) ASSERT_EQ(got[0][i], cases()[i % cases().size()].ids);
 }
 
+TEST(Tokenizer, RandomTextRoundTrips) {
+    // decode(encode(s)) == s for any valid text: random mixes of scripts, digits, whitespace kinds,
+    // punctuation and fragments of added tokens, on both the short-word and the long-word paths.
+    const Tokenizer& tok = shared_tokenizer();
+    const std::vector<std::string> atoms = {
+        "a", "Z", "é", "ß", "7", "٣", "½", " ", "  ", "\t", "\n", "\r\n", "\xC2\x85", "\xC2\xA0", "\xE3\x80\x80",
+        ".", "!", "'s", "<", "<｜", "｜>", "User", "<｜User｜>", "</think>", "｜DSML｜", "中", "文", "の", "カ", "한",
+        "д", "ω", "😀", "👍🏽", "\u200d", "\xCC\x81", "$", "{", "}", "_", "\\", "\"", "\x01", "\x7F"};
+    std::mt19937 rng(99);
+    for (int trial = 0; trial < 300; ++trial) {
+        std::string text;
+        const size_t n = rng() % (trial % 10 == 0 ? 400 : 40);
+        for (size_t i = 0; i < n; ++i) text += atoms[rng() % atoms.size()];
+        const auto ids = tok.encode(text);
+        ASSERT_EQ(tok.decode(ids), text) << json(text).dump();
+        for (int32_t id : ids) ASSERT_TRUE(id >= 0 && static_cast<size_t>(id) < tok.vocab_size());
+    }
+}
+
 TEST(Tokenizer, RejectsInvalidUtf8AndUnknownIds) {
     const Tokenizer& tok = shared_tokenizer();
     EXPECT_THROW(tok.encode("abc\xFF"), std::runtime_error);
