@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <functional>
 
 namespace dsinfer::text {
@@ -39,21 +40,61 @@ void MergeTable::insert(int32_t a, int32_t b, Merge m) {
     }
 }
 
-bool BpeCache::get(std::string_view word, std::vector<int32_t>& out) const {
-    Shard& s = shards_[Hash{}(word) % kShards];
-    std::lock_guard<std::mutex> lock(s.mu);
-    auto it = s.map.find(word);
-    if (it == s.map.end()) return false;
-    out.insert(out.end(), it->second.begin(), it->second.end());
-    return true;
+uint64_t BpeCache::hash(std::string_view word) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ word.size();
+    size_t i = 0;
+    for (; i + 8 <= word.size(); i += 8) {
+        uint64_t w;
+        std::memcpy(&w, word.data() + i, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+    }
+    uint64_t w = 0;
+    std::memcpy(&w, word.data() + i, word.size() - i);
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 32;
+    return h ? h : 1;
 }
 
-void BpeCache::put(std::string_view word, const int32_t* ids, size_t n) const {
-    Shard& s = shards_[Hash{}(word) % kShards];
+bool BpeCache::get(std::string_view word, uint64_t h, std::vector<int32_t>& out) const {
+    Shard& s = shards_[h >> 60];
     std::lock_guard<std::mutex> lock(s.mu);
-    // A full shard starts over rather than tracking recency: frequent words come straight back.
-    if (s.map.size() >= kShardCapacity) s.map.clear();
-    s.map.emplace(std::string(word), std::vector<int32_t>(ids, ids + n));
+    if (s.slots.empty()) return false;
+    for (size_t i = h & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+        const Slot& slot = s.slots[i];
+        if (slot.hash == 0) return false;
+        if (slot.hash == h && slot.key_len == word.size() &&
+            std::memcmp(s.keys.data() + slot.key_off, word.data(), word.size()) == 0) {
+            out.insert(out.end(), s.ids.begin() + slot.ids_off, s.ids.begin() + slot.ids_off + slot.ids_len);
+            return true;
+        }
+    }
+}
+
+void BpeCache::put(std::string_view word, uint64_t h, const int32_t* ids, size_t n) const {
+    Shard& s = shards_[h >> 60];
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.slots.empty() || s.used >= kSlots / 2) {
+        s.slots.assign(kSlots, Slot{});
+        s.keys.clear();
+        s.ids.clear();
+        s.used = 0;
+    }
+    for (size_t i = h & (kSlots - 1);; i = (i + 1) & (kSlots - 1)) {
+        Slot& slot = s.slots[i];
+        if (slot.hash == h && slot.key_len == word.size() &&
+            std::memcmp(s.keys.data() + slot.key_off, word.data(), word.size()) == 0)
+            return;  // another thread got here first
+        if (slot.hash != 0) continue;
+        slot = {h, static_cast<uint32_t>(s.keys.size()), static_cast<uint32_t>(s.ids.size()),
+                static_cast<uint16_t>(word.size()), static_cast<uint16_t>(n)};
+        s.keys.append(word);
+        s.ids.insert(s.ids.end(), ids, ids + n);
+        ++s.used;
+        return;
+    }
 }
 
 namespace {
@@ -151,7 +192,8 @@ void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) con
         return;
     }
     const bool cacheable = word.size() <= BpeCache::kMaxWordBytes;
-    if (cacheable && cache->get(word, out)) return;
+    const uint64_t h = cacheable ? BpeCache::hash(word) : 0;
+    if (cacheable && cache->get(word, h, out)) return;
 
     thread_local std::vector<int32_t> ids;
     ids.clear();
@@ -170,7 +212,7 @@ void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) con
     else
         merge_heap(ids.data(), n);
     out.insert(out.end(), ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n));
-    if (cacheable) cache->put(word, ids.data(), n);
+    if (cacheable) cache->put(word, h, ids.data(), n);
 }
 
 }  // namespace dsinfer::text

@@ -48,24 +48,31 @@ private:
     int shift_ = 64;
 };
 
-// Word -> ids cache shared by all threads (sharded locks keep contention low).
+// Word -> ids cache shared by all threads: 16 shards, each an open-addressing table under its own
+// mutex with keys and ids in flat arenas (one hash per lookup, no allocation on a hit). A full
+// shard is cleared rather than tracking recency: frequent words come straight back.
 class BpeCache {
 public:
     static constexpr size_t kMaxWordBytes = 256;
-    bool get(std::string_view word, std::vector<int32_t>& out) const;
-    void put(std::string_view word, const int32_t* ids, size_t n) const;
+    static uint64_t hash(std::string_view word);
+    bool get(std::string_view word, uint64_t h, std::vector<int32_t>& out) const;
+    void put(std::string_view word, uint64_t h, const int32_t* ids, size_t n) const;
 
 private:
-    struct Hash {
-        using is_transparent = void;
-        size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    struct Slot {
+        uint64_t hash = 0;  // 0: empty
+        uint32_t key_off = 0, ids_off = 0;
+        uint16_t key_len = 0, ids_len = 0;
     };
     struct Shard {
         std::mutex mu;
-        std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> map;
+        std::vector<Slot> slots;
+        std::string keys;
+        std::vector<int32_t> ids;
+        size_t used = 0;
     };
     static constexpr size_t kShards = 16;
-    static constexpr size_t kShardCapacity = 4096;
+    static constexpr size_t kSlots = 8192;  // per shard, at most half of them used
     mutable std::array<Shard, kShards> shards_;
 };
 
