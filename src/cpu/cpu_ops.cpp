@@ -276,20 +276,34 @@ void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t 
         }
 }
 
+// Selection with the exact tie behaviour of PyTorch's CPU topk (largest, sorted): (value, index)
+// pairs in index order, std::partial_sort when k*64 <= n, else std::nth_element and a sort of the
+// first k-1. Indexer scores tie exactly (all heads ReLU'd to zero), so the choice among ties matters.
+void topk_torch_order(const float* s, int64_t n, int64_t k, int32_t* out) {
+    using Elem = std::pair<double, int64_t>;
+    std::vector<Elem> q(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) q[size_t(j)] = {double(s[j]), j};
+    auto greater = [](const Elem& x, const Elem& y) {
+        return (std::isnan(x.first) && !std::isnan(y.first)) || x.first > y.first;
+    };
+    if (k * 64 <= n) {
+        std::partial_sort(q.begin(), q.begin() + k, q.end(), greater);
+    } else {
+        std::nth_element(q.begin(), q.begin() + k - 1, q.end(), greater);
+        std::sort(q.begin(), q.begin() + k - 1, greater);
+    }
+    for (int64_t j = 0; j < k; ++j) out[j] = int32_t(q[size_t(j)].second);
+}
+
 void topk(const float* scores, int64_t t, int64_t n, int64_t k, int32_t* idx) {
-#pragma omp parallel if (t > 1)
-    {
-        std::vector<int32_t> order;
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < t; ++i) {
-            const float* s = scores + i * n;
-            order.resize(size_t(n));
-            std::iota(order.begin(), order.end(), 0);
-            const int64_t kk = std::min(k, n);
-            auto better = [s](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); };
-            std::partial_sort(order.begin(), order.begin() + kk, order.end(), better);
-            for (int64_t j = 0; j < k; ++j) idx[i * k + j] = (j < kk && s[order[j]] != kNegInf) ? order[j] : -1;
-        }
+#pragma omp parallel for schedule(static) if (t > 1)
+    for (int64_t i = 0; i < t; ++i) {
+        const float* s = scores + i * n;
+        int32_t* o = idx + i * k;
+        const int64_t kk = std::min(k, n);
+        if (kk > 0) topk_torch_order(s, n, kk, o);
+        for (int64_t j = 0; j < k; ++j)
+            if (j >= kk || s[o[j]] == kNegInf) o[j] = -1;
     }
 }
 
@@ -335,7 +349,6 @@ void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* k
 void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, const int32_t* hash_ids, int64_t k,
                float route_scale, int32_t* ids, float* w) {
     std::vector<float> sc(static_cast<size_t>(e)), sel(static_cast<size_t>(e));
-    std::vector<int32_t> order(static_cast<size_t>(e));
     for (int64_t i = 0; i < t; ++i) {
         for (int64_t j = 0; j < e; ++j) {
             const float x = logits[i * e + j];
@@ -347,11 +360,7 @@ void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, con
         if (hash_ids) {
             for (int64_t j = 0; j < k; ++j) id[j] = hash_ids[i * k + j];
         } else {
-            std::iota(order.begin(), order.end(), 0);
-            std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-                return sel[a] > sel[b] || (sel[a] == sel[b] && a < b);
-            });
-            for (int64_t j = 0; j < k; ++j) id[j] = order[j];
+            topk_torch_order(sel.data(), e, k, id);
         }
         float s = 0.f;
         for (int64_t j = 0; j < k; ++j) s += sc[id[j]];

@@ -33,6 +33,9 @@ void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, con
 void swiglu(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit, const float* row_w,
             float* h);
 
+// The k largest of s[0:n] (k <= n) in the order, and with the tie behaviour, of PyTorch's CPU topk.
+void topk_torch_order(const float* s, int64_t n, int64_t k, int32_t* out);
+
 // Sinkhorn split of one token's mixes (§5.1 steps 3-6): mixes [(2+hc)·hc] → pre [hc], post [hc], comb [hc, hc].
 void hc_split_sinkhorn(const float* mixes, int64_t hc, const float* scale, const float* base, int iters, float hc_eps,
                        float* pre, float* post, float* comb);

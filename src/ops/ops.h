@@ -102,8 +102,8 @@ struct Backend {
     void (*index_scores)(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys,
                          int64_t n, const int32_t* valid, float* scores);
 
-    // Top-k per row (§8.5): idx [t, k] = the k largest of scores[i, 0:n] (any order; ties: lower
-    // index first); entries whose score is −inf, and slots beyond n, are −1.
+    // Top-k per row (§8.5): idx [t, k] = the k largest of scores[i, 0:n] (ties broken as PyTorch's CPU topk;
+    // indexer scores tie exactly); entries whose score is −inf, and slots beyond n, are −1.
     void (*topk)(const float* scores, int64_t t, int64_t n, int64_t k, int32_t* idx);
 
     // Sparse attention with a sink (§6.5): q [t, h, d]; keys are rows of kv_a [na, d] (index < na) or
