@@ -76,6 +76,7 @@ int run(int argc, char** argv) {
     CheckpointSummary sum;
     size_t n_files = 0;
     DType scale_dtype = DType::F8_E8M0;
+    uint64_t per_token = 0;
     if (config_only) {
         ExpertDType e = cfg.has_expert_dtype ? cfg.expert_dtype : ExpertDType::FP4;
         sum = census_summary(cfg, e, scale_dtype);
@@ -85,9 +86,10 @@ int run(int argc, char** argv) {
         n_files = ck->files().size();
         sum = validate_checkpoint(cfg, *ck);
         if (sum.scale_dtypes.size() == 1) scale_dtype = sum.scale_dtypes.begin()->first;
+        per_token = weight_bytes_per_token(cfg, sum.expert_dtype, scale_dtype, ck.get());
     }
+    if (config_only) per_token = weight_bytes_per_token(cfg, sum.expert_dtype, scale_dtype);
     const KvMemory kv = kv_memory(cfg);
-    const uint64_t per_token = weight_bytes_per_token(cfg, sum.expert_dtype, scale_dtype);
     int n_window = 0, n_r4 = 0, n_r128 = 0;
     for (int l = 0; l < cfg.n_layers; ++l) {
         int r = cfg.compress_ratio(l);

@@ -332,7 +332,7 @@ KvMemory kv_memory(const ModelConfig& cfg, bool include_mtp) {
     return m;
 }
 
-uint64_t weight_bytes_per_token(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype) {
+uint64_t weight_bytes_per_token(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype, const Checkpoint* ck) {
     uint64_t total = 0;
     for (const TensorSpec& spec : checkpoint_census(cfg, experts)) {
         if (spec.block >= cfg.n_layers) continue;  // MTP not run in plain decode
@@ -341,6 +341,8 @@ uint64_t weight_bytes_per_token(const ModelConfig& cfg, ExpertDType experts, DTy
         int64_t n = 1;
         for (int64_t x : spec.shape) n *= x;
         uint64_t bytes = uint64_t(n) * dtype_size(d);
+        if (ck)
+            if (const TensorInfo* t = ck->find(spec.name)) bytes = t->nbytes;
         // One row of the embedding and of tid2eid is read per token.
         if (spec.name == "embed.weight" || spec.kind == TensorKind::Index) bytes /= uint64_t(cfg.vocab_size);
         total += bytes;

@@ -81,8 +81,10 @@ struct KvMemory {
 KvMemory kv_memory(const ModelConfig& cfg, bool include_mtp = true);
 
 // Bytes of weights read for one decoded token of one sequence (main model, no MTP): every non-expert
-// weight, the shared experts, top-k routed experts per layer, one embedding row and the head.
-uint64_t weight_bytes_per_token(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype);
+// weight, the shared experts, top-k routed experts per layer, one embedding row and the head. With a
+// checkpoint, the sizes of its tensors (as stored); else the published dtypes with scale_dtype scales.
+uint64_t weight_bytes_per_token(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype,
+                                const Checkpoint* ck = nullptr);
 
 std::string tensor_kind_name(TensorKind k);
 
