@@ -80,15 +80,18 @@ constexpr int kTopkThreads = 1024;
 
 // Radix select of the kk-th largest key, then an in-order compaction: all keys above it, and the
 // lowest-index ones equal to it (ties: lower index first, as the CPU).
-__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores, int64_t n, int64_t k, int32_t* idx) {
+__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores, int64_t n_all, const int32_t* valid,
+                                                            int64_t k, int32_t* idx) {
     using Scan = cub::BlockScan<int, kTopkThreads>;
     __shared__ typename Scan::TempStorage scan_tmp;
     __shared__ int hist[256];
     __shared__ uint32_t s_prefix, s_mask;
     __shared__ int64_t s_remaining, s_base_gt, s_base_eq;
     const int64_t i = blockIdx.x;
-    const float* s = scores + i * n;
+    const float* s = scores + i * n_all;
     int32_t* out = idx + i * k;
+    // Candidates of row i: the first valid[i] scores (all n_all when valid is null).
+    const int64_t n = valid ? min(n_all, int64_t(max(valid[i], 0))) : n_all;
     const int64_t kk = min(k, n);
     if (threadIdx.x == 0) {
         s_prefix = 0;
@@ -229,9 +232,9 @@ void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t 
     DSINFER_CUDA_LAUNCH();
 }
 
-void topk(const float* scores, int64_t t, int64_t n, int64_t k, int32_t* idx) {
+void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx) {
     if (t <= 0 || k <= 0) return;
-    topk_kernel<<<unsigned(t), kTopkThreads, 0, cur_stream()>>>(scores, n, k, idx);
+    topk_kernel<<<unsigned(t), kTopkThreads, 0, cur_stream()>>>(scores, n, valid, k, idx);
     DSINFER_CUDA_LAUNCH();
 }
 

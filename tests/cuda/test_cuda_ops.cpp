@@ -385,12 +385,12 @@ TEST_F(CudaOps, IndexerScoresTopk) {
         }
         EXPECT_REL(g2, r2, 1e-5);
 
-        // top-k on the CPU's scores (distinct values): the same set of indices.
+        // top-k over each row's valid candidates, on the CPU's scores (distinct values): the same set.
         std::vector<int32_t> ref(size_t(t * k));
-        cpu::topk(scores.data(), t, n, k, ref.data());
+        cpu::topk(scores.data(), t, n, valid.data(), k, ref.data());
         Dev dsc(scores);
         Dev didx(size_t(t * k) * 4);
-        cuda::backend().topk(dsc.f(), t, n, k, didx.i());
+        cuda::backend().topk(dsc.f(), t, n, dv.i(), k, didx.i());
         auto gi = didx.get<int32_t>();
         for (int64_t i = 0; i < t; ++i) {
             std::multiset<int32_t> a(ref.begin() + i * k, ref.begin() + (i + 1) * k),
@@ -407,7 +407,7 @@ TEST_F(CudaOps, TopkTies) {
     for (int64_t j = 0; j < 40; ++j) s[size_t(j * 23)] = 1.f + float(j);
     Dev ds(s);
     Dev di(size_t(k) * 4);
-    cuda::backend().topk(ds.f(), 1, n, k, di.i());
+    cuda::backend().topk(ds.f(), 1, n, nullptr, k, di.i());
     auto got = di.get<int32_t>();
     std::set<int32_t> uniq(got.begin(), got.end());
     EXPECT_EQ(int64_t(uniq.size()), k);
