@@ -169,6 +169,8 @@ ChatDelta DsmlStreamParser::feed(std::string_view text) {
     buf_.append(text);
     while (step(false)) {
     }
+    buf_.erase(0, pos_);  // keep only what is held back
+    pos_ = 0;
     return std::exchange(out_, {});
 }
 
@@ -178,6 +180,7 @@ ChatDelta DsmlStreamParser::finish() {
     while (step(true)) {
     }
     buf_.clear();
+    pos_ = 0;
     switch (mode_) {
         case Mode::kReasoning:
             truncated_reasoning_ = true;
@@ -200,20 +203,21 @@ ChatDelta DsmlStreamParser::finish() {
 
 bool DsmlStreamParser::step(bool at_end) {
     switch (mode_) {
-        case Mode::kDone: buf_.clear(); return false;
+        case Mode::kDone: consume(rest().size()); return false;
         case Mode::kReasoning:
         case Mode::kContent:
         case Mode::kAfterBlock: return step_text(at_end);
         case Mode::kBlock:
         case Mode::kInvoke: {
+            const std::string_view b = rest();
             size_t i = 0;
-            while (i < buf_.size() && is_space(buf_[i])) ++i;
-            buf_.erase(0, i);
-            if (buf_.empty()) return false;
-            if (buf_[0] == '<') return step_markup(at_end);
+            while (i < b.size() && is_space(b[i])) ++i;
+            consume(i);
+            if (i == b.size()) return false;
+            if (b[i] == '<') return step_markup(at_end);
             // Stray text between tags is dropped.
-            size_t lt = buf_.find('<');
-            buf_.erase(0, lt == std::string::npos ? buf_.size() : lt);
+            const size_t lt = b.find('<', i);
+            consume((lt == std::string_view::npos ? b.size() : lt) - i);
             return true;
         }
         case Mode::kValue: return step_value(at_end);
@@ -222,18 +226,18 @@ bool DsmlStreamParser::step(bool at_end) {
 }
 
 bool DsmlStreamParser::step_text(bool at_end) {
-    if (buf_.empty()) return false;
-    size_t lt = buf_.find('<');
-    if (lt == std::string::npos) {
-        const size_t tail = incomplete_utf8_tail(buf_);
-        emit_text(std::string_view(buf_).substr(0, buf_.size() - tail));
-        buf_.erase(0, buf_.size() - tail);
-        if (at_end) buf_.clear();  // a broken UTF-8 sequence at the very end is dropped
+    const std::string_view b = rest();
+    if (b.empty()) return false;
+    const size_t lt = b.find('<');
+    if (lt == std::string_view::npos) {
+        const size_t tail = incomplete_utf8_tail(b);
+        emit_text(b.substr(0, b.size() - tail));
+        consume(at_end ? b.size() : b.size() - tail);  // a broken UTF-8 sequence at the very end is dropped
         return false;
     }
     if (lt > 0) {
-        emit_text(std::string_view(buf_).substr(0, lt));
-        buf_.erase(0, lt);
+        emit_text(b.substr(0, lt));
+        consume(lt);
         return true;
     }
     return step_markup(at_end);
@@ -242,22 +246,22 @@ bool DsmlStreamParser::step_text(bool at_end) {
 // buf_ starts with '<': a marker, a DSML tag, the start of one, or a literal '<'.
 bool DsmlStreamParser::step_markup(bool at_end) {
     const bool text_mode = mode_ == Mode::kReasoning || mode_ == Mode::kContent || mode_ == Mode::kAfterBlock;
-    std::string_view b(buf_);
+    const std::string_view b = rest();
     for (std::string_view m : kMarkers) {
         if (b.substr(0, m.size()) != m) continue;
         if (m == kDsmlOpen || m == kDsmlClose) {
             size_t e = tag_end(b);
             if (e == std::string_view::npos) {
                 if (b.size() < kMaxTagBytes && !at_end) return false;  // the tag is still arriving
-                buf_.erase(0, at_end ? buf_.size() : m.size());       // not a tag: drop the marker
+                consume(at_end ? b.size() : m.size());                 // not a tag: drop the marker
                 return !at_end;
             }
             std::string tag(b.substr(0, e + 1));
-            buf_.erase(0, e + 1);
+            consume(e + 1);
             handle_tag(tag);
             return true;
         }
-        buf_.erase(0, m.size());
+        consume(m.size());
         if (m == kThinkEnd) {
             if (mode_ == Mode::kReasoning) {
                 release_newlines(0);
@@ -275,7 +279,7 @@ bool DsmlStreamParser::step_markup(bool at_end) {
                 truncated_tool_call_ = true;
             }
             mode_ = Mode::kDone;
-            buf_.clear();
+            consume(rest().size());
         }
         return true;
     }
@@ -284,18 +288,19 @@ bool DsmlStreamParser::step_markup(bool at_end) {
         if (b.size() < m.size() && m.substr(0, b.size()) == b) prefix = true;
     if (prefix && !at_end) return false;
     if (prefix && b.size() > 1) {  // a tag cut off by the end of the output
-        buf_.clear();
+        consume(b.size());
         return false;
     }
     if (text_mode) emit_text("<");
-    buf_.erase(0, 1);
+    consume(1);
     return true;
 }
 
 bool DsmlStreamParser::step_value(bool at_end) {
-    if (buf_.empty()) return false;
-    const size_t close = buf_.find(kDsmlClose);
-    const size_t eos = buf_.find(kEos);
+    const std::string_view b = rest();
+    if (b.empty()) return false;
+    const size_t close = b.find(kDsmlClose);
+    const size_t eos = b.find(kEos);
     const size_t p = std::min(close, eos);
     auto chunk = [&](std::string_view s) {
         if (s.empty()) return;
@@ -307,22 +312,17 @@ bool DsmlStreamParser::step_value(bool at_end) {
         }
     };
     if (p != std::string::npos) {
-        chunk(std::string_view(buf_).substr(0, p));
-        buf_.erase(0, p);
+        chunk(b.substr(0, p));
+        consume(p);
         end_param();
         mode_ = Mode::kInvoke;  // the closing tag (or EOS) is handled there
         return true;
     }
-    size_t keep = std::max({partial_suffix(buf_, kDsmlClose), partial_suffix(buf_, kEos), incomplete_utf8_tail(buf_)});
-    if (at_end) {
-        // A lone '<' is text; a longer fragment of a closing tag or a broken character is dropped.
-        if (keep == 1 && buf_.back() == '<') keep = 0;
-        chunk(std::string_view(buf_).substr(0, buf_.size() - keep));
-        buf_.clear();
-        return false;
-    }
-    chunk(std::string_view(buf_).substr(0, buf_.size() - keep));
-    buf_.erase(0, buf_.size() - keep);
+    size_t keep = std::max({partial_suffix(b, kDsmlClose), partial_suffix(b, kEos), incomplete_utf8_tail(b)});
+    if (at_end && keep == 1 && b.back() == '<') keep = 0;  // a lone '<' is text
+    chunk(b.substr(0, b.size() - keep));
+    // At the end, a longer fragment of a closing tag or a broken character is dropped.
+    consume(at_end ? b.size() : b.size() - keep);
     return false;
 }
 

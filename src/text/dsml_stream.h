@@ -77,7 +77,11 @@ private:
     StreamParserOptions opt_;
     std::mt19937_64 rng_;
     Mode mode_;
-    std::string buf_;       // input not yet consumed
+    std::string_view rest() const { return std::string_view(buf_).substr(pos_); }
+    void consume(size_t n) { pos_ += n; }
+
+    std::string buf_;           // input; what precedes pos_ is consumed
+    size_t pos_ = 0;
     ChatDelta out_;         // what the current feed()/finish() returns
     size_t held_newlines_ = 0;  // trailing newlines of the text stream, held until we know what follows
     bool content_started_ = false;
