@@ -34,6 +34,28 @@ size_t incomplete_utf8_tail(std::string_view s) {
     return 0;
 }
 
+// `s` with every byte that does not belong to a well-formed UTF-8 sequence replaced by U+FFFD, so deltas
+// can always be written as JSON (an incomplete sequence at the end of a piece never reaches here).
+std::string sanitize_utf8(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    size_t i = 0;
+    while (i < s.size()) {
+        const unsigned char c = s[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = n > 0 && i + n <= s.size();
+        for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+        if (ok) {
+            out.append(s.substr(i, n));
+            i += n;
+        } else {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
+    return out;
+}
+
 // Length of the longest suffix of `s` that is a proper prefix of `marker`.
 size_t partial_suffix(std::string_view s, std::string_view marker) {
     for (size_t len = std::min(s.size(), marker.size() - 1); len > 0; --len)
@@ -299,16 +321,16 @@ bool DsmlStreamParser::step_markup(bool at_end) {
 bool DsmlStreamParser::step_value(bool at_end) {
     const std::string_view b = rest();
     if (b.empty()) return false;
-    const size_t close = b.find(kDsmlClose);
-    const size_t eos = b.find(kEos);
-    const size_t p = std::min(close, eos);
+    // A value ends at its closing tag; any other DSML tag or EOS also ends it (a close the model forgot).
+    const size_t p = std::min({b.find(kDsmlClose), b.find(kDsmlOpen), b.find(kEos)});
     auto chunk = [&](std::string_view s) {
         if (s.empty()) return;
+        if (value_skip_) return;
         if (value_streamed_) {
-            std::string q = py_json_string(s);
+            std::string q = py_json_string(sanitize_utf8(s));
             args(std::string_view(q).substr(1, q.size() - 2));
         } else {
-            value_buf_.append(s);
+            value_buf_.append(sanitize_utf8(s));
         }
     };
     if (p != std::string::npos) {
@@ -318,7 +340,8 @@ bool DsmlStreamParser::step_value(bool at_end) {
         mode_ = Mode::kInvoke;  // the closing tag (or EOS) is handled there
         return true;
     }
-    size_t keep = std::max({partial_suffix(b, kDsmlClose), partial_suffix(b, kEos), incomplete_utf8_tail(b)});
+    size_t keep = std::max({partial_suffix(b, kDsmlClose), partial_suffix(b, kDsmlOpen), partial_suffix(b, kEos),
+                            incomplete_utf8_tail(b)});
     if (at_end && keep == 1 && b.back() == '<') keep = 0;  // a lone '<' is text
     chunk(b.substr(0, b.size() - keep));
     // At the end, a longer fragment of a closing tag or a broken character is dropped.
@@ -335,7 +358,7 @@ void DsmlStreamParser::emit_text(std::string_view s) {
         return;
     }
     std::string piece(held_newlines_, '\n');
-    piece.append(s.substr(0, end));
+    piece.append(sanitize_utf8(s.substr(0, end)));
     held_newlines_ = s.size() - end;
     if (mode_ == Mode::kReasoning) {
         out_.reasoning_content += piece;
@@ -378,7 +401,7 @@ void DsmlStreamParser::open_call(const std::string& name) {
     static const char* kHex = "0123456789abcdef";
     d.id = "call_";
     for (int i = 0; i < 24; ++i) d.id.push_back(kHex[rng_() & 15]);
-    d.name = name;
+    d.name = sanitize_utf8(name);
     out_.tool_calls.push_back(std::move(d));
     call_open_ = true;
     call_name_ = name;
@@ -429,28 +452,28 @@ void DsmlStreamParser::begin_param(const std::string& name, bool string_flag) {
     value_string_flag_ = string_flag;
     value_buf_.clear();
     value_streamed_ = false;
-    if (contains(param_names_, name)) {
-        value_name_.clear();  // a repeated parameter: the first one wins, this value is dropped
-        return;
-    }
+    // A parameter without a name, or a repeated one (the first wins), is dropped with its value.
+    value_skip_ = name.empty() || contains(param_names_, name);
+    if (value_skip_) return;
     param_names_.push_back(name);
     const auto types = declared_types(name);
     value_streamed_ = string_flag && (types.empty() || contains(types, "string"));
     if (value_streamed_) {
-        args((params_in_call_++ ? ", " : "{") + py_json_string(name) + ": \"");
+        args((params_in_call_++ ? ", " : "{") + py_json_string(sanitize_utf8(name)) + ": \"");
     }
 }
 
 void DsmlStreamParser::end_param() {
     if (mode_ != Mode::kValue) return;
-    if (value_name_.empty()) {
-        value_streamed_ = false;
+    if (value_skip_) {
+        value_skip_ = false;
+        value_buf_.clear();
         return;
     }
     if (value_streamed_) {
         args("\"");
     } else {
-        args((params_in_call_++ ? ", " : "{") + py_json_string(value_name_) + ": " +
+        args((params_in_call_++ ? ", " : "{") + py_json_string(sanitize_utf8(value_name_)) + ": " +
              convert_value(value_buf_, value_string_flag_, declared_types(value_name_)));
     }
     value_streamed_ = false;

@@ -93,6 +93,7 @@ private:
     std::vector<std::string> param_names_;
     // current parameter value
     bool value_streamed_ = false;
+    bool value_skip_ = false;
     bool value_string_flag_ = false;
     std::string value_name_;
     std::string value_buf_;

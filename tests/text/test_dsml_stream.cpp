@@ -251,3 +251,37 @@ TEST(DsmlStream, ForcedToolPrefixOpensTheCall) {
     EXPECT_EQ(ojson::parse(m.tool_calls[0].arguments), ojson({{"city", "Oslo"}}));
     EXPECT_EQ(m.content, "");
 }
+
+// Random soup of tags, pieces of tags, text, newlines and multibyte characters: whatever the chunking the
+// parser gives the same result, its argument texts are valid JSON and every delta is valid UTF-8 (even with
+// a stray byte that is not UTF-8 in the text).
+TEST(DsmlStream, RandomOutputIsChunkingInvariant) {
+    const std::vector<std::string> pieces = {
+        "text", " ", "\n", "\n\n", "<", "<｜", "</", "<think>", "</think>", "</thi", kEosS, "<｜end▁of",
+        "<｜DSML｜tool_calls>", "</｜DSML｜tool_calls>", "<｜DSML｜function_calls>", "<｜DSML｜invoke name=\"f\">",
+        "<｜DSML｜invoke name=\"g\">\n", "</｜DSML｜invoke>", "<｜DSML｜parameter name=\"a\" string=\"true\">",
+        "<｜DSML｜parameter name=\"b\" string=\"false\">", "</｜DSML｜parameter>", "<｜DSML｜parameter name=\"",
+        "42", "[1, {\"x\": null}]", "\"q\"", "中文", "😀", "\xe4", ">", "=\"", "｜DSML｜"};
+    std::mt19937_64 rng(2024);
+    for (int iter = 0; iter < 300; ++iter) {
+        std::string text;
+        const int n = 1 + static_cast<int>(rng() % 40);
+        for (int i = 0; i < n; ++i) text += pieces[rng() % pieces.size()];
+        const auto o = opts(rng() % 2 == 0, rng() % 3 == 0 ? ChatFormat::kDsv32 : ChatFormat::kDsv4);
+        const StreamRun whole = run_stream(text, o, {text.size() + 1});
+        const ojson ref = normalized(whole.message);
+        for (uint64_t seed = 1; seed <= 3; ++seed) {
+            const StreamRun r = run_stream(text, o, random_sizes(text.size(), seed + iter * 7, 6));
+            ASSERT_EQ(normalized(r.message), ref) << "text: " << text;
+        }
+        const StreamRun bytes = run_stream(text, o, {1});
+        ASSERT_EQ(normalized(bytes.message), ref) << "text: " << text;
+        for (const auto& tc : whole.message.tool_calls)
+            EXPECT_FALSE(ojson::parse(tc.arguments, nullptr, false).is_discarded()) << tc.arguments << " from " << text;
+        for (const auto& d : bytes.deltas) {
+            EXPECT_TRUE(valid_utf8(d.content));
+            EXPECT_TRUE(valid_utf8(d.reasoning_content));
+            for (const auto& tc : d.tool_calls) EXPECT_TRUE(valid_utf8(tc.arguments) && valid_utf8(tc.name));
+        }
+    }
+}
