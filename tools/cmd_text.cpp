@@ -98,7 +98,8 @@ int cmd_parse(int argc, char** argv) {
 
     if (!lenient) {
         try {
-            print_json(dsinfer::text::parsed_message_to_json(dsinfer::text::parse_completion_strict(text, thinking, format)));
+            print_json(
+                dsinfer::text::parsed_message_to_json(dsinfer::text::parse_completion_strict(text, thinking, format)));
         } catch (const dsinfer::text::DsmlError& e) {
             print_json(ojson{{"error", e.what()}});
         }
@@ -126,4 +127,5 @@ int cmd_parse(int argc, char** argv) {
 }  // namespace
 
 DSINFER_COMMAND("text encode-chat", "print the DeepSeek chat prompt of a DSML encode case", cmd_encode_chat);
-DSINFER_COMMAND("text parse", "parse the model output of a DSML parse case (strict, or --lenient streaming)", cmd_parse);
+DSINFER_COMMAND("text parse", "parse the model output of a DSML parse case (strict, or --lenient streaming)",
+                cmd_parse);

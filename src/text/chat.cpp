@@ -14,12 +14,18 @@ namespace {
 
 const char* type_name(const ojson& v) {
     switch (v.type()) {
-        case ojson::value_t::null: return "null";
-        case ojson::value_t::boolean: return "a boolean";
-        case ojson::value_t::string: return "a string";
-        case ojson::value_t::array: return "an array";
-        case ojson::value_t::object: return "an object";
-        default: return "a number";
+        case ojson::value_t::null:
+            return "null";
+        case ojson::value_t::boolean:
+            return "a boolean";
+        case ojson::value_t::string:
+            return "a string";
+        case ojson::value_t::array:
+            return "an array";
+        case ojson::value_t::object:
+            return "an object";
+        default:
+            return "a number";
     }
 }
 
@@ -231,7 +237,8 @@ ChatEncoderInput chat_input_from_openai(const ojson& req, ChatFormat format) {
             if (!after_calls) fail(w, "a tool message must follow an assistant message with tool_calls");
             if (m.tool_call_id.empty()) fail(w + ".tool_call_id", "missing");
             if (std::find(open_call_ids.begin(), open_call_ids.end(), m.tool_call_id) == open_call_ids.end())
-                fail(w + ".tool_call_id", "'" + m.tool_call_id + "' does not match a tool call of the preceding assistant message");
+                fail(w + ".tool_call_id",
+                     "'" + m.tool_call_id + "' does not match a tool call of the preceding assistant message");
         } else {
             after_calls = false;
         }
@@ -291,8 +298,7 @@ ChatEncoderInput chat_input_from_openai(const ojson& req, ChatFormat format) {
         const std::string type = get_string(*rf, "type", "response_format", true);
         if (type != "text" && type != "json_object" && type != "json_schema")
             fail("response_format.type", "expected text, json_object or json_schema, got '" + type + "'");
-        if (type == "json_schema" && !rf->contains("json_schema"))
-            fail("response_format.json_schema", "missing");
+        if (type == "json_schema" && !rf->contains("json_schema")) fail("response_format.json_schema", "missing");
         if (type != "text") leading_system(in.messages).response_format = *rf;
     }
 

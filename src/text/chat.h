@@ -16,7 +16,7 @@ namespace dsinfer::text {
 // Thrown for a request the encoder cannot take; the message names the offending field
 // (e.g. "messages[2].tool_calls[0].function.name: expected a string").
 class ChatRequestError : public std::invalid_argument {
-public:
+  public:
     using std::invalid_argument::invalid_argument;
 };
 

@@ -41,7 +41,7 @@ const char* chat_format_name(ChatFormat f);
 std::string_view tool_block_name(ChatFormat f);
 
 class DsmlError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
@@ -64,11 +64,11 @@ struct ChatMessage {
     std::string role;  // system, user, assistant, tool, developer, latest_reminder
     std::string content;
     std::optional<std::vector<ContentPart>> content_parts;  // tool messages whose content was a list
-    std::string reasoning_content;                         // assistant
-    std::vector<ToolCall> tool_calls;                      // assistant
-    std::vector<ojson> tools;    // system/developer: function objects ({name, description, parameters})
-    ojson response_format;       // system/developer: rendered as JSON when not null/empty
-    std::string tool_call_id;    // tool
+    std::string reasoning_content;                          // assistant
+    std::vector<ToolCall> tool_calls;                       // assistant
+    std::vector<ojson> tools;         // system/developer: function objects ({name, description, parameters})
+    ojson response_format;            // system/developer: rendered as JSON when not null/empty
+    std::string tool_call_id;         // tool
     std::optional<std::string> task;  // quick-instruction task: action query authority domain title read_url
     bool wo_eos = false;              // assistant: leave the turn open (no EOS) so the model continues it
 };

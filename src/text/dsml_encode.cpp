@@ -11,7 +11,7 @@ namespace {
 
 const std::map<std::string, std::string_view>& task_tokens() {
     static const std::map<std::string, std::string_view> m = {
-        {"action", "<｜action｜>"}, {"query", "<｜query｜>"},   {"authority", "<｜authority｜>"},
+        {"action", "<｜action｜>"}, {"query", "<｜query｜>"}, {"authority", "<｜authority｜>"},
         {"domain", "<｜domain｜>"}, {"title", "<｜title｜>"}, {"read_url", "<｜read_url｜>"},
     };
     return m;
@@ -46,8 +46,7 @@ std::string_view effort_prefix(ChatFormat format, const std::optional<std::strin
 }
 
 std::string response_format_block(const ojson& rf) {
-    return "## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n" +
-           py_json_dumps(rf);
+    return "## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n" + py_json_dumps(rf);
 }
 
 // Python truthiness of the response_format value.
@@ -332,8 +331,7 @@ std::string encode_v4(const std::vector<ChatMessage>& messages, const EncodeOpti
         num_to_render = full.size() - kept_context;
         context_len = full.size() - num_to_render;
     }
-    for (size_t i = 0; i < num_to_render; ++i)
-        prompt += render_v4(static_cast<int>(i + context_len), full, opt, drop);
+    for (size_t i = 0; i < num_to_render; ++i) prompt += render_v4(static_cast<int>(i + context_len), full, opt, drop);
     return prompt;
 }
 
@@ -442,14 +440,19 @@ ChatFormat chat_format_from_name(std::string_view name) {
 
 const char* chat_format_name(ChatFormat f) {
     switch (f) {
-        case ChatFormat::kDsv4: return "dsv4";
-        case ChatFormat::kDsv4_0731: return "dsv4-0731";
-        case ChatFormat::kDsv32: return "dsv32";
+        case ChatFormat::kDsv4:
+            return "dsv4";
+        case ChatFormat::kDsv4_0731:
+            return "dsv4-0731";
+        case ChatFormat::kDsv32:
+            return "dsv32";
     }
     return "?";
 }
 
-std::string_view tool_block_name(ChatFormat f) { return f == ChatFormat::kDsv32 ? "function_calls" : "tool_calls"; }
+std::string_view tool_block_name(ChatFormat f) {
+    return f == ChatFormat::kDsv32 ? "function_calls" : "tool_calls";
+}
 
 std::string render_tools_block(const std::vector<ojson>& functions, ChatFormat format) {
     const std::string schemas = dsml_join_tool_schemas(functions);
@@ -460,7 +463,8 @@ std::string render_tools_block(const std::vector<ojson>& functions, ChatFormat f
                "of your reply to the user:\n"
                "<｜DSML｜function_calls>\n"
                "<｜DSML｜invoke name=\"$FUNCTION_NAME\">\n"
-               "<｜DSML｜parameter name=\"$PARAMETER_NAME\" string=\"true|false\">$PARAMETER_VALUE</｜DSML｜parameter>\n"
+               "<｜DSML｜parameter name=\"$PARAMETER_NAME\" "
+               "string=\"true|false\">$PARAMETER_VALUE</｜DSML｜parameter>\n"
                "...\n"
                "</｜DSML｜invoke>\n"
                "<｜DSML｜invoke name=\"$FUNCTION_NAME2\">\n"

@@ -17,13 +17,27 @@ std::string py_json_string(std::string_view s) {
     out.push_back('"');
     for (unsigned char c : s) {
         switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            case '\b':
+                out += "\\b";
+                break;
+            case '\f':
+                out += "\\f";
+                break;
             default:
                 if (c < 0x20) {
                     char buf[8];
@@ -83,12 +97,24 @@ static std::string py_float_repr(double x) {
 
 static void dump_into(const ojson& v, std::string& out) {
     switch (v.type()) {
-        case ojson::value_t::null: out += "null"; break;
-        case ojson::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
-        case ojson::value_t::number_integer: out += std::to_string(v.get<int64_t>()); break;
-        case ojson::value_t::number_unsigned: out += std::to_string(v.get<uint64_t>()); break;
-        case ojson::value_t::number_float: out += py_float_repr(v.get<double>()); break;
-        case ojson::value_t::string: out += py_json_string(v.get_ref<const std::string&>()); break;
+        case ojson::value_t::null:
+            out += "null";
+            break;
+        case ojson::value_t::boolean:
+            out += v.get<bool>() ? "true" : "false";
+            break;
+        case ojson::value_t::number_integer:
+            out += std::to_string(v.get<int64_t>());
+            break;
+        case ojson::value_t::number_unsigned:
+            out += std::to_string(v.get<uint64_t>());
+            break;
+        case ojson::value_t::number_float:
+            out += py_float_repr(v.get<double>());
+            break;
+        case ojson::value_t::string:
+            out += py_json_string(v.get_ref<const std::string&>());
+            break;
         case ojson::value_t::array: {
             out.push_back('[');
             bool first = true;
@@ -114,7 +140,8 @@ static void dump_into(const ojson& v, std::string& out) {
             break;
         }
         case ojson::value_t::binary:
-        case ojson::value_t::discarded: throw DsmlError("cannot write a binary or discarded JSON value");
+        case ojson::value_t::discarded:
+            throw DsmlError("cannot write a binary or discarded JSON value");
     }
 }
 

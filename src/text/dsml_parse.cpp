@@ -7,9 +7,9 @@ namespace dsinfer::text {
 namespace {
 
 struct Stop {
-    size_t index;        // position after the matched stop string (or text size)
+    size_t index;  // position after the matched stop string (or text size)
     std::string_view before;
-    int which;           // index into the stop list, -1 when none matched
+    int which;  // index into the stop list, -1 when none matched
 };
 
 // The reference's _read_until_stop: the earliest occurrence of any stop string from `index`.
@@ -46,7 +46,9 @@ size_t whitespace_len(std::string_view s) {
 }
 
 // The reference's Python `$`: end of text, or just before a final "\n".
-bool ends_at(std::string_view s, size_t pos) { return pos == s.size() || (pos + 1 == s.size() && s[pos] == '\n'); }
+bool ends_at(std::string_view s, size_t pos) {
+    return pos == s.size() || (pos + 1 == s.size() && s[pos] == '\n');
+}
 
 // ^\s*name="(.*?)">\n$ (DOTALL)
 std::optional<std::string> match_tool_name(std::string_view s) {
@@ -89,7 +91,9 @@ std::optional<Param> match_param(std::string_view s) {
     return std::nullopt;
 }
 
-std::string show(std::string_view s) { return "'" + std::string(s) + "'"; }
+std::string show(std::string_view s) {
+    return "'" + std::string(s) + "'";
+}
 
 }  // namespace
 

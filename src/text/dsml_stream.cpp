@@ -18,9 +18,13 @@ constexpr size_t kMaxTagBytes = 4096;
 
 const std::string_view kMarkers[] = {kThinkEnd, kThinkStart, kEos, kBos, kDsmlClose, kDsmlOpen};
 
-bool is_block_name(std::string_view n) { return n == "tool_calls" || n == "function_calls" || n == "calls"; }
+bool is_block_name(std::string_view n) {
+    return n == "tool_calls" || n == "function_calls" || n == "calls";
+}
 
-bool is_space(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_space(char c) {
+    return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+}
 
 // Bytes at the end of `s` that begin a UTF-8 sequence not yet complete.
 size_t incomplete_utf8_tail(std::string_view s) {
@@ -144,8 +148,8 @@ std::string trim(std::string_view s) {
 bool json_type_matches(const ojson& v, const std::string& type) {
     if (type == "string") return v.is_string();
     if (type == "integer")
-        return v.is_number_integer() || (v.is_number_float() && v.get<double>() == static_cast<double>(
-                                                                                        static_cast<int64_t>(v.get<double>())));
+        return v.is_number_integer() ||
+               (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())));
     if (type == "number") return v.is_number();
     if (type == "boolean") return v.is_boolean();
     if (type == "object") return v.is_object();
@@ -154,7 +158,9 @@ bool json_type_matches(const ojson& v, const std::string& type) {
     return false;
 }
 
-bool contains(const std::vector<std::string>& v, std::string_view s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+bool contains(const std::vector<std::string>& v, std::string_view s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+}
 
 // The JSON text of a parameter value that was not streamed as a string.
 std::string convert_value(const std::string& raw, bool string_flag, const std::vector<std::string>& types) {
@@ -208,7 +214,9 @@ ChatDelta DsmlStreamParser::finish() {
             truncated_reasoning_ = true;
             release_newlines(0);
             break;
-        case Mode::kContent: release_newlines(0); break;
+        case Mode::kContent:
+            release_newlines(0);
+            break;
         case Mode::kValue:
             end_param();
             close_call();
@@ -218,17 +226,21 @@ ChatDelta DsmlStreamParser::finish() {
             close_call();
             truncated_tool_call_ = true;
             break;
-        default: break;
+        default:
+            break;
     }
     return std::exchange(out_, {});
 }
 
 bool DsmlStreamParser::step(bool at_end) {
     switch (mode_) {
-        case Mode::kDone: consume(rest().size()); return false;
+        case Mode::kDone:
+            consume(rest().size());
+            return false;
         case Mode::kReasoning:
         case Mode::kContent:
-        case Mode::kAfterBlock: return step_text(at_end);
+        case Mode::kAfterBlock:
+            return step_text(at_end);
         case Mode::kBlock:
         case Mode::kInvoke: {
             const std::string_view b = rest();
@@ -242,7 +254,8 @@ bool DsmlStreamParser::step(bool at_end) {
             consume((lt == std::string_view::npos ? b.size() : lt) - i);
             return true;
         }
-        case Mode::kValue: return step_value(at_end);
+        case Mode::kValue:
+            return step_value(at_end);
     }
     return false;
 }
@@ -481,13 +494,13 @@ void DsmlStreamParser::end_param() {
     value_buf_.clear();
 }
 
-bool DsmlStreamParser::handle_tag(std::string_view text) {
+void DsmlStreamParser::handle_tag(std::string_view text) {
     const Tag tag = parse_tag(text);
     switch (mode_) {
         case Mode::kReasoning:
         case Mode::kContent:
         case Mode::kAfterBlock:
-            if (tag.closing) return false;
+            if (tag.closing) return;  // a stray closing tag is dropped
             if (is_block_name(tag.name)) {
                 release_newlines(2);
                 mode_ = Mode::kBlock;
@@ -495,11 +508,11 @@ bool DsmlStreamParser::handle_tag(std::string_view text) {
                 release_newlines(2);
                 open_call(tag.attr("name"));
             }
-            return true;
+            return;
         case Mode::kBlock:
             if (!tag.closing && tag.name == "invoke" && !tag.attr("name").empty()) open_call(tag.attr("name"));
             if (tag.closing && is_block_name(tag.name)) mode_ = Mode::kAfterBlock;
-            return true;
+            return;
         case Mode::kInvoke:
             if (!tag.closing && tag.name == "parameter") {
                 const std::string s = tag.attr("string");
@@ -517,8 +530,9 @@ bool DsmlStreamParser::handle_tag(std::string_view text) {
                 close_call();
                 mode_ = Mode::kAfterBlock;
             }
-            return true;
-        default: return true;
+            return;
+        default:
+            return;
     }
 }
 

@@ -41,7 +41,7 @@ struct StreamParserOptions {
 };
 
 class DsmlStreamParser {
-public:
+  public:
     explicit DsmlStreamParser(StreamParserOptions options);
 
     // Feeds the next piece of generated text; returns what can be released now (possibly empty).
@@ -56,7 +56,7 @@ public:
     bool truncated_reasoning() const { return truncated_reasoning_; }
     bool truncated_tool_call() const { return truncated_tool_call_; }
 
-private:
+  private:
     enum class Mode { kReasoning, kContent, kBlock, kInvoke, kValue, kAfterBlock, kDone };
     enum class TagResult { kNeedMore, kDone };
 
@@ -71,7 +71,7 @@ private:
     void begin_param(const std::string& name, bool string_flag);
     void end_param();
     void args(std::string_view s);
-    bool handle_tag(std::string_view tag);
+    void handle_tag(std::string_view tag);
     std::vector<std::string> declared_types(const std::string& param) const;
 
     StreamParserOptions opt_;
@@ -80,9 +80,9 @@ private:
     std::string_view rest() const { return std::string_view(buf_).substr(pos_); }
     void consume(size_t n) { pos_ += n; }
 
-    std::string buf_;           // input; what precedes pos_ is consumed
+    std::string buf_;  // input; what precedes pos_ is consumed
     size_t pos_ = 0;
-    ChatDelta out_;         // what the current feed()/finish() returns
+    ChatDelta out_;             // what the current feed()/finish() returns
     size_t held_newlines_ = 0;  // trailing newlines of the text stream, held until we know what follows
     bool content_started_ = false;
     bool finished_ = false;

@@ -100,7 +100,8 @@ TEST(DsmlCases, LenientParserIsChunkingInvariantAndClean) {
         std::vector<std::pair<std::string, std::vector<size_t>>> chunkings = {{"1-byte", {1}}, {"3-byte", {3}}};
         for (uint64_t seed = 1; seed <= 6; ++seed)
             chunkings.push_back({"random seed " + std::to_string(seed), random_sizes(text.size(), seed, 12)});
-        for (size_t cut = 1; cut < text.size(); ++cut) chunkings.push_back({"split at " + std::to_string(cut), {cut, text.size()}});
+        for (size_t cut = 1; cut < text.size(); ++cut)
+            chunkings.push_back({"split at " + std::to_string(cut), {cut, text.size()}});
         for (const auto& [name, sizes] : chunkings) {
             const StreamRun r = run_stream(text, opt, sizes);
             EXPECT_EQ(normalized(r.message), reference) << name;
@@ -127,7 +128,8 @@ TEST(DsmlCases, LenientParserIsChunkingInvariantAndClean) {
             // would put markup into content yields to the no-markup rule above).
             const ojson& v = c.json["vllm_expected"];
             for (const char* field : {"content", "reasoning_content"}) {
-                if (v.contains(field) && (!v[field].is_string() || markup_problem(v[field].get<std::string>()).empty())) {
+                if (v.contains(field) &&
+                    (!v[field].is_string() || markup_problem(v[field].get<std::string>()).empty())) {
                     EXPECT_EQ(reference[field], v[field].is_null() ? ojson("") : v[field]) << field;
                 }
             }

@@ -43,7 +43,8 @@ TEST(DsmlChat, OpenAIRequestsReproduceTheCasePrompts) {
 }
 
 TEST(DsmlChat, ContentPartsAreJoinedAndNonTextPartsRefused) {
-    ojson req = ojson::parse(R"({"messages": [{"role": "system", "content": [{"type": "text", "text": "S1"}, {"type": "text", "text": "S2"}]},
+    ojson req = ojson::parse(
+        R"({"messages": [{"role": "system", "content": [{"type": "text", "text": "S1"}, {"type": "text", "text": "S2"}]},
         {"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "world"}]}],
         "thinking": {"type": "disabled"}})");
     EXPECT_EQ(prompt_of(req), B + "S1\nS2" + U + "Hello\nworld" + A + "</think>");
@@ -64,8 +65,9 @@ TEST(DsmlChat, ToolMessagesBecomeToolResults) {
         "thinking": {"type": "disabled"}})");
     req["tools"] = {kWeatherTool};
     const std::string p = prompt_of(req);
-    EXPECT_NE(p.find(E + U + "<tool_result>Oslo: 5C</tool_result>\n\n<tool_result>Rome: 20C</tool_result>" + A + "</think>"),
-              std::string::npos)
+    EXPECT_NE(
+        p.find(E + U + "<tool_result>Oslo: 5C</tool_result>\n\n<tool_result>Rome: 20C</tool_result>" + A + "</think>"),
+        std::string::npos)
         << p;
     EXPECT_EQ(p.rfind(B + "\n\n## Tools\n\n", 0), 0u);  // tools on an inserted empty system message
 
@@ -175,11 +177,12 @@ TEST(DsmlChat, PrefixContinuesTheLastAssistantMessage) {
 TEST(DsmlChat, ResponseFormatIsRenderedInTheSystemPrompt) {
     ojson req = ojson::parse(R"({"messages": [{"role": "user", "content": "Ada"}], "thinking": {"type": "disabled"},
         "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object"}}}})");
-    EXPECT_EQ(prompt_of(req), B +
-                                  "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n"
-                                  "{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"p\", \"schema\": {\"type\": "
-                                  "\"object\"}}}" +
-                                  U + "Ada" + A + "</think>");
+    EXPECT_EQ(prompt_of(req),
+              B +
+                  "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n"
+                  "{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"p\", \"schema\": {\"type\": "
+                  "\"object\"}}}" +
+                  U + "Ada" + A + "</think>");
     req["response_format"] = {{"type", "text"}};
     EXPECT_EQ(prompt_of(req), B + U + "Ada" + A + "</think>");
     req["response_format"] = {{"type", "yaml"}};
@@ -200,17 +203,19 @@ TEST(DsmlChat, InvalidRequestsNameTheField) {
     EXPECT_NE(error_of(ojson::object()).find("messages: missing"), std::string::npos);
     EXPECT_NE(error_of({{"messages", ojson::array()}}).find("messages"), std::string::npos);
     EXPECT_NE(error_of({{"messages", {{{"content", "x"}}}}}).find("messages[0].role: missing"), std::string::npos);
-    EXPECT_NE(error_of({{"messages", {{{"role", "wizard"}, {"content", "x"}}}}}).find("messages[0].role"), std::string::npos);
-    EXPECT_NE(error_of({{"messages", {{{"role", "user"}, {"content", 5}}}}}).find("messages[0].content"), std::string::npos);
+    EXPECT_NE(error_of({{"messages", {{{"role", "wizard"}, {"content", "x"}}}}}).find("messages[0].role"),
+              std::string::npos);
+    EXPECT_NE(error_of({{"messages", {{{"role", "user"}, {"content", 5}}}}}).find("messages[0].content"),
+              std::string::npos);
     EXPECT_NE(error_of({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"tools", {{{"type", "function"}}}}})
                   .find("tools[0].function"),
               std::string::npos);
     EXPECT_NE(error_of({{"messages", {{{"role", "user"}, {"content", "x"}}}}, {"tools", {kWeatherTool, kWeatherTool}}})
                   .find("duplicate tool name"),
               std::string::npos);
-    EXPECT_NE(error_of({{"messages",
-                         {{{"role", "assistant"},
-                           {"tool_calls", {{{"id", "1"}, {"function", {{"arguments", "{}"}}}}}}}}}})
-                  .find("messages[0].tool_calls[0].function.name: missing"),
-              std::string::npos);
+    EXPECT_NE(
+        error_of({{"messages",
+                   {{{"role", "assistant"}, {"tool_calls", {{{"id", "1"}, {"function", {{"arguments", "{}"}}}}}}}}}})
+            .find("messages[0].tool_calls[0].function.name: missing"),
+        std::string::npos);
 }

@@ -110,16 +110,19 @@ TEST(DsmlEncode, ToolResultsAndUserTextShareOneTurn) {
     t2.tool_call_id = "c2";
     const std::vector<ChatMessage> m = {msg("user", "Q"), call, t2, t1, msg("user", "and?"), msg("user", "more")};
     const std::string p = encode_chat(m, v4(false));
-    EXPECT_EQ(p, B + U + "Q" + A + "</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n"
-                     "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"x\" string=\"false\">1.0</｜DSML｜parameter>\n"
-                     "</｜DSML｜invoke>\n</｜DSML｜tool_calls>" +
-                     E + U + "<tool_result>one</tool_result>\n\n<tool_result>two</tool_result>\n\nand?\n\nmore" + A +
-                     "</think>");
+    EXPECT_EQ(
+        p, B + U + "Q" + A +
+               "</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n"
+               "<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"x\" string=\"false\">1.0</｜DSML｜parameter>\n"
+               "</｜DSML｜invoke>\n</｜DSML｜tool_calls>" +
+               E + U + "<tool_result>one</tool_result>\n\n<tool_result>two</tool_result>\n\nand?\n\nmore" + A +
+               "</think>");
     // Tool content given as parts: text parts joined, others marked.
     ChatMessage tp = msg("tool", "");
     tp.tool_call_id = "c1";
     tp.content_parts = std::vector<ContentPart>{{"text", "a"}, {"image_url", ""}, {"text", "b"}};
-    EXPECT_NE(encode_chat({msg("user", "Q"), call, tp}, v4(false)).find("<tool_result>a\n\n[Unsupported image_url]\n\nb</tool_result>"),
+    EXPECT_NE(encode_chat({msg("user", "Q"), call, tp}, v4(false))
+                  .find("<tool_result>a\n\n[Unsupported image_url]\n\nb</tool_result>"),
               std::string::npos);
 }
 
@@ -184,15 +187,17 @@ TEST(DsmlEncode, V32Rules) {
     o.format = ChatFormat::kDsv32;
     ChatMessage dev = msg("developer", "Hi");
     dev.response_format = {{"type", "json_object"}};
-    EXPECT_EQ(encode_chat({dev}, o), B + U +
-                                         "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to "
-                                         "reply:\n{\"type\": \"json_object\"}\n\n# The user's message is: Hi" +
-                                         A + "<think>");
+    EXPECT_EQ(encode_chat({dev}, o),
+              B + U +
+                  "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to "
+                  "reply:\n{\"type\": \"json_object\"}\n\n# The user's message is: Hi" +
+                  A + "<think>");
     // Reasoning is shown only after the last user message, whatever drop_thinking says.
     const std::vector<ChatMessage> m = {msg("user", "Hi"), assistant("Hello!", "greet"), msg("user", "Bye"),
                                         assistant("Ciao", "part")};
     o.drop_thinking = false;
-    EXPECT_EQ(encode_chat(m, o), B + U + "Hi" + A + "</think>Hello!" + E + U + "Bye" + A + "<think>part</think>Ciao" + E);
+    EXPECT_EQ(encode_chat(m, o),
+              B + U + "Hi" + A + "</think>Hello!" + E + U + "Bye" + A + "<think>part</think>Ciao" + E);
     ChatMessage with_wo = assistant("partial");
     with_wo.wo_eos = true;
     EXPECT_EQ(encode_chat({msg("user", "Q"), with_wo}, v4(false)), B + U + "Q" + A + "</think>partial");

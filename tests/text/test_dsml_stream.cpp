@@ -67,15 +67,16 @@ TEST(DsmlStream, TruncatedToolCallIsClosedAsValidJson) {
     EXPECT_TRUE(r.truncated_tool_call);
     // Cut inside the closing tag: its fragment must not end up in the value.
     const ojson m2 = parse_all_ways(
-        "x</think><｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" string=\"true\">v</｜DS",
+        "x</think><｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"a\" "
+        "string=\"true\">v</｜DS",
         opts(true));
     EXPECT_EQ(m2["tool_calls"][0]["arguments"], ojson({{"a", "v"}}));
 }
 
 TEST(DsmlStream, TextAfterTheBlockIsDropped) {
-    const ojson m = parse_all_ways("R</think>Let me check." + call_block("tool_calls", kWeatherCall) +
-                                       "\nand some trailing chatter" + kEosS,
-                                   opts(true));
+    const ojson m = parse_all_ways(
+        "R</think>Let me check." + call_block("tool_calls", kWeatherCall) + "\nand some trailing chatter" + kEosS,
+        opts(true));
     EXPECT_EQ(m["content"], "Let me check.");
     ASSERT_EQ(m["tool_calls"].size(), 1u);
     EXPECT_EQ(m["tool_calls"][0]["arguments"], ojson({{"city", "Paris"}}));
@@ -90,8 +91,8 @@ TEST(DsmlStream, V32BlockGivenToV4IsStillACallAndNeverContent) {
     ASSERT_EQ(m["tool_calls"].size(), 1u);
     EXPECT_EQ(m["tool_calls"][0]["name"], "get_weather");
     // And the other way round.
-    const ojson m2 = parse_all_ways("Two.</think>" + call_block("tool_calls", kWeatherCall) + kEosS,
-                                    opts(true, ChatFormat::kDsv32));
+    const ojson m2 =
+        parse_all_ways("Two.</think>" + call_block("tool_calls", kWeatherCall) + kEosS, opts(true, ChatFormat::kDsv32));
     EXPECT_EQ(m2["tool_calls"].size(), 1u);
 }
 
@@ -137,8 +138,9 @@ TEST(DsmlStream, NewlinesBeforeTheBlockAreNotContentButOthersAre) {
 
 TEST(DsmlStream, EmptyInvokeHasEmptyArguments) {
     StreamRun r;
-    parse_all_ways("</think>" + call_block("tool_calls", "<｜DSML｜invoke name=\"get_time\">\n\n</｜DSML｜invoke>\n") + kEosS,
-                   opts(true), &r);
+    parse_all_ways(
+        "</think>" + call_block("tool_calls", "<｜DSML｜invoke name=\"get_time\">\n\n</｜DSML｜invoke>\n") + kEosS,
+        opts(true), &r);
     ASSERT_EQ(r.message.tool_calls.size(), 1u);
     EXPECT_EQ(r.message.tool_calls[0].arguments, "{}");
 }
@@ -146,9 +148,10 @@ TEST(DsmlStream, EmptyInvokeHasEmptyArguments) {
 TEST(DsmlStream, StringValuesAreEscapedAndStreamedAsTheyArrive) {
     const std::string value = "line 1\nsays \"hi\" \\ tab\t<b>bold</b> 中文 😀";
     const std::string text = "</think>" +
-                             call_block("tool_calls", "<｜DSML｜invoke name=\"write\">\n<｜DSML｜parameter name=\"text\" "
-                                                      "string=\"true\">" +
-                                                          value + "</｜DSML｜parameter>\n</｜DSML｜invoke>\n") +
+                             call_block("tool_calls",
+                                        "<｜DSML｜invoke name=\"write\">\n<｜DSML｜parameter name=\"text\" "
+                                        "string=\"true\">" +
+                                            value + "</｜DSML｜parameter>\n</｜DSML｜invoke>\n") +
                              kEosS;
     const ojson m = parse_all_ways(text, opts(true));
     EXPECT_EQ(m["tool_calls"][0]["arguments"]["text"], value);
@@ -176,22 +179,28 @@ TEST(DsmlStream, ArgumentTypesFollowTheSchema) {
         return "<｜DSML｜parameter name=\"" + k + "\" string=\"" + s + "\">" + v + "</｜DSML｜parameter>\n";
     };
     const std::string body = "<｜DSML｜invoke name=\"f\">\n" + param("n", "true", "42") + param("s", "false", "hello") +
-                              param("b", "false", "True") + param("u", "true", "abc") + param("o", "false", "{\"k\": [1, 2]}") +
-                              param("x", "false", "not json") + param("y", "false", "007") + "</｜DSML｜invoke>\n";
+                             param("b", "false", "True") + param("u", "true", "abc") +
+                             param("o", "false", "{\"k\": [1, 2]}") + param("x", "false", "not json") +
+                             param("y", "false", "007") + "</｜DSML｜invoke>\n";
     const std::string text = "</think>" + call_block("tool_calls", body) + kEosS;
     const ojson with_schema = parse_all_ways(text, opts(true, ChatFormat::kDsv4, {fn}));
-    EXPECT_EQ(with_schema["tool_calls"][0]["arguments"],
-              ojson::parse(R"({"n": 42, "s": "hello", "b": true, "u": "abc", "o": {"k": [1, 2]}, "x": "not json", "y": "007"})"));
+    EXPECT_EQ(
+        with_schema["tool_calls"][0]["arguments"],
+        ojson::parse(
+            R"({"n": 42, "s": "hello", "b": true, "u": "abc", "o": {"k": [1, 2]}, "x": "not json", "y": "007"})"));
     // Without schemas the string attribute decides; non-JSON "false" values still come out as valid JSON.
     const ojson without = parse_all_ways(text, opts(true));
-    EXPECT_EQ(without["tool_calls"][0]["arguments"],
-              ojson::parse(R"({"n": "42", "s": "hello", "b": true, "u": "abc", "o": {"k": [1, 2]}, "x": "not json", "y": "007"})"));
+    EXPECT_EQ(
+        without["tool_calls"][0]["arguments"],
+        ojson::parse(
+            R"({"n": "42", "s": "hello", "b": true, "u": "abc", "o": {"k": [1, 2]}, "x": "not json", "y": "007"})"));
 }
 
 TEST(DsmlStream, ParallelCallsGetIndicesAndDistinctIds) {
     StreamRun r;
-    parse_all_ways("</think>" + call_block("tool_calls", std::string(kWeatherCall) + kWeatherCall + kWeatherCall) + kEosS,
-                   opts(true), &r);
+    parse_all_ways(
+        "</think>" + call_block("tool_calls", std::string(kWeatherCall) + kWeatherCall + kWeatherCall) + kEosS,
+        opts(true), &r);
     ASSERT_EQ(r.message.tool_calls.size(), 3u);
     EXPECT_NE(r.message.tool_calls[0].id, r.message.tool_calls[1].id);
     EXPECT_NE(r.message.tool_calls[1].id, r.message.tool_calls[2].id);
@@ -210,8 +219,10 @@ TEST(DsmlStream, ParallelCallsGetIndicesAndDistinctIds) {
 TEST(DsmlStream, MissingCloseTagsStillGiveCalls) {
     // No </invoke> before the next invoke, no </tool_calls> at all, no "\n\n" before the block.
     const ojson m = parse_all_ways(
-        "</think><｜DSML｜tool_calls><｜DSML｜invoke name=\"a\"><｜DSML｜parameter name=\"k\" string=\"true\">1</｜DSML｜parameter>"
-        "<｜DSML｜invoke name=\"b\">" + kEosS,
+        "</think><｜DSML｜tool_calls><｜DSML｜invoke name=\"a\"><｜DSML｜parameter name=\"k\" "
+        "string=\"true\">1</｜DSML｜parameter>"
+        "<｜DSML｜invoke name=\"b\">" +
+            kEosS,
         opts(true));
     ASSERT_EQ(m["tool_calls"].size(), 2u);
     EXPECT_EQ(m["tool_calls"][0]["arguments"], ojson({{"k", "1"}}));
@@ -245,8 +256,10 @@ TEST(DsmlStream, ForcedToolPrefixOpensTheCall) {
     accumulate(m, p.feed(in.forced_tool_prefix()));
     ASSERT_EQ(m.tool_calls.size(), 1u);
     EXPECT_EQ(m.tool_calls[0].name, "get_weather");
-    accumulate(m, p.feed("<｜DSML｜parameter name=\"city\" string=\"true\">Oslo</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
-                         "</｜DSML｜tool_calls>" + kEosS));
+    accumulate(m,
+               p.feed("<｜DSML｜parameter name=\"city\" string=\"true\">Oslo</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
+                      "</｜DSML｜tool_calls>" +
+                      kEosS));
     accumulate(m, p.finish());
     EXPECT_EQ(ojson::parse(m.tool_calls[0].arguments), ojson({{"city", "Oslo"}}));
     EXPECT_EQ(m.content, "");
@@ -256,12 +269,37 @@ TEST(DsmlStream, ForcedToolPrefixOpensTheCall) {
 // parser gives the same result, its argument texts are valid JSON and every delta is valid UTF-8 (even with
 // a stray byte that is not UTF-8 in the text).
 TEST(DsmlStream, RandomOutputIsChunkingInvariant) {
-    const std::vector<std::string> pieces = {
-        "text", " ", "\n", "\n\n", "<", "<｜", "</", "<think>", "</think>", "</thi", kEosS, "<｜end▁of",
-        "<｜DSML｜tool_calls>", "</｜DSML｜tool_calls>", "<｜DSML｜function_calls>", "<｜DSML｜invoke name=\"f\">",
-        "<｜DSML｜invoke name=\"g\">\n", "</｜DSML｜invoke>", "<｜DSML｜parameter name=\"a\" string=\"true\">",
-        "<｜DSML｜parameter name=\"b\" string=\"false\">", "</｜DSML｜parameter>", "<｜DSML｜parameter name=\"",
-        "42", "[1, {\"x\": null}]", "\"q\"", "中文", "😀", "\xe4", ">", "=\"", "｜DSML｜"};
+    const std::vector<std::string> pieces = {"text",
+                                             " ",
+                                             "\n",
+                                             "\n\n",
+                                             "<",
+                                             "<｜",
+                                             "</",
+                                             "<think>",
+                                             "</think>",
+                                             "</thi",
+                                             kEosS,
+                                             "<｜end▁of",
+                                             "<｜DSML｜tool_calls>",
+                                             "</｜DSML｜tool_calls>",
+                                             "<｜DSML｜function_calls>",
+                                             "<｜DSML｜invoke name=\"f\">",
+                                             "<｜DSML｜invoke name=\"g\">\n",
+                                             "</｜DSML｜invoke>",
+                                             "<｜DSML｜parameter name=\"a\" string=\"true\">",
+                                             "<｜DSML｜parameter name=\"b\" string=\"false\">",
+                                             "</｜DSML｜parameter>",
+                                             "<｜DSML｜parameter name=\"",
+                                             "42",
+                                             "[1, {\"x\": null}]",
+                                             "\"q\"",
+                                             "中文",
+                                             "😀",
+                                             "\xe4",
+                                             ">",
+                                             "=\"",
+                                             "｜DSML｜"};
     std::mt19937_64 rng(2024);
     for (int iter = 0; iter < 300; ++iter) {
         std::string text;

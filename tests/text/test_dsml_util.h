@@ -36,7 +36,8 @@ inline std::vector<Case> load_cases() {
     std::vector<Case> out;
     const std::filesystem::path dir = std::filesystem::path(DSINFER_TEST_DATA) / "dsml";
     for (const auto& e : std::filesystem::directory_iterator(dir))
-        if (e.path().extension() == ".json") out.push_back({e.path().filename().string(), ojson::parse(read_file(e.path()))});
+        if (e.path().extension() == ".json")
+            out.push_back({e.path().filename().string(), ojson::parse(read_file(e.path()))});
     std::sort(out.begin(), out.end(), [](const Case& a, const Case& b) { return a.file < b.file; });
     return out;
 }
@@ -101,7 +102,8 @@ inline ojson normalized(const dsinfer::text::AssembledMessage& m) {
     ojson calls = ojson::array();
     for (const auto& c : m.tool_calls) {
         ojson args = ojson::parse(c.arguments, nullptr, false);
-        calls.push_back({{"name", c.name}, {"arguments", args.is_discarded() ? ojson("<invalid JSON> " + c.arguments) : args}});
+        calls.push_back(
+            {{"name", c.name}, {"arguments", args.is_discarded() ? ojson("<invalid JSON> " + c.arguments) : args}});
     }
     return {{"content", m.content}, {"reasoning_content", m.reasoning_content}, {"tool_calls", calls}};
 }
@@ -112,7 +114,8 @@ inline ojson normalized_expected(const ojson& expected) {
         const auto& fn = c["function"];
         calls.push_back({{"name", fn["name"]}, {"arguments", ojson::parse(fn["arguments"].get<std::string>())}});
     }
-    return {{"content", expected["content"]}, {"reasoning_content", expected["reasoning_content"]}, {"tool_calls", calls}};
+    return {
+        {"content", expected["content"]}, {"reasoning_content", expected["reasoning_content"]}, {"tool_calls", calls}};
 }
 
 inline bool valid_utf8(std::string_view s) {
