@@ -65,6 +65,7 @@ std::unique_ptr<runtime::ModelRunner> make_scripted_model(const std::string& spe
                 reply = r.reply;
                 break;
             }
+        if (reply == "{{echo}}") reply = "You said: " + user;
         const bool thinking = seq[a + 1] == kByteThink;
         auto cut = reply.find("</think>");
         if (!thinking && cut != std::string::npos) reply = reply.substr(cut + 8);
