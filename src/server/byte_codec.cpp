@@ -145,7 +145,11 @@ public:
     std::unique_ptr<OutputParser> parser(bool thinking, bool parse_tools) const override {
         return make_dsml_stream_parser(thinking, parse_tools);
     }
-    std::string token_text(int32_t id) const override { return ByteDetokenizer::text_of(id); }
+    // Ids beyond the byte codec (a real model's vocabulary) have no text; logprobs name them by id.
+    std::string token_text(int32_t id) const override {
+        if (id < 0 || id >= kByteCodecVocab) return "<id:" + std::to_string(id) + ">";
+        return ByteDetokenizer::text_of(id);
+    }
 };
 
 }  // namespace
