@@ -167,6 +167,7 @@ struct OpenAIServer::Impl {
         svr.new_task_queue = [this] { return new httplib::ThreadPool((size_t)opts.max_concurrent + 8); };
         svr.set_payload_max_length(opts.max_body_bytes);
         svr.set_keep_alive_timeout(5);
+        svr.set_tcp_nodelay(true);  // SSE chunks are small; do not let Nagle hold them back
         svr.set_read_timeout(30);
         svr.set_write_timeout(30);
         svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
