@@ -39,12 +39,14 @@ const char* kUsage =
     "  --max-body-mb N        request body limit (default 8)\n"
     "  --max-messages N       messages per chat request (default 1024)\n"
     "  --no-prefix-caching    do not keep prefix snapshots\n"
+    "  --tokenizer FILE       tokenizer.json to use (default: DIR/tokenizer.json when present, else text maps\n"
+    "                         to ids byte by byte)\n"
     "  --scripted SPEC        serve a scripted test model (JSON file or inline JSON) instead of --model\n"
     "Prints 'listening on http://HOST:PORT' once ready. SIGTERM/SIGINT: finish in-flight requests, exit 0.\n";
 
 int serve_main(int argc, char** argv) {
     std::string model_dir = std::getenv("DSINFER_MODEL") ? std::getenv("DSINFER_MODEL") : "models/default";
-    std::string scripted, served_name;
+    std::string scripted, served_name, tokenizer;
     dsinfer::EngineOptions eo;
     dsinfer::server::ServerOptions so;
     if (const char* k = std::getenv("DSINFER_API_KEY")) so.api_key = k;
@@ -82,6 +84,7 @@ int serve_main(int argc, char** argv) {
         else if (a == "--max-messages") so.max_messages = (size_t)num();
         else if (a == "--no-prefix-caching") eo.prefix_caching = false;
         else if (a == "--scripted") scripted = val();
+        else if (a == "--tokenizer") tokenizer = val();
         else throw std::invalid_argument("unknown option '" + a + "' (see dsinfer serve --help)");
     }
     if (so.port < 0 || so.port > 65535) throw std::invalid_argument("--port must be in 0..65535");
@@ -111,14 +114,20 @@ int serve_main(int argc, char** argv) {
             if (so.generation_defaults.is_discarded())
                 throw std::runtime_error(gc.string() + ": malformed JSON");
         }
-        // Until the DeepSeek tokenizer is wired in, text maps to ids byte by byte (ids 2..257, chat
-        // markers 258..261): enough for models whose vocabulary covers them, like the tiny test model.
+        if (tokenizer.empty() && std::filesystem::exists(std::filesystem::path(model_dir) / "tokenizer.json"))
+            tokenizer = (std::filesystem::path(model_dir) / "tokenizer.json").string();
+    }
+    if (!tokenizer.empty() && scripted.empty()) {
+        codec = dsinfer::server::make_tokenizer_codec(tokenizer);
+    } else if (!codec) {
+        // Without a tokenizer, text maps to ids byte by byte (ids 2..257, chat markers 258..261):
+        // enough for models whose vocabulary covers them, like the tiny test model.
         codec = dsinfer::server::make_byte_codec();
         if (engine->info().vocab_size < dsinfer::server::kByteCodecVocab)
             throw std::runtime_error("the model's vocabulary (" + std::to_string(engine->info().vocab_size) +
                                      ") is smaller than the byte codec's (" +
                                      std::to_string(dsinfer::server::kByteCodecVocab) + ")");
-        std::fprintf(stderr, "dsinfer serve: note: no tokenizer yet; text is mapped to token ids byte by byte\n");
+        std::fprintf(stderr, "dsinfer serve: note: no tokenizer (--tokenizer); text is mapped to token ids byte by byte\n");
     }
     std::fprintf(stderr, "%s\n", engine->kv_report().c_str());
 

@@ -94,51 +94,7 @@ public:
     }
 
     std::string render_chat(const nlohmann::json& messages, const ChatOptions& o) const override {
-        std::string p = kBosText;
-        bool tools_done = false;
-        auto tools_block = [&]() {
-            std::string t = "## Tools\n\nYou have access to these tools:\n";
-            for (auto& tool : o.tools) t += tool.dump() + "\n";
-            return t;
-        };
-        for (size_t i = 0; i < messages.size(); ++i) {
-            const auto& m = messages[i];
-            const std::string role = m["role"].get<std::string>();
-            if (role == "system" || role == "developer") {
-                p += content_text(m.value("content", nlohmann::json()), i);
-                if (!o.tools.is_null() && !tools_done) {
-                    p += "\n\n" + tools_block();
-                    tools_done = true;
-                }
-            } else if (role == "user") {
-                p += std::string(kSpecials[0]) + content_text(m.value("content", nlohmann::json()), i);
-            } else if (role == "tool") {
-                p += std::string(kSpecials[0]) + "<tool_result>" + content_text(m.value("content", nlohmann::json()), i) +
-                     "</tool_result>";
-            } else if (role == "assistant") {
-                p += std::string(kSpecials[1]) + kSpecials[3] + content_text(m.value("content", nlohmann::json()), i);
-                if (m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty()) {
-                    p += "\n\n<｜DSML｜tool_calls>\n";
-                    for (auto& tc : m["tool_calls"]) {
-                        const auto& f = tc.at("function");
-                        p += "<｜DSML｜invoke name=\"" + f.at("name").get<std::string>() + "\">\n";
-                        auto args = nlohmann::json::parse(f.value("arguments", std::string("{}")), nullptr, false);
-                        if (args.is_object())
-                            for (auto& [k, v] : args.items())
-                                p += "<｜DSML｜parameter name=\"" + k + "\" string=\"" + (v.is_string() ? "true" : "false") +
-                                     "\">" + (v.is_string() ? v.get<std::string>() : v.dump()) + "</｜DSML｜parameter>\n";
-                        p += "</｜DSML｜invoke>\n";
-                    }
-                    p += "</｜DSML｜tool_calls>";
-                }
-                p += kEosText;
-            } else {
-                throw std::invalid_argument("messages[" + std::to_string(i) + "].role '" + role + "' is not supported");
-            }
-        }
-        if (!o.tools.is_null() && !tools_done) p = std::string(kBosText) + tools_block() + p.substr(std::string(kBosText).size());
-        p += std::string(kSpecials[1]) + (o.thinking ? kSpecials[2] : kSpecials[3]);
-        return p;
+        return render_dsml_chat(messages, o);
     }
 
     std::unique_ptr<Detokenizer> detokenizer() const override { return std::make_unique<ByteDetokenizer>(); }
@@ -153,6 +109,54 @@ public:
 };
 
 }  // namespace
+
+std::string render_dsml_chat(const nlohmann::json& messages, const ChatOptions& o) {
+    std::string p = kBosText;
+    bool tools_done = false;
+    auto tools_block = [&]() {
+        std::string t = "## Tools\n\nYou have access to these tools:\n";
+        for (auto& tool : o.tools) t += tool.dump() + "\n";
+        return t;
+    };
+    for (size_t i = 0; i < messages.size(); ++i) {
+        const auto& m = messages[i];
+        const std::string role = m["role"].get<std::string>();
+        if (role == "system" || role == "developer") {
+            p += content_text(m.value("content", nlohmann::json()), i);
+            if (!o.tools.is_null() && !tools_done) {
+                p += "\n\n" + tools_block();
+                tools_done = true;
+            }
+        } else if (role == "user") {
+            p += std::string(kSpecials[0]) + content_text(m.value("content", nlohmann::json()), i);
+        } else if (role == "tool") {
+            p += std::string(kSpecials[0]) + "<tool_result>" + content_text(m.value("content", nlohmann::json()), i) +
+                 "</tool_result>";
+        } else if (role == "assistant") {
+            p += std::string(kSpecials[1]) + kSpecials[3] + content_text(m.value("content", nlohmann::json()), i);
+            if (m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty()) {
+                p += "\n\n<｜DSML｜tool_calls>\n";
+                for (auto& tc : m["tool_calls"]) {
+                    const auto& f = tc.at("function");
+                    p += "<｜DSML｜invoke name=\"" + f.at("name").get<std::string>() + "\">\n";
+                    auto args = nlohmann::json::parse(f.value("arguments", std::string("{}")), nullptr, false);
+                    if (args.is_object())
+                        for (auto& [k, v] : args.items())
+                            p += "<｜DSML｜parameter name=\"" + k + "\" string=\"" + (v.is_string() ? "true" : "false") +
+                                 "\">" + (v.is_string() ? v.get<std::string>() : v.dump()) + "</｜DSML｜parameter>\n";
+                    p += "</｜DSML｜invoke>\n";
+                }
+                p += "</｜DSML｜tool_calls>";
+            }
+            p += kEosText;
+        } else {
+            throw std::invalid_argument("messages[" + std::to_string(i) + "].role '" + role + "' is not supported");
+        }
+    }
+    if (!o.tools.is_null() && !tools_done) p = std::string(kBosText) + tools_block() + p.substr(std::string(kBosText).size());
+    p += std::string(kSpecials[1]) + (o.thinking ? kSpecials[2] : kSpecials[3]);
+    return p;
+}
 
 std::unique_ptr<TextCodec> make_byte_codec() { return std::make_unique<ByteCodec>(); }
 

@@ -69,6 +69,15 @@ constexpr int kByteCodecVocab = 262;
 constexpr int32_t kByteBos = 0, kByteEos = 1, kByteUser = 258, kByteAssistant = 259, kByteThink = 260,
                   kByteThinkEnd = 261;
 
+// Renders OpenAI messages in the DSML layout (dsml.md §2-§6: BOS, system (+ tools), <｜User｜> turns,
+// assistant turns with DSML tool calls and EOS, tool results as <tool_result> user turns, then the
+// generation prompt <｜Assistant｜> + <think> or </think>). A stand-in for the full DSML encoder.
+std::string render_dsml_chat(const nlohmann::json& messages, const ChatOptions& opts);
+
+// A codec over a tokenizer.json (the DeepSeek tokenizer): chat rendered by render_dsml_chat,
+// special-token strings in the rendered prompt become their ids.
+std::unique_ptr<TextCodec> make_tokenizer_codec(const std::string& tokenizer_json);
+
 // The lenient streaming parser of DSML output (reasoning until </think>, content, then a
 // <｜DSML｜tool_calls> block of invokes), emitting each tool call whole once its invoke closes.
 std::unique_ptr<OutputParser> make_dsml_stream_parser(bool thinking, bool parse_tools);
