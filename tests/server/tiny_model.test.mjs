@@ -64,3 +64,21 @@ test('a prompt with ids beyond the vocabulary is a 400, not a crash', async () =
   const ok = await client.completions.create({ model: 'dsv4-tiny-flash', prompt: [5, 7, 9], max_tokens: 2, temperature: 0 });
   assert.equal(ok.usage.completion_tokens, 2);
 });
+
+test('with the DeepSeek tokenizer: ids beyond the tiny vocabulary are a clear 400, small ones run', async () => {
+  const tok = path.join(here, '..', 'data', 'tokenizer', 'dsv4-tokenizer.json');
+  const s2 = await startServer(['--model', MODEL_DIR, '--tokenizer', tok, '--kv-cache-gb', '0.1']);
+  try {
+    const c2 = new OpenAI({ baseURL: s2.base + '/v1', apiKey: 'x', maxRetries: 0 });
+    // The chat markers (<｜User｜> = 128803) are outside the tiny model's 1024 ids.
+    await assert.rejects(
+      c2.chat.completions.create({ model: 'dsv4-tiny-flash', messages: [{ role: 'user', content: 'Hi' }] }),
+      (e) => e.status === 400 && /128803.*vocabulary of 1024/.test(e.message),
+    );
+    const r = await c2.completions.create({ model: 'dsv4-tiny-flash', prompt: 'a b c', max_tokens: 3, temperature: 0 });
+    assert.equal(r.usage.prompt_tokens, 3);
+    assert.equal(r.usage.completion_tokens, 3);
+  } finally {
+    assert.equal((await s2.stop()).code, 0);
+  }
+});
