@@ -116,7 +116,7 @@ void rope_freqs(int64_t rope_dim, double base, int64_t original_seq_len, double 
 void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const int64_t* pos, const ops::RopeFreqs& f,
           bool inverse) {
     const int64_t rd = f.rope_dim, half = rd / 2;
-#pragma omp parallel if (rows * heads > 256)
+#pragma omp parallel if (rows * heads * f.rope_dim > (1 << 16))
     {
         std::vector<float> cs(static_cast<size_t>(2 * half));
 #pragma omp for schedule(static)
@@ -178,7 +178,7 @@ void hc_split_sinkhorn(const float* mixes, int64_t hc, const float* scale, const
 void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
             int iters, float hc_eps, float norm_eps, float* y, float* post, float* comb) {
     const int64_t mix = (2 + hc) * hc, width = hc * d;
-#pragma omp parallel for schedule(static) if (t > 1)
+#pragma omp parallel for schedule(static) if (t * hc * d * (2 + hc) * hc > (1 << 18))
     for (int64_t i = 0; i < t; ++i) {
         const float* xi = x + i * width;
         const float rs = 1.f / std::sqrt(mean_square(xi, width) + norm_eps);
@@ -216,7 +216,7 @@ void hc_post(const float* f, const float* res, const float* post, const float* c
 void hc_head(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
              float hc_eps, float norm_eps, float* y) {
     const int64_t width = hc * d;
-#pragma omp parallel for schedule(static) if (t > 1)
+#pragma omp parallel for schedule(static) if (t * hc * d * hc > (1 << 18))
     for (int64_t i = 0; i < t; ++i) {
         const float* xi = x + i * width;
         const float rs = 1.f / std::sqrt(mean_square(xi, width) + norm_eps);
@@ -260,7 +260,7 @@ void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d
 
 void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys, int64_t n,
                   const int32_t* valid, float* scores) {
-#pragma omp parallel for schedule(static) collapse(2) if (t * n > 64)
+#pragma omp parallel for schedule(static) collapse(2) if (t * n * h * dh > (1 << 18))
     for (int64_t i = 0; i < t; ++i)
         for (int64_t j = 0; j < n; ++j) {
             if (j >= valid[i]) {
@@ -295,13 +295,14 @@ void topk_torch_order(const float* s, int64_t n, int64_t k, int32_t* out) {
     for (int64_t j = 0; j < k; ++j) out[j] = int32_t(q[size_t(j)].second);
 }
 
-void topk(const float* scores, int64_t t, int64_t n, int64_t k, int32_t* idx) {
-#pragma omp parallel for schedule(static) if (t > 1)
+void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx) {
+#pragma omp parallel for schedule(static) if (t * n > 4096)
     for (int64_t i = 0; i < t; ++i) {
         const float* s = scores + i * n;
         int32_t* o = idx + i * k;
-        const int64_t kk = std::min(k, n);
-        if (kk > 0) topk_torch_order(s, n, kk, o);
+        const int64_t ni = valid ? std::min<int64_t>(n, valid[i]) : n;
+        const int64_t kk = std::min(k, ni);
+        if (kk > 0) topk_torch_order(s, ni, kk, o);
         for (int64_t j = 0; j < k; ++j)
             if (j >= kk || s[o[j]] == kNegInf) o[j] = -1;
     }
@@ -309,7 +310,7 @@ void topk(const float* scores, int64_t t, int64_t n, int64_t k, int32_t* idx) {
 
 void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
                  const int32_t* idx, int64_t nk, const float* sink, float scale, float* out) {
-#pragma omp parallel
+#pragma omp parallel if (t * h * nk * d > (1 << 18))
     {
         std::vector<float> p(static_cast<size_t>(nk));
 #pragma omp for schedule(static) collapse(2)

@@ -25,7 +25,7 @@ void embed(const ops::Weight& table, const int32_t* ids, int64_t t, float* out);
 void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap, float* z);
 void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys, int64_t n,
                   const int32_t* valid, float* scores);
-void topk(const float* scores, int64_t t, int64_t n, int64_t k, int32_t* idx);
+void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx);
 void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
                  const int32_t* idx, int64_t nk, const float* sink, float scale, float* out);
 void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, const int32_t* hash_ids, int64_t k,

@@ -102,9 +102,12 @@ struct Backend {
     void (*index_scores)(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys,
                          int64_t n, const int32_t* valid, float* scores);
 
-    // Top-k per row (§8.5): idx [t, k] = the k largest of scores[i, 0:n] (ties broken as PyTorch's CPU topk;
-    // indexer scores tie exactly); entries whose score is −inf, and slots beyond n, are −1.
-    void (*topk)(const float* scores, int64_t t, int64_t n, int64_t k, int32_t* idx);
+    // Top-k per row (§8.5): idx [t, k] = the k largest of scores[i, 0:valid[i]] (valid null: n), with
+    // the tie behaviour of PyTorch's CPU topk over exactly those candidates (= the reference's decode
+    // step; indexer scores do tie exactly when every head's ReLU is zero). Ranking only the valid
+    // candidates makes the choice independent of how a prefill is chunked. Slots beyond the
+    // candidates, and −inf scores, are −1.
+    void (*topk)(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx);
 
     // Sparse attention with a sink (§6.5): q [t, h, d]; keys are rows of kv_a [na, d] (index < na) or
     // kv_b [nb, d] (index − na); idx [t, nk] (−1 = none). For head hh of query i:
