@@ -66,4 +66,10 @@ TEST(Cli, BadInputFailsWithMessage) {
     EXPECT_NE(text.find("99999"), std::string::npos) << text;
     EXPECT_EQ(run("generate --model " + kDir + " --prompt-ids \"0 5 7\" --max-tokens 3", &text), 0) << text;
     EXPECT_NE(text.find("output:"), std::string::npos) << text;
+    // A tokenizer whose ids do not fit the model is refused.
+    EXPECT_NE(run("generate --model " + kDir + " --tokenizer " + std::string(DSINFER_TEST_DATA) +
+                      "/tokenizer/dsv4-tokenizer.json --prompt hi",
+                  &text),
+              0);
+    EXPECT_NE(text.find("vocabulary"), std::string::npos) << text;
 }
