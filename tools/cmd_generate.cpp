@@ -13,6 +13,7 @@
 #include "command.h"
 #include "core/error.h"
 #include "model/dsv4_model.h"
+#include "model_device.h"
 #include "text/detokenizer.h"
 #include "text/tokenizer.h"
 
@@ -23,7 +24,7 @@ using Clock = std::chrono::steady_clock;
 void usage() {
     std::printf(
         "usage: dsinfer generate [--model DIR] (--prompt-ids \"0 5 7\" | --prompt TEXT) [--max-tokens N]\n"
-        "                        [--no-stop] [--threads N] [--no-quant-sim]\n"
+        "                        [--no-stop] [--threads N] [--no-quant-sim] [--device cpu|cuda]\n"
         "Greedy generation. The model folder defaults to $DSINFER_MODEL, else models/default.\n"
         "  --prompt-ids IDS  prompt as token ids (space or comma separated)\n"
         "  --prompt TEXT     prompt as text, encoded with the model's tokenizer.json (or --tokenizer);\n"
@@ -32,7 +33,8 @@ void usage() {
         "  --max-tokens N    tokens to generate (default 32)\n"
         "  --no-stop         keep going after the end-of-sequence token\n"
         "  --threads N       CPU threads (default: all)\n"
-        "  --no-quant-sim    run without the model's activation quantization steps\n");
+        "  --no-quant-sim    run without the model's activation quantization steps\n"
+        "  --device D        cpu (default) or cuda (builds with -DDSINFER_CUDA=ON)\n");
 }
 
 std::vector<int32_t> parse_ids(const std::string& s) {
@@ -61,7 +63,7 @@ int32_t argmax(const float* v, int64_t n) {
 }
 
 int generate_main(int argc, char** argv) {
-    std::string model_dir, text, tokenizer_path;
+    std::string model_dir, text, tokenizer_path, device = "cpu";
     const char* env = std::getenv("DSINFER_MODEL");
     model_dir = env && *env ? env : "models/default";
     std::vector<int32_t> prompt;
@@ -82,6 +84,7 @@ int generate_main(int argc, char** argv) {
         else if (a == "--no-stop") stop = false;
         else if (a == "--threads") mo.threads = std::atoi(value().c_str());
         else if (a == "--no-quant-sim") mo.quant_sim = false;
+        else if (a == "--device") device = value();
         else if (a == "--help" || a == "-h") {
             usage();
             return 0;
@@ -92,6 +95,7 @@ int generate_main(int argc, char** argv) {
 
     const auto t_load = Clock::now();
     auto model = dsinfer::Dsv4Model::load(model_dir, mo);
+    dsinfer::attach_device(*model, device);
     const auto& cfg = model->config();
     const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
     // The tokenizer: --tokenizer, else the model folder's tokenizer.json. Its ids must fit the model.
@@ -120,8 +124,9 @@ int generate_main(int argc, char** argv) {
         if (t >= cfg.vocab_size)
             throw dsinfer::Error("token id " + std::to_string(t) + " is outside the vocabulary of " + model_dir + " (" +
                                  std::to_string(cfg.vocab_size) + " tokens)");
-    std::fprintf(stderr, "model %s: %d layers, hidden %lld, %d experts; loaded in %.2f s\n", model_dir.c_str(),
-                 cfg.n_layers, (long long)cfg.dim, cfg.n_routed_experts, load_s);
+    std::fprintf(stderr, "model %s: %d layers, hidden %lld, %d experts; loaded in %.2f s; device %s\n",
+                 model_dir.c_str(), cfg.n_layers, (long long)cfg.dim, cfg.n_routed_experts, load_s,
+                 model->device_name());
 
     auto st = model->new_sequence();
     std::vector<float> logits;

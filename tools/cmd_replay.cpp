@@ -9,11 +9,12 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/replay.h"
+#include "model_device.h"
 
 namespace {
 
 int replay_main(int argc, char** argv) {
-    std::string model, cases, out;
+    std::string model, cases, out, device = "cpu";
     dsinfer::ReplayOptions ro;
     dsinfer::ModelOptions mo;
     for (int i = 1; i < argc; ++i) {
@@ -29,27 +30,31 @@ int replay_main(int argc, char** argv) {
         else if (a == "--no-quant-sim") mo.quant_sim = false;
         else if (a == "--chunk") ro.chunk = std::atoll(value().c_str());
         else if (a == "--threads") mo.threads = std::atoi(value().c_str());
+        else if (a == "--device") device = value();
         else if (a == "--help" || a == "-h") {
             std::printf(
                 "usage: dsinfer replay --model DIR --cases IN.safetensors --out OUT.safetensors\n"
-                "                      [--layerwise] [--no-quant-sim] [--chunk N] [--threads N]\n"
+                "                      [--layerwise] [--no-quant-sim] [--chunk N] [--threads N] [--device cpu|cuda]\n"
                 "Runs every case C of IN (C.tokens, C.prompt_len): prefill of the prompt, then teacher-forced\n"
                 "decode; writes C.prefill.logits, C.decode.logits, and where IN has them C.mtp.logits and the\n"
                 "per-layer C.prefill.hidden.i / C.decode.hidden.i.\n"
                 "  --layerwise     feed each layer IN's hidden state of the layer before\n"
                 "  --no-quant-sim  turn every quantization simulation off\n"
-                "  --chunk N       prefill in chunks of N tokens\n");
+                "  --chunk N       prefill in chunks of N tokens\n"
+                "  --device D      cpu (default) or cuda (builds with -DDSINFER_CUDA=ON)\n");
             return 0;
         } else throw dsinfer::Error("unknown option '" + a + "' (see --help)");
     }
     if (model.empty() || cases.empty() || out.empty()) throw dsinfer::Error("--model, --cases and --out are required");
     if (ro.chunk < 0) throw dsinfer::Error("--chunk must be positive");
     auto m = dsinfer::Dsv4Model::load(model, mo);
+    dsinfer::attach_device(*m, device);
     auto result = dsinfer::replay_cases(*m, cases, ro);
     dsinfer::write_tensor_map(out, result,
                               {{"dsinfer.replay.layerwise", ro.layerwise ? "true" : "false"},
                                {"dsinfer.replay.quant_sim", mo.quant_sim ? "true" : "false"},
-                               {"dsinfer.replay.chunk", std::to_string(ro.chunk)}});
+                               {"dsinfer.replay.chunk", std::to_string(ro.chunk)},
+                               {"dsinfer.replay.device", m->device_name()}});
     std::fprintf(stderr, "wrote %zu tensors to %s\n", result.size(), out.c_str());
     return 0;
 }

@@ -36,9 +36,10 @@ enum ScratchSlot : int {
     kScratchMoeY,         // MoE per-pair outputs [pairs, d]
     kScratchMoeX,         // MoE gathered inputs [pairs, d]
     kScratchMoeIdx,       // MoE jobs / permutation
-    kScratchFlag,
+    kScratchFlag,         // 'x was not on the FP8 grid' flag of the tensor-core path
     kScratchGemvPart,     // split-k partial sums of the GEMV kernels
-    kScratchHc,           // hc_pre partial mixes (decode)         // 'x was not on the FP8 grid' flag of the tensor-core path
+    kScratchHc,           // hc_pre partial mixes (decode)
+    kScratchTopkTie,      // topk's per-row 'tie at the k-th score' flags
     kScratchCount
 };
 void* scratch(int slot, size_t bytes);

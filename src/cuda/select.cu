@@ -1,6 +1,11 @@
 // Compressor pooling (§7.2), lightning-indexer scores (§8.4), top-k (§8.5) and MoE routing (§10.1).
 #include <cub/block/block_scan.cuh>
 
+#include <algorithm>
+#include <vector>
+
+#include "cpu/cpu_ops.h"
+#include "cuda/cuda_backend.h"
 #include "cuda/cuda_common.h"
 
 namespace dsinfer::cuda {
@@ -79,9 +84,11 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 constexpr int kTopkThreads = 1024;
 
 // Radix select of the kk-th largest key, then an in-order compaction: all keys above it, and the
-// lowest-index ones equal to it (ties: lower index first, as the CPU).
+// lowest-index ones equal to it. tie[i] = 1 when keys equal to the kk-th (finite) one are more than
+// the slots left for them: the set is then not fixed by the values, and the host redoes the row
+// with the CPU's PyTorch tie order (topk below).
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores, int64_t n_all, const int32_t* valid,
-                                                            int64_t k, int32_t* idx) {
+                                                            int64_t k, int32_t* idx, int32_t* tie) {
     using Scan = cub::BlockScan<int, kTopkThreads>;
     __shared__ typename Scan::TempStorage scan_tmp;
     __shared__ int hist[256];
@@ -148,6 +155,7 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores,
         __syncthreads();
     }
     __syncthreads();
+    if (threadIdx.x == 0) tie[i] = kk > 0 && s_base_eq > take_eq && thr != order_key(-INFINITY);
     for (int64_t p = threadIdx.x; p < k; p += blockDim.x) {
         if (p >= kk) out[p] = -1;
         else if (s[out[p]] == -INFINITY) out[p] = -1;
@@ -234,8 +242,28 @@ void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t 
 
 void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx) {
     if (t <= 0 || k <= 0) return;
-    topk_kernel<<<unsigned(t), kTopkThreads, 0, cur_stream()>>>(scores, n, valid, k, idx);
+    int32_t* tie = static_cast<int32_t*>(scratch(kScratchTopkTie, size_t(t) * sizeof(int32_t)));
+    topk_kernel<<<unsigned(t), kTopkThreads, 0, cur_stream()>>>(scores, n, valid, k, idx, tie);
     DSINFER_CUDA_LAUNCH();
+    // Rows whose k-th score ties with candidates left out: PyTorch's CPU topk picks among them by
+    // its selection algorithm (indexer scores tie exactly at zero), so those rows are redone on the
+    // host with the CPU op. This copy synchronizes the stream (not capturable in a CUDA graph).
+    std::vector<int32_t> tie_h(static_cast<size_t>(t), 0);
+    d2h(tie_h.data(), tie, tie_h.size() * sizeof(int32_t));
+    if (std::find(tie_h.begin(), tie_h.end(), 1) == tie_h.end()) return;
+    std::vector<int32_t> valid_h;
+    if (valid) {
+        valid_h.resize(size_t(t));
+        d2h(valid_h.data(), valid, valid_h.size() * sizeof(int32_t));
+    }
+    std::vector<float> row(static_cast<size_t>(n));
+    std::vector<int32_t> out(static_cast<size_t>(k));
+    for (int64_t i = 0; i < t; ++i) {
+        if (!tie_h[size_t(i)]) continue;
+        d2h(row.data(), scores + i * n, row.size() * sizeof(float));
+        cpu::topk(row.data(), 1, n, valid ? &valid_h[size_t(i)] : nullptr, k, out.data());
+        h2d(idx + i * k, out.data(), out.size() * sizeof(int32_t));
+    }
 }
 
 void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, const int32_t* hash_ids, int64_t k,

@@ -30,7 +30,7 @@ size_t LayerCache::bytes() const {
 }
 
 size_t SequenceState::memory_bytes() const {
-    size_t b = sizeof(*this) + mtp.bytes();
+    size_t b = sizeof(*this) + mtp.bytes() + (device.p ? device.p->bytes() : 0);
     for (const auto& l : layers) b += l.bytes();
     return b;
 }
@@ -84,6 +84,10 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
 
 std::unique_ptr<SequenceState> Dsv4Model::new_sequence() const {
     auto s = std::make_unique<SequenceState>();
+    if (dev_) {
+        s->device.p = dev_->new_state();
+        return s;
+    }
     s->layers.resize(w_.layers.size());
     for (size_t l = 0; l < w_.layers.size(); ++l) init_cache(s->layers[l], w_.layers[l], cfg_);
     if (!w_.mtp.empty()) init_cache(s->mtp, w_.mtp[0].block, cfg_);
@@ -340,6 +344,7 @@ namespace {
 template <class Item>
 void check_tokens(const Item& it, const ModelConfig& c) {
     if (!it.state) throw Error("forward: item without a sequence state");
+    if (it.state->device.p) throw Error("forward: the sequence was created for a device forward, not the host one");
     for (int32_t t : it.tokens)
         if (t < 0 || t >= c.vocab_size)
             throw Error("forward: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -348,6 +353,7 @@ void check_tokens(const Item& it, const ModelConfig& c) {
 }  // namespace
 
 void Dsv4Model::forward(std::span<ForwardItem> items) {
+    if (dev_) return dev_->forward(items);
     const ModelConfig& c = cfg_;
     const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
     Rows rows;
@@ -411,6 +417,7 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
 }
 
 void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
+    if (dev_) return dev_->forward_mtp(items);
     const ModelConfig& c = cfg_;
     if (w_.mtp.empty()) throw Error("forward_mtp: the checkpoint has no MTP block");
     const MtpWeights& mw = w_.mtp[0];

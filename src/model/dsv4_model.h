@@ -37,6 +37,27 @@ struct LayerCache {
     size_t bytes() const;
 };
 
+// Per-sequence state of a device forward (see DeviceForward): its caches live in device memory.
+class DeviceState {
+public:
+    virtual ~DeviceState() = default;
+    virtual std::unique_ptr<DeviceState> clone() const = 0;
+    virtual size_t bytes() const = 0;
+};
+
+// Owns a DeviceState; copying deep-copies it (SequenceState::clone copies the whole state).
+struct DeviceStatePtr {
+    std::unique_ptr<DeviceState> p;
+    DeviceStatePtr() = default;
+    DeviceStatePtr(const DeviceStatePtr& o) : p(o.p ? o.p->clone() : nullptr) {}
+    DeviceStatePtr& operator=(const DeviceStatePtr& o) {
+        p = o.p ? o.p->clone() : nullptr;
+        return *this;
+    }
+    DeviceStatePtr(DeviceStatePtr&&) = default;
+    DeviceStatePtr& operator=(DeviceStatePtr&&) = default;
+};
+
 class SequenceState {
 public:
     int64_t position() const { return pos_; }           // tokens consumed by the main model
@@ -49,6 +70,7 @@ public:
     int64_t mtp_pos_ = 0;
     std::vector<LayerCache> layers;
     LayerCache mtp;  // the first MTP block's own cache
+    DeviceStatePtr device;  // the caches of a device forward (layers/mtp then stay empty)
 };
 
 struct ForwardItem {
@@ -75,6 +97,18 @@ struct MtpItem {
     std::vector<float>* logits_out = nullptr;
 };
 
+// The same forward on another device (the CUDA backend provides one, src/cuda/cuda_model.h): it
+// keeps its own copies of the weights and the sequences' caches in device memory, reads the
+// model's config, weights, options and RoPE tables, and advances the states' positions.
+class DeviceForward {
+public:
+    virtual ~DeviceForward() = default;
+    virtual const char* name() const = 0;
+    virtual std::unique_ptr<DeviceState> new_state() = 0;
+    virtual void forward(std::span<ForwardItem> items) = 0;
+    virtual void forward_mtp(std::span<MtpItem> items) = 0;
+};
+
 class Dsv4Model {
 public:
     static std::unique_ptr<Dsv4Model> load(const std::string& dir, const ModelOptions& opts);
@@ -90,6 +124,14 @@ public:
 
     // Bytes of weights the checkpoint holds.
     uint64_t weight_bytes() const { return ckpt_->total_bytes(); }
+
+    // Runs every later forward on `dev` (null: back to the op table on host buffers). Sequences
+    // must be created after the switch (they hold the device's caches).
+    void set_device(std::unique_ptr<DeviceForward> dev) { dev_ = std::move(dev); }
+    const char* device_name() const { return dev_ ? dev_->name() : be_->name; }
+    const Dsv4Weights& weights() const { return w_; }
+    // RoPE θ' tables (§6.1): compressed layers (YaRN) or plain (window-only layers, MTP).
+    const std::vector<float>& rope_freqs(bool compressed) const { return compressed ? freqs_compressed_ : freqs_plain_; }
 
 private:
     Dsv4Model() = default;
@@ -107,6 +149,7 @@ private:
     Dsv4Weights w_;
     const ops::Backend* be_ = nullptr;
     std::vector<float> freqs_plain_, freqs_compressed_;  // RoPE θ' tables (§6.1)
+    std::unique_ptr<DeviceForward> dev_;  // last: destroyed before the weights it copied
 };
 
 }  // namespace dsinfer

@@ -1,0 +1,836 @@
+// The model forward on the GPU (see cuda_model.h). Mirrors Dsv4Model's host forward op for op, in
+// the same order, so the two differ only where the CUDA ops do (docs/cuda.md); the host loops of
+// that forward become device copies or the small kernels of model_kernels.cu.
+#include "cuda/cuda_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/model_kernels.h"
+
+namespace dsinfer::cuda {
+
+namespace {
+
+bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
+
+// A growable float array in device memory (caches that grow with the sequence).
+class DevVec {
+public:
+    DevVec() = default;
+    DevVec(const DevVec&) = delete;
+    DevVec& operator=(const DevVec&) = delete;
+    DevVec(DevVec&& o) noexcept { swap(o); }
+    DevVec& operator=(DevVec&& o) noexcept {
+        swap(o);
+        return *this;
+    }
+    ~DevVec() { dfree(p_); }
+
+    float* data() const { return p_; }
+    int64_t size() const { return n_; }
+    size_t bytes() const { return cap_ * sizeof(float); }
+
+    void resize(int64_t n) {
+        reserve(n);
+        n_ = n;
+    }
+    // Room for `count` more floats at the end; returns them (contents undefined until written).
+    float* append(int64_t count) {
+        if (n_ + count > cap_) reserve(std::max<int64_t>({n_ + count, 2 * cap_, 4096}));
+        float* p = p_ + n_;
+        n_ += count;
+        return p;
+    }
+    DevVec clone() const {
+        DevVec c;
+        c.reserve(cap_);
+        c.n_ = n_;
+        if (n_) d2d(c.p_, p_, size_t(n_) * sizeof(float));
+        return c;
+    }
+
+private:
+    void reserve(int64_t cap) {
+        if (cap <= cap_) return;
+        float* np = static_cast<float*>(dmalloc(size_t(cap) * sizeof(float)));
+        if (n_) d2d(np, p_, size_t(n_) * sizeof(float));
+        dfree(p_);  // cudaFree waits for the device, so the copy above has finished
+        p_ = np;
+        cap_ = cap;
+    }
+    void swap(DevVec& o) {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        std::swap(cap_, o.cap_);
+    }
+    float* p_ = nullptr;
+    int64_t n_ = 0, cap_ = 0;
+};
+
+// Per-call temporaries: bump allocation from device chunks that are kept and reused across calls.
+// Work is ordered on one stream, so a buffer may be reused by the next call as soon as it is enqueued.
+class Arena {
+public:
+    Arena() = default;
+    Arena(const Arena&) = delete;
+    Arena& operator=(const Arena&) = delete;
+    ~Arena() {
+        for (auto& c : chunks_) dfree(c.p);
+    }
+    void reset() {
+        cur_ = 0;
+        off_ = 0;
+    }
+    float* f(int64_t n) { return static_cast<float*>(get(size_t(n) * sizeof(float))); }
+    int32_t* i32(int64_t n) { return static_cast<int32_t*>(get(size_t(n) * sizeof(int32_t))); }
+    int64_t* i64(int64_t n) { return static_cast<int64_t*>(get(size_t(n) * sizeof(int64_t))); }
+
+private:
+    struct Chunk {
+        char* p;
+        size_t bytes;
+    };
+    void* get(size_t bytes) {
+        bytes = std::max<size_t>((bytes + 255) / 256 * 256, 256);
+        while (cur_ < chunks_.size()) {
+            if (off_ + bytes <= chunks_[cur_].bytes) {
+                void* p = chunks_[cur_].p + off_;
+                off_ += bytes;
+                return p;
+            }
+            ++cur_;
+            off_ = 0;
+        }
+        const size_t sz = std::max<size_t>(bytes, size_t(64) << 20);
+        chunks_.push_back({static_cast<char*>(dmalloc(sz)), sz});
+        off_ = bytes;
+        return chunks_.back().p;
+    }
+    std::vector<Chunk> chunks_;
+    size_t cur_ = 0, off_ = 0;
+};
+
+struct DevCompressor {
+    int ratio = 0;
+    int64_t d = 0;
+    bool overlap = false;
+    ops::Weight wkv, wgate;
+    const float* ape = nullptr;
+    const float* norm = nullptr;
+};
+
+struct DevIndexer {
+    ops::Weight wq_b, weights_proj;
+    DevCompressor compressor;
+};
+
+struct DevBlock {
+    const BlockWeights* host = nullptr;
+    int layer = 0, ratio = 0;
+    bool hash = false;
+    ops::Weight wq_a, wq_b, wkv, wo_a, wo_b;
+    const float *q_norm = nullptr, *kv_norm = nullptr, *attn_sink = nullptr;
+    std::unique_ptr<DevCompressor> compressor;
+    std::unique_ptr<DevIndexer> indexer;
+    const float *attn_norm = nullptr, *ffn_norm = nullptr;
+    const float *hc_attn_fn = nullptr, *hc_attn_base = nullptr, *hc_attn_scale = nullptr;
+    const float *hc_ffn_fn = nullptr, *hc_ffn_base = nullptr, *hc_ffn_scale = nullptr;
+    ops::Weight gate;
+    const float* gate_bias = nullptr;
+    std::unique_ptr<ExpertTable> experts;
+    bool experts_quant_in = false, experts_quant_h = false;  // w1 / w2 of the routed experts are FP8/FP4
+    ExpertWeights shared;                                    // w1, w3, w2
+};
+
+struct DevMtp {
+    DevBlock block;
+    ops::Weight e_proj, h_proj;
+    const float *enorm = nullptr, *hnorm = nullptr, *norm = nullptr;
+    const float *hc_head_fn = nullptr, *hc_head_base = nullptr, *hc_head_scale = nullptr;
+};
+
+// Device cache of one attention block for one sequence (LayerCache's fields).
+struct DevCache {
+    DevVec window;  // [window_size, head_dim] ring
+    DevVec ckv;     // [n_entries, head_dim]
+    DevVec ikeys;   // [n_entries, index_head_dim]
+    DevVec comp_kv, comp_score, icomp_kv, icomp_score;
+    DevCache clone() const {
+        DevCache c;
+        c.window = window.clone();
+        c.ckv = ckv.clone();
+        c.ikeys = ikeys.clone();
+        c.comp_kv = comp_kv.clone();
+        c.comp_score = comp_score.clone();
+        c.icomp_kv = icomp_kv.clone();
+        c.icomp_score = icomp_score.clone();
+        return c;
+    }
+    size_t bytes() const {
+        return window.bytes() + ckv.bytes() + ikeys.bytes() + comp_kv.bytes() + comp_score.bytes() +
+               icomp_kv.bytes() + icomp_score.bytes();
+    }
+};
+
+class CudaState final : public DeviceState {
+public:
+    std::vector<DevCache> layers;
+    DevCache mtp;
+    std::unique_ptr<DeviceState> clone() const override {
+        auto c = std::make_unique<CudaState>();
+        for (const auto& l : layers) c->layers.push_back(l.clone());
+        c->mtp = mtp.clone();
+        return c;
+    }
+    size_t bytes() const override {
+        size_t b = mtp.bytes();
+        for (const auto& l : layers) b += l.bytes();
+        return b;
+    }
+};
+
+class CudaModel final : public DeviceForward {
+public:
+    explicit CudaModel(const Dsv4Model& m);
+    ~CudaModel() override;
+    const char* name() const override { return "cuda"; }
+    std::unique_ptr<DeviceState> new_state() override;
+    void forward(std::span<ForwardItem> items) override;
+    void forward_mtp(std::span<MtpItem> items) override;
+
+private:
+    struct Rows {
+        struct Seq {
+            SequenceState* state;
+            CudaState* dev;
+            int64_t begin, count, start;
+        };
+        int64_t n = 0;
+        std::vector<int32_t> tokens;
+        std::vector<int64_t> pos;
+        const int64_t* pos_d = nullptr;
+        std::vector<Seq> seqs;
+    };
+
+    ops::Weight up(const ops::Weight& w);
+    const float* up(const FloatTensor& t);
+    void up_compressor(const CompressorWeights& h, DevCompressor& d);
+    void up_block(const BlockWeights& h, DevBlock& d);
+    void init_cache(DevCache& lc, const DevBlock& b);
+    const int64_t* iota(int64_t p);
+    template <class Item>
+    CudaState* check(const Item& it);
+
+    void linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input);
+    void compressor_step(const DevCompressor& cw, DevVec& kv, DevVec& score, const float* a, const float* g, int64_t p,
+                         const ops::RopeFreqs& rf, bool indexer, DevVec& out);
+    void block_forward(const DevBlock& b, Rows& rows, float* x);
+    void attention(const DevBlock& b, Rows& rows, const float* y, float* out);
+    void moe(const DevBlock& b, Rows& rows, const float* y, float* out);
+    void head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
+                     const float* norm, std::vector<float>& logits);
+
+    const Dsv4Model& m_;
+    const ModelConfig& c_;
+    const ops::Backend& be_;
+    bool quant_ = true, pow2_ = true;
+    std::vector<ops::Weight> weights_;  // uploaded, freed at the end
+    std::vector<void*> buffers_;        // uploaded float tensors
+    ops::Weight embed_, head_;
+    const float *norm_ = nullptr, *hc_head_fn_ = nullptr, *hc_head_base_ = nullptr, *hc_head_scale_ = nullptr;
+    std::vector<DevBlock> layers_;
+    std::vector<DevMtp> mtp_;
+    const float *freqs_plain_ = nullptr, *freqs_compressed_ = nullptr;
+    int64_t* iota_ = nullptr;  // 0, 1, 2, ...: device pointers to single positions (compressor RoPE)
+    int64_t iota_n_ = 0;
+    Arena call_, layer_;  // temporaries of one call / of one block (reset per block)
+};
+
+CudaModel::CudaModel(const Dsv4Model& m) : m_(m), c_(m.config()), be_(backend()) {
+    if (!available()) throw Error("cuda: no usable CUDA device");
+    const Dsv4Weights& w = m.weights();
+    embed_ = up(w.embed);
+    head_ = up(w.head);
+    norm_ = up(w.norm);
+    hc_head_fn_ = up(w.hc_head_fn);
+    hc_head_base_ = up(w.hc_head_base);
+    hc_head_scale_ = up(w.hc_head_scale);
+    layers_.resize(w.layers.size());
+    for (size_t l = 0; l < w.layers.size(); ++l) up_block(w.layers[l], layers_[l]);
+    mtp_.resize(w.mtp.size());
+    for (size_t i = 0; i < w.mtp.size(); ++i) {
+        const MtpWeights& h = w.mtp[i];
+        DevMtp& d = mtp_[i];
+        up_block(h.block, d.block);
+        d.e_proj = up(h.e_proj);
+        d.h_proj = up(h.h_proj);
+        d.enorm = up(h.enorm);
+        d.hnorm = up(h.hnorm);
+        d.norm = up(h.norm);
+        d.hc_head_fn = up(h.hc_head_fn);
+        d.hc_head_base = up(h.hc_head_base);
+        d.hc_head_scale = up(h.hc_head_scale);
+    }
+    auto up_vec = [&](const std::vector<float>& v) {
+        void* p = dmalloc(v.size() * sizeof(float));
+        h2d(p, v.data(), v.size() * sizeof(float));
+        buffers_.push_back(p);
+        return static_cast<const float*>(p);
+    };
+    freqs_plain_ = up_vec(m.rope_freqs(false));
+    freqs_compressed_ = up_vec(m.rope_freqs(true));
+    iota(4096);
+}
+
+CudaModel::~CudaModel() {
+    try {
+        sync();
+        for (auto& l : layers_) l.experts.reset();
+        for (auto& d : mtp_) d.block.experts.reset();
+        for (auto& w : weights_) free_weight(w);
+        for (void* p : buffers_) dfree(p);
+        dfree(iota_);
+    } catch (...) {
+        // A failing device at exit: nothing left to do with its memory.
+    }
+}
+
+ops::Weight CudaModel::up(const ops::Weight& w) {
+    if (!w.data) return w;
+    ops::Weight d = upload_weight(w);
+    weights_.push_back(d);
+    return d;
+}
+
+const float* CudaModel::up(const FloatTensor& t) {
+    if (!t.data || t.numel == 0) return nullptr;
+    void* p = dmalloc(size_t(t.numel) * sizeof(float));
+    h2d(p, t.data, size_t(t.numel) * sizeof(float));
+    buffers_.push_back(p);
+    return static_cast<const float*>(p);
+}
+
+void CudaModel::up_compressor(const CompressorWeights& h, DevCompressor& d) {
+    d.ratio = h.ratio;
+    d.d = h.d;
+    d.overlap = h.overlap;
+    d.wkv = up(h.wkv);
+    d.wgate = up(h.wgate);
+    d.ape = up(h.ape);
+    d.norm = up(h.norm);
+}
+
+void CudaModel::up_block(const BlockWeights& h, DevBlock& d) {
+    d.host = &h;
+    d.layer = h.layer;
+    d.ratio = h.ratio;
+    d.hash = h.hash;
+    d.wq_a = up(h.wq_a);
+    d.wq_b = up(h.wq_b);
+    d.wkv = up(h.wkv);
+    d.wo_a = up(h.wo_a);
+    d.wo_b = up(h.wo_b);
+    d.q_norm = up(h.q_norm);
+    d.kv_norm = up(h.kv_norm);
+    d.attn_sink = up(h.attn_sink);
+    if (h.compressor) {
+        d.compressor = std::make_unique<DevCompressor>();
+        up_compressor(*h.compressor, *d.compressor);
+    }
+    if (h.indexer) {
+        d.indexer = std::make_unique<DevIndexer>();
+        d.indexer->wq_b = up(h.indexer->wq_b);
+        d.indexer->weights_proj = up(h.indexer->weights_proj);
+        up_compressor(h.indexer->compressor, d.indexer->compressor);
+    }
+    d.attn_norm = up(h.attn_norm);
+    d.ffn_norm = up(h.ffn_norm);
+    d.hc_attn_fn = up(h.hc_attn_fn);
+    d.hc_attn_base = up(h.hc_attn_base);
+    d.hc_attn_scale = up(h.hc_attn_scale);
+    d.hc_ffn_fn = up(h.hc_ffn_fn);
+    d.hc_ffn_base = up(h.hc_ffn_base);
+    d.hc_ffn_scale = up(h.hc_ffn_scale);
+    d.gate = up(h.gate);
+    d.gate_bias = up(h.gate_bias);
+    std::vector<ExpertWeights> ex;
+    ex.reserve(h.experts.size());
+    for (const auto& e : h.experts) {
+        // The fused MoE kernels take one format for all experts of a layer (as the checkpoints store them).
+        if (e.w1.fmt != h.experts[0].w1.fmt || e.w2.fmt != h.experts[0].w2.fmt)
+            throw Error("cuda: layer " + std::to_string(h.layer) + " mixes routed-expert weight formats");
+        ex.push_back({up(e.w1), up(e.w3), up(e.w2)});
+    }
+    if (!ex.empty()) {
+        d.experts = std::make_unique<ExpertTable>(ex);
+        d.experts_quant_in = quantized(h.experts[0].w1);
+        d.experts_quant_h = quantized(h.experts[0].w2);
+    }
+    d.shared = {up(h.shared.w1), up(h.shared.w3), up(h.shared.w2)};
+}
+
+const int64_t* CudaModel::iota(int64_t p) {
+    if (p >= iota_n_) {
+        const int64_t n = std::max<int64_t>(p + 1, 2 * iota_n_);
+        std::vector<int64_t> v(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) v[size_t(i)] = i;
+        int64_t* np = static_cast<int64_t*>(dmalloc(size_t(n) * sizeof(int64_t)));
+        h2d(np, v.data(), v.size() * sizeof(int64_t));
+        dfree(iota_);  // waits for the device: no enqueued op reads the old table any more
+        iota_ = np;
+        iota_n_ = n;
+    }
+    return iota_ + p;
+}
+
+void CudaModel::init_cache(DevCache& lc, const DevBlock& b) {
+    lc.window.resize(int64_t(c_.window_size) * c_.head_dim);
+    fill(lc.window.data(), lc.window.size(), 0.f);
+    auto reset = [](DevVec& kv, DevVec& score, const DevCompressor& cw) {
+        const int64_t coff = cw.overlap ? 2 : 1, n = coff * cw.ratio * coff * cw.d;
+        kv.resize(n);
+        score.resize(n);
+        fill(kv.data(), n, 0.f);
+        fill(score.data(), n, -std::numeric_limits<float>::infinity());
+    };
+    if (b.compressor) reset(lc.comp_kv, lc.comp_score, *b.compressor);
+    if (b.indexer) reset(lc.icomp_kv, lc.icomp_score, b.indexer->compressor);
+}
+
+std::unique_ptr<DeviceState> CudaModel::new_state() {
+    auto s = std::make_unique<CudaState>();
+    s->layers.resize(layers_.size());
+    for (size_t l = 0; l < layers_.size(); ++l) init_cache(s->layers[l], layers_[l]);
+    if (!mtp_.empty()) init_cache(s->mtp, mtp_[0].block);
+    return s;
+}
+
+template <class Item>
+CudaState* CudaModel::check(const Item& it) {
+    if (!it.state) throw Error("forward: item without a sequence state");
+    auto* st = dynamic_cast<CudaState*>(it.state->device.p.get());
+    if (!st) throw Error("forward: the sequence was not created for the CUDA forward (create it after set_device)");
+    for (int32_t t : it.tokens)
+        if (t < 0 || t >= c_.vocab_size)
+            throw Error("forward: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                        std::to_string(c_.vocab_size) + ")");
+    return st;
+}
+
+// As Dsv4Model::linear: FP8-quantize x per 128 columns first for FP8/FP4 weights (§3.3).
+void CudaModel::linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input) {
+    if (quant_input && quant_ && quantized(w)) {
+        float* xq = layer_.f(m * w.k);
+        d2d(xq, x, size_t(m * w.k) * sizeof(float));
+        be_.act_quant(xq, m, w.k, w.k, 128, pow2_);
+        be_.linear(xq, m, w, 0, w.n, y, w.n);
+    } else {
+        be_.linear(x, m, w, 0, w.n, y, w.n);
+    }
+}
+
+// compressor_step of src/model/compressor.cpp on device buffers.
+void CudaModel::compressor_step(const DevCompressor& cw, DevVec& kv, DevVec& score, const float* a, const float* g,
+                                int64_t p, const ops::RopeFreqs& rf, bool indexer, DevVec& out) {
+    const int64_t r = cw.ratio, d = cw.d, coff = cw.overlap ? 2 : 1, width = coff * d;
+    const int64_t slot = (cw.overlap ? r : 0) + p % r;
+    d2d(kv.data() + slot * width, a, size_t(width) * sizeof(float));
+    add_to(g, cw.ape + (p % r) * width, width, score.data() + slot * width);
+    if ((p + 1) % r) return;
+    float* z = out.append(d);
+    be_.compress_pool(kv.data(), score.data(), r, d, cw.overlap, z);
+    if (cw.overlap) {
+        d2d(kv.data(), kv.data() + r * width, size_t(r * width) * sizeof(float));
+        d2d(score.data(), score.data() + r * width, size_t(r * width) * sizeof(float));
+    }
+    be_.rmsnorm(z, 1, d, cw.norm, float(c_.norm_eps), z);
+    be_.rope(z, 1, 1, d, iota(p + 1 - r), rf, false);
+    if (indexer) {
+        be_.hadamard(z, 1, d);
+        if (quant_) be_.fp4_quant(z, 1, d, d, 32);
+    } else if (quant_) {
+        be_.act_quant(z, 1, d - rf.rope_dim, d, 64, pow2_);
+    }
+}
+
+void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float* out) {
+    const ModelConfig& c = c_;
+    const ops::Backend& be = be_;
+    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, ql = c.q_lora_rank;
+    const int64_t W = c.window_size;
+    const float eps = float(c.norm_eps);
+    const ops::RopeFreqs rf{bw.ratio ? freqs_compressed_ : freqs_plain_, rd};
+    const int64_t* pos = rows.pos_d;
+    Arena& A = layer_;
+
+    // Query path (§6.2).
+    float* qr = A.f(n * ql);
+    float* q = A.f(n * H * hd);
+    linear(y, n, bw.wq_a, qr, true);
+    be.rmsnorm(qr, n, ql, bw.q_norm, eps, qr);
+    linear(qr, n, bw.wq_b, q, true);
+    be.rmsnorm(q, n * H, hd, nullptr, eps, q);
+    be.rope(q, n, H, hd, pos, rf, false);
+
+    // Window KV path (§6.3).
+    float* kv = A.f(n * hd);
+    linear(y, n, bw.wkv, kv, true);
+    be.rmsnorm(kv, n, hd, bw.kv_norm, eps, kv);
+    be.rope(kv, n, 1, hd, pos, rf, false);
+    if (quant_) be.act_quant(kv, n, hd - rd, hd, 64, pow2_);
+
+    // Compressor projections (§7.1) and the indexer's query side (§8).
+    const DevCompressor* cw = bw.compressor.get();
+    const DevIndexer* iw = bw.indexer.get();
+    float *ca = nullptr, *cg = nullptr, *iq = nullptr, *iwt = nullptr, *ia = nullptr, *ig = nullptr;
+    const int64_t cwidth = cw ? (cw->overlap ? 2 : 1) * cw->d : 0;
+    const int64_t nih = c.index_n_heads, ihd = c.index_head_dim;
+    const int64_t iwidth = iw ? 2 * iw->compressor.d : 0;
+    if (cw) {
+        ca = A.f(n * cwidth);
+        cg = A.f(n * cwidth);
+        linear(y, n, cw->wkv, ca, true);
+        linear(y, n, cw->wgate, cg, true);
+    }
+    if (iw) {
+        iq = A.f(n * nih * ihd);
+        linear(qr, n, iw->wq_b, iq, true);
+        be.rope(iq, n, nih, ihd, pos, rf, false);
+        be.hadamard(iq, n * nih, ihd);
+        if (quant_) be.fp4_quant(iq, n * nih, ihd, ihd, 32);
+        iwt = A.f(n * nih);
+        linear(y, n, iw->weights_proj, iwt, true);
+        const float ws = float(std::pow(double(ihd), -0.5) * std::pow(double(nih), -0.5));
+        scale(iwt, n * nih, ws);
+        ia = A.f(n * iwidth);
+        ig = A.f(n * iwidth);
+        linear(y, n, iw->compressor.wkv, ia, true);
+        linear(y, n, iw->compressor.wgate, ig, true);
+    }
+
+    float* o = A.f(n * H * hd);
+    const float scale_attn = float(std::pow(double(hd), -0.5));
+    for (size_t s = 0; s < rows.seqs.size(); ++s) {
+        const auto& sq = rows.seqs[s];
+        DevCache& lc = bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
+        const int64_t P = sq.start, T = sq.count, b = sq.begin;
+        // Keys of the window: the cached W-1 positions before this chunk, then the chunk's own.
+        const int64_t n_old = std::min<int64_t>(P, W - 1);
+        const int64_t na = n_old + T;
+        float* kva = A.f(na * hd);
+        for (int64_t i = 0; i < n_old;) {  // ring slots of consecutive positions: at most two runs
+            const int64_t slot = (P - n_old + i) % W, run = std::min(n_old - i, W - slot);
+            d2d(kva + i * hd, lc.window.data() + slot * hd, size_t(run * hd) * sizeof(float));
+            i += run;
+        }
+        d2d(kva + n_old * hd, kv + b * hd, size_t(T * hd) * sizeof(float));
+
+        // Compressors: stream the chunk's tokens; entries completed here are visible to its queries.
+        if (cw)
+            for (int64_t t = 0; t < T; ++t)
+                compressor_step(*cw, lc.comp_kv, lc.comp_score, ca + (b + t) * cwidth, cg + (b + t) * cwidth, P + t,
+                                rf, false, lc.ckv);
+        if (iw)
+            for (int64_t t = 0; t < T; ++t)
+                compressor_step(iw->compressor, lc.icomp_kv, lc.icomp_score, ia + (b + t) * iwidth,
+                                ig + (b + t) * iwidth, P + t, rf, true, lc.ikeys);
+        const int64_t n_entries = cw ? lc.ckv.size() / hd : 0;
+
+        // Attended set per query (§6.4): window positions, then compressed entries.
+        const int64_t n_win = std::min<int64_t>(W, P + T);
+        int64_t n_cmp = 0;
+        if (bw.ratio == 4)
+            n_cmp = std::min<int64_t>(c.index_topk, n_entries);
+        else if (bw.ratio)
+            n_cmp = n_entries;
+        const int64_t nk = n_win + n_cmp;
+        std::vector<int32_t> idx(static_cast<size_t>(T * nk), -1);
+        for (int64_t t = 0; t < T; ++t) {
+            const int64_t p = P + t;
+            int32_t* ix = idx.data() + t * nk;
+            int64_t k = 0;
+            for (int64_t pp = std::max<int64_t>(0, p - W + 1); pp <= p; ++pp) ix[k++] = int32_t(pp - (P - n_old));
+            if (bw.ratio && bw.ratio != 4)
+                for (int64_t j = 0; j < (p + 1) / bw.ratio; ++j) ix[n_win + j] = int32_t(na + j);
+        }
+        int32_t* idx_d = A.i32(T * nk);
+        h2d(idx_d, idx.data(), idx.size() * sizeof(int32_t));
+        if (bw.ratio == 4 && n_entries > 0) {
+            // Lightning indexer (§8): score every complete entry, keep the top-k.
+            std::vector<int32_t> valid(static_cast<size_t>(T));
+            for (int64_t t = 0; t < T; ++t) valid[size_t(t)] = int32_t((P + t + 1) / 4);
+            int32_t* valid_d = A.i32(T);
+            h2d(valid_d, valid.data(), valid.size() * sizeof(int32_t));
+            float* scores = A.f(T * n_entries);
+            be.index_scores(iq + b * nih * ihd, iwt + b * nih, T, nih, ihd, lc.ikeys.data(), n_entries, valid_d,
+                            scores);
+            int32_t* sel = A.i32(T * n_cmp);
+            be.topk(scores, T, n_entries, valid_d, n_cmp, sel);
+            sel_to_idx(sel, T, n_cmp, idx_d, nk, n_win, int32_t(na));
+        }
+        be.sparse_attn(q + b * H * hd, T, H, hd, kva, na, lc.ckv.data(), idx_d, nk, bw.attn_sink, scale_attn,
+                       o + b * H * hd);
+        for (int64_t i = 0; i < T;) {  // later positions overwrite earlier ones when T > W, as on the host
+            const int64_t slot = (P + i) % W, run = std::min(T - i, W - slot);
+            d2d(lc.window.data() + slot * hd, kv + (b + i) * hd, size_t(run * hd) * sizeof(float));
+            i += run;
+        }
+    }
+
+    // Output path (§6.6): inverse RoPE, grouped wo_a (no activation quantization), wo_b.
+    be.rope(o, n, H, hd, pos, rf, true);
+    const int64_t G = c.o_groups, gin = (H / G) * hd, olr = c.o_lora_rank;
+    float* u = A.f(n * G * olr);
+    float* tmp = A.f(n * gin);
+    for (int64_t g = 0; g < G; ++g) {
+        copy_rows(tmp, gin, o + g * gin, H * hd, n, gin);
+        be.linear(tmp, n, bw.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
+    }
+    linear(u, n, bw.wo_b, out, true);
+}
+
+void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) {
+    const ModelConfig& c = c_;
+    const ops::Backend& be = be_;
+    const int64_t n = rows.n, D = c.dim, E = c.n_routed_experts, K = c.n_activated_experts, I = c.moe_inter_dim;
+    Arena& A = layer_;
+
+    // Gate (§10.1); hash layers take their expert ids from tid2eid (a host table of the checkpoint).
+    float* logits = A.f(n * E);
+    float* rw = A.f(n * K);
+    int32_t* ids = A.i32(n * K);
+    int32_t* hash_d = nullptr;
+    linear(y, n, bw.gate, logits, true);
+    if (bw.hash) {
+        const TensorInfo* t2e = bw.host->tid2eid;
+        std::vector<int32_t> hash(static_cast<size_t>(n * K));
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < K; ++j) {
+                const int64_t off = int64_t(rows.tokens[size_t(i)]) * K + j;
+                const int64_t e = t2e->dtype == DType::I64 ? reinterpret_cast<const int64_t*>(t2e->data)[off]
+                                                           : reinterpret_cast<const int32_t*>(t2e->data)[off];
+                if (e < 0 || e >= E) throw Error("tensor '" + t2e->name + "' holds expert id out of range");
+                hash[size_t(i * K + j)] = int32_t(e);
+            }
+        hash_d = A.i32(n * K);
+        h2d(hash_d, hash.data(), hash.size() * sizeof(int32_t));
+    }
+    be.moe_route(logits, n, E, bw.hash ? nullptr : bw.gate_bias, hash_d, K, float(c.route_scale), ids, rw);
+
+    // Input rows quantized once (the quantization is per row, so this equals quantizing per expert).
+    float* yq = nullptr;
+    auto expert_input = [&](bool quant_in) -> const float* {
+        if (!quant_ || !quant_in) return y;
+        if (!yq) {
+            yq = A.f(n * D);
+            d2d(yq, y, size_t(n * D) * sizeof(float));
+            be.act_quant(yq, n, D, D, 128, pow2_);
+        }
+        return yq;
+    };
+
+    // Routed experts: summed in ascending expert id per row (the host model's order of sums).
+    if (!pow2_ && quant_ && bw.experts_quant_h)
+        throw Error("cuda: the fused MoE quantizes expert activations with power-of-two scales only");
+    moe_experts(*bw.experts, expert_input(bw.experts_quant_in), n, D, I, ids, rw, K, float(c.swiglu_limit),
+                quant_ && bw.experts_quant_h, out);
+
+    // Shared expert (§10.3), added last.
+    const ExpertWeights& sh = bw.shared;
+    const float* xs = expert_input(quantized(sh.w1));
+    float* gu = A.f(n * 2 * I);
+    float* h = A.f(n * I);
+    float* so = A.f(n * D);
+    be.linear(xs, n, sh.w1, 0, I, gu, 2 * I);
+    be.linear(xs, n, sh.w3, 0, I, gu + I, 2 * I);
+    be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
+    if (quant_ && quantized(sh.w2)) be.act_quant(h, n, I, I, 128, pow2_);
+    be.linear(h, n, sh.w2, 0, D, so, D);
+    add(out, so, n * D);
+}
+
+void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
+    const ModelConfig& c = c_;
+    const ops::Backend& be = be_;
+    const int64_t n = rows.n, D = c.dim, hc = c.hc_mult;
+    const float eps = float(c.norm_eps), hc_eps = float(c.hc_eps);
+    layer_.reset();
+    float* y = layer_.f(n * D);
+    float* post = layer_.f(n * hc);
+    float* comb = layer_.f(n * hc * hc);
+    float* f = layer_.f(n * D);
+    float* x2 = layer_.f(n * hc * D);
+
+    be.hc_pre(x, n, hc, D, bw.hc_attn_fn, bw.hc_attn_scale, bw.hc_attn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
+              comb);
+    be.rmsnorm(y, n, D, bw.attn_norm, eps, y);
+    attention(bw, rows, y, f);
+    be.hc_post(f, x, post, comb, n, hc, D, x2);
+
+    be.hc_pre(x2, n, hc, D, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
+              comb);
+    be.rmsnorm(y, n, D, bw.ffn_norm, eps, y);
+    moe(bw, rows, y, f);
+    be.hc_post(f, x2, post, comb, n, hc, D, x);
+}
+
+void CudaModel::head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
+                            const float* norm, std::vector<float>& logits) {
+    const ModelConfig& c = c_;
+    float* h = call_.f(m * c.dim);
+    float* l = call_.f(m * head_.n);
+    be_.hc_head(x, m, c.hc_mult, c.dim, fn, scale, base, float(c.hc_eps), float(c.norm_eps), h);
+    be_.rmsnorm(h, m, c.dim, norm, float(c.norm_eps), h);
+    be_.linear(h, m, head_, 0, head_.n, l, head_.n);
+    logits.resize(static_cast<size_t>(m * head_.n));
+    d2h(logits.data(), l, logits.size() * sizeof(float));
+}
+
+void CudaModel::forward(std::span<ForwardItem> items) {
+    const ModelConfig& c = c_;
+    const int64_t D = c.dim, hc = c.hc_mult;
+    quant_ = m_.options().quant_sim;
+    pow2_ = c.scale_fmt_ue8m0;
+    Rows rows;
+    for (const auto& it : items) {
+        CudaState* st = check(it);
+        if (it.tokens.empty()) continue;
+        rows.seqs.push_back({it.state, st, rows.n, int64_t(it.tokens.size()), it.state->pos_});
+        for (size_t t = 0; t < it.tokens.size(); ++t) {
+            rows.tokens.push_back(it.tokens[t]);
+            rows.pos.push_back(it.state->pos_ + int64_t(t));
+        }
+        rows.n += int64_t(it.tokens.size());
+    }
+    if (rows.n == 0) return;
+    const int64_t n = rows.n;
+    call_.reset();
+    iota(*std::max_element(rows.pos.begin(), rows.pos.end()));  // grows the table before any op is enqueued
+    int32_t* tokens_d = call_.i32(n);
+    int64_t* pos_d = call_.i64(n);
+    h2d(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
+    h2d(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
+    rows.pos_d = pos_d;
+
+    // Embedding, expanded to the hc residual streams (§4).
+    float* e = call_.f(n * D);
+    float* x = call_.f(n * hc * D);
+    be_.embed(embed_, tokens_d, n, e);
+    expand_hc(e, nullptr, n, hc, D, x);
+
+    for (int l = 0; l < c.n_layers; ++l) {
+        size_t s = 0;
+        for (auto& it : items) {
+            if (it.tokens.empty()) continue;
+            const auto& sq = rows.seqs[s++];
+            if (it.layer_inputs && size_t(l) < it.layer_inputs->size() && (*it.layer_inputs)[size_t(l)])
+                h2d(x + sq.begin * hc * D, (*it.layer_inputs)[size_t(l)], sizeof(float) * size_t(sq.count * hc * D));
+        }
+        block_forward(layers_[size_t(l)], rows, x);
+        s = 0;
+        for (auto& it : items) {
+            if (it.tokens.empty()) continue;
+            const auto& sq = rows.seqs[s++];
+            if (it.layer_hidden) {
+                it.layer_hidden->resize(static_cast<size_t>(c.n_layers));
+                auto& dst = (*it.layer_hidden)[size_t(l)];
+                dst.resize(static_cast<size_t>(sq.count * hc * D));
+                d2h(dst.data(), x + sq.begin * hc * D, dst.size() * sizeof(float));
+            }
+        }
+    }
+
+    size_t s = 0;
+    for (auto& it : items) {
+        if (it.tokens.empty()) continue;
+        const auto& sq = rows.seqs[s++];
+        if (it.final_hidden) {
+            it.final_hidden->resize(static_cast<size_t>(sq.count * hc * D));
+            d2h(it.final_hidden->data(), x + sq.begin * hc * D, it.final_hidden->size() * sizeof(float));
+        }
+        if (it.logits_out) {
+            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
+            const int64_t m = sq.begin + sq.count - first;
+            head_logits(x + first * hc * D, m, hc_head_fn_, hc_head_scale_, hc_head_base_, norm_, *it.logits_out);
+        }
+        it.state->pos_ += sq.count;
+    }
+}
+
+void CudaModel::forward_mtp(std::span<MtpItem> items) {
+    const ModelConfig& c = c_;
+    if (mtp_.empty()) throw Error("forward_mtp: the checkpoint has no MTP block");
+    const DevMtp& mw = mtp_[0];
+    const int64_t D = c.dim, hc = c.hc_mult;
+    const float eps = float(c.norm_eps);
+    quant_ = m_.options().quant_sim;
+    pow2_ = c.scale_fmt_ue8m0;
+    Rows rows;
+    std::vector<float> xin_h;
+    for (const auto& it : items) {
+        CudaState* st = check(it);
+        if (it.tokens.empty()) continue;
+        const int64_t T = int64_t(it.tokens.size());
+        rows.seqs.push_back({it.state, st, rows.n, T, it.state->mtp_pos_});
+        for (int64_t t = 0; t < T; ++t) {
+            rows.tokens.push_back(it.tokens[size_t(t)]);
+            rows.pos.push_back(it.state->mtp_pos_ + t);
+        }
+        xin_h.insert(xin_h.end(), it.hidden, it.hidden + T * hc * D);
+        rows.n += T;
+    }
+    if (rows.n == 0) return;
+    const int64_t n = rows.n;
+    call_.reset();
+    iota(*std::max_element(rows.pos.begin(), rows.pos.end()));
+    int32_t* tokens_d = call_.i32(n);
+    int64_t* pos_d = call_.i64(n);
+    float* xin = call_.f(n * hc * D);
+    h2d(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
+    h2d(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
+    h2d(xin, xin_h.data(), xin_h.size() * sizeof(float));
+    rows.pos_d = pos_d;
+
+    // §11: e = enorm(embed(next token)); x̃_i = hnorm(X_i); Z_i = e_proj(e) + h_proj(x̃_i).
+    float* e = call_.f(n * D);
+    float* ep = call_.f(n * D);
+    float* hp = call_.f(n * hc * D);
+    float* x = call_.f(n * hc * D);
+    be_.embed(embed_, tokens_d, n, e);
+    be_.rmsnorm(e, n, D, mw.enorm, eps, e);
+    be_.rmsnorm(xin, n * hc, D, mw.hnorm, eps, xin);
+    layer_.reset();  // linear()'s quantized copies of x come from the block arena
+    linear(e, n, mw.e_proj, ep, true);
+    linear(xin, n * hc, mw.h_proj, hp, true);
+    expand_hc(ep, hp, n, hc, D, x);
+
+    block_forward(mw.block, rows, x);
+
+    size_t s = 0;
+    for (auto& it : items) {
+        if (it.tokens.empty()) continue;
+        const auto& sq = rows.seqs[s++];
+        if (it.logits_out) {
+            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
+            const int64_t m = sq.begin + sq.count - first;
+            head_logits(x + first * hc * D, m, mw.hc_head_fn, mw.hc_head_scale, mw.hc_head_base, mw.norm,
+                        *it.logits_out);
+        }
+        it.state->mtp_pos_ += sq.count;
+    }
+}
+
+}  // namespace
+
+std::unique_ptr<DeviceForward> make_model_device(const Dsv4Model& model) {
+    return std::make_unique<CudaModel>(model);
+}
+
+}  // namespace dsinfer::cuda

@@ -1,0 +1,19 @@
+// The DeepSeek-V4 forward on the GPU: the CPU model's forward (src/model/dsv4_model.cpp) step for
+// step through the CUDA op table, with the weights uploaded once in their stored formats and every
+// activation and per-sequence cache (window ring, compressed KV, indexer keys, compressor state,
+// the MTP block's cache) in device memory. Attach it with
+//   model->set_device(dsinfer::cuda::make_model_device(*model));
+// then create sequences (they carry the device caches). Plain C++ header.
+#pragma once
+
+#include <memory>
+
+#include "model/dsv4_model.h"
+
+namespace dsinfer::cuda {
+
+// Uploads the model's weights; the model must outlive the returned object (it reads the model's
+// config, options and host-side tables such as the hash layers' tid2eid on every call).
+std::unique_ptr<DeviceForward> make_model_device(const Dsv4Model& model);
+
+}  // namespace dsinfer::cuda

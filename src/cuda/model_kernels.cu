@@ -1,0 +1,100 @@
+// Small element-wise kernels the model forward needs on the device beyond the op table (the host
+// loops of src/model/dsv4_model.cpp: scaling, sums, broadcasts, index remapping).
+#include <algorithm>
+#include <cmath>
+
+#include "cuda/cuda_common.h"
+#include "cuda/model_kernels.h"
+
+namespace dsinfer::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n) { return unsigned(std::min<int64_t>(ceil_div(n, kThreads), 65535)); }
+
+__global__ void scale_kernel(float* x, int64_t n, float s) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        x[i] *= s;
+}
+
+__global__ void add_kernel(float* out, const float* a, int64_t n) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        out[i] += a[i];
+}
+
+__global__ void add_to_kernel(const float* a, const float* b, int64_t n, float* out) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        out[i] = a[i] + b[i];
+}
+
+__global__ void fill_kernel(float* x, int64_t n, float v) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        x[i] = v;
+}
+
+// x [n, hc, d]: x[i, h, k] = e[i, k] + (add ? add[i, h, k] : 0).
+__global__ void expand_kernel(const float* e, const float* add, int64_t n, int64_t hc, int64_t d, float* x) {
+    const int64_t total = n * hc * d;
+    for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total; j += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t i = j / (hc * d), k = j % d;
+        x[j] = add ? e[i * d + k] + add[j] : e[i * d + k];
+    }
+}
+
+__global__ void sel_to_idx_kernel(const int32_t* sel, int64_t t, int64_t k, int32_t* idx, int64_t nk, int64_t off,
+                                  int32_t base) {
+    const int64_t total = t * k;
+    for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total; j += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t i = j / k, c = j % k;
+        const int32_t e = sel[j];
+        idx[i * nk + off + c] = e < 0 ? -1 : base + e;
+    }
+}
+
+}  // namespace
+
+void scale(float* x, int64_t n, float s) {
+    if (n <= 0) return;
+    scale_kernel<<<blocks_for(n), kThreads, 0, cur_stream()>>>(x, n, s);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void add(float* out, const float* a, int64_t n) {
+    if (n <= 0) return;
+    add_kernel<<<blocks_for(n), kThreads, 0, cur_stream()>>>(out, a, n);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void add_to(const float* a, const float* b, int64_t n, float* out) {
+    if (n <= 0) return;
+    add_to_kernel<<<blocks_for(n), kThreads, 0, cur_stream()>>>(a, b, n, out);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void fill(float* x, int64_t n, float v) {
+    if (n <= 0) return;
+    fill_kernel<<<blocks_for(n), kThreads, 0, cur_stream()>>>(x, n, v);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void expand_hc(const float* e, const float* add, int64_t n, int64_t hc, int64_t d, float* x) {
+    if (n <= 0) return;
+    expand_kernel<<<blocks_for(n * hc * d), kThreads, 0, cur_stream()>>>(e, add, n, hc, d, x);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void copy_rows(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t cols) {
+    if (rows <= 0 || cols <= 0) return;
+    DSINFER_CUDA_CHECK(cudaMemcpy2DAsync(dst, size_t(ldd) * 4, src, size_t(lds) * 4, size_t(cols) * 4, size_t(rows),
+                                         cudaMemcpyDeviceToDevice, cur_stream()));
+}
+
+void sel_to_idx(const int32_t* sel, int64_t t, int64_t k, int32_t* idx, int64_t nk, int64_t off, int32_t base) {
+    if (t <= 0 || k <= 0) return;
+    sel_to_idx_kernel<<<blocks_for(t * k), kThreads, 0, cur_stream()>>>(sel, t, k, idx, nk, off, base);
+    DSINFER_CUDA_LAUNCH();
+}
+
+}  // namespace dsinfer::cuda

@@ -1,0 +1,129 @@
+// The model forward on the GPU (cuda_model.h) against DeepSeek's reference goldens on the shipped
+// tiny checkpoint, with the same bars as the CPU model (tests/model/test_replay.cpp): end to end,
+// layer by layer, without quantization simulation, each also with chunked prefill. Plus the CLI
+// (`dsinfer replay --device cuda`, then `dsinfer compare`) and cloned device sequences.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "cuda/cuda_model.h"
+#include "model/replay.h"
+
+using namespace dsinfer;
+
+namespace {
+
+const std::string kDir = std::string(DSINFER_TEST_DATA) + "/dsv4-tiny-flash";
+
+Dsv4Model& model() {
+    static std::unique_ptr<Dsv4Model> m = [] {
+        auto p = Dsv4Model::load(kDir, ModelOptions{});
+        p->set_device(cuda::make_model_device(*p));
+        return p;
+    }();
+    return *m;
+}
+
+const TensorMap& golden(bool noquant) {
+    static TensorMap g = read_tensor_map(kDir + "/golden.safetensors");
+    static TensorMap gn = read_tensor_map(kDir + "/golden-noquant.safetensors");
+    return noquant ? gn : g;
+}
+
+void run_and_check(bool noquant, bool layerwise, int64_t chunk) {
+    Dsv4Model& m = model();
+    ASSERT_STREQ(m.device_name(), "cuda");
+    m.set_quant_sim(!noquant);
+    ReplayOptions ro;
+    ro.layerwise = layerwise;
+    ro.chunk = chunk;
+    const std::string file = kDir + (noquant ? "/golden-noquant.safetensors" : "/golden.safetensors");
+    TensorMap out = replay_cases(m, file, ro);
+    m.set_quant_sim(true);
+    auto lines = compare_outputs(golden(noquant), out, noquant, layerwise);
+    std::printf("%s", format_compare(lines).c_str());
+    int logits = 0, hidden = 0;
+    for (const auto& l : lines) {
+        EXPECT_TRUE(l.pass) << l.name << " " << l.what << " " << l.v1 << " " << l.v2 << " " << l.message;
+        if (l.what == "kl") ++logits;
+        if (l.what == "rel_l2" && l.checked) ++hidden;
+    }
+    EXPECT_EQ(logits, 5);  // long/short prefill+decode, long.mtp
+    if (layerwise) {
+        EXPECT_EQ(hidden, 8);
+    }
+}
+
+int run(const std::string& args, std::string* out) {
+    const std::string cmd = std::string(DSINFER_BINARY) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return -1;
+    char buf[4096];
+    std::string text;
+    while (size_t n = fread(buf, 1, sizeof buf, p)) text.append(buf, n);
+    const int status = pclose(p);
+    *out = text;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST(CudaReplay, EndToEnd) { run_and_check(false, false, 0); }
+TEST(CudaReplay, EndToEndChunk7) { run_and_check(false, false, 7); }
+TEST(CudaReplay, EndToEndChunk64) { run_and_check(false, false, 64); }
+TEST(CudaReplay, Layerwise) { run_and_check(false, true, 0); }
+TEST(CudaReplay, LayerwiseChunk7) { run_and_check(false, true, 7); }
+TEST(CudaReplay, LayerwiseChunk64) { run_and_check(false, true, 64); }
+TEST(CudaReplay, NoQuant) { run_and_check(true, false, 0); }
+TEST(CudaReplay, NoQuantChunk7) { run_and_check(true, false, 7); }
+TEST(CudaReplay, NoQuantChunk64) { run_and_check(true, false, 64); }
+
+// A sequence cloned mid-way holds its own copy of the device caches: both continue identically,
+// and continuing one leaves the other untouched.
+TEST(CudaReplay, ClonedSequenceContinuesIdentically) {
+    Dsv4Model& m = model();
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 40; ++i) prompt.push_back((i * 37 + 5) % int(m.config().vocab_size));
+    auto a = m.new_sequence();
+    std::vector<float> la, lb, lc;
+    ForwardItem it;
+    it.state = a.get();
+    it.tokens = prompt;
+    it.logits_out = &la;
+    m.forward(std::span<ForwardItem>(&it, 1));
+    auto b = a->clone();
+    EXPECT_GT(b->memory_bytes(), sizeof(SequenceState));
+    const int32_t next[2] = {7, 11};
+    it.tokens = std::span<const int32_t>(next, 1);
+    m.forward(std::span<ForwardItem>(&it, 1));  // a advances by one token
+    it.state = b.get();
+    it.logits_out = &lb;
+    m.forward(std::span<ForwardItem>(&it, 1));  // b: the same token from the same state
+    ASSERT_EQ(la.size(), lb.size());
+    for (size_t i = 0; i < la.size(); ++i) ASSERT_EQ(la[i], lb[i]) << i;
+    it.tokens = std::span<const int32_t>(next + 1, 1);
+    m.forward(std::span<ForwardItem>(&it, 1));  // b moves on; a must not see it
+    it.state = a.get();
+    it.logits_out = &lc;
+    m.forward(std::span<ForwardItem>(&it, 1));
+    EXPECT_EQ(a->position(), b->position());
+    for (size_t i = 0; i < lb.size(); ++i) ASSERT_EQ(lb[i], lc[i]) << i;
+}
+
+// The command line: replay --device cuda writes what compare accepts under the bars.
+TEST(CudaReplay, CliReplayThenCompare) {
+    const std::string out = "/tmp/dsinfer_cuda_replay_" + std::to_string(::getpid()) + ".safetensors";
+    std::string text;
+    ASSERT_EQ(run("replay --device cuda --chunk 7 --model " + kDir + " --cases " + kDir +
+                      "/golden-noquant.safetensors --no-quant-sim --out " + out,
+                  &text),
+              0)
+        << text;
+    ASSERT_EQ(run("compare --noquant --golden " + kDir + "/golden-noquant.safetensors --out " + out, &text), 0)
+        << text;
+    EXPECT_NE(text.find("PASS"), std::string::npos) << text;
+    std::remove(out.c_str());
+}
