@@ -23,6 +23,13 @@ namespace dsinfer::cuda {
 // Rows up to which linear() runs the weight-streaming GEMV kernels (exact float32 math).
 constexpr int64_t kGemvMaxRows = 16;
 
+// Whether linear() may use the FP8 tensor-core path for m > kGemvMaxRows (default: yes). Off, every
+// linear is exact float32 (tiled GEMM): Hopper's FP8 MMA accumulates with fewer bits than float32
+// (≈ 2e-4 relative per GEMM), which the replay's layer-by-layer bar does not allow (docs/cuda.md).
+// Process-wide; the model forward sets it for the duration of each call.
+void set_fp8_tensor_cores(bool on);
+bool fp8_tensor_cores();
+
 // True when a CUDA device is usable.
 bool available();
 const char* device_name();

@@ -196,9 +196,21 @@ public:
     }
 };
 
+// Sets linear()'s tensor-core switch for one call and restores it after.
+class TensorCoreScope {
+public:
+    explicit TensorCoreScope(bool on) : prev_(fp8_tensor_cores()) { set_fp8_tensor_cores(on); }
+    ~TensorCoreScope() { set_fp8_tensor_cores(prev_); }
+    TensorCoreScope(const TensorCoreScope&) = delete;
+    TensorCoreScope& operator=(const TensorCoreScope&) = delete;
+
+private:
+    bool prev_;
+};
+
 class CudaModel final : public DeviceForward {
 public:
-    explicit CudaModel(const Dsv4Model& m);
+    CudaModel(const Dsv4Model& m, const CudaModelOptions& o);
     ~CudaModel() override;
     const char* name() const override { return "cuda"; }
     std::unique_ptr<DeviceState> new_state() override;
@@ -240,6 +252,7 @@ private:
     const Dsv4Model& m_;
     const ModelConfig& c_;
     const ops::Backend& be_;
+    CudaModelOptions o_;
     bool quant_ = true, pow2_ = true;
     std::vector<ops::Weight> weights_;  // uploaded, freed at the end
     std::vector<void*> buffers_;        // uploaded float tensors
@@ -253,7 +266,7 @@ private:
     Arena call_, layer_;  // temporaries of one call / of one block (reset per block)
 };
 
-CudaModel::CudaModel(const Dsv4Model& m) : m_(m), c_(m.config()), be_(backend()) {
+CudaModel::CudaModel(const Dsv4Model& m, const CudaModelOptions& o) : m_(m), c_(m.config()), be_(backend()), o_(o) {
     if (!available()) throw Error("cuda: no usable CUDA device");
     const Dsv4Weights& w = m.weights();
     embed_ = up(w.embed);
@@ -698,6 +711,7 @@ void CudaModel::forward(std::span<ForwardItem> items) {
     const int64_t D = c.dim, hc = c.hc_mult;
     quant_ = m_.options().quant_sim;
     pow2_ = c.scale_fmt_ue8m0;
+    TensorCoreScope tc(o_.fp8_tensor_cores);
     Rows rows;
     for (const auto& it : items) {
         CudaState* st = check(it);
@@ -772,6 +786,7 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     const float eps = float(c.norm_eps);
     quant_ = m_.options().quant_sim;
     pow2_ = c.scale_fmt_ue8m0;
+    TensorCoreScope tc(o_.fp8_tensor_cores);
     Rows rows;
     std::vector<float> xin_h;
     for (const auto& it : items) {
@@ -829,8 +844,8 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
 
 }  // namespace
 
-std::unique_ptr<DeviceForward> make_model_device(const Dsv4Model& model) {
-    return std::make_unique<CudaModel>(model);
+std::unique_ptr<DeviceForward> make_model_device(const Dsv4Model& model, const CudaModelOptions& opts) {
+    return std::make_unique<CudaModel>(model, opts);
 }
 
 }  // namespace dsinfer::cuda

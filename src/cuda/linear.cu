@@ -8,11 +8,12 @@
 //   (weights 128x128 F32 scales, activations 1x128 F32 scales). x is re-quantized per 1x128 with
 //   power-of-two scales (lossless for act_quant'ed x). FP4 weights are first re-encoded to FP8 with
 //   one scale per 128x128 tile (the official lossless FP4→FP8 conversion, §3.5).
-// - everything else (BF16/F32 weights with larger m, shapes cuBLASLt refuses): a tiled float32 GEMM
-//   that decodes weights into shared memory.
+// - everything else (BF16/F32 weights with larger m, shapes cuBLASLt refuses, or every weight when
+//   set_fp8_tensor_cores(false)): a tiled float32 GEMM that decodes weights into shared memory.
 #include <cublasLt.h>
 #include <cuda_fp8.h>
 
+#include <atomic>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -729,6 +730,13 @@ void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, 
     DSINFER_CUDA_LAUNCH();
 }
 
+namespace {
+std::atomic<bool> g_fp8_tensor_cores{true};
+}  // namespace
+
+void set_fp8_tensor_cores(bool on) { g_fp8_tensor_cores = on; }
+bool fp8_tensor_cores() { return g_fp8_tensor_cores; }
+
 void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy) {
     const int64_t nn = n1 - n0;
     if (nn <= 0 || m <= 0) return;
@@ -741,7 +749,9 @@ void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, 
         }
         return;
     }
-    if ((w.fmt == WeightFormat::FP8 || w.fmt == WeightFormat::FP4) && lt_linear(x, m, w, n0, n1, y, ldy)) return;
+    if (g_fp8_tensor_cores && (w.fmt == WeightFormat::FP8 || w.fmt == WeightFormat::FP4) &&
+        lt_linear(x, m, w, n0, n1, y, ldy))
+        return;
     launch_tiled(x, m, w, n0, n1, y, ldy);
 }
 
