@@ -336,6 +336,31 @@ void Dsv4Model::head_logits(const float* x, int64_t m, const float* fn, const fl
     be_->linear(h.data(), m, w_.head, 0, w_.head.n, logits, w_.head.n);
 }
 
+void Dsv4Model::emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,
+                            const float* scale, const float* base, const float* norm) {
+    const int64_t width = int64_t(cfg_.hc_mult) * cfg_.dim, V = cfg_.vocab_size;
+    int64_t total = 0;
+    for (const auto& r : reqs) total += r.count;
+    if (total == 0) return;
+    if (reqs.size() == 1) {
+        reqs[0].out->resize(static_cast<size_t>(total * V));
+        head_logits(x.data() + reqs[0].first * width, total, fn, scale, base, norm, reqs[0].out->data());
+        return;
+    }
+    std::vector<float> xs(static_cast<size_t>(total * width)), lg(static_cast<size_t>(total * V));
+    int64_t o = 0;
+    for (const auto& r : reqs) {
+        std::memcpy(xs.data() + o * width, x.data() + r.first * width, sizeof(float) * size_t(r.count * width));
+        o += r.count;
+    }
+    head_logits(xs.data(), total, fn, scale, base, norm, lg.data());
+    o = 0;
+    for (const auto& r : reqs) {
+        r.out->assign(lg.begin() + o * V, lg.begin() + (o + r.count) * V);
+        o += r.count;
+    }
+}
+
 namespace {
 template <class Item>
 void check_tokens(const Item& it, const ModelConfig& c) {
@@ -349,7 +374,7 @@ void check_tokens(const Item& it, const ModelConfig& c) {
 
 void Dsv4Model::forward(std::span<ForwardItem> items) {
     const ModelConfig& c = cfg_;
-    const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
+    const int64_t D = c.dim, hc = c.hc_mult;
     Rows rows;
     for (const auto& it : items) {
         check_tokens(it, c);
@@ -394,6 +419,7 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
     }
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
@@ -401,20 +427,18 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            it.logits_out->resize(static_cast<size_t>(m * V));
-            head_logits(x.data() + first * hc * D, m, w_.hc_head_fn.get(), w_.hc_head_scale.get(),
-                        w_.hc_head_base.get(), w_.norm.get(), it.logits_out->data());
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
         it.state->pos_ += sq.count;
     }
+    emit_logits(x, reqs, w_.hc_head_fn.get(), w_.hc_head_scale.get(), w_.hc_head_base.get(), w_.norm.get());
 }
 
 void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     const ModelConfig& c = cfg_;
     if (w_.mtp.empty()) throw Error("forward_mtp: the checkpoint has no MTP block");
     const MtpWeights& mw = w_.mtp[0];
-    const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
+    const int64_t D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps);
     Rows rows;
     rows.mtp = true;
@@ -448,18 +472,17 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     block_forward(mw.block, rows, x);
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            it.logits_out->resize(static_cast<size_t>(m * V));
-            head_logits(x.data() + first * hc * D, m, mw.hc_head_fn.get(), mw.hc_head_scale.get(),
-                        mw.hc_head_base.get(), mw.norm.get(), it.logits_out->data());
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
         it.state->mtp_pos_ += sq.count;
     }
+    emit_logits(x, reqs, mw.hc_head_fn.get(), mw.hc_head_scale.get(), mw.hc_head_base.get(), mw.norm.get());
 }
 
 }  // namespace dsinfer
