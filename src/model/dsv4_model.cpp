@@ -201,19 +201,24 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
                 for (int64_t j = 0; j < (p + 1) / bw.ratio; ++j) ix[n_win + j] = int32_t(na + j);
         }
         if (bw.ratio == 4 && n_entries > 0) {
-            // Lightning indexer (§8): score every complete entry, keep the top-k.
-            std::vector<int32_t> valid(static_cast<size_t>(T));
-            for (int64_t t = 0; t < T; ++t) valid[t] = int32_t((P + t + 1) / 4);
-            std::vector<float> scores(static_cast<size_t>(T * n_entries));
-            be.index_scores(iq.data() + b * nih * ihd, iwt.data() + b * nih, T, nih, ihd, lc.ikeys.data(), n_entries,
-                            valid.data(), scores.data());
-            std::vector<int32_t> sel(static_cast<size_t>(T * n_cmp));
-            be.topk(scores.data(), T, n_entries, valid.data(), n_cmp, sel.data());
-            for (int64_t t = 0; t < T; ++t)
-                for (int64_t j = 0; j < n_cmp; ++j) {
-                    const int32_t e = sel[t * n_cmp + j];
-                    idx[t * nk + n_win + j] = e < 0 ? -1 : int32_t(na + e);
-                }
+            // Lightning indexer (§8): score every complete entry, keep the top-k. Queries go in blocks
+            // so the score matrix stays small for long contexts.
+            constexpr int64_t kQueryBlock = 64;
+            std::vector<int32_t> valid(static_cast<size_t>(std::min(T, kQueryBlock)));
+            std::vector<float> scores(static_cast<size_t>(std::min(T, kQueryBlock) * n_entries));
+            std::vector<int32_t> sel(static_cast<size_t>(std::min(T, kQueryBlock) * n_cmp));
+            for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+                const int64_t tb = std::min(kQueryBlock, T - t0);
+                for (int64_t t = 0; t < tb; ++t) valid[t] = int32_t((P + t0 + t + 1) / 4);
+                be.index_scores(iq.data() + (b + t0) * nih * ihd, iwt.data() + (b + t0) * nih, tb, nih, ihd,
+                                lc.ikeys.data(), n_entries, valid.data(), scores.data());
+                be.topk(scores.data(), tb, n_entries, valid.data(), n_cmp, sel.data());
+                for (int64_t t = 0; t < tb; ++t)
+                    for (int64_t j = 0; j < n_cmp; ++j) {
+                        const int32_t e = sel[t * n_cmp + j];
+                        idx[(t0 + t) * nk + n_win + j] = e < 0 ? -1 : int32_t(na + e);
+                    }
+            }
         }
         be.sparse_attn(q.data() + b * H * hd, T, H, hd, kva.data(), na, lc.ckv.data(), idx.data(), nk,
                        bw.attn_sink.get(), scale, o.data() + b * H * hd);
