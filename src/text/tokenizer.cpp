@@ -616,7 +616,11 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, const std::string& or
     return Tokenizer(build(json_text, origin, nullptr));
 }
 
-Tokenizer Tokenizer::load(const std::string& path) {
+Tokenizer Tokenizer::load(const std::string& file_or_dir) {
+    std::error_code ec;
+    const std::string path = std::filesystem::is_directory(file_or_dir, ec)
+                                 ? (std::filesystem::path(file_or_dir) / "tokenizer.json").string()
+                                 : file_or_dir;
     std::ifstream f(path, std::ios::binary);
     if (!f) throw std::runtime_error(path + ": cannot open tokenizer file");
     std::stringstream ss;
