@@ -9,25 +9,18 @@
 
 #include "core/error.h"
 #include "cpu/cpu_ops.h"
+#include "model/compressor.h"
 
 namespace dsinfer {
 
 namespace {
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
-void init_compressor_state(CompressorState& s, const CompressorWeights& cw) {
-    const int64_t coff = cw.overlap ? 2 : 1;
-    const size_t n = size_t(coff * cw.ratio * coff * cw.d);
-    s.kv.assign(n, 0.f);
-    s.score.assign(n, kNegInf);
-}
-
 void init_cache(LayerCache& lc, const BlockWeights& bw, const ModelConfig& c) {
     lc.window.assign(static_cast<size_t>(c.window_size) * size_t(c.head_dim), 0.f);
-    if (bw.compressor) init_compressor_state(lc.comp, *bw.compressor);
-    if (bw.indexer) init_compressor_state(lc.icomp, bw.indexer->compressor);
+    if (bw.compressor) compressor_reset(lc.comp, *bw.compressor);
+    if (bw.indexer) compressor_reset(lc.icomp, bw.indexer->compressor);
 }
 }  // namespace
 
@@ -75,6 +68,10 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
     if (c.rope_head_dim <= 0 || c.rope_head_dim % 2 || c.rope_head_dim > c.head_dim ||
         c.rope_head_dim > c.index_head_dim)
         throw Error(c.source + ": qk_rope_head_dim must be even and at most head_dim and index_head_dim");
+    const bool has_indexer = std::any_of(c.compress_ratios.begin(), c.compress_ratios.end(), [](int r) { return r == 4; });
+    if (has_indexer && (c.index_head_dim <= 0 || (c.index_head_dim & (c.index_head_dim - 1))))
+        throw Error(c.source + ": index_head_dim = " + std::to_string(c.index_head_dim) +
+                    " must be a power of two (the indexer's Hadamard rotation)");
     const int64_t half = c.rope_head_dim / 2;
     m->freqs_plain_.resize(static_cast<size_t>(half));
     m->freqs_compressed_.resize(static_cast<size_t>(half));
@@ -104,41 +101,6 @@ void Dsv4Model::linear(const float* x, int64_t m, const ops::Weight& w, float* y
         be_->linear(x, m, w, 0, w.n, y, w.n);
     }
 }
-
-namespace {
-
-// Feeds token at position p (projections a, g of width coff·d) into a compressor; when its block
-// completes, appends the finished entry (§7.2: pool, RMSNorm, RoPE at the block start, then FP8
-// rounding, or Hadamard + FP4 rounding for the indexer) to `out`.
-void compressor_step(const ops::Backend& be, const CompressorWeights& cw, CompressorState& st, const float* a,
-                     const float* g, int64_t p, const ops::RopeFreqs& rf, bool indexer, bool quant, bool pow2,
-                     float eps, std::vector<float>& out) {
-    const int64_t r = cw.ratio, d = cw.d, coff = cw.overlap ? 2 : 1, width = coff * d;
-    const int64_t slot = (cw.overlap ? r : 0) + p % r;
-    const float* ape = cw.ape.get() + (p % r) * width;
-    std::memcpy(st.kv.data() + slot * width, a, sizeof(float) * size_t(width));
-    float* sc = st.score.data() + slot * width;
-    for (int64_t i = 0; i < width; ++i) sc[i] = g[i] + ape[i];
-    if ((p + 1) % r) return;
-    std::vector<float> z(static_cast<size_t>(d));
-    be.compress_pool(st.kv.data(), st.score.data(), r, d, cw.overlap, z.data());
-    if (cw.overlap) {
-        std::memcpy(st.kv.data(), st.kv.data() + r * width, sizeof(float) * size_t(r * width));
-        std::memcpy(st.score.data(), st.score.data() + r * width, sizeof(float) * size_t(r * width));
-    }
-    be.rmsnorm(z.data(), 1, d, cw.norm.get(), eps, z.data());
-    const int64_t start = p + 1 - r;
-    be.rope(z.data(), 1, 1, d, &start, rf, false);
-    if (indexer) {
-        be.hadamard(z.data(), 1, d);
-        if (quant) be.fp4_quant(z.data(), 1, d, d, 32);
-    } else if (quant) {
-        be.act_quant(z.data(), 1, d - rf.rope_dim, d, 64, pow2);
-    }
-    out.insert(out.end(), z.begin(), z.end());
-}
-
-}  // namespace
 
 void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, float* out) {
     const ModelConfig& c = cfg_;
