@@ -368,6 +368,16 @@ void Dsv4Model::emit_logits(const std::vector<float>& x, const std::vector<Logit
 
 namespace {
 template <class Item>
+void check_items(std::span<Item> items) {
+    for (size_t i = 0; i < items.size(); ++i)
+        for (size_t j = i + 1; j < items.size(); ++j)
+            if (items[i].state && items[i].state == items[j].state && !items[i].tokens.empty() &&
+                !items[j].tokens.empty())
+                throw Error("forward: items " + std::to_string(i) + " and " + std::to_string(j) +
+                            " share one sequence state (give a sequence's tokens as one item)");
+}
+
+template <class Item>
 void check_tokens(const Item& it, const ModelConfig& c) {
     if (!it.state) throw Error("forward: item without a sequence state");
     for (int32_t t : it.tokens)
@@ -380,6 +390,7 @@ void check_tokens(const Item& it, const ModelConfig& c) {
 void Dsv4Model::forward(std::span<ForwardItem> items) {
     const ModelConfig& c = cfg_;
     const int64_t D = c.dim, hc = c.hc_mult;
+    check_items(items);
     Rows rows;
     for (const auto& it : items) {
         check_tokens(it, c);
@@ -445,6 +456,7 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     const MtpWeights& mw = w_.mtp[0];
     const int64_t D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps);
+    check_items(items);
     Rows rows;
     rows.mtp = true;
     std::vector<float> xin;

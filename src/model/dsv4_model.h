@@ -19,7 +19,7 @@ namespace dsinfer {
 
 struct ModelOptions {
     bool quant_sim = true;  // false: no activation/KV/indexer quantization (weights still dequantized exactly)
-    int threads = 0;        // 0: OpenMP default
+    int threads = 0;        // 0: OpenMP default; otherwise sets the process's OpenMP thread count
 };
 
 // Streaming state of one compressor (§7.3), reference layout: [coff·ratio, coff·d] values and
@@ -85,6 +85,8 @@ public:
     void set_quant_sim(bool on) { opts_.quant_sim = on; }
     std::unique_ptr<SequenceState> new_sequence() const;
 
+    // Items must name distinct sequence states. Rows are computed independently of the other items
+    // (same results as running each alone). Throws Error on bad token ids or shared states.
     void forward(std::span<ForwardItem> items);
     void forward_mtp(std::span<MtpItem> items);
 
