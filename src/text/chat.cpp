@@ -220,6 +220,11 @@ ChatEncoderInput chat_input_from_openai(const ojson& req, ChatFormat format) {
         ChatMessage& m = in.messages[i];
         const std::string w = "messages[" + std::to_string(i) + "]";
         if (!kRoles.count(m.role)) fail(w + ".role", "unsupported role '" + m.role + "'");
+        if (format == ChatFormat::kDsv32 && m.role == "latest_reminder")
+            fail(w + ".role", "latest_reminder is not part of the DeepSeek-V3.2 format");
+        if (m.role == "developer" && m.content.empty()) fail(w + ".content", "a developer message needs content");
+        static const std::set<std::string> kTasks = {"action", "query", "authority", "domain", "title", "read_url"};
+        if (m.task && !kTasks.count(*m.task)) fail(w + ".task", "unknown task '" + *m.task + "'");
         if (m.wo_eos && (m.role != "assistant" || i + 1 != in.messages.size()))
             fail(w, "only the last message, an assistant message, can be a prefix to continue");
         if (m.role == "assistant") {
@@ -230,6 +235,8 @@ ChatEncoderInput chat_input_from_openai(const ojson& req, ChatFormat format) {
                 ojson a = ojson::parse(tc.arguments, nullptr, false);
                 if (!a.is_discarded() && !a.is_object())
                     fail(w + ".tool_calls", "arguments of '" + tc.name + "' must be a JSON object");
+                if (a.is_discarded() && format == ChatFormat::kDsv32)
+                    fail(w + ".tool_calls", "arguments of '" + tc.name + "' are not valid JSON");
                 if (!tc.id.empty()) open_call_ids.push_back(tc.id);
             }
             after_calls = !m.tool_calls.empty();

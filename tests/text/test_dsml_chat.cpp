@@ -199,6 +199,18 @@ TEST(DsmlChat, ParserOptionsFollowThePrompt) {
     EXPECT_EQ(o.tools[0]["name"], "get_weather");
 }
 
+TEST(DsmlChat, RequestsTheEncoderWouldRefuseAreRequestErrors) {
+    EXPECT_NE(error_of({{"messages", {{{"role", "developer"}, {"content", ""}}}}}).find("messages[0].content"),
+              std::string::npos);
+    EXPECT_NE(error_of({{"messages", {{{"role", "latest_reminder"}, {"content", "x"}}}}}, ChatFormat::kDsv32)
+                  .find("messages[0].role"),
+              std::string::npos);
+    const ojson bad_args = ojson::parse(R"({"messages": [{"role": "user", "content": "q"},
+        {"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{oops"}}]}]})");
+    EXPECT_NE(error_of(bad_args, ChatFormat::kDsv32).find("not valid JSON"), std::string::npos);
+    EXPECT_EQ(error_of(bad_args, ChatFormat::kDsv4), "");  // V4 keeps them as one raw parameter
+}
+
 TEST(DsmlChat, InvalidRequestsNameTheField) {
     EXPECT_NE(error_of(ojson::object()).find("messages: missing"), std::string::npos);
     EXPECT_NE(error_of({{"messages", ojson::array()}}).find("messages"), std::string::npos);
