@@ -54,7 +54,7 @@ int cmd_encode_chat(int argc, char** argv) {
     const ojson c = read_case(path);
     check_kind(c, "encode", path);
     const auto in = dsinfer::text::chat_input_from_case(c);
-    const std::string prompt = dsinfer::text::encode_chat(in.messages, in.options);
+    const std::string prompt = dsinfer::text::encode_chat(in.messages, in.options, in.context);
     std::fwrite(prompt.data(), 1, prompt.size(), stdout);
     return 0;
 }

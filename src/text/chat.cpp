@@ -193,12 +193,13 @@ ChatEncoderInput chat_input_from_case(const ojson& c) {
     auto msgs = c.find("messages");
     if (msgs == c.end()) throw ChatRequestError("case.messages: missing");
     in.messages = chat_messages_from_json(*msgs);
+    if (auto ctx = c.find("context"); ctx != c.end() && !ctx->is_null()) in.context = chat_messages_from_json(*ctx);
     auto tools = c.find("tools");
     if (tools != c.end() && !tools->is_null()) {
         if (!tools->is_array()) fail("case.tools", "expected an array");
         for (size_t i = 0; i < tools->size(); ++i)
             in.tools.push_back(function_of_tool((*tools)[i], "tools[" + std::to_string(i) + "]"));
-        if (!in.tools.empty()) leading_system(in.messages).tools = in.tools;
+        if (!in.tools.empty()) leading_system(in.context.empty() ? in.messages : in.context).tools = in.tools;
     }
     return in;
 }

@@ -231,3 +231,27 @@ TEST(DsmlChat, InvalidRequestsNameTheField) {
             .find("messages[0].tool_calls[0].function.name: missing"),
         std::string::npos);
 }
+
+// A case file may split the conversation into an already-encoded `context` and new `messages` (how
+// DeepSeek's tests render one assistant turn): the new part is the tail of the whole prompt.
+TEST(DsmlChat, CaseContextEncodesTheTail) {
+    for (const char* file : {"v4_official_1.json", "v4_official_2.json", "v32_official_main.json"}) {
+        SCOPED_TRACE(file);
+        const ojson c = ojson::parse(read_file(case_path(file)));
+        const std::string whole = c["expected_prompt"].get<std::string>();
+        ojson split = c;
+        const size_t n = c["messages"].size();
+        split["context"] = ojson(std::vector<ojson>(c["messages"].begin(), c["messages"].begin() + (n - 1)));
+        split["messages"] = ojson::array({c["messages"][n - 1]});
+        ojson head = c;
+        head["messages"] = split["context"];
+        const auto in_head = chat_input_from_case(head);
+        const std::string prefix = encode_chat(in_head.messages, in_head.options);
+        const auto in = chat_input_from_case(split);
+        ASSERT_EQ(in.context.size(), n - 1 + (c["messages"][0]["role"] == "system" ? 0 : 1));
+        const std::string tail = encode_chat(in.messages, in.options, in.context);
+        ASSERT_LT(prefix.size(), whole.size());
+        EXPECT_EQ(whole.substr(0, prefix.size()), prefix);
+        EXPECT_EQ(tail, whole.substr(prefix.size()));
+    }
+}
