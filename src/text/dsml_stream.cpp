@@ -548,6 +548,14 @@ void accumulate(AssembledMessage& into, const ChatDelta& d) {
     }
 }
 
+AssembledMessage parse_completion_lenient(std::string_view text, const StreamParserOptions& options) {
+    DsmlStreamParser p(options);
+    AssembledMessage m;
+    accumulate(m, p.feed(text));
+    accumulate(m, p.finish());
+    return m;
+}
+
 ojson assembled_message_to_json(const AssembledMessage& m) {
     ojson calls = ojson::array();
     for (const auto& c : m.tool_calls)

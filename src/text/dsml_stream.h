@@ -113,6 +113,8 @@ struct AssembledMessage {
     std::vector<AssembledToolCall> tool_calls;
 };
 void accumulate(AssembledMessage& into, const ChatDelta& delta);
+// The lenient parser over a whole completion (non-streaming responses).
+AssembledMessage parse_completion_lenient(std::string_view text, const StreamParserOptions& options);
 // {content, reasoning_content, tool_calls: [{type: "function", function: {name, arguments}}]} (no ids, the
 // same shape as parsed_message_to_json).
 ojson assembled_message_to_json(const AssembledMessage& m);

@@ -323,3 +323,12 @@ TEST(DsmlStream, RandomOutputIsChunkingInvariant) {
         }
     }
 }
+
+TEST(DsmlStream, WholeCompletionHelper) {
+    const AssembledMessage m =
+        parse_completion_lenient("R</think>Hi" + call_block("tool_calls", kWeatherCall) + kEosS, opts(true));
+    EXPECT_EQ(m.reasoning_content, "R");
+    EXPECT_EQ(m.content, "Hi");
+    ASSERT_EQ(m.tool_calls.size(), 1u);
+    EXPECT_EQ(m.tool_calls[0].arguments, "{\"city\": \"Paris\"}");
+}
