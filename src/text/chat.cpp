@@ -361,6 +361,7 @@ StreamParserOptions ChatEncoderInput::parser_options(std::string_view prompt) co
     o.format = options.format;
     o.starts_in_reasoning = prompt_opens_reasoning(prompt);
     o.tools = tools;
+    o.emit_tool_calls = tool_choice.kind != ToolChoice::Kind::kNone;
     return o;
 }
 

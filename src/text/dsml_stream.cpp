@@ -397,7 +397,7 @@ void DsmlStreamParser::release_newlines(size_t drop) {
 }
 
 void DsmlStreamParser::args(std::string_view s) {
-    if (s.empty()) return;
+    if (s.empty() || !opt_.emit_tool_calls) return;
     if (!out_.tool_calls.empty() && out_.tool_calls.back().index == n_calls_ - 1) {
         out_.tool_calls.back().arguments.append(s);
     } else {
@@ -415,7 +415,7 @@ void DsmlStreamParser::open_call(const std::string& name) {
     d.id = "call_";
     for (int i = 0; i < 24; ++i) d.id.push_back(kHex[rng_() & 15]);
     d.name = sanitize_utf8(name);
-    out_.tool_calls.push_back(std::move(d));
+    if (opt_.emit_tool_calls) out_.tool_calls.push_back(std::move(d));
     call_open_ = true;
     call_name_ = name;
     params_in_call_ = 0;

@@ -36,6 +36,9 @@ struct StreamParserOptions {
     // The declared tools (function objects {name, parameters, ...}); their parameter types decide how
     // argument values are written. Without them the parameter's string="true|false" decides.
     std::vector<ojson> tools;
+    // False when the request allows no tool calls (no tools, or tool_choice "none"): a tool-call block the
+    // model writes anyway is consumed (never shown as content) but yields no calls.
+    bool emit_tool_calls = true;
     // Seed for tool-call ids ("call_" + 24 hex digits); 0 takes one from std::random_device.
     uint64_t id_seed = 0;
 };

@@ -195,7 +195,12 @@ TEST(DsmlChat, ParserOptionsFollowThePrompt) {
     const std::string p = encode_chat(in.messages, in.options);
     const auto o = in.parser_options(p);
     EXPECT_TRUE(o.starts_in_reasoning);
+    EXPECT_TRUE(o.emit_tool_calls);
     ASSERT_EQ(o.tools.size(), 1u);
+    ojson none = req;
+    none["tool_choice"] = "none";
+    const auto in_none = chat_input_from_openai(none, ChatFormat::kDsv4);
+    EXPECT_FALSE(in_none.parser_options(encode_chat(in_none.messages, in_none.options)).emit_tool_calls);
     EXPECT_EQ(o.tools[0]["name"], "get_weather");
 }
 

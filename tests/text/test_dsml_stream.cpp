@@ -332,3 +332,11 @@ TEST(DsmlStream, WholeCompletionHelper) {
     ASSERT_EQ(m.tool_calls.size(), 1u);
     EXPECT_EQ(m.tool_calls[0].arguments, "{\"city\": \"Paris\"}");
 }
+
+TEST(DsmlStream, NoCallsWhenNoneAreAllowed) {
+    auto o = opts(true);
+    o.emit_tool_calls = false;
+    const ojson m = parse_all_ways("R</think>Let me see." + call_block("tool_calls", kWeatherCall) + kEosS, o);
+    EXPECT_EQ(m["content"], "Let me see.");
+    EXPECT_TRUE(m["tool_calls"].empty());
+}
