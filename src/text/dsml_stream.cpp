@@ -362,17 +362,22 @@ bool DsmlStreamParser::step_value(bool at_end) {
     return false;
 }
 
+// Trailing newlines are held back, at most two: they may be the "\n\n" that opens a tool-call block.
 void DsmlStreamParser::emit_text(std::string_view s) {
     if (s.empty()) return;
     size_t end = s.size();
     while (end > 0 && s[end - 1] == '\n') --end;
-    if (end == 0) {
-        held_newlines_ += s.size();
-        return;
-    }
     std::string piece(held_newlines_, '\n');
     piece.append(sanitize_utf8(s.substr(0, end)));
     held_newlines_ = s.size() - end;
+    if (end == 0) {
+        held_newlines_ += piece.size();
+        piece.clear();
+    }
+    if (held_newlines_ > 2) {
+        piece.append(held_newlines_ - 2, '\n');
+        held_newlines_ = 2;
+    }
     if (mode_ == Mode::kReasoning) {
         out_.reasoning_content += piece;
     } else if (mode_ == Mode::kContent) {

@@ -134,6 +134,11 @@ TEST(DsmlStream, NewlinesBeforeTheBlockAreNotContentButOthersAre) {
     const std::string text = "R</think>A\n" + call_block("tool_calls", kWeatherCall) + kEosS;
     EXPECT_EQ(parse_all_ways(text, opts(true))["content"], "A\n");
     EXPECT_EQ(parse_completion_strict(text, true, ChatFormat::kDsv4).content, "A\n");
+    // Only the last two newlines wait: they could open a block.
+    DsmlStreamParser p(opts(false));
+    EXPECT_EQ(p.feed("A\n\n\n\n").content, "A\n\n");
+    EXPECT_EQ(p.feed("\n").content, "\n");
+    EXPECT_EQ(p.feed("B").content, "\n\nB");
 }
 
 TEST(DsmlStream, EmptyInvokeHasEmptyArguments) {
