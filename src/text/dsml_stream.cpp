@@ -342,6 +342,15 @@ bool DsmlStreamParser::step_value(bool at_end) {
         if (value_streamed_) {
             std::string q = py_json_string(sanitize_utf8(s));
             args(std::string_view(q).substr(1, q.size() - 2));
+        } else if (value_raw_) {
+            if (!value_raw_seen_) {  // leading whitespace is left out
+                size_t i = 0;
+                while (i < s.size() && is_space(s[i])) ++i;
+                s.remove_prefix(i);
+                if (s.empty()) return;
+                value_raw_seen_ = true;
+            }
+            args(sanitize_utf8(s));
         } else {
             value_buf_.append(sanitize_utf8(s));
         }
@@ -476,8 +485,15 @@ void DsmlStreamParser::begin_param(const std::string& name, bool string_flag) {
     param_names_.push_back(name);
     const auto types = declared_types(name);
     value_streamed_ = string_flag && (types.empty() || contains(types, "string"));
+    // JSON written for a parameter declared only as object/array is streamed as it comes, like strings.
+    value_raw_ = !string_flag && !types.empty() && std::all_of(types.begin(), types.end(), [](const std::string& t) {
+        return t == "object" || t == "array";
+    });
+    value_raw_seen_ = false;
     if (value_streamed_) {
         args((params_in_call_++ ? ", " : "{") + py_json_string(sanitize_utf8(name)) + ": \"");
+    } else if (value_raw_) {
+        args((params_in_call_++ ? ", " : "{") + py_json_string(sanitize_utf8(name)) + ": ");
     }
 }
 
@@ -490,11 +506,14 @@ void DsmlStreamParser::end_param() {
     }
     if (value_streamed_) {
         args("\"");
+    } else if (value_raw_) {
+        if (!value_raw_seen_) args("null");  // nothing was written: keep the arguments valid JSON
     } else {
         args((params_in_call_++ ? ", " : "{") + py_json_string(sanitize_utf8(value_name_)) + ": " +
              convert_value(value_buf_, value_string_flag_, declared_types(value_name_)));
     }
     value_streamed_ = false;
+    value_raw_ = false;
     value_name_.clear();
     value_buf_.clear();
 }

@@ -97,6 +97,8 @@ class DsmlStreamParser {
     // current parameter value
     bool value_streamed_ = false;
     bool value_skip_ = false;
+    bool value_raw_ = false;       // object/array JSON streamed verbatim
+    bool value_raw_seen_ = false;  // ... and something other than whitespace was written
     bool value_string_flag_ = false;
     std::string value_name_;
     std::string value_buf_;

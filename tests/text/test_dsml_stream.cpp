@@ -345,3 +345,27 @@ TEST(DsmlStream, NoCallsWhenNoneAreAllowed) {
     EXPECT_EQ(m["content"], "Let me see.");
     EXPECT_TRUE(m["tool_calls"].empty());
 }
+
+TEST(DsmlStream, ObjectAndArrayValuesStreamWhenTheSchemaSaysSo) {
+    const ojson fn = ojson::parse(R"({"name": "f", "parameters": {"type": "object", "properties": {
+        "items": {"type": "array"}, "opts": {"type": "object"}, "empty": {"type": "array"}}}})");
+    const std::string text =
+        "</think>" +
+        call_block("tool_calls",
+                   "<｜DSML｜invoke name=\"f\">\n"
+                   "<｜DSML｜parameter name=\"items\" string=\"false\">\n[\"a\", {\"b\": 1}]\n</｜DSML｜parameter>\n"
+                   "<｜DSML｜parameter name=\"opts\" string=\"false\">{\"x\": true}</｜DSML｜parameter>\n"
+                   "<｜DSML｜parameter name=\"empty\" string=\"false\"> </｜DSML｜parameter>\n"
+                   "</｜DSML｜invoke>\n") +
+        kEosS;
+    const auto o = opts(true, ChatFormat::kDsv4, {fn});
+    EXPECT_EQ(parse_all_ways(text, o)["tool_calls"][0]["arguments"],
+              ojson::parse(R"({"items": ["a", {"b": 1}], "opts": {"x": true}, "empty": null})"));
+    // Fed byte by byte, the array's text arrives before its closing tag.
+    DsmlStreamParser p(o);
+    std::string args;
+    const size_t end = text.find("]\n</｜DSML｜parameter>");
+    for (size_t i = 0; i < end; ++i)
+        for (const auto& tc : p.feed(text.substr(i, 1)).tool_calls) args += tc.arguments;
+    EXPECT_EQ(args, "{\"items\": [\"a\", {\"b\": 1}");
+}
