@@ -310,7 +310,12 @@ TEST(DsmlStream, RandomOutputIsChunkingInvariant) {
         std::string text;
         const int n = 1 + static_cast<int>(rng() % 40);
         for (int i = 0; i < n; ++i) text += pieces[rng() % pieces.size()];
-        const auto o = opts(rng() % 2 == 0, rng() % 3 == 0 ? ChatFormat::kDsv32 : ChatFormat::kDsv4);
+        auto o = opts(rng() % 2 == 0, rng() % 3 == 0 ? ChatFormat::kDsv32 : ChatFormat::kDsv4);
+        // With schemas, "b" (an array) is streamed verbatim, so its garbage may stay invalid JSON.
+        const bool typed = iter % 2 == 1;
+        if (typed)
+            o.tools = {ojson::parse(R"({"name": "f", "parameters": {"properties": {"a": {"type": "integer"},
+                "b": {"type": "array"}}}})")};
         const StreamRun whole = run_stream(text, o, {text.size() + 1});
         const ojson ref = normalized(whole.message);
         for (uint64_t seed = 1; seed <= 3; ++seed) {
@@ -319,8 +324,12 @@ TEST(DsmlStream, RandomOutputIsChunkingInvariant) {
         }
         const StreamRun bytes = run_stream(text, o, {1});
         ASSERT_EQ(normalized(bytes.message), ref) << "text: " << text;
-        for (const auto& tc : whole.message.tool_calls)
-            EXPECT_FALSE(ojson::parse(tc.arguments, nullptr, false).is_discarded()) << tc.arguments << " from " << text;
+        for (const auto& tc : whole.message.tool_calls) {
+            if (!typed) {
+                EXPECT_FALSE(ojson::parse(tc.arguments, nullptr, false).is_discarded())
+                    << tc.arguments << " from " << text;
+            }
+        }
         for (const auto& d : bytes.deltas) {
             EXPECT_TRUE(valid_utf8(d.content));
             EXPECT_TRUE(valid_utf8(d.reasoning_content));
