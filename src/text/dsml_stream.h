@@ -2,7 +2,7 @@
 // detokenizer produces it), it returns OpenAI-style deltas (reasoning_content, content, tool_calls with
 // index, id, name and argument fragments). It never lets DSML markup, "<think>", "</think>" or EOS into
 // content, holding back only text that could still be the start of such a tag, and it never splits a
-// UTF-8 character. Malformed output degrades instead of failing (docs/dsml.md, "Lenient parsing").
+// UTF-8 character. Malformed output degrades instead of failing (docs/dsml.md, "Parsing what the model writes").
 #pragma once
 
 #include <cstdint>
