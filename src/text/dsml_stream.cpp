@@ -1,6 +1,6 @@
-// Lenient streaming parser (see dsml_stream.h and docs/dsml.md, "Parsing what the model writes"). Every decision depends
-// only on the text, never on where it was cut into pieces: the parser waits while the unconsumed text
-// could still be the start of a tag, so the assembled result is the same for any chunking.
+// Lenient streaming parser (see dsml_stream.h and docs/dsml.md, "Parsing what the model writes"). Every decision
+// depends only on the text, never on where it was cut into pieces: the parser waits while the unconsumed text could
+// still be the start of a tag, so the assembled result is the same for any chunking.
 #include "text/dsml_stream.h"
 
 #include <algorithm>
