@@ -105,7 +105,7 @@ void Dsv4Model::linear(const float* x, int64_t m, const ops::Weight& w, float* y
 void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, float* out) {
     const ModelConfig& c = cfg_;
     const ops::Backend& be = *be_;
-    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, D = c.dim, ql = c.q_lora_rank;
+    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, ql = c.q_lora_rank;
     const int64_t W = c.window_size;
     const bool quant = opts_.quant_sim, pow2 = c.scale_fmt_ue8m0;
     const float eps = float(c.norm_eps);
@@ -236,7 +236,6 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
         be.linear(tmp.data(), n, bw.wo_a, g * olr, (g + 1) * olr, u.data() + g * olr, G * olr);
     }
     linear(u.data(), n, bw.wo_b, out, true);
-    (void)D;
 }
 
 void Dsv4Model::moe(const BlockWeights& bw, Rows& rows, const float* y, float* out) {
