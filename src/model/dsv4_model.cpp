@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "cpu/cpu_ops.h"
+#include "io/progress.h"
 #include "model/compressor.h"
 
 namespace dsinfer {
@@ -58,7 +59,8 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
     m->cfg_ = load_model_config(dir);
     m->opts_ = opts;
     if (opts.threads > 0) omp_set_num_threads(opts.threads);
-    m->ckpt_ = Checkpoint::open(dir);
+    ProgressLine progress("loading");  // shows per-shard progress on a terminal only
+    m->ckpt_ = Checkpoint::open(dir, &ProgressLine::checkpoint_callback, &progress);
     m->w_ = bind_dsv4_weights(*m->ckpt_, m->cfg_);
     m->be_ = &ops::cpu_backend();
     const ModelConfig& c = m->cfg_;
