@@ -164,9 +164,13 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
 
     std::vector<float> o(static_cast<size_t>(n * H * hd));
     const float scale = float(std::pow(double(hd), -0.5));
-    for (size_t s = 0; s < rows.seqs.size(); ++s) {
-        const auto& sq = rows.seqs[s];
-        LayerCache& lc = rows.cache(s, bw.layer, c.n_layers);
+    // Sequences are independent (own caches, own rows of q/kv/o): several of them run in parallel;
+    // the ops inside then run on one thread each (no nested parallelism).
+    const int64_t n_seqs = int64_t(rows.seqs.size());
+#pragma omp parallel for schedule(dynamic, 1) if (n_seqs > 1)
+    for (int64_t s = 0; s < n_seqs; ++s) {
+        const auto& sq = rows.seqs[size_t(s)];
+        LayerCache& lc = rows.cache(size_t(s), bw.layer, c.n_layers);
         const int64_t P = sq.start, T = sq.count, b = sq.begin;
         // Keys of the window: the cached W-1 positions before this chunk, then the chunk's own.
         const int64_t n_old = std::min<int64_t>(P, W - 1);
