@@ -398,10 +398,10 @@ void check_tokens(const Item& it, const ModelConfig& c) {
 }  // namespace
 
 void Dsv4Model::forward(std::span<ForwardItem> items) {
-    if (dev_) return dev_->forward(items);
     const ModelConfig& c = cfg_;
     const int64_t D = c.dim, hc = c.hc_mult;
     check_items(items);
+    if (dev_) return dev_->forward(items);
     Rows rows;
     for (const auto& it : items) {
         check_tokens(it, c);
@@ -462,13 +462,13 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
 }
 
 void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
-    if (dev_) return dev_->forward_mtp(items);
     const ModelConfig& c = cfg_;
     if (w_.mtp.empty()) throw Error("forward_mtp: the checkpoint has no MTP block");
     const MtpWeights& mw = w_.mtp[0];
     const int64_t D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps);
     check_items(items);
+    if (dev_) return dev_->forward_mtp(items);
     Rows rows;
     rows.mtp = true;
     std::vector<float> xin;
