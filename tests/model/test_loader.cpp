@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "io/config.h"
 #include "model/checkpoint_layout.h"
+#include "model/dsv4_model.h"
 #include "test_loader_util.h"
 
 using namespace dsinfer;
@@ -394,4 +395,35 @@ TEST(Inspect, BadArguments) {
     r = run_dsinfer("inspect --bogus x");
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.output.find("unknown option '--bogus'"), std::string::npos) << r.output;
+}
+
+// The model's own loader on the same broken checkpoints: a clear Error naming the tensor, never a crash.
+TEST(ModelLoad, BrokenCheckpointsAreRefused) {
+    struct Case {
+        const char* what;
+        std::function<void(std::vector<OwnedTensor>&)> edit;
+        std::function<void(json&)> edit_config;
+        std::vector<std::string> parts;
+    };
+    std::vector<Case> cases = {
+        {"missing", [](auto& ts) { std::erase_if(ts, [](auto& t) { return t.name == "layers.2.attn.compressor.ape"; }); },
+         nullptr, {"layers.2.attn.compressor.ape"}},
+        {"mis-shaped", [](auto& ts) { find(ts, "layers.3.attn.wq_b.weight")->shape = {256, 256}; }, nullptr,
+         {"layers.3.attn.wq_b.weight", "[512, 128]"}},
+        {"wrong dtype", [](auto& ts) { find(ts, "layers.1.attn.wkv.scale")->dtype = DType::I8; }, nullptr,
+         {"layers.1.attn.wkv.scale", "I8"}},
+        {"expert_dtype", nullptr, [](json& c) { c["expert_dtype"] = "fp8"; }, {"expert_dtype"}},
+        {"ratios", nullptr, [](json& c) { c["compress_ratios"] = {0, 4, 128, 4}; }, {"compress_ratios"}},
+    };
+    for (auto& c : cases) {
+        TempDir tmp("modelload");
+        copy_tiny(tmp.str(), c.edit, c.edit_config);
+        try {
+            Dsv4Model::load(tmp.str(), ModelOptions{});
+            ADD_FAILURE() << c.what << ": loaded";
+        } catch (const Error& e) {
+            std::string msg = e.what();
+            for (auto& p : c.parts) EXPECT_NE(msg.find(p), std::string::npos) << c.what << ": lacks '" << p << "': " << msg;
+        }
+    }
 }
