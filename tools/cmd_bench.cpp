@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -226,9 +227,9 @@ int run(int argc, char** argv) {
     {
         double best = 1e30;
         const auto ids = tokens(prompt);
+        std::vector<float> logits;
         for (int rep = 0; rep < 2; ++rep) {
             auto seq = model->new_sequence();
-            std::vector<float> logits;
             ForwardItem it;
             it.state = seq.get();
             it.tokens = ids;
@@ -238,6 +239,20 @@ int run(int argc, char** argv) {
             best = std::min(best, now_s() - s);
         }
         std::printf("prefill        %d tokens: %.3f s, %.2f tokens/s\n", prompt, best, prompt / best);
+        // A sanity line: the logits of a random-weight model should be finite with a moderate spread.
+        size_t bad = 0;
+        double sum = 0, sum2 = 0;
+        for (float v : logits) {
+            if (!std::isfinite(v)) {
+                ++bad;
+                continue;
+            }
+            sum += v;
+            sum2 += double(v) * v;
+        }
+        double n = double(logits.size() - bad), mean = sum / std::max(n, 1.0);
+        std::printf("logits         last token: mean %.3f, sd %.3f, %zu non-finite of %zu\n", mean,
+                    std::sqrt(std::max(0.0, sum2 / std::max(n, 1.0) - mean * mean)), bad, logits.size());
     }
 
     // Decode at each batch size: B sequences with `context` prompt tokens each, then `decode` steps
