@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -194,11 +195,13 @@ int run(int argc, char** argv) {
     ProgressLine progress("loading");
     CheckpointSummary sum;
     uint64_t per_token = 0;
+    std::map<int, double> step_bytes;  // batch -> expected weight bytes of one decode step
     {
         auto ck = Checkpoint::open(dir, &ProgressLine::checkpoint_callback, &progress);
         sum = validate_checkpoint(cfg, *ck);
         DType scale_dtype = sum.scale_dtypes.size() == 1 ? sum.scale_dtypes.begin()->first : DType::F8_E8M0;
         per_token = weight_bytes_per_token(cfg, sum.expert_dtype, scale_dtype, ck.get());
+        for (int B : batches) step_bytes[B] = weight_bytes_per_step(cfg, sum.expert_dtype, scale_dtype, B, ck.get());
         if (warm) {
             double t = now_s();
             double bytes = warm_page_cache(*ck);
@@ -297,6 +300,12 @@ int run(int argc, char** argv) {
         double tps = double(B) * decode / total;
         if (B == 1) tps_b1 = tps;
         std::printf("decode         batch %d: %d steps, %.3f s/step, %.2f tokens/s\n", B, decode, total / decode, tps);
+        if (B > 1) {
+            double gbs = step_bytes[B] / (total / decode) / 1e9;
+            std::printf("               ~%s of weights per step (uniform routing) = %.2f GB/s, %.1f%% of the read "
+                        "bandwidth\n",
+                        human_bytes(step_bytes[B]).c_str(), gbs, 100.0 * gbs / bw.read_gbs);
+        }
     }
     Rss rss = read_rss();
 

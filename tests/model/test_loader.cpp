@@ -3,6 +3,7 @@
 // checkpoint gets a clear error naming the file and tensor, from the library and from `dsinfer inspect`.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "core/error.h"
@@ -426,4 +427,20 @@ TEST(ModelLoad, BrokenCheckpointsAreRefused) {
             for (auto& p : c.parts) EXPECT_NE(msg.find(p), std::string::npos) << c.what << ": lacks '" << p << "': " << msg;
         }
     }
+}
+
+TEST(Census, WeightBytesPerStep) {
+    ModelConfig cfg = parse_model_config(flash_config(), "flash");
+    const uint64_t one = weight_bytes_per_token(cfg, ExpertDType::FP4, DType::F8_E8M0);
+    EXPECT_NEAR(weight_bytes_per_step(cfg, ExpertDType::FP4, DType::F8_E8M0, 1), double(one), 1.0);
+    // Per routed FP4 expert and layer: 3 matrices of 2048x4096 at half a byte plus a scale byte per 32.
+    const double expert = 3.0 * (2048.0 * 4096 / 2 + 2048.0 * 4096 / 32);
+    // Batch 8 reads 256·(1 − (250/256)^8) ≈ 44.2 distinct experts per layer instead of 6, and 7 more
+    // embedding and tid2eid rows.
+    double distinct = 256.0 * (1.0 - std::pow(250.0 / 256.0, 8.0));
+    double extra_rows = 7.0 * (4096 * 2) + 7.0 * 3 * (6 * 8);
+    EXPECT_NEAR(weight_bytes_per_step(cfg, ExpertDType::FP4, DType::F8_E8M0, 8) - double(one),
+                43.0 * (distinct - 6.0) * expert + extra_rows, 1e3);
+    // A whole decoded token of Flash reads about 11.2 GB (docs/formats.md).
+    EXPECT_NEAR(double(one) / 1e9, 11.2, 0.05);
 }
