@@ -68,6 +68,10 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
     if (c.rope_head_dim <= 0 || c.rope_head_dim % 2 || c.rope_head_dim > c.head_dim ||
         c.rope_head_dim > c.index_head_dim)
         throw Error(c.source + ": qk_rope_head_dim must be even and at most head_dim and index_head_dim");
+    const bool has_indexer = std::any_of(c.compress_ratios.begin(), c.compress_ratios.end(), [](int r) { return r == 4; });
+    if (has_indexer && (c.index_head_dim <= 0 || (c.index_head_dim & (c.index_head_dim - 1))))
+        throw Error(c.source + ": index_head_dim = " + std::to_string(c.index_head_dim) +
+                    " must be a power of two (the indexer's Hadamard rotation)");
     const int64_t half = c.rope_head_dim / 2;
     m->freqs_plain_.resize(static_cast<size_t>(half));
     m->freqs_compressed_.resize(static_cast<size_t>(half));
@@ -197,19 +201,24 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
                 for (int64_t j = 0; j < (p + 1) / bw.ratio; ++j) ix[n_win + j] = int32_t(na + j);
         }
         if (bw.ratio == 4 && n_entries > 0) {
-            // Lightning indexer (§8): score every complete entry, keep the top-k.
-            std::vector<int32_t> valid(static_cast<size_t>(T));
-            for (int64_t t = 0; t < T; ++t) valid[t] = int32_t((P + t + 1) / 4);
-            std::vector<float> scores(static_cast<size_t>(T * n_entries));
-            be.index_scores(iq.data() + b * nih * ihd, iwt.data() + b * nih, T, nih, ihd, lc.ikeys.data(), n_entries,
-                            valid.data(), scores.data());
-            std::vector<int32_t> sel(static_cast<size_t>(T * n_cmp));
-            be.topk(scores.data(), T, n_entries, valid.data(), n_cmp, sel.data());
-            for (int64_t t = 0; t < T; ++t)
-                for (int64_t j = 0; j < n_cmp; ++j) {
-                    const int32_t e = sel[t * n_cmp + j];
-                    idx[t * nk + n_win + j] = e < 0 ? -1 : int32_t(na + e);
-                }
+            // Lightning indexer (§8): score every complete entry, keep the top-k. Queries go in blocks
+            // so the score matrix stays small for long contexts.
+            constexpr int64_t kQueryBlock = 64;
+            std::vector<int32_t> valid(static_cast<size_t>(std::min(T, kQueryBlock)));
+            std::vector<float> scores(static_cast<size_t>(std::min(T, kQueryBlock) * n_entries));
+            std::vector<int32_t> sel(static_cast<size_t>(std::min(T, kQueryBlock) * n_cmp));
+            for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+                const int64_t tb = std::min(kQueryBlock, T - t0);
+                for (int64_t t = 0; t < tb; ++t) valid[t] = int32_t((P + t0 + t + 1) / 4);
+                be.index_scores(iq.data() + (b + t0) * nih * ihd, iwt.data() + (b + t0) * nih, tb, nih, ihd,
+                                lc.ikeys.data(), n_entries, valid.data(), scores.data());
+                be.topk(scores.data(), tb, n_entries, valid.data(), n_cmp, sel.data());
+                for (int64_t t = 0; t < tb; ++t)
+                    for (int64_t j = 0; j < n_cmp; ++j) {
+                        const int32_t e = sel[t * n_cmp + j];
+                        idx[(t0 + t) * nk + n_win + j] = e < 0 ? -1 : int32_t(na + e);
+                    }
+            }
         }
         be.sparse_attn(q.data() + b * H * hd, T, H, hd, kva.data(), na, lc.ckv.data(), idx.data(), nk,
                        bw.attn_sink.get(), scale, o.data() + b * H * hd);
@@ -332,6 +341,31 @@ void Dsv4Model::head_logits(const float* x, int64_t m, const float* fn, const fl
     be_->linear(h.data(), m, w_.head, 0, w_.head.n, logits, w_.head.n);
 }
 
+void Dsv4Model::emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,
+                            const float* scale, const float* base, const float* norm) {
+    const int64_t width = int64_t(cfg_.hc_mult) * cfg_.dim, V = cfg_.vocab_size;
+    int64_t total = 0;
+    for (const auto& r : reqs) total += r.count;
+    if (total == 0) return;
+    if (reqs.size() == 1) {
+        reqs[0].out->resize(static_cast<size_t>(total * V));
+        head_logits(x.data() + reqs[0].first * width, total, fn, scale, base, norm, reqs[0].out->data());
+        return;
+    }
+    std::vector<float> xs(static_cast<size_t>(total * width)), lg(static_cast<size_t>(total * V));
+    int64_t o = 0;
+    for (const auto& r : reqs) {
+        std::memcpy(xs.data() + o * width, x.data() + r.first * width, sizeof(float) * size_t(r.count * width));
+        o += r.count;
+    }
+    head_logits(xs.data(), total, fn, scale, base, norm, lg.data());
+    o = 0;
+    for (const auto& r : reqs) {
+        r.out->assign(lg.begin() + o * V, lg.begin() + (o + r.count) * V);
+        o += r.count;
+    }
+}
+
 namespace {
 template <class Item>
 void check_tokens(const Item& it, const ModelConfig& c) {
@@ -345,7 +379,7 @@ void check_tokens(const Item& it, const ModelConfig& c) {
 
 void Dsv4Model::forward(std::span<ForwardItem> items) {
     const ModelConfig& c = cfg_;
-    const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
+    const int64_t D = c.dim, hc = c.hc_mult;
     Rows rows;
     for (const auto& it : items) {
         check_tokens(it, c);
@@ -390,6 +424,7 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
     }
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
@@ -397,20 +432,18 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            it.logits_out->resize(static_cast<size_t>(m * V));
-            head_logits(x.data() + first * hc * D, m, w_.hc_head_fn.get(), w_.hc_head_scale.get(),
-                        w_.hc_head_base.get(), w_.norm.get(), it.logits_out->data());
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
         it.state->pos_ += sq.count;
     }
+    emit_logits(x, reqs, w_.hc_head_fn.get(), w_.hc_head_scale.get(), w_.hc_head_base.get(), w_.norm.get());
 }
 
 void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     const ModelConfig& c = cfg_;
     if (w_.mtp.empty()) throw Error("forward_mtp: the checkpoint has no MTP block");
     const MtpWeights& mw = w_.mtp[0];
-    const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
+    const int64_t D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps);
     Rows rows;
     rows.mtp = true;
@@ -444,18 +477,17 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     block_forward(mw.block, rows, x);
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            it.logits_out->resize(static_cast<size_t>(m * V));
-            head_logits(x.data() + first * hc * D, m, mw.hc_head_fn.get(), mw.hc_head_scale.get(),
-                        mw.hc_head_base.get(), mw.norm.get(), it.logits_out->data());
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
         it.state->mtp_pos_ += sq.count;
     }
+    emit_logits(x, reqs, mw.hc_head_fn.get(), mw.hc_head_scale.get(), mw.hc_head_base.get(), mw.norm.get());
 }
 
 }  // namespace dsinfer

@@ -100,6 +100,13 @@ private:
     void linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input);
     void head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
                      const float* norm, float* logits);
+    struct LogitsRequest {
+        int64_t first, count;  // rows of the residual
+        std::vector<float>* out;
+    };
+    // All requested rows of every item through one head GEMM (the head is read once per call).
+    void emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,
+                     const float* scale, const float* base, const float* norm);
 
     ModelConfig cfg_;
     ModelOptions opts_;
