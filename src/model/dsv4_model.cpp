@@ -1,0 +1,465 @@
+#include "model/dsv4_model.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "cpu/cpu_ops.h"
+#include "model/compressor.h"
+
+namespace dsinfer {
+
+namespace {
+
+bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
+
+void init_cache(LayerCache& lc, const BlockWeights& bw, const ModelConfig& c) {
+    lc.window.assign(static_cast<size_t>(c.window_size) * size_t(c.head_dim), 0.f);
+    if (bw.compressor) compressor_reset(lc.comp, *bw.compressor);
+    if (bw.indexer) compressor_reset(lc.icomp, bw.indexer->compressor);
+}
+}  // namespace
+
+size_t LayerCache::bytes() const {
+    return sizeof(float) * (window.size() + ckv.size() + ikeys.size() + comp.kv.size() + comp.score.size() +
+                            icomp.kv.size() + icomp.score.size());
+}
+
+size_t SequenceState::memory_bytes() const {
+    size_t b = sizeof(*this) + mtp.bytes();
+    for (const auto& l : layers) b += l.bytes();
+    return b;
+}
+
+// The rows of one forward call: every item's tokens, in item order.
+struct Dsv4Model::Rows {
+    struct Seq {
+        SequenceState* state;
+        int64_t begin, count, start;  // rows [begin, begin+count) are positions [start, start+count)
+    };
+    int64_t n = 0;
+    bool mtp = false;
+    std::vector<int32_t> tokens;
+    std::vector<int64_t> pos;
+    std::vector<Seq> seqs;
+    LayerCache& cache(size_t s, int layer, int n_layers) {
+        return layer < n_layers ? seqs[s].state->layers[size_t(layer)] : seqs[s].state->mtp;
+    }
+};
+
+Dsv4Model::~Dsv4Model() = default;
+
+std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOptions& opts) {
+    std::unique_ptr<Dsv4Model> m(new Dsv4Model());
+    m->cfg_ = load_model_config(dir);
+    m->opts_ = opts;
+    if (opts.threads > 0) omp_set_num_threads(opts.threads);
+    m->ckpt_ = Checkpoint::open(dir);
+    m->w_ = bind_dsv4_weights(*m->ckpt_, m->cfg_);
+    m->be_ = &ops::cpu_backend();
+    const ModelConfig& c = m->cfg_;
+    if (c.n_mtp_layers > 1)
+        throw Error(c.source + ": num_nextn_predict_layers = " + std::to_string(c.n_mtp_layers) +
+                    "; only one MTP block is supported");
+    if (c.rope_head_dim <= 0 || c.rope_head_dim % 2 || c.rope_head_dim > c.head_dim ||
+        c.rope_head_dim > c.index_head_dim)
+        throw Error(c.source + ": qk_rope_head_dim must be even and at most head_dim and index_head_dim");
+    const bool has_indexer = std::any_of(c.compress_ratios.begin(), c.compress_ratios.end(), [](int r) { return r == 4; });
+    if (has_indexer && (c.index_head_dim <= 0 || (c.index_head_dim & (c.index_head_dim - 1))))
+        throw Error(c.source + ": index_head_dim = " + std::to_string(c.index_head_dim) +
+                    " must be a power of two (the indexer's Hadamard rotation)");
+    const int64_t half = c.rope_head_dim / 2;
+    m->freqs_plain_.resize(static_cast<size_t>(half));
+    m->freqs_compressed_.resize(static_cast<size_t>(half));
+    // Pure-window layers (and the MTP block): plain RoPE, no YaRN; compressed layers: YaRN (§6.1).
+    cpu::rope_freqs(c.rope_head_dim, c.rope_theta, 0, 1, c.beta_fast, c.beta_slow, m->freqs_plain_.data());
+    cpu::rope_freqs(c.rope_head_dim, c.compress_rope_theta, c.original_seq_len, c.rope_factor, c.beta_fast,
+                    c.beta_slow, m->freqs_compressed_.data());
+    return m;
+}
+
+std::unique_ptr<SequenceState> Dsv4Model::new_sequence() const {
+    auto s = std::make_unique<SequenceState>();
+    s->layers.resize(w_.layers.size());
+    for (size_t l = 0; l < w_.layers.size(); ++l) init_cache(s->layers[l], w_.layers[l], cfg_);
+    if (!w_.mtp.empty()) init_cache(s->mtp, w_.mtp[0].block, cfg_);
+    return s;
+}
+
+// y[m, n] = x · Wᵀ; when quantization simulation is on and W is FP8/FP4, x is first FP8-quantized
+// per 128 columns (§3.3), as the reference's linear() does.
+void Dsv4Model::linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input) {
+    if (quant_input && opts_.quant_sim && quantized(w)) {
+        std::vector<float> xq(x, x + m * w.k);
+        be_->act_quant(xq.data(), m, w.k, w.k, 128, cfg_.scale_fmt_ue8m0);
+        be_->linear(xq.data(), m, w, 0, w.n, y, w.n);
+    } else {
+        be_->linear(x, m, w, 0, w.n, y, w.n);
+    }
+}
+
+void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, float* out) {
+    const ModelConfig& c = cfg_;
+    const ops::Backend& be = *be_;
+    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, D = c.dim, ql = c.q_lora_rank;
+    const int64_t W = c.window_size;
+    const bool quant = opts_.quant_sim, pow2 = c.scale_fmt_ue8m0;
+    const float eps = float(c.norm_eps);
+    const ops::RopeFreqs rf{bw.ratio ? freqs_compressed_.data() : freqs_plain_.data(), rd};
+    const int64_t* pos = rows.pos.data();
+
+    // Query path (§6.2).
+    std::vector<float> qr(static_cast<size_t>(n * ql)), q(static_cast<size_t>(n * H * hd));
+    linear(y, n, bw.wq_a, qr.data(), true);
+    be.rmsnorm(qr.data(), n, ql, bw.q_norm.get(), eps, qr.data());
+    linear(qr.data(), n, bw.wq_b, q.data(), true);
+    be.rmsnorm(q.data(), n * H, hd, nullptr, eps, q.data());
+    be.rope(q.data(), n, H, hd, pos, rf, false);
+
+    // Window KV path (§6.3).
+    std::vector<float> kv(static_cast<size_t>(n * hd));
+    linear(y, n, bw.wkv, kv.data(), true);
+    be.rmsnorm(kv.data(), n, hd, bw.kv_norm.get(), eps, kv.data());
+    be.rope(kv.data(), n, 1, hd, pos, rf, false);
+    if (quant) be.act_quant(kv.data(), n, hd - rd, hd, 64, pow2);
+
+    // Compressor projections (§7.1) and the indexer's query side (§8).
+    const CompressorWeights* cw = bw.compressor.get();
+    const IndexerWeights* iw = bw.indexer.get();
+    std::vector<float> ca, cg, iq, iwt, ia, ig;
+    const int64_t cwidth = cw ? (cw->overlap ? 2 : 1) * cw->d : 0;
+    const int64_t nih = c.index_n_heads, ihd = c.index_head_dim;
+    const int64_t iwidth = iw ? 2 * iw->compressor.d : 0;
+    if (cw) {
+        ca.resize(static_cast<size_t>(n * cwidth));
+        cg.resize(static_cast<size_t>(n * cwidth));
+        linear(y, n, cw->wkv, ca.data(), true);
+        linear(y, n, cw->wgate, cg.data(), true);
+    }
+    if (iw) {
+        iq.resize(static_cast<size_t>(n * nih * ihd));
+        linear(qr.data(), n, iw->wq_b, iq.data(), true);
+        be.rope(iq.data(), n, nih, ihd, pos, rf, false);
+        be.hadamard(iq.data(), n * nih, ihd);
+        if (quant) be.fp4_quant(iq.data(), n * nih, ihd, ihd, 32);
+        iwt.resize(static_cast<size_t>(n * nih));
+        linear(y, n, iw->weights_proj, iwt.data(), true);
+        const float ws = float(std::pow(double(ihd), -0.5) * std::pow(double(nih), -0.5));
+        for (auto& v : iwt) v *= ws;
+        ia.resize(static_cast<size_t>(n * iwidth));
+        ig.resize(static_cast<size_t>(n * iwidth));
+        linear(y, n, iw->compressor.wkv, ia.data(), true);
+        linear(y, n, iw->compressor.wgate, ig.data(), true);
+    }
+
+    std::vector<float> o(static_cast<size_t>(n * H * hd));
+    const float scale = float(std::pow(double(hd), -0.5));
+    for (size_t s = 0; s < rows.seqs.size(); ++s) {
+        const auto& sq = rows.seqs[s];
+        LayerCache& lc = rows.cache(s, bw.layer, c.n_layers);
+        const int64_t P = sq.start, T = sq.count, b = sq.begin;
+        // Keys of the window: the cached W-1 positions before this chunk, then the chunk's own.
+        const int64_t n_old = std::min<int64_t>(P, W - 1);
+        const int64_t na = n_old + T;
+        std::vector<float> kva(static_cast<size_t>(na * hd));
+        for (int64_t i = 0; i < n_old; ++i) {
+            const int64_t p = P - n_old + i;
+            std::memcpy(kva.data() + i * hd, lc.window.data() + (p % W) * hd, sizeof(float) * size_t(hd));
+        }
+        std::memcpy(kva.data() + n_old * hd, kv.data() + b * hd, sizeof(float) * size_t(T * hd));
+
+        // Compressors: stream the chunk's tokens; entries completed here are visible to its queries.
+        if (cw)
+            for (int64_t t = 0; t < T; ++t)
+                compressor_step(be, *cw, lc.comp, ca.data() + (b + t) * cwidth, cg.data() + (b + t) * cwidth, P + t,
+                                rf, false, quant, pow2, eps, lc.ckv);
+        if (iw)
+            for (int64_t t = 0; t < T; ++t)
+                compressor_step(be, iw->compressor, lc.icomp, ia.data() + (b + t) * iwidth,
+                                ig.data() + (b + t) * iwidth, P + t, rf, true, quant, pow2, eps, lc.ikeys);
+        const int64_t n_entries = cw ? int64_t(lc.ckv.size()) / hd : 0;
+
+        // Attended set per query (§6.4): window positions, then compressed entries.
+        const int64_t n_win = std::min<int64_t>(W, P + T);
+        int64_t n_cmp = 0;
+        if (bw.ratio == 4)
+            n_cmp = std::min<int64_t>(c.index_topk, n_entries);
+        else if (bw.ratio)
+            n_cmp = n_entries;
+        const int64_t nk = n_win + n_cmp;
+        std::vector<int32_t> idx(static_cast<size_t>(T * nk), -1);
+        for (int64_t t = 0; t < T; ++t) {
+            const int64_t p = P + t;
+            int32_t* ix = idx.data() + t * nk;
+            int64_t k = 0;
+            for (int64_t pp = std::max<int64_t>(0, p - W + 1); pp <= p; ++pp) ix[k++] = int32_t(pp - (P - n_old));
+            if (bw.ratio && bw.ratio != 4)
+                for (int64_t j = 0; j < (p + 1) / bw.ratio; ++j) ix[n_win + j] = int32_t(na + j);
+        }
+        if (bw.ratio == 4 && n_entries > 0) {
+            // Lightning indexer (§8): score every complete entry, keep the top-k.
+            std::vector<int32_t> valid(static_cast<size_t>(T));
+            for (int64_t t = 0; t < T; ++t) valid[t] = int32_t((P + t + 1) / 4);
+            std::vector<float> scores(static_cast<size_t>(T * n_entries));
+            be.index_scores(iq.data() + b * nih * ihd, iwt.data() + b * nih, T, nih, ihd, lc.ikeys.data(), n_entries,
+                            valid.data(), scores.data());
+            std::vector<int32_t> sel(static_cast<size_t>(T * n_cmp));
+            be.topk(scores.data(), T, n_entries, valid.data(), n_cmp, sel.data());
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t j = 0; j < n_cmp; ++j) {
+                    const int32_t e = sel[t * n_cmp + j];
+                    idx[t * nk + n_win + j] = e < 0 ? -1 : int32_t(na + e);
+                }
+        }
+        be.sparse_attn(q.data() + b * H * hd, T, H, hd, kva.data(), na, lc.ckv.data(), idx.data(), nk,
+                       bw.attn_sink.get(), scale, o.data() + b * H * hd);
+        for (int64_t t = 0; t < T; ++t)
+            std::memcpy(lc.window.data() + ((P + t) % W) * hd, kv.data() + (b + t) * hd, sizeof(float) * size_t(hd));
+    }
+
+    // Output path (§6.6): inverse RoPE, grouped wo_a (no activation quantization), wo_b.
+    be.rope(o.data(), n, H, hd, pos, rf, true);
+    const int64_t G = c.o_groups, gin = (H / G) * hd, olr = c.o_lora_rank;
+    std::vector<float> u(static_cast<size_t>(n * G * olr)), tmp(static_cast<size_t>(n * gin));
+    for (int64_t g = 0; g < G; ++g) {
+        for (int64_t i = 0; i < n; ++i)
+            std::memcpy(tmp.data() + i * gin, o.data() + i * H * hd + g * gin, sizeof(float) * size_t(gin));
+        be.linear(tmp.data(), n, bw.wo_a, g * olr, (g + 1) * olr, u.data() + g * olr, G * olr);
+    }
+    linear(u.data(), n, bw.wo_b, out, true);
+    (void)D;
+}
+
+void Dsv4Model::moe(const BlockWeights& bw, Rows& rows, const float* y, float* out) {
+    const ModelConfig& c = cfg_;
+    const ops::Backend& be = *be_;
+    const int64_t n = rows.n, D = c.dim, E = c.n_routed_experts, K = c.n_activated_experts, I = c.moe_inter_dim;
+    const bool quant = opts_.quant_sim, pow2 = c.scale_fmt_ue8m0;
+
+    // Gate (§10.1).
+    std::vector<float> logits(static_cast<size_t>(n * E)), rw(static_cast<size_t>(n * K));
+    std::vector<int32_t> ids(static_cast<size_t>(n * K)), hash;
+    linear(y, n, bw.gate, logits.data(), true);
+    if (bw.hash) {
+        hash.resize(static_cast<size_t>(n * K));
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < K; ++j) {
+                const int64_t off = int64_t(rows.tokens[i]) * K + j;
+                const int64_t e = bw.tid2eid->dtype == DType::I64
+                                      ? reinterpret_cast<const int64_t*>(bw.tid2eid->data)[off]
+                                      : reinterpret_cast<const int32_t*>(bw.tid2eid->data)[off];
+                if (e < 0 || e >= E) throw Error("tensor '" + bw.tid2eid->name + "' holds expert id out of range");
+                hash[i * K + j] = int32_t(e);
+            }
+    }
+    be.moe_route(logits.data(), n, E, bw.hash ? nullptr : bw.gate_bias.get(), bw.hash ? hash.data() : nullptr, K,
+                 float(c.route_scale), ids.data(), rw.data());
+
+    // Input rows quantized once (the quantization is per row, so this equals quantizing per expert).
+    std::vector<float> yq;
+    auto expert_input = [&](const ExpertWeights& ew) -> const float* {
+        if (!quant || !quantized(ew.w1)) return y;
+        if (yq.empty()) {
+            yq.assign(y, y + n * D);
+            be.act_quant(yq.data(), n, D, D, 128, pow2);
+        }
+        return yq.data();
+    };
+    auto run_expert = [&](const ExpertWeights& ew, const float* x, int64_t m, const float* row_w, float* dst) {
+        std::vector<float> gu(static_cast<size_t>(m * 2 * I)), h(static_cast<size_t>(m * I));
+        be.linear(x, m, ew.w1, 0, I, gu.data(), 2 * I);
+        be.linear(x, m, ew.w3, 0, I, gu.data() + I, 2 * I);
+        be.swiglu(gu.data(), gu.data() + I, 2 * I, m, I, float(c.swiglu_limit), row_w, h.data());
+        if (quant && quantized(ew.w2)) be.act_quant(h.data(), m, I, I, 128, pow2);
+        be.linear(h.data(), m, ew.w2, 0, D, dst, D);
+    };
+
+    std::fill(out, out + n * D, 0.f);
+    // Routed experts in ascending id order, each on the rows routed to it (the reference's order of sums).
+    std::vector<std::vector<std::pair<int32_t, float>>> by_expert(static_cast<size_t>(E));
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < K; ++j) by_expert[size_t(ids[i * K + j])].push_back({int32_t(i), rw[i * K + j]});
+    for (int64_t e = 0; e < E; ++e) {
+        const auto& list = by_expert[size_t(e)];
+        if (list.empty()) continue;
+        const ExpertWeights& ew = bw.experts[size_t(e)];
+        const float* src = expert_input(ew);
+        const int64_t m = int64_t(list.size());
+        std::vector<float> xin(static_cast<size_t>(m * D)), wts(static_cast<size_t>(m)), res(static_cast<size_t>(m * D));
+        for (int64_t r = 0; r < m; ++r) {
+            std::memcpy(xin.data() + r * D, src + int64_t(list[r].first) * D, sizeof(float) * size_t(D));
+            wts[r] = list[r].second;
+        }
+        run_expert(ew, xin.data(), m, wts.data(), res.data());
+        for (int64_t r = 0; r < m; ++r) {
+            float* dst = out + int64_t(list[r].first) * D;
+            for (int64_t k = 0; k < D; ++k) dst[k] += res[r * D + k];
+        }
+    }
+    // Shared expert (§10.3), added last.
+    std::vector<float> sh(static_cast<size_t>(n * D));
+    run_expert(bw.shared, expert_input(bw.shared), n, nullptr, sh.data());
+    for (int64_t k = 0; k < n * D; ++k) out[k] += sh[k];
+}
+
+void Dsv4Model::block_forward(const BlockWeights& bw, Rows& rows, std::vector<float>& x) {
+    const ModelConfig& c = cfg_;
+    const ops::Backend& be = *be_;
+    const int64_t n = rows.n, D = c.dim, hc = c.hc_mult;
+    const float eps = float(c.norm_eps), hc_eps = float(c.hc_eps);
+    std::vector<float> y(static_cast<size_t>(n * D)), post(static_cast<size_t>(n * hc)), comb(static_cast<size_t>(n * hc * hc)), f(static_cast<size_t>(n * D));
+    std::vector<float> x2(x.size());
+
+    be.hc_pre(x.data(), n, hc, D, bw.hc_attn_fn.get(), bw.hc_attn_scale.get(), bw.hc_attn_base.get(),
+              c.hc_sinkhorn_iters, hc_eps, eps, y.data(), post.data(), comb.data());
+    be.rmsnorm(y.data(), n, D, bw.attn_norm.get(), eps, y.data());
+    attention(bw, rows, y.data(), f.data());
+    be.hc_post(f.data(), x.data(), post.data(), comb.data(), n, hc, D, x2.data());
+
+    be.hc_pre(x2.data(), n, hc, D, bw.hc_ffn_fn.get(), bw.hc_ffn_scale.get(), bw.hc_ffn_base.get(),
+              c.hc_sinkhorn_iters, hc_eps, eps, y.data(), post.data(), comb.data());
+    be.rmsnorm(y.data(), n, D, bw.ffn_norm.get(), eps, y.data());
+    moe(bw, rows, y.data(), f.data());
+    be.hc_post(f.data(), x2.data(), post.data(), comb.data(), n, hc, D, x.data());
+}
+
+void Dsv4Model::head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
+                            const float* norm, float* logits) {
+    const ModelConfig& c = cfg_;
+    std::vector<float> h(static_cast<size_t>(m * c.dim));
+    be_->hc_head(x, m, c.hc_mult, c.dim, fn, scale, base, float(c.hc_eps), float(c.norm_eps), h.data());
+    be_->rmsnorm(h.data(), m, c.dim, norm, float(c.norm_eps), h.data());
+    be_->linear(h.data(), m, w_.head, 0, w_.head.n, logits, w_.head.n);
+}
+
+namespace {
+template <class Item>
+void check_tokens(const Item& it, const ModelConfig& c) {
+    if (!it.state) throw Error("forward: item without a sequence state");
+    for (int32_t t : it.tokens)
+        if (t < 0 || t >= c.vocab_size)
+            throw Error("forward: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                        std::to_string(c.vocab_size) + ")");
+}
+}  // namespace
+
+void Dsv4Model::forward(std::span<ForwardItem> items) {
+    const ModelConfig& c = cfg_;
+    const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
+    Rows rows;
+    for (const auto& it : items) {
+        check_tokens(it, c);
+        if (it.tokens.empty()) continue;
+        rows.seqs.push_back({it.state, rows.n, int64_t(it.tokens.size()), it.state->pos_});
+        for (size_t t = 0; t < it.tokens.size(); ++t) {
+            rows.tokens.push_back(it.tokens[t]);
+            rows.pos.push_back(it.state->pos_ + int64_t(t));
+        }
+        rows.n += int64_t(it.tokens.size());
+    }
+    if (rows.n == 0) return;
+    const int64_t n = rows.n;
+
+    // Embedding, expanded to the hc residual streams (§4).
+    std::vector<float> e(static_cast<size_t>(n * D)), x(static_cast<size_t>(n * hc * D));
+    be_->embed(w_.embed, rows.tokens.data(), n, e.data());
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t h = 0; h < hc; ++h)
+            std::memcpy(x.data() + (i * hc + h) * D, e.data() + i * D, sizeof(float) * size_t(D));
+
+    for (int l = 0; l < c.n_layers; ++l) {
+        size_t s = 0;
+        for (auto& it : items) {
+            if (it.tokens.empty()) continue;
+            const auto& sq = rows.seqs[s++];
+            if (it.layer_inputs && size_t(l) < it.layer_inputs->size() && (*it.layer_inputs)[size_t(l)])
+                std::memcpy(x.data() + sq.begin * hc * D, (*it.layer_inputs)[size_t(l)],
+                            sizeof(float) * size_t(sq.count * hc * D));
+        }
+        block_forward(w_.layers[size_t(l)], rows, x);
+        s = 0;
+        for (auto& it : items) {
+            if (it.tokens.empty()) continue;
+            const auto& sq = rows.seqs[s++];
+            if (it.layer_hidden) {
+                it.layer_hidden->resize(static_cast<size_t>(c.n_layers));
+                (*it.layer_hidden)[size_t(l)].assign(x.begin() + sq.begin * hc * D,
+                                                     x.begin() + (sq.begin + sq.count) * hc * D);
+            }
+        }
+    }
+
+    size_t s = 0;
+    for (auto& it : items) {
+        if (it.tokens.empty()) continue;
+        const auto& sq = rows.seqs[s++];
+        if (it.final_hidden)
+            it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
+        if (it.logits_out) {
+            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
+            const int64_t m = sq.begin + sq.count - first;
+            it.logits_out->resize(static_cast<size_t>(m * V));
+            head_logits(x.data() + first * hc * D, m, w_.hc_head_fn.get(), w_.hc_head_scale.get(),
+                        w_.hc_head_base.get(), w_.norm.get(), it.logits_out->data());
+        }
+        it.state->pos_ += sq.count;
+    }
+}
+
+void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
+    const ModelConfig& c = cfg_;
+    if (w_.mtp.empty()) throw Error("forward_mtp: the checkpoint has no MTP block");
+    const MtpWeights& mw = w_.mtp[0];
+    const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
+    const float eps = float(c.norm_eps);
+    Rows rows;
+    rows.mtp = true;
+    std::vector<float> xin;
+    for (const auto& it : items) {
+        check_tokens(it, c);
+        if (it.tokens.empty()) continue;
+        const int64_t T = int64_t(it.tokens.size());
+        rows.seqs.push_back({it.state, rows.n, T, it.state->mtp_pos_});
+        for (int64_t t = 0; t < T; ++t) {
+            rows.tokens.push_back(it.tokens[size_t(t)]);
+            rows.pos.push_back(it.state->mtp_pos_ + t);
+        }
+        xin.insert(xin.end(), it.hidden, it.hidden + T * hc * D);
+        rows.n += T;
+    }
+    if (rows.n == 0) return;
+    const int64_t n = rows.n;
+
+    // §11: e = enorm(embed(next token)); x̃_i = hnorm(X_i); Z_i = e_proj(e) + h_proj(x̃_i).
+    std::vector<float> e(static_cast<size_t>(n * D)), ep(static_cast<size_t>(n * D)), hp(static_cast<size_t>(n * hc * D)), x(static_cast<size_t>(n * hc * D));
+    be_->embed(w_.embed, rows.tokens.data(), n, e.data());
+    be_->rmsnorm(e.data(), n, D, mw.enorm.get(), eps, e.data());
+    be_->rmsnorm(xin.data(), n * hc, D, mw.hnorm.get(), eps, xin.data());
+    linear(e.data(), n, mw.e_proj, ep.data(), true);
+    linear(xin.data(), n * hc, mw.h_proj, hp.data(), true);
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t h = 0; h < hc; ++h)
+            for (int64_t k = 0; k < D; ++k) x[(i * hc + h) * D + k] = ep[i * D + k] + hp[(i * hc + h) * D + k];
+
+    block_forward(mw.block, rows, x);
+
+    size_t s = 0;
+    for (auto& it : items) {
+        if (it.tokens.empty()) continue;
+        const auto& sq = rows.seqs[s++];
+        if (it.logits_out) {
+            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
+            const int64_t m = sq.begin + sq.count - first;
+            it.logits_out->resize(static_cast<size_t>(m * V));
+            head_logits(x.data() + first * hc * D, m, mw.hc_head_fn.get(), mw.hc_head_scale.get(),
+                        mw.hc_head_base.get(), mw.norm.get(), it.logits_out->data());
+        }
+        it.state->mtp_pos_ += sq.count;
+    }
+}
+
+}  // namespace dsinfer

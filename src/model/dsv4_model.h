@@ -1,0 +1,112 @@
+// The DeepSeek-V4 model on the op table: weights bound from a checkpoint folder, per-sequence state
+// (window ring, compressed KV, indexer keys, compressor streaming state), and a batched forward
+// (prefill chunks of any length and single decode tokens of several sequences in one call).
+// The math is dsv4-model.md §4-§11 in float32 with the model's quantization steps (docs/model.md).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "model/dsv4_weights.h"
+#include "ops/ops.h"
+
+namespace dsinfer {
+
+struct ModelOptions {
+    bool quant_sim = true;  // false: no activation/KV/indexer quantization (weights still dequantized exactly)
+    int threads = 0;        // 0: OpenMP default
+};
+
+// Streaming state of one compressor (§7.3), reference layout: [coff·ratio, coff·d] values and
+// scores (g + ape); slots [0, ratio) the previous block (overlap) or the current one.
+struct CompressorState {
+    std::vector<float> kv, score;
+};
+
+// Cache of one attention block for one sequence.
+struct LayerCache {
+    std::vector<float> window;  // [window_size, head_dim] ring: slot p % window_size holds position p
+    std::vector<float> ckv;     // [n_entries, head_dim] compressed entries (ratio != 0)
+    std::vector<float> ikeys;   // [n_entries, index_head_dim] indexer keys (ratio 4)
+    CompressorState comp, icomp;
+    size_t bytes() const;
+};
+
+class SequenceState {
+public:
+    int64_t position() const { return pos_; }           // tokens consumed by the main model
+    int64_t mtp_position() const { return mtp_pos_; }   // tokens consumed by the MTP block
+    std::unique_ptr<SequenceState> clone() const { return std::make_unique<SequenceState>(*this); }
+    size_t memory_bytes() const;
+
+    // Internal (used by the model).
+    int64_t pos_ = 0;
+    int64_t mtp_pos_ = 0;
+    std::vector<LayerCache> layers;
+    LayerCache mtp;  // the first MTP block's own cache
+};
+
+struct ForwardItem {
+    SequenceState* state = nullptr;
+    std::span<const int32_t> tokens;     // appended at state->position()
+    bool all_logits = false;             // logits of every row, else only the last
+    std::vector<float>* logits_out = nullptr;  // [rows, vocab] (resized); may be null
+    // Optional captures: the pre-hc_head residual [T, hc, dim] (the MTP block's input), and each main
+    // layer's output [T, hc, dim].
+    std::vector<float>* final_hidden = nullptr;
+    std::vector<std::vector<float>>* layer_hidden = nullptr;
+    // Optional layer inputs (debugging, layerwise replay): entry i, when non-null, replaces the input
+    // of main layer i ([T, hc, dim]); layer 0's default input is the embedding expansion.
+    const std::vector<const float*>* layer_inputs = nullptr;
+};
+
+// One MTP step over positions [state->mtp_position(), +T): hidden = the main model's pre-hc_head
+// residual at those positions [T, hc, dim], tokens = the tokens that follow them.
+struct MtpItem {
+    SequenceState* state = nullptr;
+    const float* hidden = nullptr;
+    std::span<const int32_t> tokens;
+    bool all_logits = false;
+    std::vector<float>* logits_out = nullptr;
+};
+
+class Dsv4Model {
+public:
+    static std::unique_ptr<Dsv4Model> load(const std::string& dir, const ModelOptions& opts);
+    ~Dsv4Model();
+
+    const ModelConfig& config() const { return cfg_; }
+    const ModelOptions& options() const { return opts_; }
+    void set_quant_sim(bool on) { opts_.quant_sim = on; }
+    std::unique_ptr<SequenceState> new_sequence() const;
+
+    void forward(std::span<ForwardItem> items);
+    void forward_mtp(std::span<MtpItem> items);
+
+    // Bytes of weights the checkpoint holds.
+    uint64_t weight_bytes() const { return ckpt_->total_bytes(); }
+
+private:
+    Dsv4Model() = default;
+    struct Rows;
+    void block_forward(const BlockWeights& bw, Rows& rows, std::vector<float>& x);
+    void attention(const BlockWeights& bw, Rows& rows, const float* y, float* out);
+    void moe(const BlockWeights& bw, Rows& rows, const float* y, float* out);
+    void linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input);
+    void head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
+                     const float* norm, float* logits);
+
+    ModelConfig cfg_;
+    ModelOptions opts_;
+    std::unique_ptr<Checkpoint> ckpt_;
+    Dsv4Weights w_;
+    const ops::Backend* be_ = nullptr;
+    std::vector<float> freqs_plain_, freqs_compressed_;  // RoPE θ' tables (§6.1)
+};
+
+}  // namespace dsinfer

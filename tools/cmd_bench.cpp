@@ -1,0 +1,321 @@
+// dsinfer bench: end-to-end CPU throughput of the model (prefill and decode tokens/s), the weight
+// bytes a decoded token reads, and that traffic against the machine's measured memory bandwidth.
+// A benchmark prints figures and ratios; it asserts nothing.
+#include <fcntl.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "command.h"
+#include "core/error.h"
+#include "io/config.h"
+#include "io/progress.h"
+#include "model/checkpoint_layout.h"
+#include "model/dsv4_model.h"
+
+namespace dsinfer {
+namespace {
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// VmHWM / VmRSS of this process in bytes (mmapped file pages that are resident count too).
+struct Rss {
+    uint64_t hwm = 0, rss = 0, anon = 0, file = 0;
+};
+Rss read_rss() {
+    Rss r;
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        unsigned long long kb;
+        if (std::sscanf(line.c_str(), "VmHWM: %llu kB", &kb) == 1) r.hwm = kb * 1024;
+        if (std::sscanf(line.c_str(), "VmRSS: %llu kB", &kb) == 1) r.rss = kb * 1024;
+        if (std::sscanf(line.c_str(), "RssAnon: %llu kB", &kb) == 1) r.anon = kb * 1024;
+        if (std::sscanf(line.c_str(), "RssFile: %llu kB", &kb) == 1) r.file = kb * 1024;
+    }
+    return r;
+}
+
+// Resets VmHWM to the current RSS (Linux: write 5 to clear_refs), so the peak of one phase can be read.
+bool reset_hwm() {
+    std::ofstream f("/proc/self/clear_refs");
+    f << "5";
+    return bool(f);
+}
+
+// Multi-threaded memory bandwidth: read (sum of 64-bit words) and copy of a buffer much larger than
+// the caches; best of a few runs. Copy counts bytes read + written.
+struct Bandwidth {
+    double read_gbs = 0, copy_gbs = 0;
+};
+Bandwidth measure_bandwidth(size_t bytes) {
+    const size_t n = bytes / 8;
+    std::vector<uint64_t> a(n), b(n);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; ++i) {
+        a[i] = i * 0x9e3779b97f4a7c15ull;
+        b[i] = 0;
+    }
+    Bandwidth bw;
+    volatile uint64_t sink = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+        double t0 = now_s();
+        uint64_t sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+        for (size_t i = 0; i < n; ++i) sum += a[i];
+        double t1 = now_s();
+        sink = sink + sum;
+        bw.read_gbs = std::max(bw.read_gbs, double(bytes) / (t1 - t0) / 1e9);
+        t0 = now_s();
+        const int threads = omp_get_max_threads();
+#pragma omp parallel num_threads(threads)
+        {
+            int t = omp_get_thread_num();
+            size_t lo = n * size_t(t) / size_t(threads), hi = n * size_t(t + 1) / size_t(threads);
+            std::memcpy(b.data() + lo, a.data() + lo, (hi - lo) * 8);
+        }
+        t1 = now_s();
+        bw.copy_gbs = std::max(bw.copy_gbs, 2.0 * double(bytes) / (t1 - t0) / 1e9);
+    }
+    return bw;
+}
+
+// Reads every file of the checkpoint once (pread, not mapped: the page cache fills, this process's RSS
+// does not), so the timed runs measure compute and memory rather than the disk.
+double warm_page_cache(const Checkpoint& ck) {
+    std::vector<std::pair<std::string, size_t>> chunks;
+    constexpr size_t kChunk = 16u << 20;
+    for (auto& f : ck.files())
+        for (size_t off = 0; off < f->size(); off += kChunk) chunks.emplace_back(f->path(), off);
+    uint64_t total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+        std::vector<char> buf(kChunk);
+        std::string open_path;
+        int fd = -1;
+#pragma omp for schedule(dynamic)
+        for (size_t i = 0; i < chunks.size(); ++i) {
+            if (chunks[i].first != open_path) {
+                if (fd >= 0) ::close(fd);
+                open_path = chunks[i].first;
+                fd = ::open(open_path.c_str(), O_RDONLY);
+            }
+            if (fd < 0) continue;
+            ssize_t n = ::pread(fd, buf.data(), kChunk, off_t(chunks[i].second));
+            if (n > 0) total += uint64_t(n);
+        }
+        if (fd >= 0) ::close(fd);
+    }
+    return double(total);
+}
+
+std::vector<int> parse_list(const std::string& s, const std::string& flag) {
+    std::vector<int> out;
+    size_t pos = 0;
+    while (pos < s.size()) {
+        size_t comma = s.find(',', pos);
+        std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        try {
+            int v = std::stoi(item);
+            if (v <= 0) throw 0;
+            out.push_back(v);
+        } catch (...) {
+            throw Error(flag + " needs positive integers separated by commas (got '" + s + "')");
+        }
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+    }
+    if (out.empty()) throw Error(flag + " needs at least one value");
+    return out;
+}
+
+void usage() {
+    std::fprintf(stderr,
+                 "usage: dsinfer bench [--model DIR] [--prompt N] [--decode N] [--batch 1,8] [--threads N]\n"
+                 "  --model DIR     model folder (default models/default); for real Flash layer shapes make one with\n"
+                 "                  dsinfer make-synthetic --like flash --layers 2 --out DIR\n"
+                 "  --prompt N      prefill length of the prefill measurement (default 32)\n"
+                 "  --decode N      decode steps per batch size (default 8)\n"
+                 "  --batch LIST    decode batch sizes (default 1,8)\n"
+                 "  --context N     prompt tokens of each decoding sequence (default 8)\n"
+                 "  --no-warm       do not read the checkpoint into the page cache first\n"
+                 "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
+                 "  --no-quant-sim  turn the quantization simulation off\n"
+                 "  --threads N     OpenMP threads (default: all)\n");
+}
+
+int run(int argc, char** argv) {
+    std::string dir = "models/default";
+    int prompt = 32, decode = 8, context = 8, threads = 0;
+    bool warm = true;
+    size_t bw_mb = 1024;
+    std::vector<int> batches = {1, 8};
+    ModelOptions mo;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        auto val = [&]() -> std::string {
+            if (i + 1 >= argc) throw Error(a + " needs a value");
+            return argv[++i];
+        };
+        auto num = [&]() -> int { return parse_list(val(), a).at(0); };
+        if (a == "--model") dir = val();
+        else if (a == "--prompt") prompt = num();
+        else if (a == "--decode") decode = num();
+        else if (a == "--context") context = num();
+        else if (a == "--batch") batches = parse_list(val(), a);
+        else if (a == "--bw-mb") bw_mb = size_t(num());
+        else if (a == "--threads") threads = num();
+        else if (a == "--no-quant-sim") mo.quant_sim = false;
+        else if (a == "--no-warm") warm = false;
+        else if (a == "--help" || a == "-h") {
+            usage();
+            return 0;
+        } else {
+            usage();
+            throw Error("unknown option '" + a + "'");
+        }
+    }
+    if (threads > 0) omp_set_num_threads(threads);
+    mo.threads = threads;
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // figures appear as they are measured, also in a log
+
+    std::printf("threads        %d\n", omp_get_max_threads());
+    Bandwidth bw = measure_bandwidth(bw_mb << 20);
+    std::printf("memory bandwidth  read %.2f GB/s, copy %.2f GB/s (%zu MB buffers, %d threads)\n", bw.read_gbs,
+                bw.copy_gbs, bw_mb, omp_get_max_threads());
+
+    // What the checkpoint is (validated against the census, headers only).
+    const ModelConfig cfg = load_model_config(dir);
+    ProgressLine progress("loading");
+    CheckpointSummary sum;
+    uint64_t per_token = 0;
+    {
+        auto ck = Checkpoint::open(dir, &ProgressLine::checkpoint_callback, &progress);
+        sum = validate_checkpoint(cfg, *ck);
+        DType scale_dtype = sum.scale_dtypes.size() == 1 ? sum.scale_dtypes.begin()->first : DType::F8_E8M0;
+        per_token = weight_bytes_per_token(cfg, sum.expert_dtype, scale_dtype, ck.get());
+        if (warm) {
+            double t = now_s();
+            double bytes = warm_page_cache(*ck);
+            std::printf("page cache     read %s of checkpoint files in %.1f s (%.2f GB/s)\n", human_bytes(bytes).c_str(),
+                        now_s() - t, bytes / (now_s() - t) / 1e9);
+        }
+    }
+    std::printf("model          %s: %d layers + %d MTP, hidden %lld, %d experts top-%d, %s experts, %s\n", dir.c_str(),
+                cfg.n_layers, cfg.n_mtp_layers, (long long)cfg.dim, cfg.n_routed_experts, cfg.n_activated_experts,
+                sum.expert_dtype == ExpertDType::FP4 ? "FP4" : "FP8", human_bytes(double(sum.bytes_total)).c_str());
+
+    double t0 = now_s();
+    auto model = Dsv4Model::load(dir, mo);
+    std::printf("load           %.2f s\n", now_s() - t0);
+
+    std::mt19937 rng(1234);
+    std::uniform_int_distribution<int32_t> tok(2, int32_t(cfg.vocab_size - 1));
+    auto tokens = [&](int n) {
+        std::vector<int32_t> v(static_cast<size_t>(n));
+        for (auto& t : v) t = tok(rng);
+        return v;
+    };
+
+    // Prefill: one sequence, one chunk of `prompt` tokens (the first call also faults in the weights
+    // it touches, so it runs twice and the second is reported).
+    {
+        double best = 1e30;
+        const auto ids = tokens(prompt);
+        for (int rep = 0; rep < 2; ++rep) {
+            auto seq = model->new_sequence();
+            std::vector<float> logits;
+            ForwardItem it;
+            it.state = seq.get();
+            it.tokens = ids;
+            it.logits_out = &logits;
+            double s = now_s();
+            model->forward(std::span<ForwardItem>(&it, 1));
+            best = std::min(best, now_s() - s);
+        }
+        std::printf("prefill        %d tokens: %.3f s, %.2f tokens/s\n", prompt, best, prompt / best);
+    }
+
+    // Decode at each batch size: B sequences with `context` prompt tokens each, then `decode` steps
+    // of one token per sequence in one forward call.
+    const bool hwm_ok = reset_hwm();
+    double tps_b1 = 0;
+    for (int B : batches) {
+        std::vector<std::unique_ptr<SequenceState>> seqs;
+        std::vector<std::vector<int32_t>> next(static_cast<size_t>(B));
+        std::vector<std::vector<float>> logits(static_cast<size_t>(B));
+        {
+            std::vector<std::vector<int32_t>> prompts;
+            std::vector<ForwardItem> items(static_cast<size_t>(B));
+            for (int b = 0; b < B; ++b) {
+                seqs.push_back(model->new_sequence());
+                prompts.push_back(tokens(context));
+            }
+            for (int b = 0; b < B; ++b) {
+                items[size_t(b)].state = seqs[size_t(b)].get();
+                items[size_t(b)].tokens = prompts[size_t(b)];
+                items[size_t(b)].logits_out = &logits[size_t(b)];
+            }
+            model->forward(items);
+        }
+        auto greedy = [&](int b) {
+            const auto& l = logits[size_t(b)];
+            return int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+        };
+        std::vector<ForwardItem> items(static_cast<size_t>(B));
+        double total = 0;
+        for (int step = 0; step < decode; ++step) {
+            for (int b = 0; b < B; ++b) {
+                next[size_t(b)] = {greedy(b)};
+                items[size_t(b)].state = seqs[size_t(b)].get();
+                items[size_t(b)].tokens = next[size_t(b)];
+                items[size_t(b)].logits_out = &logits[size_t(b)];
+            }
+            double s = now_s();
+            model->forward(items);
+            total += now_s() - s;
+        }
+        double tps = double(B) * decode / total;
+        if (B == 1) tps_b1 = tps;
+        std::printf("decode         batch %d: %d steps, %.3f s/step, %.2f tokens/s\n", B, decode, total / decode, tps);
+    }
+    Rss rss = read_rss();
+
+    std::printf("weights read   %s per decoded token (batch 1: non-expert weights, shared expert, top-%d routed\n"
+                "               experts per layer, one embedding row, the head; MTP not run)\n",
+                human_bytes(double(per_token)).c_str(), cfg.n_activated_experts);
+    if (tps_b1 > 0) {
+        double gbs = double(per_token) * tps_b1 / 1e9;
+        std::printf("decode traffic %.2f GB/s at batch 1 = %.1f%% of the measured read bandwidth (%.2f GB/s)\n", gbs,
+                    100.0 * gbs / bw.read_gbs, bw.read_gbs);
+        std::printf("ceiling        %.2f tokens/s at batch 1 if decode were bound by weight reads alone\n",
+                    bw.read_gbs * 1e9 / double(per_token));
+    }
+    const uint64_t bar = sum.bytes_total + (1ull << 30);
+    std::printf("memory         VmHWM %s%s, VmRSS %s (anonymous %s, mmapped files %s)\n",
+                human_bytes(double(rss.hwm)).c_str(), hwm_ok ? " (peak since decoding began)" : " (peak of the whole run)",
+                human_bytes(double(rss.rss)).c_str(), human_bytes(double(rss.anon)).c_str(),
+                human_bytes(double(rss.file)).c_str());
+    std::printf("bar            peak %s %s checkpoint %s + 1 GiB = %s (resident checkpoint pages count in RSS)\n",
+                human_bytes(double(rss.hwm)).c_str(), rss.hwm <= bar ? "under" : "OVER",
+                human_bytes(double(sum.bytes_total)).c_str(), human_bytes(double(bar)).c_str());
+    return 0;
+}
+
+}  // namespace
+}  // namespace dsinfer
+
+DSINFER_COMMAND("bench", "CPU throughput: prefill and decode tokens/s, weight traffic vs memory bandwidth",
+                dsinfer::run);
