@@ -406,7 +406,7 @@ class Attention(nn.Module):
         o = apply_rope(o, cos[:, None], sin[:, None], inverse=True)
         G = cfg.o_groups
         wa = self.wo_a.w().unflatten(0, (G, cfg.o_lora_rank))  # [G, o_lora, Hg*hd]
-        u = torch.einsum("btgk,grk->btgr", o.reshape(B, T, G, -1), wa)
+        u = torch.einsum("btgk,grk->btgr", o.reshape(B, T, G, (H // G) * hd), wa)
         return self.wo_b(u.flatten(-2))
 
 
