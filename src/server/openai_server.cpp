@@ -107,6 +107,7 @@ struct Choice {
     bool finished = false, stop_matched = false;
     std::string finish_reason, error;
     json logprobs = json::array();  // entries not yet sent
+    ChatDelta prefix_delta;         // what the forced start of the answer (tool_choice) parsed to
     // Whole-response accumulators.
     std::string text, reasoning;
     std::vector<ToolCallDelta> calls;
@@ -433,9 +434,11 @@ struct OpenAIServer::Impl {
             if (p.chat) {
                 c->parser = codec.parser(p.thinking, p.parse_tools);
                 if (!p.forced_prefix.empty()) {
-                    ChatDelta d = c->parser->feed(p.forced_prefix);
-                    c->reasoning += d.reasoning;
-                    c->text += d.content;
+                    // The forced start opens the call (and names it when tool_choice names it).
+                    c->prefix_delta = c->parser->feed(p.forced_prefix);
+                    c->reasoning += c->prefix_delta.reasoning;
+                    c->text += c->prefix_delta.content;
+                    for (auto& t : c->prefix_delta.tool_calls) c->calls.push_back(t);
                 }
             }
             track(stream);
@@ -499,7 +502,10 @@ struct OpenAIServer::Impl {
         }
         c.reasoning += d.reasoning;
         c.text += d.content;
-        for (auto& t : d.tool_calls) c.calls.push_back(t);
+        for (auto& t : d.tool_calls) {  // arguments arrive in pieces after the delta that names the call
+            if (t.index >= (int)c.calls.size()) c.calls.push_back(t);
+            else c.calls[t.index].arguments += t.arguments;
+        }
         metrics.completion_tokens += ev.has_token ? 1 : 0;
         return d;
     }
@@ -613,6 +619,11 @@ struct OpenAIServer::Impl {
                         if (!c.text.empty()) role["content"] = c.text;
                         if (!send(chunk(json::array({{{"index", c.index}, {"delta", role}, {"logprobs", nullptr}, {"finish_reason", nullptr}}}))))
                             return abort_all();
+                        if (!c.prefix_delta.tool_calls.empty()) {
+                            json delta = {{"tool_calls", tool_calls_json(c.prefix_delta.tool_calls)}};
+                            if (!send(chunk(json::array({{{"index", c.index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}}))))
+                                return abort_all();
+                        }
                     }
                     TokenEvent ev;
                     for (;;) {
@@ -644,13 +655,7 @@ struct OpenAIServer::Impl {
                                 json delta = json::object();
                                 if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
                                 if (!d.content.empty()) delta["content"] = d.content;
-                                if (!d.tool_calls.empty()) {
-                                    json tcs = json::array();
-                                    for (auto& t : d.tool_calls)
-                                        tcs.push_back({{"index", t.index}, {"id", t.id}, {"type", "function"},
-                                                       {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
-                                    delta["tool_calls"] = tcs;
-                                }
+                                if (!d.tool_calls.empty()) delta["tool_calls"] = tool_calls_json(d.tool_calls);
                                 ch["delta"] = delta;
                                 ch["logprobs"] = pp->logprobs ? json{{"content", c.logprobs}} : json();
                             } else {
@@ -687,6 +692,20 @@ struct OpenAIServer::Impl {
                     untrack(c->stream);
                 }
             });
+    }
+
+    static json tool_calls_json(const std::vector<ToolCallDelta>& calls) {
+        json tcs = json::array();
+        for (auto& t : calls) {
+            json tc = {{"index", t.index}, {"function", {{"arguments", t.arguments}}}};
+            if (!t.id.empty()) {  // the first delta of a call names it
+                tc["id"] = t.id;
+                tc["type"] = "function";
+                tc["function"]["name"] = t.name;
+            }
+            tcs.push_back(tc);
+        }
+        return tcs;
     }
 
     static json completion_logprobs(const json& entries) {

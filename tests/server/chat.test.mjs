@@ -139,6 +139,14 @@ test('tool_choice none and named', async () => {
   });
   assert.equal(named.choices[0].finish_reason, 'tool_calls');
   assert.equal(named.choices[0].message.tool_calls[0].function.name, 'get_weather');
+  assert.deepEqual(JSON.parse(named.choices[0].message.tool_calls[0].function.arguments), { city: 'Paris', days: 3 });
+  const namedStream = await collect(await client.chat.completions.create({
+    model: MODEL, tools: TOOLS, stream: true, messages: [{ role: 'user', content: 'weather please' }],
+    tool_choice: { type: 'function', function: { name: 'get_weather' } },
+  }));
+  assert.equal(namedStream.finish, 'tool_calls');
+  assert.equal(namedStream.tools[0].name, 'get_weather');
+  assert.deepEqual(JSON.parse(namedStream.tools[0].arguments), { city: 'Paris', days: 3 });
   await assert.rejects(
     client.chat.completions.create({ model: MODEL, tools: TOOLS, messages, tool_choice: { type: 'function', function: { name: 'nope' } } }),
     (e) => e.status === 400 && /nope/.test(e.message),
