@@ -3,6 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -10,6 +13,8 @@
 #include "command.h"
 #include "core/error.h"
 #include "model/dsv4_model.h"
+#include "text/detokenizer.h"
+#include "text/tokenizer.h"
 
 namespace {
 
@@ -21,7 +26,9 @@ void usage() {
         "                        [--no-stop] [--threads N] [--no-quant-sim]\n"
         "Greedy generation. The model folder defaults to $DSINFER_MODEL, else models/default.\n"
         "  --prompt-ids IDS  prompt as token ids (space or comma separated)\n"
-        "  --prompt TEXT     prompt as text (without a tokenizer: bytes mapped to ids, see the note)\n"
+        "  --prompt TEXT     prompt as text, encoded with the model's tokenizer.json (or --tokenizer);\n"
+        "                    without one, the bytes are mapped to ids (a note says so)\n"
+        "  --tokenizer FILE  tokenizer.json to use (default: DIR/tokenizer.json when present)\n"
         "  --max-tokens N    tokens to generate (default 32)\n"
         "  --no-stop         keep going after the end-of-sequence token\n"
         "  --threads N       CPU threads (default: all)\n"
@@ -54,7 +61,7 @@ int32_t argmax(const float* v, int64_t n) {
 }
 
 int generate_main(int argc, char** argv) {
-    std::string model_dir, text;
+    std::string model_dir, text, tokenizer_path;
     const char* env = std::getenv("DSINFER_MODEL");
     model_dir = env && *env ? env : "models/default";
     std::vector<int32_t> prompt;
@@ -70,6 +77,7 @@ int generate_main(int argc, char** argv) {
         if (a == "--model") model_dir = value();
         else if (a == "--prompt-ids") prompt = parse_ids(value()), have_ids = true;
         else if (a == "--prompt") text = value(), have_text = true;
+        else if (a == "--tokenizer") tokenizer_path = value();
         else if (a == "--max-tokens") max_tokens = std::atoll(value().c_str());
         else if (a == "--no-stop") stop = false;
         else if (a == "--threads") mo.threads = std::atoi(value().c_str());
@@ -86,12 +94,26 @@ int generate_main(int argc, char** argv) {
     auto model = dsinfer::Dsv4Model::load(model_dir, mo);
     const auto& cfg = model->config();
     const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
+    // The tokenizer: --tokenizer, else the model folder's tokenizer.json. Its ids must fit the model.
+    std::optional<dsinfer::text::Tokenizer> tok;
+    if (tokenizer_path.empty() && std::filesystem::exists(model_dir + "/tokenizer.json"))
+        tokenizer_path = model_dir + "/tokenizer.json";
+    if (!tokenizer_path.empty()) {
+        tok.emplace(dsinfer::text::Tokenizer::load(tokenizer_path));
+        if (int64_t(tok->vocab_size()) > cfg.vocab_size)
+            throw dsinfer::Error(tokenizer_path + " has " + std::to_string(tok->vocab_size()) +
+                                 " tokens but the model's vocabulary is " + std::to_string(cfg.vocab_size));
+    }
     if (have_text) {
-        std::fprintf(stderr,
-                     "note: no tokenizer yet; the prompt's bytes are used as token ids (byte mod %lld). Output is "
-                     "token ids.\n",
-                     (long long)cfg.vocab_size);
-        for (unsigned char ch : text) prompt.push_back(int32_t(ch % cfg.vocab_size));
+        if (tok) {
+            prompt = tok->encode(text);
+        } else {
+            std::fprintf(stderr,
+                         "note: %s has no tokenizer.json; the prompt's bytes are used as token ids (byte mod %lld) "
+                         "and the output is shown as ids.\n",
+                         model_dir.c_str(), (long long)cfg.vocab_size);
+            for (unsigned char ch : text) prompt.push_back(int32_t(ch % cfg.vocab_size));
+        }
     }
     if (prompt.empty()) throw dsinfer::Error("the prompt is empty");
     for (int32_t t : prompt)
@@ -111,21 +133,37 @@ int generate_main(int argc, char** argv) {
     model->forward(std::span<dsinfer::ForwardItem>(&it, 1));
     const double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
 
-    std::printf("prompt:");
-    for (int32_t t : prompt) std::printf(" %d", t);
-    std::printf("\noutput:");
+    std::unique_ptr<dsinfer::text::IncrementalDetokenizer> detok;
+    if (tok) detok = std::make_unique<dsinfer::text::IncrementalDetokenizer>(*tok);
+    if (tok) {
+        std::printf("%s", tok->decode(prompt).c_str());
+    } else {
+        std::printf("prompt:");
+        for (int32_t t : prompt) std::printf(" %d", t);
+        std::printf("\noutput:");
+    }
     std::fflush(stdout);
+    std::vector<int32_t> out_ids;
     int64_t generated = 0;
     const auto t1 = Clock::now();
     int32_t next = argmax(logits.data(), cfg.vocab_size);
     while (generated < max_tokens) {
-        std::printf(" %d", next);
+        out_ids.push_back(next);
+        if (detok && next < int32_t(tok->vocab_size()))
+            std::printf("%s", detok->push(next).c_str());
+        else
+            std::printf(" %d", next);
         std::fflush(stdout);
         ++generated;
         if ((stop && next == cfg.eos_token_id) || generated == max_tokens) break;
         it.tokens = std::span<const int32_t>(&next, 1);
         model->forward(std::span<dsinfer::ForwardItem>(&it, 1));
         next = argmax(logits.data(), cfg.vocab_size);
+    }
+    if (detok) std::printf("%s", detok->flush().c_str());
+    if (tok) {
+        std::printf("\n\ntoken ids:");
+        for (int32_t t : out_ids) std::printf(" %d", t);
     }
     const double decode_s = std::chrono::duration<double>(Clock::now() - t1).count();
     std::printf("\n");

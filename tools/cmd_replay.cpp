@@ -7,6 +7,7 @@
 
 #include "command.h"
 #include "core/error.h"
+#include "io/safetensors.h"
 #include "model/replay.h"
 
 namespace {
@@ -45,7 +46,10 @@ int replay_main(int argc, char** argv) {
     if (ro.chunk < 0) throw dsinfer::Error("--chunk must be positive");
     auto m = dsinfer::Dsv4Model::load(model, mo);
     auto result = dsinfer::replay_cases(*m, cases, ro);
-    dsinfer::write_tensor_map(out, result);
+    dsinfer::write_tensor_map(out, result,
+                              {{"dsinfer.replay.layerwise", ro.layerwise ? "true" : "false"},
+                               {"dsinfer.replay.quant_sim", mo.quant_sim ? "true" : "false"},
+                               {"dsinfer.replay.chunk", std::to_string(ro.chunk)}});
     std::fprintf(stderr, "wrote %zu tensors to %s\n", result.size(), out.c_str());
     return 0;
 }
@@ -68,11 +72,18 @@ int compare_main(int argc, char** argv) {
                 "usage: dsinfer compare --golden G.safetensors --out O.safetensors [--noquant] [--layerwise]\n"
                 "Logits: per position KL(golden||engine), mean <= 1e-2 and argmax agreement >= 0.90\n"
                 "(--noquant: 2e-3 and 0.97). --layerwise: also hidden states, per position relative L2,\n"
-                "median <= 1e-5 and >= 85%% of positions <= 1e-3. Exit code 1 when a bar fails.\n");
+                "median <= 1e-5 and >= 85%% of positions <= 1e-3 (implied when O comes from replay --layerwise).\n"
+                "Exit code 1 when a bar fails.\n");
             return 0;
         } else throw dsinfer::Error("unknown option '" + a + "' (see --help)");
     }
     if (golden.empty() || out.empty()) throw dsinfer::Error("--golden and --out are required");
+    {
+        // A layerwise replay records itself; its hidden states are then held to the layer bars.
+        dsinfer::SafeTensorsFile f(out);
+        auto it = f.metadata().find("dsinfer.replay.layerwise");
+        if (it != f.metadata().end() && it->second == "true") layerwise = true;
+    }
     auto lines = dsinfer::compare_outputs(dsinfer::read_tensor_map(golden), dsinfer::read_tensor_map(out), noquant,
                                           layerwise);
     std::fputs(dsinfer::format_compare(lines).c_str(), stdout);

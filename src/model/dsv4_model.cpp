@@ -68,6 +68,10 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
     if (c.rope_head_dim <= 0 || c.rope_head_dim % 2 || c.rope_head_dim > c.head_dim ||
         c.rope_head_dim > c.index_head_dim)
         throw Error(c.source + ": qk_rope_head_dim must be even and at most head_dim and index_head_dim");
+    const bool has_indexer = std::any_of(c.compress_ratios.begin(), c.compress_ratios.end(), [](int r) { return r == 4; });
+    if (has_indexer && (c.index_head_dim <= 0 || (c.index_head_dim & (c.index_head_dim - 1))))
+        throw Error(c.source + ": index_head_dim = " + std::to_string(c.index_head_dim) +
+                    " must be a power of two (the indexer's Hadamard rotation)");
     const int64_t half = c.rope_head_dim / 2;
     m->freqs_plain_.resize(static_cast<size_t>(half));
     m->freqs_compressed_.resize(static_cast<size_t>(half));

@@ -50,10 +50,10 @@ TensorMap read_tensor_map(const std::string& path) {
     return m;
 }
 
-void write_tensor_map(const std::string& path, const TensorMap& m) {
+void write_tensor_map(const std::string& path, const TensorMap& m, const std::map<std::string, std::string>& metadata) {
     std::vector<TensorToWrite> ts;
     for (const auto& [name, a] : m) ts.push_back({name, DType::F32, a.shape, a.data.data(), a.data.size() * 4});
-    write_safetensors(path, ts);
+    write_safetensors(path, ts, metadata);
 }
 
 TensorMap replay_cases(Dsv4Model& model, const std::string& cases_path, const ReplayOptions& opts) {

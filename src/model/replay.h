@@ -29,7 +29,9 @@ using TensorMap = std::map<std::string, FloatArray>;
 // C.decode.hidden.i and C.mtp.logits. Throws Error on a malformed case file.
 TensorMap replay_cases(Dsv4Model& model, const std::string& cases_path, const ReplayOptions& opts);
 
-void write_tensor_map(const std::string& path, const TensorMap& m);
+// `metadata` goes into the file's __metadata__ (replay records how it ran: layerwise, quant_sim, chunk).
+void write_tensor_map(const std::string& path, const TensorMap& m,
+                      const std::map<std::string, std::string>& metadata = {});
 TensorMap read_tensor_map(const std::string& path);  // every F32/I32 tensor, as float
 
 struct CompareLine {
