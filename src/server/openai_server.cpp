@@ -543,48 +543,56 @@ struct OpenAIServer::Impl {
         const std::string object = chat ? "chat.completion" : "text_completion";
 
         if (!p.stream) {
-            bool first = true;
-            for (auto& c : choices) {
-                TokenEvent ev;
-                while (c->stream->next(ev)) {
-                    if (ev.has_token && first) {
-                        metrics.ttft.observe(std::chrono::duration<double>(Clock::now() - t0).count());
-                        first = false;
+            // The body is written only at the end, but through a chunked response: while waiting, a
+            // space (valid leading JSON whitespace) goes out every 0.5 s, so a client that has gone is
+            // noticed and its generation cancelled, as for streams. The status is 200 from the start;
+            // a generation that fails midway answers with an error body.
+            auto cs = std::make_shared<std::vector<std::unique_ptr<Choice>>>(std::move(choices));
+            auto pp = std::make_shared<Parsed>(std::move(p));
+            res.set_chunked_content_provider(
+                "application/json",
+                [this, cs, pp, id, object, t0, chat](size_t, httplib::DataSink& sink) {
+                    bool first = true;
+                    auto last_probe = Clock::now();
+                    for (auto& c : *cs) {
+                        TokenEvent ev;
+                        for (;;) {
+                            int r = c->stream->next_for(ev, 500);
+                            if (r < 0) break;
+                            if (Clock::now() - last_probe >= std::chrono::milliseconds(500)) {
+                                last_probe = Clock::now();
+                                if (!sink.write(" ", 1)) {
+                                    ++metrics.client_disconnects;
+                                    for (auto& x : *cs) x->stream->cancel();
+                                    return false;
+                                }
+                            }
+                            if (r == 0) continue;
+                            if (ev.has_token && first) {
+                                metrics.ttft.observe(std::chrono::duration<double>(Clock::now() - t0).count());
+                                first = false;
+                            }
+                            apply(*c, ev, *pp);
+                        }
+                        untrack(c->stream);
                     }
-                    apply(*c, ev, p);
-                }
-                untrack(c->stream);
-            }
-            metrics.e2e.observe(std::chrono::duration<double>(Clock::now() - t0).count());
-            for (auto& c : choices)
-                if (c->finish_reason == "error") {
-                    set_error(res, {500, "generation failed: " + c->error, "server_error", "", ""});
-                    return;
-                }
-            json out = {{"id", id}, {"object", object}, {"created", std::time(nullptr)}, {"model", opts.model_name}};
-            json arr = json::array();
-            for (auto& c : choices) {
-                json ch = {{"index", c->index}, {"finish_reason", c->finish_reason}};
-                if (chat) {
-                    json msg = {{"role", "assistant"}, {"content", c->text.empty() && !c->calls.empty() ? json() : json(c->text)}};
-                    if (p.thinking) msg["reasoning_content"] = c->reasoning;
-                    if (!c->calls.empty()) {
-                        json tcs = json::array();
-                        for (auto& t : c->calls)
-                            tcs.push_back({{"id", t.id}, {"type", "function"}, {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
-                        msg["tool_calls"] = tcs;
+                    metrics.e2e.observe(std::chrono::duration<double>(Clock::now() - t0).count());
+                    std::string body;
+                    for (auto& c : *cs)
+                        if (c->finish_reason == "error" && body.empty())
+                            body = dump_json(json{{"error", {{"message", "generation failed: " + c->error}, {"type", "server_error"},
+                                                             {"param", nullptr}, {"code", nullptr}}}});
+                    if (body.empty()) body = dump_json(whole_response(*pp, *cs, id, object, chat));
+                    sink.write(body.data(), body.size());
+                    sink.done();
+                    return true;
+                },
+                [this, cs, inflight](bool) {
+                    for (auto& c : *cs) {
+                        if (!c->finished) c->stream->cancel();
+                        untrack(c->stream);
                     }
-                    ch["message"] = msg;
-                    ch["logprobs"] = p.logprobs ? json{{"content", c->logprobs}} : json();
-                } else {
-                    ch["text"] = c->text;
-                    ch["logprobs"] = p.logprobs ? completion_logprobs(c->logprobs) : json();
-                }
-                arr.push_back(ch);
-            }
-            out["choices"] = arr;
-            out["usage"] = usage(p, choices);
-            res.set_content(dump_json(out), "application/json");
+                });
             return;
         }
 
@@ -595,8 +603,10 @@ struct OpenAIServer::Impl {
         res.set_chunked_content_provider(
             "text/event-stream",
             [this, state, pp, id, object, t0, chat](size_t, httplib::DataSink& sink) {
+                auto last_write = Clock::now();
                 auto send = [&](const json& j) {
                     std::string s = "data: " + dump_json(j) + "\n\n";
+                    last_write = Clock::now();
                     return sink.write(s.data(), s.size());
                 };
                 auto chunk = [&](json choices_arr) {
@@ -629,11 +639,14 @@ struct OpenAIServer::Impl {
                     for (;;) {
                         int r = c.stream->next_for(ev, 500);
                         if (r < 0) break;
-                        if (r == 0) {  // nothing yet: probe the connection with an SSE comment
+                        if (Clock::now() - last_write >= std::chrono::milliseconds(500)) {
+                            // Nothing sent for a while (queued, or tokens without text yet): probe the
+                            // connection with an SSE comment, so a client that has gone is noticed.
                             static const char ping[] = ": ping\n\n";
+                            last_write = Clock::now();
                             if (!sink.write(ping, sizeof(ping) - 1)) return abort_all();
-                            continue;
                         }
+                        if (r == 0) continue;
                         auto now = Clock::now();
                         if (ev.has_token) {
                             if (first_token) metrics.ttft.observe(std::chrono::duration<double>(now - t0).count());
@@ -692,6 +705,34 @@ struct OpenAIServer::Impl {
                     untrack(c->stream);
                 }
             });
+    }
+
+    json whole_response(const Parsed& p, const std::vector<std::unique_ptr<Choice>>& choices, const std::string& id,
+                        const std::string& object, bool chat) const {
+        json out = {{"id", id}, {"object", object}, {"created", std::time(nullptr)}, {"model", opts.model_name}};
+        json arr = json::array();
+        for (auto& c : choices) {
+            json ch = {{"index", c->index}, {"finish_reason", c->finish_reason}};
+            if (chat) {
+                json msg = {{"role", "assistant"}, {"content", c->text.empty() && !c->calls.empty() ? json() : json(c->text)}};
+                if (p.thinking) msg["reasoning_content"] = c->reasoning;
+                if (!c->calls.empty()) {
+                    json tcs = json::array();
+                    for (auto& t : c->calls)
+                        tcs.push_back({{"id", t.id}, {"type", "function"}, {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
+                    msg["tool_calls"] = tcs;
+                }
+                ch["message"] = msg;
+                ch["logprobs"] = p.logprobs ? json{{"content", c->logprobs}} : json();
+            } else {
+                ch["text"] = c->text;
+                ch["logprobs"] = p.logprobs ? completion_logprobs(c->logprobs) : json();
+            }
+            arr.push_back(ch);
+        }
+        out["choices"] = arr;
+        out["usage"] = usage(p, choices);
+        return out;
     }
 
     static json tool_calls_json(const std::vector<ToolCallDelta>& calls) {

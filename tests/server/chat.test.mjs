@@ -239,6 +239,24 @@ test('an aborted stream frees its slot', async () => {
   assert.equal(r.choices[0].finish_reason, 'stop');
 });
 
+test('an abandoned non-streamed request frees its slot too', async () => {
+  const before = await metrics(srv.base);
+  const ac = new AbortController();
+  const pending = client.chat.completions.create(
+    { model: MODEL, messages: [{ role: 'user', content: 'Tell me a long story' }] }, { signal: ac.signal });
+  // Abort once the engine is generating it.
+  await waitForMetrics(srv.base, (m) => m.dsinfer_requests_running >= 1);
+  ac.abort();
+  await assert.rejects(pending, (e) => e.name === 'APIUserAbortError' || /abort/i.test(String(e)));
+  const m = await waitForMetrics(
+    srv.base,
+    (m) => m.dsinfer_requests_running === 0 && m.dsinfer_requests_cancelled_total > before.dsinfer_requests_cancelled_total,
+  );
+  assert.equal(m.dsinfer_requests_running, 0, 'slot freed');
+  assert.ok(m.dsinfer_requests_cancelled_total > before.dsinfer_requests_cancelled_total, 'counted as cancelled');
+  assert.ok(m.dsinfer_generation_tokens_total - before.dsinfer_generation_tokens_total < 5000);
+});
+
 test('bad requests get OpenAI errors and the server keeps serving', async () => {
   const ok = { model: MODEL, messages: [{ role: 'user', content: 'Hi' }] };
   const cases = [
