@@ -37,6 +37,7 @@ struct EngineStats {
     int64_t waiting = 0, running = 0;
     int64_t kv_blocks_total = 0, kv_blocks_used = 0;  // blocks used by running sequences and snapshots
     int64_t kv_blocks_snapshots = 0;
+    int64_t kv_tokens_capacity = 0;
     int64_t prefix_snapshots = 0;
     int64_t requests_finished = 0, requests_cancelled = 0, requests_failed = 0;
     int64_t prompt_tokens = 0, generated_tokens = 0, prefix_hit_tokens = 0;

@@ -29,8 +29,8 @@ struct TokenLogprob {
     float logprob = 0;
 };
 
-// One generated token (or the end of the request when finish != none; such an event may carry a
-// token too, except for stop tokens, which are never reported as output).
+// One generated token, or the end of the request (finish != none, no token: the last token came in
+// the event before; end-of-sequence and stop token ids are never reported as output).
 struct TokenEvent {
     bool has_token = false;
     int32_t token = 0;

@@ -19,6 +19,8 @@ namespace {
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
 void init_cache(LayerCache& lc, const BlockWeights& bw, const ModelConfig& c) {
+    lc.window_size = c.window_size;
+    lc.head_dim = c.head_dim;
     lc.window.assign(static_cast<size_t>(c.window_size) * size_t(c.head_dim), 0.f);
     if (bw.compressor) compressor_reset(lc.comp, *bw.compressor);
     if (bw.indexer) compressor_reset(lc.icomp, bw.indexer->compressor);
@@ -34,6 +36,55 @@ size_t SequenceState::memory_bytes() const {
     size_t b = sizeof(*this) + mtp.bytes() + (device.p ? device.p->bytes() : 0);
     for (const auto& l : layers) b += l.bytes();
     return b;
+}
+
+namespace {
+SequenceMark::Layer mark_layer(const LayerCache& lc, int64_t pos, int64_t n_future) {
+    SequenceMark::Layer m;
+    const int64_t W = lc.window_size, hd = lc.head_dim, n = std::min(n_future, W);
+    m.ring.resize(static_cast<size_t>(n * hd));
+    for (int64_t t = 0; t < n; ++t)
+        std::memcpy(m.ring.data() + t * hd, lc.window.data() + ((pos + t) % W) * hd, sizeof(float) * size_t(hd));
+    m.ckv = lc.ckv.size();
+    m.ikeys = lc.ikeys.size();
+    m.comp = lc.comp;
+    m.icomp = lc.icomp;
+    return m;
+}
+
+void rollback_layer(LayerCache& lc, const SequenceMark::Layer& m, int64_t pos) {
+    const int64_t hd = lc.head_dim, W = lc.window_size, n = int64_t(m.ring.size()) / std::max<int64_t>(hd, 1);
+    for (int64_t t = 0; t < n; ++t)
+        std::memcpy(lc.window.data() + ((pos + t) % W) * hd, m.ring.data() + t * hd, sizeof(float) * size_t(hd));
+    lc.ckv.resize(m.ckv);
+    lc.ikeys.resize(m.ikeys);
+    lc.comp = m.comp;
+    lc.icomp = m.icomp;
+}
+}  // namespace
+
+SequenceMark SequenceState::mark(int64_t n_future) const {
+    if (n_future < 0) throw Error("SequenceState::mark: n_future must be >= 0");
+    if (device.p) throw Error("SequenceState::mark: a sequence of a device forward cannot be rolled back yet");
+    SequenceMark m;
+    m.pos = pos_;
+    m.mtp_pos = mtp_pos_;
+    m.n_future = n_future;
+    for (const auto& l : layers) m.layers.push_back(mark_layer(l, pos_, n_future));
+    if (mtp.head_dim) m.mtp = mark_layer(mtp, mtp_pos_, n_future);
+    return m;
+}
+
+void SequenceState::rollback(const SequenceMark& m) {
+    if (pos_ < m.pos || pos_ - m.pos > m.n_future || mtp_pos_ < m.mtp_pos || mtp_pos_ - m.mtp_pos > m.n_future ||
+        m.layers.size() != layers.size())
+        throw Error("SequenceState::rollback: " + std::to_string(pos_ - m.pos) + " tokens (MTP " +
+                    std::to_string(mtp_pos_ - m.mtp_pos) + ") were appended since the mark, which covers " +
+                    std::to_string(m.n_future));
+    for (size_t l = 0; l < layers.size(); ++l) rollback_layer(layers[l], m.layers[l], m.pos);
+    if (mtp.head_dim) rollback_layer(mtp, m.mtp, m.mtp_pos);
+    pos_ = m.pos;
+    mtp_pos_ = m.mtp_pos;
 }
 
 // The rows of one forward call: every item's tokens, in item order.

@@ -7,7 +7,7 @@
 
 #include "dsinfer/engine.h"
 #include "model/dsv4_model.h"
-#include "runtime/model_runner.h"
+#include "runtime/dsv4_runner.h"
 
 namespace dsinfer::runtime {
 namespace {
@@ -69,15 +69,19 @@ private:
 };
 
 }  // namespace
+
+std::unique_ptr<ModelRunner> make_dsv4_runner(const std::string& model_dir) {
+    if (!std::filesystem::exists(std::filesystem::path(model_dir) / "config.json"))
+        throw std::runtime_error("model directory '" + model_dir + "' has no config.json (give --model DIR)");
+    return std::make_unique<Dsv4Runner>(Dsv4Model::load(model_dir, ModelOptions{}));
+}
+
 }  // namespace dsinfer::runtime
 
 namespace dsinfer {
 
 std::unique_ptr<Engine> Engine::load(const std::string& model_dir, const EngineOptions& opts) {
-    if (!std::filesystem::exists(std::filesystem::path(model_dir) / "config.json"))
-        throw std::runtime_error("model directory '" + model_dir + "' has no config.json (give --model DIR)");
-    auto model = Dsv4Model::load(model_dir, ModelOptions{});
-    return create(std::make_unique<runtime::Dsv4Runner>(std::move(model)), opts);
+    return create(runtime::make_dsv4_runner(model_dir), opts);
 }
 
 }  // namespace dsinfer

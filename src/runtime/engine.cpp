@@ -21,7 +21,13 @@ public:
         stats_ = sched_.stats();
         loop_ = std::thread([this] { loop(); });
     }
-    ~EngineImpl() override { shutdown(); }
+    ~EngineImpl() override {
+        {
+            std::lock_guard lk(waker_->mu);
+            waker_->engine = nullptr;
+        }
+        shutdown();
+    }
 
     const ModelInfo& info() const override { return sched_.info(); }
 
@@ -43,7 +49,14 @@ public:
         seq->tokens = std::move(req.prompt);
         seq->params = req.params;
         seq->rng = Rng(req.params.seed ? *req.params.seed : seed_base_ + seq->id * 0x9e3779b97f4a7c15ull);
-        seq->out = std::make_shared<OutputChannel>(seq->id, [this] { wake(); });
+        // A stream may outlive the engine (a server still holding it): cancel() then reaches nothing.
+        std::weak_ptr<Waker> w = waker_;
+        seq->out = std::make_shared<OutputChannel>(seq->id, [w] {
+            if (auto k = w.lock()) {
+                std::lock_guard lk(k->mu);
+                if (k->engine) k->engine->wake();
+            }
+        });
         auto out = seq->out;
         {
             std::lock_guard lk(mu_);
@@ -74,7 +87,6 @@ public:
 
     std::string kv_report() const override { return sched_.pool().report(sched_.geometry()); }
 
-private:
     void wake() {
         {
             std::lock_guard lk(mu_);
@@ -82,6 +94,13 @@ private:
         }
         cv_.notify_one();
     }
+
+private:
+    struct Waker {
+        explicit Waker(EngineImpl* e) : engine(e) {}
+        std::mutex mu;
+        EngineImpl* engine;
+    };
 
     void loop() {
         for (;;) {
@@ -110,6 +129,7 @@ private:
         }
     }
 
+    std::shared_ptr<Waker> waker_ = std::make_shared<Waker>(this);
     std::unique_ptr<ModelRunner> runner_;
     EngineOptions opts_;
     Scheduler sched_;

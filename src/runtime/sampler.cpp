@@ -37,7 +37,7 @@ static int32_t argmax(std::span<const float> l) {
 
 std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p) {
     const int32_t v = (int32_t)logits.size();
-    const float temp = p.temperature;
+    const double temp = p.temperature;
     float mx = -std::numeric_limits<float>::infinity();
     for (float l : logits) mx = std::max(mx, l);
     std::vector<std::pair<int32_t, float>> c(v);
@@ -47,40 +47,43 @@ std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const flo
         c[i] = {i, (float)e};
         sum += e;
     }
-    auto by_prob = [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); };
-    size_t keep = c.size();
-    if (p.top_k > 0 && p.top_k < v) {
-        keep = (size_t)p.top_k;
-        std::partial_sort(c.begin(), c.begin() + keep, c.end(), by_prob);
-        c.resize(keep);
-    } else {
-        std::sort(c.begin(), c.end(), by_prob);
-    }
     for (auto& x : c) x.second = (float)(x.second / sum);
-    // top_p over the distribution after top_k (renormalised), as vLLM does.
-    double kept_mass = 0;
+    auto by_prob = [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); };
+    // Only the head of the distribution is ever kept, so sort just enough of it: the top_k, or a
+    // prefix that grows until it holds top_p of the (top-k) mass. A full sort of a 129k vocabulary per
+    // token would cost more than the rest of sampling together.
+    if (p.top_k > 0 && p.top_k < v) {  // the top-k set, in O(vocab)
+        std::nth_element(c.begin(), c.begin() + p.top_k, c.end(), by_prob);
+        c.resize((size_t)p.top_k);
+    }
+    const size_t limit = c.size();
+    double kept_mass = 0;  // the top-k set's share of the mass
     for (auto& x : c) kept_mass += x.second;
+    size_t sorted = std::min<size_t>(limit, p.top_p < 1.0f ? 256 : limit);
+    std::partial_sort(c.begin(), c.begin() + (ptrdiff_t)sorted, c.end(), by_prob);
+    size_t keep = limit;
     if (p.top_p < 1.0f) {
         double cum = 0;
         size_t n = 0;
-        for (; n < c.size(); ++n) {
-            cum += c[n].second / kept_mass;
-            if (cum >= p.top_p) {
-                ++n;
-                break;
-            }
+        for (;;) {
+            while (n < sorted && cum < p.top_p * kept_mass) cum += c[n++].second;
+            if (cum >= p.top_p * kept_mass || sorted == limit) break;
+            size_t grow = std::min(limit, sorted * 4);  // the prefix was too short: sort more of it
+            std::partial_sort(c.begin() + (ptrdiff_t)sorted, c.begin() + (ptrdiff_t)grow, c.end(), by_prob);
+            sorted = grow;
         }
-        c.resize(std::max<size_t>(1, std::min(n, c.size())));
+        keep = std::max<size_t>(1, n);
     }
+    c.resize(keep);
     if (p.min_p > 0 && !c.empty()) {
         float thr = p.min_p * c.front().second;
         size_t n = 0;
         while (n < c.size() && c[n].second >= thr) ++n;
         c.resize(std::max<size_t>(1, n));
     }
-    double s = 0;
-    for (auto& x : c) s += x.second;
-    for (auto& x : c) x.second = (float)(x.second / s);
+    double s2 = 0;
+    for (auto& x : c) s2 += x.second;
+    for (auto& x : c) x.second = (float)(x.second / s2);
     return c;
 }
 
@@ -95,6 +98,22 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
     SampleResult r;
     if (p.temperature <= 0 || p.top_k == 1) {
         r.token = argmax(logits);
+    } else if ((p.top_k <= 0 || p.top_k >= (int)logits.size()) && p.top_p >= 1.0f && p.min_p <= 0) {
+        // Nothing filtered: draw from the whole softmax in id order, no sorting.
+        float mx = -std::numeric_limits<float>::infinity();
+        for (float l : logits) mx = std::max(mx, l);
+        std::vector<double> e(logits.size());
+        double sum = 0;
+        for (size_t i = 0; i < e.size(); ++i) sum += e[i] = std::exp((double)(logits[i] - mx) / p.temperature);
+        double u = rng.uniform() * sum, cum = 0;
+        r.token = (int32_t)e.size() - 1;
+        for (size_t i = 0; i < e.size(); ++i) {
+            cum += e[i];
+            if (u < cum) {
+                r.token = (int32_t)i;
+                break;
+            }
+        }
     } else {
         auto dist = filtered_distribution(logits, p);
         double u = rng.uniform(), cum = 0;

@@ -35,6 +35,7 @@ Scheduler::Scheduler(ModelRunner& runner, const EngineOptions& opts)
     if (opts_.max_model_len > 0) len = std::min(len, opts_.max_model_len);
     info_.max_model_len = std::min(len, pool_.max_tokens_one_sequence());
     stats_.kv_blocks_total = pool_.total();
+    stats_.kv_tokens_capacity = pool_.max_tokens_one_sequence();
 }
 
 Status Scheduler::validate(const GenerationRequest& req) const {
@@ -200,18 +201,16 @@ void Scheduler::step() {
                 if (!reserve(s, hit.length)) break;
                 s.state = std::move(hit.state);
                 s.computed = hit.length;
-                stats_.prefix_hit_tokens += hit.length;
             }
         }
         s.snapshot_at = next_snapshot_point(s);
         int64_t n = chunk_for(s, budget);
         if (!reserve(s, s.computed + n)) {
-            if (s.state && s.computed > 0) {  // keep the restored prefix for the next try? No: free it.
-                free_state(s);
-            }
+            if (s.state) free_state(s);  // a restored prefix is looked up again on the next try
             break;
         }
         if (!s.state) s.state = runner_.new_state();
+        stats_.prefix_hit_tokens += s.computed;  // what the restored snapshot saved (0 without one)
         plan.push_back({&s, n});
         budget -= n;
         running_.push_back(std::move(waiting_.front()));

@@ -2,6 +2,7 @@
 // tool-call block starts), then content, then one <｜DSML｜tool_calls> block whose invokes are
 // emitted whole as they close. Text that might be the start of a marker is held back, so a marker
 // split across tokens never leaks into content.
+#include <cstdio>
 #include <random>
 
 #include "server/text_codec.h"
@@ -124,60 +125,127 @@ private:
         }
     }
 
-    // Consumes complete invokes; returns false when more text is needed.
+    // JSON string escaping of a piece of a value (bytes >= 0x80 pass through, so a character split
+    // across pieces is whole again once the pieces are joined).
+    static std::string escape(const std::string& v) {
+        std::string o;
+        for (unsigned char ch : v) {
+            switch (ch) {
+                case '"': o += "\\\""; break;
+                case '\\': o += "\\\\"; break;
+                case '\n': o += "\\n"; break;
+                case '\r': o += "\\r"; break;
+                case '\t': o += "\\t"; break;
+                default:
+                    if (ch < 0x20) {
+                        char buf[8];
+                        std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+                        o += buf;
+                    } else {
+                        o += (char)ch;
+                    }
+            }
+        }
+        return o;
+    }
+
+    void emit_args(ChatDelta& d, const std::string& piece) {
+        if (piece.empty()) return;
+        if (!d.tool_calls.empty() && d.tool_calls.back().index == n_calls_ - 1) {
+            d.tool_calls.back().arguments += piece;
+        } else {
+            ToolCallDelta tc;
+            tc.index = n_calls_ - 1;
+            tc.arguments = piece;
+            d.tool_calls.push_back(std::move(tc));
+        }
+    }
+
+    // Tool-call block, streamed: an invoke's opening tag gives a delta with id and name, then its
+    // arguments follow as JSON text pieces ({"key": "escaped string" or raw value, ...}) as the
+    // parameter values arrive. Returns false when more text is needed.
     bool parse_tools(ChatDelta& d, bool final) {
+        if (in_param_) {
+            size_t end = buf_.find(kParamEnd);
+            size_t avail = end != std::string::npos ? end : buf_.size() - (final ? 0 : partial_suffix(buf_, kParamEnd));
+            std::string v = buf_.substr(0, avail);
+            emit_args(d, param_is_string_ ? escape(v) : v);
+            buf_.erase(0, avail);
+            if (end == std::string::npos) {
+                if (final) {
+                    in_param_ = false;
+                    state_ = State::done;  // truncated: the arguments stay as far as they got
+                    return true;
+                }
+                return false;
+            }
+            buf_.erase(0, kParamEnd.size());
+            if (param_is_string_) emit_args(d, "\"");
+            in_param_ = false;
+            return true;
+        }
         size_t i = 0;
         while (i < buf_.size() && (buf_[i] == '\n' || buf_[i] == ' ' || buf_[i] == '\r' || buf_[i] == '\t')) ++i;
         buf_.erase(0, i);
-        if (buf_.compare(0, kToolsEnd.size(), kToolsEnd) == 0) {
+        auto starts = [&](const std::string& m) { return buf_.compare(0, m.size(), m) == 0; };
+        auto maybe = [&](const std::string& m) {  // buf_ is a proper prefix of m
+            return buf_.size() < m.size() && m.compare(0, buf_.size(), buf_) == 0;
+        };
+        if (in_invoke_) {
+            if (starts(kInvokeEnd)) {
+                buf_.erase(0, kInvokeEnd.size());
+                emit_args(d, params_ ? "}" : "{}");
+                in_invoke_ = false;
+                return true;
+            }
+            if (starts(kParamStart)) {
+                size_t te = buf_.find('>');
+                if (te == std::string::npos) {
+                    if (final) state_ = State::done;
+                    return final;
+                }
+                std::string tag = buf_.substr(0, te);
+                buf_.erase(0, te + 1);
+                param_is_string_ = attr(tag, "string") != "false";
+                emit_args(d, std::string(params_ ? ", " : "{") + nlohmann::json(attr(tag, "name")).dump() + ": " +
+                                 (param_is_string_ ? "\"" : ""));
+                ++params_;
+                in_param_ = true;
+                return true;
+            }
+            if (buf_.empty() || ((maybe(kInvokeEnd) || maybe(kParamStart)) && !final)) return false;
+            state_ = State::done;  // not DSML: the rest is dropped, like text after a block
+            return true;
+        }
+        if (starts(kToolsEnd)) {
             state_ = State::done;
             return true;
         }
-        if (buf_.compare(0, kInvokeStart.size(), kInvokeStart) != 0) {
-            if (buf_.size() >= kInvokeStart.size() || final) {
-                // Not DSML after all: what follows is dropped, like text after a block.
-                state_ = State::done;
-                return true;
+        if (starts(kInvokeStart)) {
+            size_t te = buf_.find('>');
+            if (te == std::string::npos) {
+                if (final) state_ = State::done;
+                return final;
             }
-            return false;
+            ToolCallDelta tc;
+            tc.index = n_calls_++;
+            tc.id = new_call_id();
+            tc.name = attr(buf_.substr(0, te), "name");
+            buf_.erase(0, te + 1);
+            d.tool_calls.push_back(std::move(tc));
+            in_invoke_ = true;
+            params_ = 0;
+            return true;
         }
-        size_t tag_end = buf_.find('>');
-        size_t end = buf_.find(kInvokeEnd);
-        if (tag_end == std::string::npos || end == std::string::npos) {
-            if (final) state_ = State::done;
-            return final;
-        }
-        std::string name = attr(buf_.substr(0, tag_end), "name");
-        std::string body = buf_.substr(tag_end + 1, end - tag_end - 1);
-        buf_.erase(0, end + kInvokeEnd.size());
-        std::string args = "{";
-        size_t p = 0;
-        bool first = true;
-        while ((p = body.find(kParamStart, p)) != std::string::npos) {
-            size_t te = body.find('>', p);
-            size_t ve = body.find(kParamEnd, p);
-            if (te == std::string::npos || ve == std::string::npos || ve < te) break;
-            std::string tag = body.substr(p, te - p);
-            std::string key = attr(tag, "name");
-            std::string value = body.substr(te + 1, ve - te - 1);
-            bool is_string = attr(tag, "string") != "false";
-            if (!first) args += ", ";
-            first = false;
-            args += nlohmann::json(key).dump() + ": " + (is_string ? nlohmann::json(value).dump() : value);
-            p = ve + kParamEnd.size();
-        }
-        args += "}";
-        ToolCallDelta tc;
-        tc.index = n_calls_++;
-        tc.id = new_call_id();
-        tc.name = name;
-        tc.arguments = args;
-        d.tool_calls.push_back(std::move(tc));
+        if (buf_.empty() || ((maybe(kToolsEnd) || maybe(kInvokeStart)) && !final)) return false;
+        state_ = State::done;
         return true;
     }
 
     State state_;
     bool tools_;
+    bool in_invoke_ = false, in_param_ = false, param_is_string_ = true;
+    int params_ = 0;
     bool strip_leading_newlines_ = false;
     std::string buf_;
     int n_calls_ = 0;

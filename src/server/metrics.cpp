@@ -54,6 +54,8 @@ std::string Metrics::render(const EngineStats& s) const {
     gauge("dsinfer_requests_running", "Sequences in the running batch", (double)s.running);
     gauge("dsinfer_requests_waiting", "Sequences queued for admission", (double)s.waiting);
     gauge("dsinfer_kv_blocks_total", "Blocks in the KV pool", (double)s.kv_blocks_total);
+    gauge("dsinfer_kv_tokens_capacity", "Tokens of context the KV pool holds (one sequence)",
+          (double)s.kv_tokens_capacity);
     gauge("dsinfer_kv_blocks_used", "KV blocks held by running sequences and prefix snapshots",
           (double)s.kv_blocks_used);
     gauge("dsinfer_kv_blocks_used_by_sequences", "KV blocks held by running sequences",

@@ -107,6 +107,7 @@ struct Choice {
     bool finished = false, stop_matched = false;
     std::string finish_reason, error;
     json logprobs = json::array();  // entries not yet sent
+    ChatDelta prefix_delta;         // what the forced start of the answer (tool_choice) parsed to
     // Whole-response accumulators.
     std::string text, reasoning;
     std::vector<ToolCallDelta> calls;
@@ -433,9 +434,11 @@ struct OpenAIServer::Impl {
             if (p.chat) {
                 c->parser = codec.parser(p.thinking, p.parse_tools);
                 if (!p.forced_prefix.empty()) {
-                    ChatDelta d = c->parser->feed(p.forced_prefix);
-                    c->reasoning += d.reasoning;
-                    c->text += d.content;
+                    // The forced start opens the call (and names it when tool_choice names it).
+                    c->prefix_delta = c->parser->feed(p.forced_prefix);
+                    c->reasoning += c->prefix_delta.reasoning;
+                    c->text += c->prefix_delta.content;
+                    for (auto& t : c->prefix_delta.tool_calls) c->calls.push_back(t);
                 }
             }
             track(stream);
@@ -499,7 +502,10 @@ struct OpenAIServer::Impl {
         }
         c.reasoning += d.reasoning;
         c.text += d.content;
-        for (auto& t : d.tool_calls) c.calls.push_back(t);
+        for (auto& t : d.tool_calls) {  // arguments arrive in pieces after the delta that names the call
+            if (t.index >= (int)c.calls.size()) c.calls.push_back(t);
+            else c.calls[t.index].arguments += t.arguments;
+        }
         metrics.completion_tokens += ev.has_token ? 1 : 0;
         return d;
     }
@@ -537,48 +543,56 @@ struct OpenAIServer::Impl {
         const std::string object = chat ? "chat.completion" : "text_completion";
 
         if (!p.stream) {
-            bool first = true;
-            for (auto& c : choices) {
-                TokenEvent ev;
-                while (c->stream->next(ev)) {
-                    if (ev.has_token && first) {
-                        metrics.ttft.observe(std::chrono::duration<double>(Clock::now() - t0).count());
-                        first = false;
+            // The body is written only at the end, but through a chunked response: while waiting, a
+            // space (valid leading JSON whitespace) goes out every 0.5 s, so a client that has gone is
+            // noticed and its generation cancelled, as for streams. The status is 200 from the start;
+            // a generation that fails midway answers with an error body.
+            auto cs = std::make_shared<std::vector<std::unique_ptr<Choice>>>(std::move(choices));
+            auto pp = std::make_shared<Parsed>(std::move(p));
+            res.set_chunked_content_provider(
+                "application/json",
+                [this, cs, pp, id, object, t0, chat](size_t, httplib::DataSink& sink) {
+                    bool first = true;
+                    auto last_probe = Clock::now();
+                    for (auto& c : *cs) {
+                        TokenEvent ev;
+                        for (;;) {
+                            int r = c->stream->next_for(ev, 500);
+                            if (r < 0) break;
+                            if (Clock::now() - last_probe >= std::chrono::milliseconds(500)) {
+                                last_probe = Clock::now();
+                                if (!sink.write(" ", 1)) {
+                                    ++metrics.client_disconnects;
+                                    for (auto& x : *cs) x->stream->cancel();
+                                    return false;
+                                }
+                            }
+                            if (r == 0) continue;
+                            if (ev.has_token && first) {
+                                metrics.ttft.observe(std::chrono::duration<double>(Clock::now() - t0).count());
+                                first = false;
+                            }
+                            apply(*c, ev, *pp);
+                        }
+                        untrack(c->stream);
                     }
-                    apply(*c, ev, p);
-                }
-                untrack(c->stream);
-            }
-            metrics.e2e.observe(std::chrono::duration<double>(Clock::now() - t0).count());
-            for (auto& c : choices)
-                if (c->finish_reason == "error") {
-                    set_error(res, {500, "generation failed: " + c->error, "server_error", "", ""});
-                    return;
-                }
-            json out = {{"id", id}, {"object", object}, {"created", std::time(nullptr)}, {"model", opts.model_name}};
-            json arr = json::array();
-            for (auto& c : choices) {
-                json ch = {{"index", c->index}, {"finish_reason", c->finish_reason}};
-                if (chat) {
-                    json msg = {{"role", "assistant"}, {"content", c->text.empty() && !c->calls.empty() ? json() : json(c->text)}};
-                    if (p.thinking) msg["reasoning_content"] = c->reasoning;
-                    if (!c->calls.empty()) {
-                        json tcs = json::array();
-                        for (auto& t : c->calls)
-                            tcs.push_back({{"id", t.id}, {"type", "function"}, {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
-                        msg["tool_calls"] = tcs;
+                    metrics.e2e.observe(std::chrono::duration<double>(Clock::now() - t0).count());
+                    std::string body;
+                    for (auto& c : *cs)
+                        if (c->finish_reason == "error" && body.empty())
+                            body = dump_json(json{{"error", {{"message", "generation failed: " + c->error}, {"type", "server_error"},
+                                                             {"param", nullptr}, {"code", nullptr}}}});
+                    if (body.empty()) body = dump_json(whole_response(*pp, *cs, id, object, chat));
+                    sink.write(body.data(), body.size());
+                    sink.done();
+                    return true;
+                },
+                [this, cs, inflight](bool) {
+                    for (auto& c : *cs) {
+                        if (!c->finished) c->stream->cancel();
+                        untrack(c->stream);
                     }
-                    ch["message"] = msg;
-                    ch["logprobs"] = p.logprobs ? json{{"content", c->logprobs}} : json();
-                } else {
-                    ch["text"] = c->text;
-                    ch["logprobs"] = p.logprobs ? completion_logprobs(c->logprobs) : json();
-                }
-                arr.push_back(ch);
-            }
-            out["choices"] = arr;
-            out["usage"] = usage(p, choices);
-            res.set_content(dump_json(out), "application/json");
+                });
             return;
         }
 
@@ -589,8 +603,10 @@ struct OpenAIServer::Impl {
         res.set_chunked_content_provider(
             "text/event-stream",
             [this, state, pp, id, object, t0, chat](size_t, httplib::DataSink& sink) {
+                auto last_write = Clock::now();
                 auto send = [&](const json& j) {
                     std::string s = "data: " + dump_json(j) + "\n\n";
+                    last_write = Clock::now();
                     return sink.write(s.data(), s.size());
                 };
                 auto chunk = [&](json choices_arr) {
@@ -613,16 +629,24 @@ struct OpenAIServer::Impl {
                         if (!c.text.empty()) role["content"] = c.text;
                         if (!send(chunk(json::array({{{"index", c.index}, {"delta", role}, {"logprobs", nullptr}, {"finish_reason", nullptr}}}))))
                             return abort_all();
+                        if (!c.prefix_delta.tool_calls.empty()) {
+                            json delta = {{"tool_calls", tool_calls_json(c.prefix_delta.tool_calls)}};
+                            if (!send(chunk(json::array({{{"index", c.index}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}}))))
+                                return abort_all();
+                        }
                     }
                     TokenEvent ev;
                     for (;;) {
                         int r = c.stream->next_for(ev, 500);
                         if (r < 0) break;
-                        if (r == 0) {  // nothing yet: probe the connection with an SSE comment
+                        if (Clock::now() - last_write >= std::chrono::milliseconds(500)) {
+                            // Nothing sent for a while (queued, or tokens without text yet): probe the
+                            // connection with an SSE comment, so a client that has gone is noticed.
                             static const char ping[] = ": ping\n\n";
+                            last_write = Clock::now();
                             if (!sink.write(ping, sizeof(ping) - 1)) return abort_all();
-                            continue;
                         }
+                        if (r == 0) continue;
                         auto now = Clock::now();
                         if (ev.has_token) {
                             if (first_token) metrics.ttft.observe(std::chrono::duration<double>(now - t0).count());
@@ -644,13 +668,7 @@ struct OpenAIServer::Impl {
                                 json delta = json::object();
                                 if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
                                 if (!d.content.empty()) delta["content"] = d.content;
-                                if (!d.tool_calls.empty()) {
-                                    json tcs = json::array();
-                                    for (auto& t : d.tool_calls)
-                                        tcs.push_back({{"index", t.index}, {"id", t.id}, {"type", "function"},
-                                                       {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
-                                    delta["tool_calls"] = tcs;
-                                }
+                                if (!d.tool_calls.empty()) delta["tool_calls"] = tool_calls_json(d.tool_calls);
                                 ch["delta"] = delta;
                                 ch["logprobs"] = pp->logprobs ? json{{"content", c.logprobs}} : json();
                             } else {
@@ -687,6 +705,48 @@ struct OpenAIServer::Impl {
                     untrack(c->stream);
                 }
             });
+    }
+
+    json whole_response(const Parsed& p, const std::vector<std::unique_ptr<Choice>>& choices, const std::string& id,
+                        const std::string& object, bool chat) const {
+        json out = {{"id", id}, {"object", object}, {"created", std::time(nullptr)}, {"model", opts.model_name}};
+        json arr = json::array();
+        for (auto& c : choices) {
+            json ch = {{"index", c->index}, {"finish_reason", c->finish_reason}};
+            if (chat) {
+                json msg = {{"role", "assistant"}, {"content", c->text.empty() && !c->calls.empty() ? json() : json(c->text)}};
+                if (p.thinking) msg["reasoning_content"] = c->reasoning;
+                if (!c->calls.empty()) {
+                    json tcs = json::array();
+                    for (auto& t : c->calls)
+                        tcs.push_back({{"id", t.id}, {"type", "function"}, {"function", {{"name", t.name}, {"arguments", t.arguments}}}});
+                    msg["tool_calls"] = tcs;
+                }
+                ch["message"] = msg;
+                ch["logprobs"] = p.logprobs ? json{{"content", c->logprobs}} : json();
+            } else {
+                ch["text"] = c->text;
+                ch["logprobs"] = p.logprobs ? completion_logprobs(c->logprobs) : json();
+            }
+            arr.push_back(ch);
+        }
+        out["choices"] = arr;
+        out["usage"] = usage(p, choices);
+        return out;
+    }
+
+    static json tool_calls_json(const std::vector<ToolCallDelta>& calls) {
+        json tcs = json::array();
+        for (auto& t : calls) {
+            json tc = {{"index", t.index}, {"function", {{"arguments", t.arguments}}}};
+            if (!t.id.empty()) {  // the first delta of a call names it
+                tc["id"] = t.id;
+                tc["type"] = "function";
+                tc["function"]["name"] = t.name;
+            }
+            tcs.push_back(tc);
+        }
+        return tcs;
     }
 
     static json completion_logprobs(const json& entries) {

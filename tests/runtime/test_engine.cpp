@@ -80,4 +80,8 @@ TEST(Engine, CancelFromReaderAndShutdown) {
     EXPECT_EQ(engine->stats().requests_failed, 1);
     EXPECT_FALSE(engine->submit({make_prompt(8, 3), greedy_params(4)}, &st));
     EXPECT_EQ(st.code, StatusCode::unavailable);
+    // A stream may outlive its engine; cancelling it then is harmless.
+    engine.reset();
+    inflight->cancel();
+    EXPECT_EQ(inflight->next_for(ev, 0), -1);
 }

@@ -146,3 +146,46 @@ TEST(StopStrings, HoldsBackOnlyPossiblePrefixes) {
     StopStringMatcher none({});
     EXPECT_EQ(none.feed("abc"), "abc");
 }
+
+// The partial-sort implementation against a plain full-sort reference, on a large random vocabulary.
+TEST(Sampler, FilteringMatchesFullSortReference) {
+    Rng rng(3);
+    std::vector<float> l(20000);
+    for (auto& x : l) x = (float)(rng.uniform() * 12 - 6);
+    auto reference = [&](const SamplingParams& p) {
+        std::vector<std::pair<int32_t, double>> c;
+        double mx = *std::max_element(l.begin(), l.end()), sum = 0;
+        for (int32_t i = 0; i < (int32_t)l.size(); ++i) c.push_back({i, std::exp((l[i] - mx) / p.temperature)});
+        for (auto& x : c) sum += x.second;
+        for (auto& x : c) x.second /= sum;
+        std::sort(c.begin(), c.end(), [](auto& a, auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); });
+        if (p.top_k > 0 && p.top_k < (int)c.size()) c.resize(p.top_k);
+        double mass = 0, cum = 0;
+        for (auto& x : c) mass += x.second;
+        size_t n = 0;
+        while (n < c.size() && cum < p.top_p * mass) cum += c[n++].second;
+        if (p.top_p < 1) c.resize(std::max<size_t>(1, n));
+        std::vector<int32_t> ids;
+        for (auto& x : c)
+            if (x.second >= p.min_p * c.front().second) ids.push_back(x.first);
+        return ids;
+    };
+    for (float temp : {0.3f, 1.0f, 2.0f})
+        for (int k : {0, 50, 400, 5000})
+            for (float tp : {1.0f, 0.9f, 0.5f, 0.05f})
+                for (float mp : {0.0f, 0.2f}) {
+                    SamplingParams p;
+                    p.temperature = temp;
+                    p.top_k = k;
+                    p.top_p = tp;
+                    p.min_p = mp;
+                    auto got = filtered_distribution(l, p);
+                    std::vector<int32_t> ids;
+                    for (auto& x : got) ids.push_back(x.first);
+                    auto ref = reference(p);
+                    // The same set (the order of the far tail may differ where float probabilities tie).
+                    std::sort(ids.begin(), ids.end());
+                    std::sort(ref.begin(), ref.end());
+                    EXPECT_EQ(ids, ref) << "T " << temp << " k " << k << " p " << tp << " min_p " << mp;
+                }
+}

@@ -139,6 +139,14 @@ test('tool_choice none and named', async () => {
   });
   assert.equal(named.choices[0].finish_reason, 'tool_calls');
   assert.equal(named.choices[0].message.tool_calls[0].function.name, 'get_weather');
+  assert.deepEqual(JSON.parse(named.choices[0].message.tool_calls[0].function.arguments), { city: 'Paris', days: 3 });
+  const namedStream = await collect(await client.chat.completions.create({
+    model: MODEL, tools: TOOLS, stream: true, messages: [{ role: 'user', content: 'weather please' }],
+    tool_choice: { type: 'function', function: { name: 'get_weather' } },
+  }));
+  assert.equal(namedStream.finish, 'tool_calls');
+  assert.equal(namedStream.tools[0].name, 'get_weather');
+  assert.deepEqual(JSON.parse(namedStream.tools[0].arguments), { city: 'Paris', days: 3 });
   await assert.rejects(
     client.chat.completions.create({ model: MODEL, tools: TOOLS, messages, tool_choice: { type: 'function', function: { name: 'nope' } } }),
     (e) => e.status === 400 && /nope/.test(e.message),
@@ -229,6 +237,24 @@ test('an aborted stream frees its slot', async () => {
   assert.ok(m.dsinfer_generation_tokens_total - before.dsinfer_generation_tokens_total < 5000);
   const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hi' }] });
   assert.equal(r.choices[0].finish_reason, 'stop');
+});
+
+test('an abandoned non-streamed request frees its slot too', async () => {
+  const before = await metrics(srv.base);
+  const ac = new AbortController();
+  const pending = client.chat.completions.create(
+    { model: MODEL, messages: [{ role: 'user', content: 'Tell me a long story' }] }, { signal: ac.signal });
+  // Abort once the engine is generating it.
+  await waitForMetrics(srv.base, (m) => m.dsinfer_requests_running >= 1);
+  ac.abort();
+  await assert.rejects(pending, (e) => e.name === 'APIUserAbortError' || /abort/i.test(String(e)));
+  const m = await waitForMetrics(
+    srv.base,
+    (m) => m.dsinfer_requests_running === 0 && m.dsinfer_requests_cancelled_total > before.dsinfer_requests_cancelled_total,
+  );
+  assert.equal(m.dsinfer_requests_running, 0, 'slot freed');
+  assert.ok(m.dsinfer_requests_cancelled_total > before.dsinfer_requests_cancelled_total, 'counted as cancelled');
+  assert.ok(m.dsinfer_generation_tokens_total - before.dsinfer_generation_tokens_total < 5000);
 });
 
 test('bad requests get OpenAI errors and the server keeps serving', async () => {

@@ -31,7 +31,16 @@ Parsed run(const std::string& text, bool thinking, size_t piece) {
     auto take = [&](const ChatDelta& d) {
         out.reasoning += d.reasoning;
         out.content += d.content;
-        for (auto& c : d.tool_calls) out.calls.push_back(c);
+        for (auto& c : d.tool_calls) {
+            if (c.index >= (int)out.calls.size()) {
+                EXPECT_EQ(c.index, (int)out.calls.size());  // calls open in order, named on their first delta
+                EXPECT_FALSE(c.id.empty());
+                out.calls.push_back(c);
+            } else {
+                EXPECT_TRUE(c.id.empty() && c.name.empty());
+                out.calls[c.index].arguments += c.arguments;
+            }
+        }
     };
     for (size_t i = 0; i < text.size(); i += piece) take(p->feed(text.substr(i, piece)));
     take(p->finish());
@@ -94,6 +103,7 @@ TEST(DsmlStreamParser, HoldsBackPartialMarkers) {
     EXPECT_EQ(p->feed("\n<｜DS").content, "");  // could be the start of a tool block
     ChatDelta d = p->feed("ML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>");
     ASSERT_EQ(d.tool_calls.size(), 1u);
+    EXPECT_EQ(d.tool_calls[0].name, "f");
     EXPECT_EQ(d.tool_calls[0].arguments, "{}");
     EXPECT_EQ(p->tool_calls_emitted(), 1);
     // A false alarm is released.
@@ -105,6 +115,20 @@ TEST(DsmlStreamParser, HoldsBackPartialMarkers) {
     // Without tools the block is plain content.
     auto r = make_dsml_stream_parser(false, false);
     EXPECT_EQ(r->feed("\n\n<｜DSML｜tool_calls>").content + r->finish().content, "\n\n<｜DSML｜tool_calls>");
+}
+
+TEST(DsmlStreamParser, StreamsStringArgumentsAsTheyArrive) {
+    auto p = make_dsml_stream_parser(false, true);
+    ChatDelta d = p->feed("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"write\">\n<｜DSML｜parameter name=\"text\" string=\"true\">li");
+    ASSERT_EQ(d.tool_calls.size(), 1u);
+    EXPECT_EQ(d.tool_calls[0].name, "write");
+    EXPECT_EQ(d.tool_calls[0].arguments, "{\"text\": \"li");
+    d = p->feed("ne \"1\"\n</｜DSML｜para");  // the closing tag is held back until it is whole
+    ASSERT_EQ(d.tool_calls.size(), 1u);
+    EXPECT_EQ(d.tool_calls[0].arguments, "ne \\\"1\\\"\\n");
+    d = p->feed("meter>\n<｜DSML｜parameter name=\"n\" string=\"false\">[1, 2]</｜DSML｜parameter>\n</｜DSML｜invoke>");
+    ASSERT_EQ(d.tool_calls.size(), 1u);
+    EXPECT_EQ(d.tool_calls[0].arguments, "\", \"n\": [1, 2]}");
 }
 
 TEST(RenderDsmlChat, SimpleEncodeFixtures) {

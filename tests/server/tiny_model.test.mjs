@@ -82,3 +82,23 @@ test('with the DeepSeek tokenizer: ids beyond the tiny vocabulary are a clear 40
     assert.equal((await s2.stop()).code, 0);
   }
 });
+
+test('sampling defaults come from generation_config.json', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dsinfer-gencfg-'));
+  for (const f of ['config.json', 'model.safetensors']) fs.symlinkSync(path.join(MODEL_DIR, f), path.join(dir, f));
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ temperature: 0, top_p: 1 }));
+  const s3 = await startServer(['--model', dir, '--served-model-name', 'tiny', '--kv-cache-gb', '0.1']);
+  try {
+    const c3 = new OpenAI({ baseURL: s3.base + '/v1', apiKey: 'x', maxRetries: 0 });
+    const req = { model: 'tiny', prompt: 'Once upon', max_tokens: 8, logprobs: 0 };
+    const implicit = await c3.completions.create(req);                    // temperature from the file: 0
+    const explicit = await c3.completions.create({ ...req, temperature: 0 });
+    assert.deepEqual(implicit.choices[0].logprobs.tokens, explicit.choices[0].logprobs.tokens);
+    assert.deepEqual(implicit.choices[0].logprobs.token_logprobs, explicit.choices[0].logprobs.token_logprobs);
+  } finally {
+    assert.equal((await s3.stop()).code, 0);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
