@@ -415,6 +415,13 @@ TEST(ModelLoad, BrokenCheckpointsAreRefused) {
          {"layers.1.attn.wkv.scale", "I8"}},
         {"expert_dtype", nullptr, [](json& c) { c["expert_dtype"] = "fp8"; }, {"expert_dtype"}},
         {"ratios", nullptr, [](json& c) { c["compress_ratios"] = {0, 4, 128, 4}; }, {"compress_ratios"}},
+        {"unexpected",
+         [](auto& ts) {
+             OwnedTensor extra = *find(ts, "layers.2.attn.compressor.norm.weight");
+             extra.name = "layers.0.attn.compressor.norm.weight";
+             ts.push_back(extra);
+         },
+         nullptr, {"model.safetensors", "unexpected tensor 'layers.0.attn.compressor.norm.weight'"}},
     };
     for (auto& c : cases) {
         TempDir tmp("modelload");
