@@ -242,7 +242,7 @@ struct OpenAIServer::Impl {
 
     // ---- parsing and validation ----
     Parsed parse(const json& body, bool chat) {
-        if (!body.is_object()) throw ApiError{400, "the request body must be a JSON object"};
+        if (!body.is_object()) throw ApiError{400, "the request body must be a JSON object", "invalid_request_error", "", "invalid_type"};
         Fields f{body};
         Parsed p;
         p.chat = chat;
