@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <random>
 #include <set>
@@ -193,11 +195,13 @@ int run(int argc, char** argv) {
     ProgressLine progress("loading");
     CheckpointSummary sum;
     uint64_t per_token = 0;
+    std::map<int, double> step_bytes;  // batch -> expected weight bytes of one decode step
     {
         auto ck = Checkpoint::open(dir, &ProgressLine::checkpoint_callback, &progress);
         sum = validate_checkpoint(cfg, *ck);
         DType scale_dtype = sum.scale_dtypes.size() == 1 ? sum.scale_dtypes.begin()->first : DType::F8_E8M0;
         per_token = weight_bytes_per_token(cfg, sum.expert_dtype, scale_dtype, ck.get());
+        for (int B : batches) step_bytes[B] = weight_bytes_per_step(cfg, sum.expert_dtype, scale_dtype, B, ck.get());
         if (warm) {
             double t = now_s();
             double bytes = warm_page_cache(*ck);
@@ -226,9 +230,9 @@ int run(int argc, char** argv) {
     {
         double best = 1e30;
         const auto ids = tokens(prompt);
+        std::vector<float> logits;
         for (int rep = 0; rep < 2; ++rep) {
             auto seq = model->new_sequence();
-            std::vector<float> logits;
             ForwardItem it;
             it.state = seq.get();
             it.tokens = ids;
@@ -238,6 +242,20 @@ int run(int argc, char** argv) {
             best = std::min(best, now_s() - s);
         }
         std::printf("prefill        %d tokens: %.3f s, %.2f tokens/s\n", prompt, best, prompt / best);
+        // A sanity line: the logits of a random-weight model should be finite with a moderate spread.
+        size_t bad = 0;
+        double sum = 0, sum2 = 0;
+        for (float v : logits) {
+            if (!std::isfinite(v)) {
+                ++bad;
+                continue;
+            }
+            sum += v;
+            sum2 += double(v) * v;
+        }
+        double n = double(logits.size() - bad), mean = sum / std::max(n, 1.0);
+        std::printf("logits         last token: mean %.3f, sd %.3f, %zu non-finite of %zu\n", mean,
+                    std::sqrt(std::max(0.0, sum2 / std::max(n, 1.0) - mean * mean)), bad, logits.size());
     }
 
     // Decode at each batch size: B sequences with `context` prompt tokens each, then `decode` steps
@@ -282,6 +300,12 @@ int run(int argc, char** argv) {
         double tps = double(B) * decode / total;
         if (B == 1) tps_b1 = tps;
         std::printf("decode         batch %d: %d steps, %.3f s/step, %.2f tokens/s\n", B, decode, total / decode, tps);
+        if (B > 1) {
+            double gbs = step_bytes[B] / (total / decode) / 1e9;
+            std::printf("               ~%s of weights per step (uniform routing) = %.2f GB/s, %.1f%% of the read "
+                        "bandwidth\n",
+                        human_bytes(step_bytes[B]).c_str(), gbs, 100.0 * gbs / bw.read_gbs);
+        }
     }
     Rss rss = read_rss();
 

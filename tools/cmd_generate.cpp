@@ -13,6 +13,7 @@
 #include "command.h"
 #include "core/error.h"
 #include "model/dsv4_model.h"
+#include "model/generate.h"
 #include "text/detokenizer.h"
 #include "text/tokenizer.h"
 
@@ -31,6 +32,8 @@ void usage() {
         "  --tokenizer FILE  tokenizer.json to use (default: DIR/tokenizer.json when present)\n"
         "  --max-tokens N    tokens to generate (default 32)\n"
         "  --no-stop         keep going after the end-of-sequence token\n"
+        "  --speculative     draft one token ahead with the model's MTP block and verify it (same output\n"
+        "                    as plain greedy decoding; prints the acceptance rate)\n"
         "  --threads N       CPU threads (default: all)\n"
         "  --no-quant-sim    run without the model's activation quantization steps\n");
 }
@@ -53,19 +56,13 @@ std::vector<int32_t> parse_ids(const std::string& s) {
     return ids;
 }
 
-int32_t argmax(const float* v, int64_t n) {
-    int64_t b = 0;
-    for (int64_t i = 1; i < n; ++i)
-        if (v[i] > v[b]) b = i;
-    return int32_t(b);
-}
 
 int generate_main(int argc, char** argv) {
     std::string model_dir, text, tokenizer_path;
     const char* env = std::getenv("DSINFER_MODEL");
     model_dir = env && *env ? env : "models/default";
     std::vector<int32_t> prompt;
-    bool have_ids = false, have_text = false, stop = true;
+    bool have_ids = false, have_text = false, stop = true, speculative = false;
     int64_t max_tokens = 32;
     dsinfer::ModelOptions mo;
     for (int i = 1; i < argc; ++i) {
@@ -80,6 +77,7 @@ int generate_main(int argc, char** argv) {
         else if (a == "--tokenizer") tokenizer_path = value();
         else if (a == "--max-tokens") max_tokens = std::atoll(value().c_str());
         else if (a == "--no-stop") stop = false;
+        else if (a == "--speculative") speculative = true;
         else if (a == "--threads") mo.threads = std::atoi(value().c_str());
         else if (a == "--no-quant-sim") mo.quant_sim = false;
         else if (a == "--help" || a == "-h") {
@@ -123,16 +121,6 @@ int generate_main(int argc, char** argv) {
     std::fprintf(stderr, "model %s: %d layers, hidden %lld, %d experts; loaded in %.2f s\n", model_dir.c_str(),
                  cfg.n_layers, (long long)cfg.dim, cfg.n_routed_experts, load_s);
 
-    auto st = model->new_sequence();
-    std::vector<float> logits;
-    dsinfer::ForwardItem it;
-    it.state = st.get();
-    it.tokens = prompt;
-    it.logits_out = &logits;
-    const auto t0 = Clock::now();
-    model->forward(std::span<dsinfer::ForwardItem>(&it, 1));
-    const double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
-
     std::unique_ptr<dsinfer::text::IncrementalDetokenizer> detok;
     if (tok) detok = std::make_unique<dsinfer::text::IncrementalDetokenizer>(*tok);
     if (tok) {
@@ -143,30 +131,32 @@ int generate_main(int argc, char** argv) {
         std::printf("\noutput:");
     }
     std::fflush(stdout);
-    std::vector<int32_t> out_ids;
-    int64_t generated = 0;
-    const auto t1 = Clock::now();
-    int32_t next = argmax(logits.data(), cfg.vocab_size);
-    while (generated < max_tokens) {
-        out_ids.push_back(next);
-        if (detok && next < int32_t(tok->vocab_size()))
-            std::printf("%s", detok->push(next).c_str());
+    dsinfer::GreedyOptions go;
+    go.max_tokens = max_tokens;
+    go.stop_at_eos = stop;
+    go.speculative = speculative;
+    dsinfer::GreedyStats stats;
+    auto on_token = [&](int32_t id) {
+        if (detok && id < int32_t(tok->vocab_size()))
+            std::printf("%s", detok->push(id).c_str());
         else
-            std::printf(" %d", next);
+            std::printf(" %d", id);
         std::fflush(stdout);
-        ++generated;
-        if ((stop && next == cfg.eos_token_id) || generated == max_tokens) break;
-        it.tokens = std::span<const int32_t>(&next, 1);
-        model->forward(std::span<dsinfer::ForwardItem>(&it, 1));
-        next = argmax(logits.data(), cfg.vocab_size);
-    }
+    };
+    std::vector<int32_t> out_ids = dsinfer::greedy_generate(*model, prompt, go, on_token, &stats);
+    const int64_t generated = int64_t(out_ids.size());
     if (detok) std::printf("%s", detok->flush().c_str());
     if (tok) {
         std::printf("\n\ntoken ids:");
         for (int32_t t : out_ids) std::printf(" %d", t);
     }
-    const double decode_s = std::chrono::duration<double>(Clock::now() - t1).count();
+    const double prefill_s = stats.prefill_s;
+    const double decode_s = stats.decode_s;
     std::printf("\n");
+    if (speculative && stats.drafts > 0)
+        std::fprintf(stderr, "speculative: %lld of %lld drafts accepted (%.0f%%), %lld main-model steps\n",
+                     (long long)stats.accepted, (long long)stats.drafts,
+                     100.0 * double(stats.accepted) / double(stats.drafts), (long long)stats.main_steps);
     std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tokens/s); decode: %lld tokens in %.3f s (%.1f tokens/s)\n",
                  prompt.size(), prefill_s, double(prompt.size()) / std::max(prefill_s, 1e-9), (long long)generated,
                  decode_s, generated > 1 ? double(generated - 1) / std::max(decode_s, 1e-9) : 0.0);

@@ -1,4 +1,5 @@
 // dsinfer text encode-chat CASE.json  — the prompt of an `encode` case (tests/data/dsml), exactly, no newline
+//                                       (--openai REQUEST.json [--format F]: of an OpenAI request instead)
 // dsinfer text parse CASE.json [--lenient] [--seed N]
 //                                     — {content, reasoning_content, tool_calls} or {error} for a `parse` case
 #include <cstdio>
@@ -43,18 +44,40 @@ void print_json(const ojson& j) {
 }
 
 int cmd_encode_chat(int argc, char** argv) {
-    if (argc != 2 || !std::strcmp(argv[1], "--help")) {
+    std::string path, format = "dsv4";
+    bool openai = false, help = argc < 2;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--openai") {
+            openai = true;
+        } else if (a == "--format" && i + 1 < argc) {
+            format = argv[++i];
+        } else if (a == "--help") {
+            help = true;
+        } else if (!a.empty() && a[0] != '-' && path.empty()) {
+            path = a;
+        } else {
+            throw std::runtime_error("unexpected argument '" + a + "'");
+        }
+    }
+    if (help || path.empty()) {
         std::fprintf(stderr,
                      "usage: dsinfer text encode-chat CASE.json\n"
+                     "       dsinfer text encode-chat --openai REQUEST.json [--format dsv4|dsv4-0731|dsv32]\n"
                      "Prints the prompt of a DSML `encode` case (messages, tools, thinking, drop_thinking,\n"
-                     "reasoning_effort, format dsv4|dsv4-0731|dsv32) exactly, without a trailing newline.\n");
-        return argc == 2 ? 0 : 2;
+                     "reasoning_effort, format dsv4|dsv4-0731|dsv32) exactly, without a trailing newline.\n"
+                     "--openai reads an OpenAI chat-completions request body instead (docs/dsml.md).\n");
+        return help && argc >= 2 ? 0 : 2;
     }
-    const std::string path = argv[1];
     const ojson c = read_case(path);
-    check_kind(c, "encode", path);
-    const auto in = dsinfer::text::chat_input_from_case(c);
-    const std::string prompt = dsinfer::text::encode_chat(in.messages, in.options);
+    dsinfer::text::ChatEncoderInput in;
+    if (openai) {
+        in = dsinfer::text::chat_input_from_openai(c, dsinfer::text::chat_format_from_name(format));
+    } else {
+        check_kind(c, "encode", path);
+        in = dsinfer::text::chat_input_from_case(c);
+    }
+    const std::string prompt = dsinfer::text::encode_chat(in.messages, in.options, in.context);
     std::fwrite(prompt.data(), 1, prompt.size(), stdout);
     return 0;
 }

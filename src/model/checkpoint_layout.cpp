@@ -1,6 +1,7 @@
 #include "model/checkpoint_layout.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <unordered_map>
 
@@ -332,22 +333,32 @@ KvMemory kv_memory(const ModelConfig& cfg, bool include_mtp) {
     return m;
 }
 
-uint64_t weight_bytes_per_token(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype, const Checkpoint* ck) {
-    uint64_t total = 0;
+double weight_bytes_per_step(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype, int batch,
+                             const Checkpoint* ck) {
+    const double E = cfg.n_routed_experts, k = cfg.n_activated_experts;
+    // Distinct experts per layer over `batch` tokens, relative to the k of one token.
+    const double expert_factor = batch <= 1 ? 1.0 : E * (1.0 - std::pow(1.0 - k / E, double(batch))) / k;
+    double total = 0;
     for (const TensorSpec& spec : checkpoint_census(cfg, experts)) {
         if (spec.block >= cfg.n_layers) continue;  // MTP not run in plain decode
         if (spec.expert >= cfg.n_activated_experts) continue;
         DType d = spec.kind == TensorKind::Scale ? scale_dtype : spec.dtypes[0];
         int64_t n = 1;
         for (int64_t x : spec.shape) n *= x;
-        uint64_t bytes = uint64_t(n) * dtype_size(d);
+        double bytes = double(n) * double(dtype_size(d));
         if (ck)
-            if (const TensorInfo* t = ck->find(spec.name)) bytes = t->nbytes;
-        // One row of the embedding and of tid2eid is read per token.
-        if (spec.name == "embed.weight" || spec.kind == TensorKind::Index) bytes /= uint64_t(cfg.vocab_size);
+            if (const TensorInfo* t = ck->find(spec.name)) bytes = double(t->nbytes);
+        // One row of the embedding and of tid2eid per sequence.
+        if (spec.name == "embed.weight" || spec.kind == TensorKind::Index)
+            bytes = bytes / double(cfg.vocab_size) * std::max(batch, 1);
+        if (spec.expert >= 0) bytes *= expert_factor;
         total += bytes;
     }
     return total;
+}
+
+uint64_t weight_bytes_per_token(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype, const Checkpoint* ck) {
+    return uint64_t(std::llround(weight_bytes_per_step(cfg, experts, scale_dtype, 1, ck)));
 }
 
 std::vector<float> read_f32(const TensorInfo& t) {

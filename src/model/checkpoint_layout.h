@@ -86,6 +86,12 @@ KvMemory kv_memory(const ModelConfig& cfg, bool include_mtp = true);
 uint64_t weight_bytes_per_token(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype,
                                 const Checkpoint* ck = nullptr);
 
+// Expected bytes of weights one decode step of `batch` sequences reads, if every token picked its
+// top-k experts uniformly at random: per layer E·(1 − (1 − k/E)^batch) distinct routed experts, every
+// other weight once, one embedding (and tid2eid) row per sequence. batch 1 equals weight_bytes_per_token.
+double weight_bytes_per_step(const ModelConfig& cfg, ExpertDType experts, DType scale_dtype, int batch,
+                             const Checkpoint* ck = nullptr);
+
 std::string tensor_kind_name(TensorKind k);
 
 // Reads a Float tensor (BF16, F16 or F32) into float32.

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "cpu/cpu_ops.h"
+#include "io/progress.h"
 #include "model/compressor.h"
 
 namespace dsinfer {
@@ -18,6 +19,8 @@ namespace {
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
 void init_cache(LayerCache& lc, const BlockWeights& bw, const ModelConfig& c) {
+    lc.window_size = c.window_size;
+    lc.head_dim = c.head_dim;
     lc.window.assign(static_cast<size_t>(c.window_size) * size_t(c.head_dim), 0.f);
     if (bw.compressor) compressor_reset(lc.comp, *bw.compressor);
     if (bw.indexer) compressor_reset(lc.icomp, bw.indexer->compressor);
@@ -33,6 +36,54 @@ size_t SequenceState::memory_bytes() const {
     size_t b = sizeof(*this) + mtp.bytes();
     for (const auto& l : layers) b += l.bytes();
     return b;
+}
+
+namespace {
+SequenceMark::Layer mark_layer(const LayerCache& lc, int64_t pos, int64_t n_future) {
+    SequenceMark::Layer m;
+    const int64_t W = lc.window_size, hd = lc.head_dim, n = std::min(n_future, W);
+    m.ring.resize(static_cast<size_t>(n * hd));
+    for (int64_t t = 0; t < n; ++t)
+        std::memcpy(m.ring.data() + t * hd, lc.window.data() + ((pos + t) % W) * hd, sizeof(float) * size_t(hd));
+    m.ckv = lc.ckv.size();
+    m.ikeys = lc.ikeys.size();
+    m.comp = lc.comp;
+    m.icomp = lc.icomp;
+    return m;
+}
+
+void rollback_layer(LayerCache& lc, const SequenceMark::Layer& m, int64_t pos) {
+    const int64_t hd = lc.head_dim, W = lc.window_size, n = int64_t(m.ring.size()) / std::max<int64_t>(hd, 1);
+    for (int64_t t = 0; t < n; ++t)
+        std::memcpy(lc.window.data() + ((pos + t) % W) * hd, m.ring.data() + t * hd, sizeof(float) * size_t(hd));
+    lc.ckv.resize(m.ckv);
+    lc.ikeys.resize(m.ikeys);
+    lc.comp = m.comp;
+    lc.icomp = m.icomp;
+}
+}  // namespace
+
+SequenceMark SequenceState::mark(int64_t n_future) const {
+    if (n_future < 0) throw Error("SequenceState::mark: n_future must be >= 0");
+    SequenceMark m;
+    m.pos = pos_;
+    m.mtp_pos = mtp_pos_;
+    m.n_future = n_future;
+    for (const auto& l : layers) m.layers.push_back(mark_layer(l, pos_, n_future));
+    if (mtp.head_dim) m.mtp = mark_layer(mtp, mtp_pos_, n_future);
+    return m;
+}
+
+void SequenceState::rollback(const SequenceMark& m) {
+    if (pos_ < m.pos || pos_ - m.pos > m.n_future || mtp_pos_ < m.mtp_pos || mtp_pos_ - m.mtp_pos > m.n_future ||
+        m.layers.size() != layers.size())
+        throw Error("SequenceState::rollback: " + std::to_string(pos_ - m.pos) + " tokens (MTP " +
+                    std::to_string(mtp_pos_ - m.mtp_pos) + ") were appended since the mark, which covers " +
+                    std::to_string(m.n_future));
+    for (size_t l = 0; l < layers.size(); ++l) rollback_layer(layers[l], m.layers[l], m.pos);
+    if (mtp.head_dim) rollback_layer(mtp, m.mtp, m.mtp_pos);
+    pos_ = m.pos;
+    mtp_pos_ = m.mtp_pos;
 }
 
 // The rows of one forward call: every item's tokens, in item order.
@@ -58,7 +109,8 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
     m->cfg_ = load_model_config(dir);
     m->opts_ = opts;
     if (opts.threads > 0) omp_set_num_threads(opts.threads);
-    m->ckpt_ = Checkpoint::open(dir);
+    ProgressLine progress("loading");  // shows per-shard progress on a terminal only
+    m->ckpt_ = Checkpoint::open(dir, &ProgressLine::checkpoint_callback, &progress);
     m->w_ = bind_dsv4_weights(*m->ckpt_, m->cfg_);
     m->be_ = &ops::cpu_backend();
     const ModelConfig& c = m->cfg_;
@@ -105,7 +157,7 @@ void Dsv4Model::linear(const float* x, int64_t m, const ops::Weight& w, float* y
 void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, float* out) {
     const ModelConfig& c = cfg_;
     const ops::Backend& be = *be_;
-    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, D = c.dim, ql = c.q_lora_rank;
+    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, ql = c.q_lora_rank;
     const int64_t W = c.window_size;
     const bool quant = opts_.quant_sim, pow2 = c.scale_fmt_ue8m0;
     const float eps = float(c.norm_eps);
@@ -158,9 +210,13 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
 
     std::vector<float> o(static_cast<size_t>(n * H * hd));
     const float scale = float(std::pow(double(hd), -0.5));
-    for (size_t s = 0; s < rows.seqs.size(); ++s) {
-        const auto& sq = rows.seqs[s];
-        LayerCache& lc = rows.cache(s, bw.layer, c.n_layers);
+    // Sequences are independent (own caches, own rows of q/kv/o): several of them run in parallel;
+    // the ops inside then run on one thread each (no nested parallelism).
+    const int64_t n_seqs = int64_t(rows.seqs.size());
+#pragma omp parallel for schedule(dynamic, 1) if (n_seqs > 1)
+    for (int64_t s = 0; s < n_seqs; ++s) {
+        const auto& sq = rows.seqs[size_t(s)];
+        LayerCache& lc = rows.cache(size_t(s), bw.layer, c.n_layers);
         const int64_t P = sq.start, T = sq.count, b = sq.begin;
         // Keys of the window: the cached W-1 positions before this chunk, then the chunk's own.
         const int64_t n_old = std::min<int64_t>(P, W - 1);
@@ -236,7 +292,6 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
         be.linear(tmp.data(), n, bw.wo_a, g * olr, (g + 1) * olr, u.data() + g * olr, G * olr);
     }
     linear(u.data(), n, bw.wo_b, out, true);
-    (void)D;
 }
 
 void Dsv4Model::moe(const BlockWeights& bw, Rows& rows, const float* y, float* out) {

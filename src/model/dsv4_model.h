@@ -30,11 +30,26 @@ struct CompressorState {
 
 // Cache of one attention block for one sequence.
 struct LayerCache {
+    int64_t window_size = 0, head_dim = 0;
     std::vector<float> window;  // [window_size, head_dim] ring: slot p % window_size holds position p
     std::vector<float> ckv;     // [n_entries, head_dim] compressed entries (ratio != 0)
     std::vector<float> ikeys;   // [n_entries, index_head_dim] indexer keys (ratio 4)
     CompressorState comp, icomp;
     size_t bytes() const;
+};
+
+// What appending up to `n_future` tokens to a sequence overwrites, saved so the tokens can be taken
+// back (speculative decoding: drafts the main model rejects). Much smaller than a clone: the ring
+// slots those tokens will use, the compressor streaming states and the entry counts.
+struct SequenceMark {
+    struct Layer {
+        std::vector<float> ring;  // [min(n_future, window), head_dim], slots of positions pos, pos+1, ...
+        size_t ckv = 0, ikeys = 0;
+        CompressorState comp, icomp;
+    };
+    int64_t pos = 0, mtp_pos = 0, n_future = 0;
+    std::vector<Layer> layers;
+    Layer mtp;
 };
 
 class SequenceState {
@@ -43,6 +58,12 @@ public:
     int64_t mtp_position() const { return mtp_pos_; }   // tokens consumed by the MTP block
     std::unique_ptr<SequenceState> clone() const { return std::make_unique<SequenceState>(*this); }
     size_t memory_bytes() const;
+
+    // Saves what the next n_future tokens (main model and MTP block each) would overwrite.
+    SequenceMark mark(int64_t n_future) const;
+    // Back to the marked positions: exactly the state mark() saw. Throws Error if more than
+    // n_future tokens were appended since (their effects could not be undone).
+    void rollback(const SequenceMark& m);
 
     // Internal (used by the model).
     int64_t pos_ = 0;

@@ -193,12 +193,13 @@ ChatEncoderInput chat_input_from_case(const ojson& c) {
     auto msgs = c.find("messages");
     if (msgs == c.end()) throw ChatRequestError("case.messages: missing");
     in.messages = chat_messages_from_json(*msgs);
+    if (auto ctx = c.find("context"); ctx != c.end() && !ctx->is_null()) in.context = chat_messages_from_json(*ctx);
     auto tools = c.find("tools");
     if (tools != c.end() && !tools->is_null()) {
         if (!tools->is_array()) fail("case.tools", "expected an array");
         for (size_t i = 0; i < tools->size(); ++i)
             in.tools.push_back(function_of_tool((*tools)[i], "tools[" + std::to_string(i) + "]"));
-        if (!in.tools.empty()) leading_system(in.messages).tools = in.tools;
+        if (!in.tools.empty()) leading_system(in.context.empty() ? in.messages : in.context).tools = in.tools;
     }
     return in;
 }
@@ -220,6 +221,11 @@ ChatEncoderInput chat_input_from_openai(const ojson& req, ChatFormat format) {
         ChatMessage& m = in.messages[i];
         const std::string w = "messages[" + std::to_string(i) + "]";
         if (!kRoles.count(m.role)) fail(w + ".role", "unsupported role '" + m.role + "'");
+        if (format == ChatFormat::kDsv32 && m.role == "latest_reminder")
+            fail(w + ".role", "latest_reminder is not part of the DeepSeek-V3.2 format");
+        if (m.role == "developer" && m.content.empty()) fail(w + ".content", "a developer message needs content");
+        static const std::set<std::string> kTasks = {"action", "query", "authority", "domain", "title", "read_url"};
+        if (m.task && !kTasks.count(*m.task)) fail(w + ".task", "unknown task '" + *m.task + "'");
         if (m.wo_eos && (m.role != "assistant" || i + 1 != in.messages.size()))
             fail(w, "only the last message, an assistant message, can be a prefix to continue");
         if (m.role == "assistant") {
@@ -230,6 +236,8 @@ ChatEncoderInput chat_input_from_openai(const ojson& req, ChatFormat format) {
                 ojson a = ojson::parse(tc.arguments, nullptr, false);
                 if (!a.is_discarded() && !a.is_object())
                     fail(w + ".tool_calls", "arguments of '" + tc.name + "' must be a JSON object");
+                if (a.is_discarded() && format == ChatFormat::kDsv32)
+                    fail(w + ".tool_calls", "arguments of '" + tc.name + "' are not valid JSON");
                 if (!tc.id.empty()) open_call_ids.push_back(tc.id);
             }
             after_calls = !m.tool_calls.empty();
@@ -353,6 +361,7 @@ StreamParserOptions ChatEncoderInput::parser_options(std::string_view prompt) co
     o.format = options.format;
     o.starts_in_reasoning = prompt_opens_reasoning(prompt);
     o.tools = tools;
+    o.emit_tool_calls = tool_choice.kind != ToolChoice::Kind::kNone;
     return o;
 }
 

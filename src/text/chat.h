@@ -28,6 +28,7 @@ struct ToolChoice {
 
 struct ChatEncoderInput {
     std::vector<ChatMessage> messages;
+    std::vector<ChatMessage> context;  // an already-encoded prefix (case files only; see encode_chat)
     EncodeOptions options;
     std::vector<ojson> tools;  // function objects declared to the model
     ToolChoice tool_choice;
@@ -53,7 +54,8 @@ ChatEncoderInput chat_input_from_openai(const ojson& request, ChatFormat format)
 
 // An `encode` (or `parse`) case of tests/data/dsml: format, thinking, drop_thinking, reasoning_effort,
 // messages and top-level tools, attached to messages[0] when it is a system/developer message and to a new
-// empty system message in front otherwise.
+// empty system message in front otherwise. An optional `context` (messages already encoded) takes the
+// tools instead when present, as the first message of the conversation.
 ChatEncoderInput chat_input_from_case(const ojson& case_json);
 
 // True when the prompt leaves the model inside its reasoning (it ends with "<think>").

@@ -1,10 +1,9 @@
-// Lenient streaming parser (see dsml_stream.h and docs/dsml.md "Lenient parsing"). Every decision depends
-// only on the text, never on where it was cut into pieces: the parser waits while the unconsumed text
-// could still be the start of a tag, so the assembled result is the same for any chunking.
+// Lenient streaming parser (see dsml_stream.h and docs/dsml.md, "Parsing what the model writes"). Every decision
+// depends only on the text, never on where it was cut into pieces: the parser waits while the unconsumed text could
+// still be the start of a tag, so the assembled result is the same for any chunking.
 #include "text/dsml_stream.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <utility>
 
 namespace dsinfer::text {
@@ -342,6 +341,15 @@ bool DsmlStreamParser::step_value(bool at_end) {
         if (value_streamed_) {
             std::string q = py_json_string(sanitize_utf8(s));
             args(std::string_view(q).substr(1, q.size() - 2));
+        } else if (value_raw_) {
+            if (!value_raw_seen_) {  // leading whitespace is left out
+                size_t i = 0;
+                while (i < s.size() && is_space(s[i])) ++i;
+                s.remove_prefix(i);
+                if (s.empty()) return;
+                value_raw_seen_ = true;
+            }
+            args(sanitize_utf8(s));
         } else {
             value_buf_.append(sanitize_utf8(s));
         }
@@ -362,17 +370,22 @@ bool DsmlStreamParser::step_value(bool at_end) {
     return false;
 }
 
+// Trailing newlines are held back, at most two: they may be the "\n\n" that opens a tool-call block.
 void DsmlStreamParser::emit_text(std::string_view s) {
     if (s.empty()) return;
     size_t end = s.size();
     while (end > 0 && s[end - 1] == '\n') --end;
-    if (end == 0) {
-        held_newlines_ += s.size();
-        return;
-    }
     std::string piece(held_newlines_, '\n');
     piece.append(sanitize_utf8(s.substr(0, end)));
     held_newlines_ = s.size() - end;
+    if (end == 0) {
+        held_newlines_ += piece.size();
+        piece.clear();
+    }
+    if (held_newlines_ > 2) {
+        piece.append(held_newlines_ - 2, '\n');
+        held_newlines_ = 2;
+    }
     if (mode_ == Mode::kReasoning) {
         out_.reasoning_content += piece;
     } else if (mode_ == Mode::kContent) {
@@ -397,7 +410,7 @@ void DsmlStreamParser::release_newlines(size_t drop) {
 }
 
 void DsmlStreamParser::args(std::string_view s) {
-    if (s.empty()) return;
+    if (s.empty() || !opt_.emit_tool_calls) return;
     if (!out_.tool_calls.empty() && out_.tool_calls.back().index == n_calls_ - 1) {
         out_.tool_calls.back().arguments.append(s);
     } else {
@@ -415,7 +428,7 @@ void DsmlStreamParser::open_call(const std::string& name) {
     d.id = "call_";
     for (int i = 0; i < 24; ++i) d.id.push_back(kHex[rng_() & 15]);
     d.name = sanitize_utf8(name);
-    out_.tool_calls.push_back(std::move(d));
+    if (opt_.emit_tool_calls) out_.tool_calls.push_back(std::move(d));
     call_open_ = true;
     call_name_ = name;
     params_in_call_ = 0;
@@ -471,8 +484,15 @@ void DsmlStreamParser::begin_param(const std::string& name, bool string_flag) {
     param_names_.push_back(name);
     const auto types = declared_types(name);
     value_streamed_ = string_flag && (types.empty() || contains(types, "string"));
+    // JSON written for a parameter declared only as object/array is streamed as it comes, like strings.
+    value_raw_ = !string_flag && !types.empty() && std::all_of(types.begin(), types.end(), [](const std::string& t) {
+        return t == "object" || t == "array";
+    });
+    value_raw_seen_ = false;
     if (value_streamed_) {
         args((params_in_call_++ ? ", " : "{") + py_json_string(sanitize_utf8(name)) + ": \"");
+    } else if (value_raw_) {
+        args((params_in_call_++ ? ", " : "{") + py_json_string(sanitize_utf8(name)) + ": ");
     }
 }
 
@@ -485,11 +505,14 @@ void DsmlStreamParser::end_param() {
     }
     if (value_streamed_) {
         args("\"");
+    } else if (value_raw_) {
+        if (!value_raw_seen_) args("null");  // nothing was written: keep the arguments valid JSON
     } else {
         args((params_in_call_++ ? ", " : "{") + py_json_string(sanitize_utf8(value_name_)) + ": " +
              convert_value(value_buf_, value_string_flag_, declared_types(value_name_)));
     }
     value_streamed_ = false;
+    value_raw_ = false;
     value_name_.clear();
     value_buf_.clear();
 }
@@ -546,6 +569,14 @@ void accumulate(AssembledMessage& into, const ChatDelta& d) {
         if (!tc.name.empty()) c.name = tc.name;
         c.arguments += tc.arguments;
     }
+}
+
+AssembledMessage parse_completion_lenient(std::string_view text, const StreamParserOptions& options) {
+    DsmlStreamParser p(options);
+    AssembledMessage m;
+    accumulate(m, p.feed(text));
+    accumulate(m, p.finish());
+    return m;
 }
 
 ojson assembled_message_to_json(const AssembledMessage& m) {

@@ -2,7 +2,7 @@
 // detokenizer produces it), it returns OpenAI-style deltas (reasoning_content, content, tool_calls with
 // index, id, name and argument fragments). It never lets DSML markup, "<think>", "</think>" or EOS into
 // content, holding back only text that could still be the start of such a tag, and it never splits a
-// UTF-8 character. Malformed output degrades instead of failing (docs/dsml.md, "Lenient parsing").
+// UTF-8 character. Malformed output degrades instead of failing (docs/dsml.md, "Parsing what the model writes").
 #pragma once
 
 #include <cstdint>
@@ -36,6 +36,9 @@ struct StreamParserOptions {
     // The declared tools (function objects {name, parameters, ...}); their parameter types decide how
     // argument values are written. Without them the parameter's string="true|false" decides.
     std::vector<ojson> tools;
+    // False when the request allows no tool calls (no tools, or tool_choice "none"): a tool-call block the
+    // model writes anyway is consumed (never shown as content) but yields no calls.
+    bool emit_tool_calls = true;
     // Seed for tool-call ids ("call_" + 24 hex digits); 0 takes one from std::random_device.
     uint64_t id_seed = 0;
 };
@@ -94,6 +97,8 @@ class DsmlStreamParser {
     // current parameter value
     bool value_streamed_ = false;
     bool value_skip_ = false;
+    bool value_raw_ = false;       // object/array JSON streamed verbatim
+    bool value_raw_seen_ = false;  // ... and something other than whitespace was written
     bool value_string_flag_ = false;
     std::string value_name_;
     std::string value_buf_;
@@ -113,6 +118,8 @@ struct AssembledMessage {
     std::vector<AssembledToolCall> tool_calls;
 };
 void accumulate(AssembledMessage& into, const ChatDelta& delta);
+// The lenient parser over a whole completion (non-streaming responses).
+AssembledMessage parse_completion_lenient(std::string_view text, const StreamParserOptions& options);
 // {content, reasoning_content, tool_calls: [{type: "function", function: {name, arguments}}]} (no ids, the
 // same shape as parsed_message_to_json).
 ojson assembled_message_to_json(const AssembledMessage& m);

@@ -175,3 +175,66 @@ TEST(Batching, RejectsBadTokens) {
     EXPECT_THROW(m.forward(two), std::exception);
     EXPECT_EQ(st->position(), 0);
 }
+
+// Speculative decoding's undo: append tokens (main model and MTP), roll back, and the state is
+// bitwise what it was; decoding then continues exactly as if the tokens had never been seen.
+TEST(Batching, MarkAndRollback) {
+    Dsv4Model& m = model();
+    const int V = int(m.config().vocab_size);
+    auto toks = random_tokens(140, 7, V);
+    auto st = m.new_sequence();
+    std::vector<float> logits, hidden;
+    ForwardItem it;
+    it.state = st.get();
+    it.tokens = std::span<const int32_t>(toks.data(), 126);  // the next tokens cross a ratio-128 block end
+    it.logits_out = &logits;
+    it.final_hidden = &hidden;
+    m.forward(std::span<ForwardItem>(&it, 1));
+    MtpItem mi;
+    mi.state = st.get();
+    mi.hidden = hidden.data();
+    mi.tokens = std::span<const int32_t>(toks.data() + 1, 125);
+    std::vector<float> ml;
+    mi.logits_out = &ml;
+    m.forward_mtp(std::span<MtpItem>(&mi, 1));
+
+    auto before = st->clone();
+    SequenceMark mark = st->mark(3);
+    // Three tokens in the main model (two of them "drafts") and three in the MTP block.
+    it.tokens = std::span<const int32_t>(toks.data() + 126, 3);
+    it.final_hidden = &hidden;
+    m.forward(std::span<ForwardItem>(&it, 1));
+    mi.hidden = hidden.data();
+    mi.tokens = std::span<const int32_t>(toks.data() + 127, 3);
+    m.forward_mtp(std::span<MtpItem>(&mi, 1));
+    EXPECT_NO_THROW(st->rollback(st->mark(0)));  // a mark taken now covers the present state
+    st->rollback(mark);
+    ASSERT_EQ(st->position(), before->position());
+    ASSERT_EQ(st->mtp_position(), before->mtp_position());
+    for (size_t l = 0; l < st->layers.size(); ++l) {
+        EXPECT_EQ(st->layers[l].window, before->layers[l].window) << l;
+        EXPECT_EQ(st->layers[l].ckv, before->layers[l].ckv) << l;
+        EXPECT_EQ(st->layers[l].ikeys, before->layers[l].ikeys) << l;
+        EXPECT_EQ(st->layers[l].comp.kv, before->layers[l].comp.kv) << l;
+        EXPECT_EQ(st->layers[l].comp.score, before->layers[l].comp.score) << l;
+        EXPECT_EQ(st->layers[l].icomp.kv, before->layers[l].icomp.kv) << l;
+    }
+    EXPECT_EQ(st->mtp.window, before->mtp.window);
+    // Decoding goes on exactly as from the untouched copy.
+    std::vector<float> la, lb;
+    ForwardItem ia, ib;
+    ia.state = st.get();
+    ib.state = before.get();
+    ia.tokens = ib.tokens = std::span<const int32_t>(toks.data() + 130, 2);
+    ia.logits_out = &la;
+    ib.logits_out = &lb;
+    m.forward(std::span<ForwardItem>(&ia, 1));
+    m.forward(std::span<ForwardItem>(&ib, 1));
+    EXPECT_EQ(la, lb);
+    st->rollback(st->mark(0));
+    // Too many tokens since the mark: refused.
+    SequenceMark small = st->mark(1);
+    it.tokens = std::span<const int32_t>(toks.data() + 126, 2);
+    m.forward(std::span<ForwardItem>(&it, 1));
+    EXPECT_THROW(st->rollback(small), std::exception);
+}

@@ -3,11 +3,13 @@
 // checkpoint gets a clear error naming the file and tensor, from the library and from `dsinfer inspect`.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "core/error.h"
 #include "io/config.h"
 #include "model/checkpoint_layout.h"
+#include "model/dsv4_model.h"
 #include "test_loader_util.h"
 
 using namespace dsinfer;
@@ -394,4 +396,51 @@ TEST(Inspect, BadArguments) {
     r = run_dsinfer("inspect --bogus x");
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.output.find("unknown option '--bogus'"), std::string::npos) << r.output;
+}
+
+// The model's own loader on the same broken checkpoints: a clear Error naming the tensor, never a crash.
+TEST(ModelLoad, BrokenCheckpointsAreRefused) {
+    struct Case {
+        const char* what;
+        std::function<void(std::vector<OwnedTensor>&)> edit;
+        std::function<void(json&)> edit_config;
+        std::vector<std::string> parts;
+    };
+    std::vector<Case> cases = {
+        {"missing", [](auto& ts) { std::erase_if(ts, [](auto& t) { return t.name == "layers.2.attn.compressor.ape"; }); },
+         nullptr, {"layers.2.attn.compressor.ape"}},
+        {"mis-shaped", [](auto& ts) { find(ts, "layers.3.attn.wq_b.weight")->shape = {256, 256}; }, nullptr,
+         {"layers.3.attn.wq_b.weight", "[512, 128]"}},
+        {"wrong dtype", [](auto& ts) { find(ts, "layers.1.attn.wkv.scale")->dtype = DType::I8; }, nullptr,
+         {"layers.1.attn.wkv.scale", "I8"}},
+        {"expert_dtype", nullptr, [](json& c) { c["expert_dtype"] = "fp8"; }, {"expert_dtype"}},
+        {"ratios", nullptr, [](json& c) { c["compress_ratios"] = {0, 4, 128, 4}; }, {"compress_ratios"}},
+    };
+    for (auto& c : cases) {
+        TempDir tmp("modelload");
+        copy_tiny(tmp.str(), c.edit, c.edit_config);
+        try {
+            Dsv4Model::load(tmp.str(), ModelOptions{});
+            ADD_FAILURE() << c.what << ": loaded";
+        } catch (const Error& e) {
+            std::string msg = e.what();
+            for (auto& p : c.parts) EXPECT_NE(msg.find(p), std::string::npos) << c.what << ": lacks '" << p << "': " << msg;
+        }
+    }
+}
+
+TEST(Census, WeightBytesPerStep) {
+    ModelConfig cfg = parse_model_config(flash_config(), "flash");
+    const uint64_t one = weight_bytes_per_token(cfg, ExpertDType::FP4, DType::F8_E8M0);
+    EXPECT_NEAR(weight_bytes_per_step(cfg, ExpertDType::FP4, DType::F8_E8M0, 1), double(one), 1.0);
+    // Per routed FP4 expert and layer: 3 matrices of 2048x4096 at half a byte plus a scale byte per 32.
+    const double expert = 3.0 * (2048.0 * 4096 / 2 + 2048.0 * 4096 / 32);
+    // Batch 8 reads 256·(1 − (250/256)^8) ≈ 44.2 distinct experts per layer instead of 6, and 7 more
+    // embedding and tid2eid rows.
+    double distinct = 256.0 * (1.0 - std::pow(250.0 / 256.0, 8.0));
+    double extra_rows = 7.0 * (4096 * 2) + 7.0 * 3 * (6 * 8);
+    EXPECT_NEAR(weight_bytes_per_step(cfg, ExpertDType::FP4, DType::F8_E8M0, 8) - double(one),
+                43.0 * (distinct - 6.0) * expert + extra_rows, 1e3);
+    // A whole decoded token of Flash reads about 11.2 GB (docs/formats.md).
+    EXPECT_NEAR(double(one) / 1e9, 11.2, 0.05);
 }

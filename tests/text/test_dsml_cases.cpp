@@ -36,7 +36,7 @@ TEST(DsmlCases, EncodeCasesReproduceThePromptExactly) {
         std::string prompt;
         try {
             const auto in = chat_input_from_case(c.json);
-            prompt = encode_chat(in.messages, in.options);
+            prompt = encode_chat(in.messages, in.options, in.context);
         } catch (const std::exception& e) {
             ADD_FAILURE() << "encode threw: " << e.what();
             continue;

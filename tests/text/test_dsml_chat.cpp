@@ -195,8 +195,25 @@ TEST(DsmlChat, ParserOptionsFollowThePrompt) {
     const std::string p = encode_chat(in.messages, in.options);
     const auto o = in.parser_options(p);
     EXPECT_TRUE(o.starts_in_reasoning);
+    EXPECT_TRUE(o.emit_tool_calls);
     ASSERT_EQ(o.tools.size(), 1u);
+    ojson none = req;
+    none["tool_choice"] = "none";
+    const auto in_none = chat_input_from_openai(none, ChatFormat::kDsv4);
+    EXPECT_FALSE(in_none.parser_options(encode_chat(in_none.messages, in_none.options)).emit_tool_calls);
     EXPECT_EQ(o.tools[0]["name"], "get_weather");
+}
+
+TEST(DsmlChat, RequestsTheEncoderWouldRefuseAreRequestErrors) {
+    EXPECT_NE(error_of({{"messages", {{{"role", "developer"}, {"content", ""}}}}}).find("messages[0].content"),
+              std::string::npos);
+    EXPECT_NE(error_of({{"messages", {{{"role", "latest_reminder"}, {"content", "x"}}}}}, ChatFormat::kDsv32)
+                  .find("messages[0].role"),
+              std::string::npos);
+    const ojson bad_args = ojson::parse(R"({"messages": [{"role": "user", "content": "q"},
+        {"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{oops"}}]}]})");
+    EXPECT_NE(error_of(bad_args, ChatFormat::kDsv32).find("not valid JSON"), std::string::npos);
+    EXPECT_EQ(error_of(bad_args, ChatFormat::kDsv4), "");  // V4 keeps them as one raw parameter
 }
 
 TEST(DsmlChat, InvalidRequestsNameTheField) {
@@ -218,4 +235,28 @@ TEST(DsmlChat, InvalidRequestsNameTheField) {
                    {{{"role", "assistant"}, {"tool_calls", {{{"id", "1"}, {"function", {{"arguments", "{}"}}}}}}}}}})
             .find("messages[0].tool_calls[0].function.name: missing"),
         std::string::npos);
+}
+
+// A case file may split the conversation into an already-encoded `context` and new `messages` (how
+// DeepSeek's tests render one assistant turn): the new part is the tail of the whole prompt.
+TEST(DsmlChat, CaseContextEncodesTheTail) {
+    for (const char* file : {"v4_official_1.json", "v4_official_2.json", "v32_official_main.json"}) {
+        SCOPED_TRACE(file);
+        const ojson c = ojson::parse(read_file(case_path(file)));
+        const std::string whole = c["expected_prompt"].get<std::string>();
+        ojson split = c;
+        const size_t n = c["messages"].size();
+        split["context"] = ojson(std::vector<ojson>(c["messages"].begin(), c["messages"].begin() + (n - 1)));
+        split["messages"] = ojson::array({c["messages"][n - 1]});
+        ojson head = c;
+        head["messages"] = split["context"];
+        const auto in_head = chat_input_from_case(head);
+        const std::string prefix = encode_chat(in_head.messages, in_head.options);
+        const auto in = chat_input_from_case(split);
+        ASSERT_EQ(in.context.size(), n - 1 + (c["messages"][0]["role"] == "system" ? 0 : 1));
+        const std::string tail = encode_chat(in.messages, in.options, in.context);
+        ASSERT_LT(prefix.size(), whole.size());
+        EXPECT_EQ(whole.substr(0, prefix.size()), prefix);
+        EXPECT_EQ(tail, whole.substr(prefix.size()));
+    }
 }

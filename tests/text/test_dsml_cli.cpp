@@ -66,6 +66,17 @@ TEST(DsmlCli, ParsePrintsTheMessageOrTheError) {
     EXPECT_EQ(ojson::parse(run("text parse --lenient " + bad).out)["reasoning_content"], "I am still thinking about");
 }
 
+TEST(DsmlCli, EncodeChatTakesAnOpenAIRequest) {
+    const ojson c = ojson::parse(read_file(case_path("v32_official_main.json")));
+    const ojson req = {{"messages", c["messages"]}, {"tools", c["tools"]}, {"thinking", {{"type", "enabled"}}}};
+    const std::string path = ::testing::TempDir() + "dsml_cli_request.json";
+    std::ofstream(path) << req.dump();
+    const CliRun r = run("text encode-chat --openai " + path + " --format dsv32");
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.out, c["expected_prompt"].get<std::string>());
+    EXPECT_NE(run("text encode-chat --openai " + path + " --format dsv9").status, 0);
+}
+
 TEST(DsmlCli, BadInputFailsWithAnError) {
     EXPECT_NE(run("text encode-chat /nonexistent/case.json").status, 0);
     EXPECT_NE(run("text encode-chat " + case_path("v4_parse_chat_plain.json")).status, 0);  // wrong kind
