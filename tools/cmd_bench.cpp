@@ -164,15 +164,24 @@ int run(int argc, char** argv) {
             return argv[++i];
         };
         auto num = [&]() -> int { return parse_list(val(), a).at(0); };
-        if (a == "--model") dir = val();
-        else if (a == "--prompt") prompt = num();
-        else if (a == "--decode") decode = num();
-        else if (a == "--context") context = num();
-        else if (a == "--batch") batches = parse_list(val(), a);
-        else if (a == "--bw-mb") bw_mb = size_t(num());
-        else if (a == "--threads") threads = num();
-        else if (a == "--no-quant-sim") mo.quant_sim = false;
-        else if (a == "--no-warm") warm = false;
+        if (a == "--model")
+            dir = val();
+        else if (a == "--prompt")
+            prompt = num();
+        else if (a == "--decode")
+            decode = num();
+        else if (a == "--context")
+            context = num();
+        else if (a == "--batch")
+            batches = parse_list(val(), a);
+        else if (a == "--bw-mb")
+            bw_mb = size_t(num());
+        else if (a == "--threads")
+            threads = num();
+        else if (a == "--no-quant-sim")
+            mo.quant_sim = false;
+        else if (a == "--no-warm")
+            warm = false;
         else if (a == "--help" || a == "-h") {
             usage();
             return 0;
@@ -302,16 +311,18 @@ int run(int argc, char** argv) {
         std::printf("decode         batch %d: %d steps, %.3f s/step, %.2f tokens/s\n", B, decode, total / decode, tps);
         if (B > 1) {
             double gbs = step_bytes[B] / (total / decode) / 1e9;
-            std::printf("               ~%s of weights per step (uniform routing) = %.2f GB/s, %.1f%% of the read "
-                        "bandwidth\n",
-                        human_bytes(step_bytes[B]).c_str(), gbs, 100.0 * gbs / bw.read_gbs);
+            std::printf(
+                "               ~%s of weights per step (uniform routing) = %.2f GB/s, %.1f%% of the read "
+                "bandwidth\n",
+                human_bytes(step_bytes[B]).c_str(), gbs, 100.0 * gbs / bw.read_gbs);
         }
     }
     Rss rss = read_rss();
 
-    std::printf("weights read   %s per decoded token (batch 1: non-expert weights, shared expert, top-%d routed\n"
-                "               experts per layer, one embedding row, the head; MTP not run)\n",
-                human_bytes(double(per_token)).c_str(), cfg.n_activated_experts);
+    std::printf(
+        "weights read   %s per decoded token (batch 1: non-expert weights, shared expert, top-%d routed\n"
+        "               experts per layer, one embedding row, the head; MTP not run)\n",
+        human_bytes(double(per_token)).c_str(), cfg.n_activated_experts);
     if (tps_b1 > 0) {
         double gbs = double(per_token) * tps_b1 / 1e9;
         std::printf("decode traffic %.2f GB/s at batch 1 = %.1f%% of the measured read bandwidth (%.2f GB/s)\n", gbs,
@@ -320,10 +331,10 @@ int run(int argc, char** argv) {
                     bw.read_gbs * 1e9 / double(per_token));
     }
     const uint64_t bar = sum.bytes_total + (1ull << 30);
-    std::printf("memory         VmHWM %s%s, VmRSS %s (anonymous %s, mmapped files %s)\n",
-                human_bytes(double(rss.hwm)).c_str(), hwm_ok ? " (peak since decoding began)" : " (peak of the whole run)",
-                human_bytes(double(rss.rss)).c_str(), human_bytes(double(rss.anon)).c_str(),
-                human_bytes(double(rss.file)).c_str());
+    std::printf(
+        "memory         VmHWM %s%s, VmRSS %s (anonymous %s, mmapped files %s)\n", human_bytes(double(rss.hwm)).c_str(),
+        hwm_ok ? " (peak since decoding began)" : " (peak of the whole run)", human_bytes(double(rss.rss)).c_str(),
+        human_bytes(double(rss.anon)).c_str(), human_bytes(double(rss.file)).c_str());
     std::printf("bar            peak %s %s checkpoint %s + 1 GiB = %s (resident checkpoint pages count in RSS)\n",
                 human_bytes(double(rss.hwm)).c_str(), rss.hwm <= bar ? "under" : "OVER",
                 human_bytes(double(sum.bytes_total)).c_str(), human_bytes(double(bar)).c_str());

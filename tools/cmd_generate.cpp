@@ -108,7 +108,10 @@ int generate_main(int argc, char** argv) {
     }
     if (have_text) {
         if (tok) {
-            prompt = tok->encode(text);
+            // A text prompt starts a document: BOS first, as the chat encoder and training do.
+            if (tok->bos_id() >= 0) prompt.push_back(tok->bos_id());
+            std::vector<int32_t> ids = tok->encode(text);
+            prompt.insert(prompt.end(), ids.begin(), ids.end());
         } else {
             std::fprintf(stderr,
                          "note: %s has no tokenizer.json; the prompt's bytes are used as token ids (byte mod %lld) "
@@ -129,7 +132,7 @@ int generate_main(int argc, char** argv) {
     std::unique_ptr<dsinfer::text::IncrementalDetokenizer> detok;
     if (tok) detok = std::make_unique<dsinfer::text::IncrementalDetokenizer>(*tok);
     if (tok) {
-        std::printf("%s", tok->decode(prompt).c_str());
+        std::printf("%s", tok->decode(prompt, /*skip_special=*/true).c_str());
     } else {
         std::printf("prompt:");
         for (int32_t t : prompt) std::printf(" %d", t);
@@ -158,6 +161,7 @@ int generate_main(int argc, char** argv) {
     const double prefill_s = stats.prefill_s;
     const double decode_s = stats.decode_s;
     std::printf("\n");
+    std::fflush(stdout);
     if (speculative && stats.drafts > 0)
         std::fprintf(stderr, "speculative: %lld of %lld drafts accepted (%.0f%%), %lld main-model steps\n",
                      (long long)stats.accepted, (long long)stats.drafts,

@@ -23,13 +23,16 @@ std::string ratios_str(const ModelConfig& c) {
     s += "]";
     if (c.n_mtp_layers) {
         s += " + MTP [";
-        for (int m = 0; m < c.n_mtp_layers; ++m) s += (m ? ", " : "") + std::to_string(c.compress_ratio(c.n_layers + m));
+        for (int m = 0; m < c.n_mtp_layers; ++m)
+            s += (m ? ", " : "") + std::to_string(c.compress_ratio(c.n_layers + m));
         s += "]";
     }
     return s;
 }
 
-const char* expert_name(ExpertDType e) { return e == ExpertDType::FP4 ? "fp4" : "fp8"; }
+const char* expert_name(ExpertDType e) {
+    return e == ExpertDType::FP4 ? "fp4" : "fp8";
+}
 
 void usage() {
     std::fprintf(stderr,
@@ -46,8 +49,10 @@ int run(int argc, char** argv) {
     uint64_t context = 65536;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        if (a == "--json") as_json = true;
-        else if (a == "--config-only") config_only = true;
+        if (a == "--json")
+            as_json = true;
+        else if (a == "--config-only")
+            config_only = true;
         else if (a == "--context" && i + 1 < argc) {
             try {
                 context = std::stoull(argv[++i]);
@@ -95,9 +100,7 @@ int run(int argc, char** argv) {
         int r = cfg.compress_ratio(l);
         (r == 0 ? n_window : r == 4 ? n_r4 : n_r128)++;
     }
-    auto kv_at = [&](uint64_t fixed, uint64_t per_1k, uint64_t tokens) {
-        return fixed + per_1k * tokens / 1024;
-    };
+    auto kv_at = [&](uint64_t fixed, uint64_t per_1k, uint64_t tokens) { return fixed + per_1k * tokens / 1024; };
 
     if (as_json) {
         json j;
@@ -128,8 +131,9 @@ int run(int argc, char** argv) {
         json scales = json::object();
         for (auto& [d, n] : sum.scale_dtypes) scales[std::string(dtype_name(d))] = n;
         j["formats"] = {{"expert_dtype", expert_name(sum.expert_dtype)},
-                        {"expert_dtype_source", config_only ? "assumed"
-                                                : sum.expert_dtype_from_config ? "config" : "tensors"},
+                        {"expert_dtype_source", config_only                    ? "assumed"
+                                                : sum.expert_dtype_from_config ? "config"
+                                                                               : "tensors"},
                         {"scale_dtypes", scales},
                         {"scale_fmt", cfg.scale_fmt_ue8m0 ? json("ue8m0") : json(nullptr)}};
         j["parameters"] = {{"total", sum.params_total},
@@ -169,16 +173,20 @@ int run(int argc, char** argv) {
     std::printf("  attention    %d heads x %d (rope %d), q_lora %d, %d output groups x o_lora %d, window %d\n",
                 cfg.n_heads, cfg.head_dim, cfg.rope_head_dim, cfg.q_lora_rank, cfg.o_groups, cfg.o_lora_rank,
                 cfg.window_size);
-    if (n_r4) std::printf("  indexer      %d heads x %d, top-k %d\n", cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk);
+    if (n_r4)
+        std::printf("  indexer      %d heads x %d, top-k %d\n", cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk);
     std::printf("  experts      %d routed (top %d) + %d shared, inner %lld, route scale %g, swiglu limit %g\n",
                 cfg.n_routed_experts, cfg.n_activated_experts, cfg.n_shared_experts, (long long)cfg.moe_inter_dim,
                 cfg.route_scale, cfg.swiglu_limit);
     std::printf("formats\n");
-    std::printf("  experts      %s (%s)\n", sum.expert_dtype == ExpertDType::FP4 ? "FP4 e2m1, scale per 32" : "FP8 e4m3, 128x128 scales",
-                config_only ? "assumed" : sum.expert_dtype_from_config ? "expert_dtype in config.json, matches the tensors"
-                                                                      : "no expert_dtype key; detected from the tensors");
+    std::printf("  experts      %s (%s)\n",
+                sum.expert_dtype == ExpertDType::FP4 ? "FP4 e2m1, scale per 32" : "FP8 e4m3, 128x128 scales",
+                config_only                    ? "assumed"
+                : sum.expert_dtype_from_config ? "expert_dtype in config.json, matches the tensors"
+                                               : "no expert_dtype key; detected from the tensors");
     std::string scales;
-    for (auto& [d, n] : sum.scale_dtypes) scales += (scales.empty() ? "" : ", ") + std::string(dtype_name(d)) + " x" + std::to_string(n);
+    for (auto& [d, n] : sum.scale_dtypes)
+        scales += (scales.empty() ? "" : ", ") + std::string(dtype_name(d)) + " x" + std::to_string(n);
     std::printf("  scales       %s\n", scales.c_str());
     std::printf("  scale_fmt    %s\n", cfg.scale_fmt_ue8m0 ? "ue8m0 (activation scales rounded up to powers of two)"
                                                            : "absent (activation scales amax/448)");
@@ -197,17 +205,19 @@ int run(int argc, char** argv) {
         std::printf("  %-18s %12s  %5.1f%%\n", tensor_kind_name(k).c_str(), hb(b).c_str(),
                     100.0 * double(b) / double(sum.bytes_total));
     std::printf("memory\n");
-    std::printf("  weights      %s, mmapped in their stored formats (pages load on first use)\n", hb(sum.bytes_total).c_str());
+    std::printf("  weights      %s, mmapped in their stored formats (pages load on first use)\n",
+                hb(sum.bytes_total).c_str());
     std::printf("  read/token   %s of weights per decoded token (top-%d experts, shared, attention, head)\n",
                 hb(per_token).c_str(), cfg.n_activated_experts);
     std::printf("  KV cache, float32 CPU layout: %s per sequence + %s per 1024 tokens (%s at %llu tokens)\n",
-                hb(kv.f32_fixed).c_str(), hb(kv.f32_per_1k).c_str(), hb(kv_at(kv.f32_fixed, kv.f32_per_1k, context)).c_str(),
-                (unsigned long long)context);
+                hb(kv.f32_fixed).c_str(), hb(kv.f32_per_1k).c_str(),
+                hb(kv_at(kv.f32_fixed, kv.f32_per_1k, context)).c_str(), (unsigned long long)context);
     std::printf("  KV cache, packed FP8 layout:  %s per sequence + %s per 1024 tokens (%s at %llu tokens)\n",
                 hb(kv.packed_fixed).c_str(), hb(kv.packed_per_1k).c_str(),
                 hb(kv_at(kv.packed_fixed, kv.packed_per_1k, context)).c_str(), (unsigned long long)context);
-    std::printf("  (per sequence: window rings and compressor states; per 1024 tokens: compressed entries and\n"
-                "   indexer keys; MTP block included)\n");
+    std::printf(
+        "  (per sequence: window rings and compressor states; per 1024 tokens: compressed entries and\n"
+        "   indexer keys; MTP block included)\n");
     return 0;
 }
 

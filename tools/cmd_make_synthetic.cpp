@@ -90,12 +90,12 @@ struct Planned {
     TensorSpec spec;
     DType dtype;
     Fill fill;
-    float std = 1.f;       // Normal: std; NormsOne: jitter
-    float mean = 0.f;      // Normal: mean
-    int64_t fan_in = 0;    // scales: logical K of the matrix they belong to
+    float std = 1.f;            // Normal: std; NormsOne: jitter
+    float mean = 0.f;           // Normal: mean
+    int64_t fan_in = 0;         // scales: logical K of the matrix they belong to
     bool scale_jitter = false;  // F32 scales: generic (non power of two) multipliers
     size_t nbytes = 0;
-    size_t offset = 0;     // within its shard's data
+    size_t offset = 0;  // within its shard's data
     int shard = 0;
 };
 
@@ -109,9 +109,18 @@ Planned plan(const TensorSpec& spec, const ModelConfig& cfg, DType scale_dtype, 
     p.spec = spec;
     const std::string& n = spec.name;
     switch (spec.kind) {
-        case TensorKind::FP8: p.dtype = DType::F8_E4M3; p.fill = Fill::Fp8Codes; break;
-        case TensorKind::FP4: p.dtype = DType::I8; p.fill = Fill::Fp4Codes; break;
-        case TensorKind::Index: p.dtype = DType::I64; p.fill = Fill::Tid2eid; break;
+        case TensorKind::FP8:
+            p.dtype = DType::F8_E4M3;
+            p.fill = Fill::Fp8Codes;
+            break;
+        case TensorKind::FP4:
+            p.dtype = DType::I8;
+            p.fill = Fill::Fp4Codes;
+            break;
+        case TensorKind::Index:
+            p.dtype = DType::I64;
+            p.fill = Fill::Tid2eid;
+            break;
         case TensorKind::Scale: {
             const TensorSpec& w = all.at(index - 1);  // the census puts X.weight right before X.scale
             p.dtype = scale_dtype;
@@ -341,24 +350,25 @@ json like_config(const std::string& like) {
 }
 
 void usage() {
-    std::fprintf(stderr,
-                 "usage: dsinfer make-synthetic --out DIR [options]\n"
-                 "  --like tiny|flash|pro   shape of the model (default tiny: the test model's shape)\n"
-                 "  --layers N              main layers (default: the model's own); other than the model's own,\n"
-                 "                          the ratios alternate 4, 128 and min(hash layers, N/2) are hash-routed\n"
-                 "  --ratios a,b,...        compress ratio of every main layer (0, 4 or 128; the MTP block gets 0)\n"
-                 "  --hash-layers N         hash-routed layers (num_hash_layers)\n"
-                 "  --vocab N               vocab_size\n"
-                 "  --experts N             n_routed_experts (top-k shrinks to N if larger)\n"
-                 "  --mtp N                 MTP blocks (num_nextn_predict_layers, default 1)\n"
-                 "  --expert-dtype fp4|fp8  routed-expert storage (writes the expert_dtype key)\n"
-                 "  --no-expert-dtype       leave expert_dtype out of config.json (first Flash release)\n"
-                 "  --scale-dtype e8m0|f32  storage of every .scale tensor (default e8m0)\n"
-                 "  --no-scale-fmt          leave quantization_config.scale_fmt out (plain amax/448 activation scales)\n"
-                 "  --shards N              write N shards + model.safetensors.index.json\n"
-                 "  --seed S                random seed (default 1)\n"
-                 "  --threads N             generator threads (default: all)\n"
-                 "  --force                 overwrite an existing model in DIR\n");
+    std::fprintf(
+        stderr,
+        "usage: dsinfer make-synthetic --out DIR [options]\n"
+        "  --like tiny|flash|pro   shape of the model (default tiny: the test model's shape)\n"
+        "  --layers N              main layers (default: the model's own); other than the model's own,\n"
+        "                          the ratios alternate 4, 128 and min(hash layers, N/2) are hash-routed\n"
+        "  --ratios a,b,...        compress ratio of every main layer (0, 4 or 128; the MTP block gets 0)\n"
+        "  --hash-layers N         hash-routed layers (num_hash_layers)\n"
+        "  --vocab N               vocab_size\n"
+        "  --experts N             n_routed_experts (top-k shrinks to N if larger)\n"
+        "  --mtp N                 MTP blocks (num_nextn_predict_layers, default 1)\n"
+        "  --expert-dtype fp4|fp8  routed-expert storage (writes the expert_dtype key)\n"
+        "  --no-expert-dtype       leave expert_dtype out of config.json (first Flash release)\n"
+        "  --scale-dtype e8m0|f32  storage of every .scale tensor (default e8m0)\n"
+        "  --no-scale-fmt          leave quantization_config.scale_fmt out (plain amax/448 activation scales)\n"
+        "  --shards N              write N shards + model.safetensors.index.json\n"
+        "  --seed S                random seed (default 1)\n"
+        "  --threads N             generator threads (default: all)\n"
+        "  --force                 overwrite an existing model in DIR\n");
 }
 
 int run(int argc, char** argv) {
@@ -384,22 +394,38 @@ int run(int argc, char** argv) {
                 throw Error(a + " needs a non-negative integer (got '" + v + "')");
             }
         };
-        if (a == "--like") like = val();
-        else if (a == "--out") out = val();
-        else if (a == "--layers") layers = int(num());
-        else if (a == "--ratios") ratios_flag = val();
-        else if (a == "--hash-layers") hash_layers = int(num());
-        else if (a == "--vocab") vocab = num();
-        else if (a == "--experts") experts = num();
-        else if (a == "--mtp") mtp = int(num());
-        else if (a == "--expert-dtype") expert_dtype_flag = val();
-        else if (a == "--no-expert-dtype") no_expert_dtype = true;
-        else if (a == "--scale-dtype") scale_flag = val();
-        else if (a == "--no-scale-fmt") no_scale_fmt = true;
-        else if (a == "--shards") shards = int(num());
-        else if (a == "--seed") seed = uint64_t(num());
-        else if (a == "--threads") threads = int(num());
-        else if (a == "--force") force = true;
+        if (a == "--like")
+            like = val();
+        else if (a == "--out")
+            out = val();
+        else if (a == "--layers")
+            layers = int(num());
+        else if (a == "--ratios")
+            ratios_flag = val();
+        else if (a == "--hash-layers")
+            hash_layers = int(num());
+        else if (a == "--vocab")
+            vocab = num();
+        else if (a == "--experts")
+            experts = num();
+        else if (a == "--mtp")
+            mtp = int(num());
+        else if (a == "--expert-dtype")
+            expert_dtype_flag = val();
+        else if (a == "--no-expert-dtype")
+            no_expert_dtype = true;
+        else if (a == "--scale-dtype")
+            scale_flag = val();
+        else if (a == "--no-scale-fmt")
+            no_scale_fmt = true;
+        else if (a == "--shards")
+            shards = int(num());
+        else if (a == "--seed")
+            seed = uint64_t(num());
+        else if (a == "--threads")
+            threads = int(num());
+        else if (a == "--force")
+            force = true;
         else if (a == "--help" || a == "-h") {
             usage();
             return 0;
@@ -437,7 +463,8 @@ int run(int argc, char** argv) {
             pos = comma + 1;
         }
         if (layers > 0 && int(r.size()) != layers)
-            throw Error("--ratios has " + std::to_string(r.size()) + " entries but --layers is " + std::to_string(layers));
+            throw Error("--ratios has " + std::to_string(r.size()) + " entries but --layers is " +
+                        std::to_string(layers));
         layers = int(r.size());
         c["num_hidden_layers"] = layers;
         c["num_hash_layers"] = std::min(c["num_hash_layers"].get<int>(), layers / 2);
@@ -470,7 +497,7 @@ int run(int argc, char** argv) {
 
     const std::string config_path = (fs::path(out) / "config.json").string();
     ModelConfig cfg = parse_model_config(c, config_path + " (to be written)");
-    ExpertDType experts_fmt = expert_dtype_flag == "fp8" ? ExpertDType::FP8
+    ExpertDType experts_fmt = expert_dtype_flag == "fp8"   ? ExpertDType::FP8
                               : expert_dtype_flag == "fp4" ? ExpertDType::FP4
                                                            : cfg.expert_dtype;
     std::vector<TensorSpec> census = checkpoint_census(cfg, experts_fmt);
@@ -498,16 +525,16 @@ int run(int argc, char** argv) {
     }
 
     fs::create_directories(out);
-    if (!force && (fs::exists(fs::path(out) / "model.safetensors") ||
-                   fs::exists(fs::path(out) / "model.safetensors.index.json")))
+    if (!force &&
+        (fs::exists(fs::path(out) / "model.safetensors") || fs::exists(fs::path(out) / "model.safetensors.index.json")))
         throw Error(out + ": already holds a model (use --force to overwrite)");
     for (auto& e : fs::directory_iterator(out))
         if (e.path().extension() == ".safetensors" || e.path().filename() == "model.safetensors.index.json")
             fs::remove(e.path());
     auto space = fs::space(out);
     if (space.available < total + (64u << 20))
-        throw Error(out + ": needs " + human_bytes(double(total)) + " but only " + human_bytes(double(space.available)) +
-                    " are free");
+        throw Error(out + ": needs " + human_bytes(double(total)) + " but only " +
+                    human_bytes(double(space.available)) + " are free");
 
     {
         std::ofstream f(config_path);
@@ -520,7 +547,8 @@ int run(int argc, char** argv) {
     std::vector<uint8_t> fp8_table(65536), fp4_table(65536);
     for (size_t i = 0; i < 65536; ++i) {
         fp8_table[i] = f32_to_e4m3(kFp8CodeStd * nt.z[i]);
-        uint8_t lo = f32_to_e2m1(kFp4CodeStd * nt.z[i]), hi = f32_to_e2m1(kFp4CodeStd * nt.z[(i * 40503u + 1) & 0xffff]);
+        uint8_t lo = f32_to_e2m1(kFp4CodeStd * nt.z[i]),
+                hi = f32_to_e2m1(kFp4CodeStd * nt.z[(i * 40503u + 1) & 0xffff]);
         fp4_table[i] = uint8_t(lo | (hi << 4));
     }
 

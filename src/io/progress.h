@@ -8,7 +8,7 @@
 namespace dsinfer {
 
 class ProgressLine {
-public:
+  public:
     // what: the verb shown before each step ("loading", "writing"). force: show even if stderr is
     // not a terminal.
     explicit ProgressLine(std::string what, bool force = false);
@@ -19,7 +19,7 @@ public:
     // A Checkpoint::open progress callback; user must point to a ProgressLine.
     static void checkpoint_callback(size_t done, size_t total, const std::string& path, void* user);
 
-private:
+  private:
     std::string what_;
     bool enabled_;
     double start_;

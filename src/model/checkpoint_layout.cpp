@@ -17,7 +17,9 @@ const std::vector<DType> kFloat32 = {DType::F32, DType::BF16};
 const std::vector<DType> kScale = {DType::F8_E8M0, DType::F32};
 const std::vector<DType> kIndex = {DType::I64, DType::I32};
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
 
 struct CensusBuilder {
     const ModelConfig& c;
@@ -36,8 +38,12 @@ struct CensusBuilder {
         s.expert = expert;
         out.push_back(std::move(s));
     }
-    void flt(const std::string& name, std::vector<int64_t> shape) { add(name, kFloat, std::move(shape), TensorKind::Float); }
-    void f32(const std::string& name, std::vector<int64_t> shape) { add(name, kFloat32, std::move(shape), TensorKind::Float); }
+    void flt(const std::string& name, std::vector<int64_t> shape) {
+        add(name, kFloat, std::move(shape), TensorKind::Float);
+    }
+    void f32(const std::string& name, std::vector<int64_t> shape) {
+        add(name, kFloat32, std::move(shape), TensorKind::Float);
+    }
     // FP8 e4m3 [n, k] with 128x128 block scales (§2.3).
     void fp8(const std::string& prefix, int64_t n, int64_t k) {
         add(prefix + ".weight", {DType::F8_E4M3}, {n, k}, TensorKind::FP8);
@@ -190,20 +196,28 @@ int64_t TensorSpec::logical_params() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     switch (kind) {
-        case TensorKind::FP4: return 2 * n;
+        case TensorKind::FP4:
+            return 2 * n;
         case TensorKind::Scale:
-        case TensorKind::Index: return 0;
-        default: return n;
+        case TensorKind::Index:
+            return 0;
+        default:
+            return n;
     }
 }
 
 std::string tensor_kind_name(TensorKind k) {
     switch (k) {
-        case TensorKind::Float: return "float (BF16/F32)";
-        case TensorKind::FP8: return "FP8 e4m3";
-        case TensorKind::FP4: return "FP4 e2m1 (packed)";
-        case TensorKind::Scale: return "scales";
-        case TensorKind::Index: return "tid2eid";
+        case TensorKind::Float:
+            return "float (BF16/F32)";
+        case TensorKind::FP8:
+            return "FP8 e4m3";
+        case TensorKind::FP4:
+            return "FP4 e2m1 (packed)";
+        case TensorKind::Scale:
+            return "scales";
+        case TensorKind::Index:
+            return "tid2eid";
     }
     return "?";
 }
@@ -365,7 +379,9 @@ std::vector<float> read_f32(const TensorInfo& t) {
     size_t n = size_t(t.numel());
     std::vector<float> out(n);
     switch (t.dtype) {
-        case DType::F32: std::memcpy(out.data(), t.data, n * 4); break;
+        case DType::F32:
+            std::memcpy(out.data(), t.data, n * 4);
+            break;
         case DType::BF16:
             for (size_t i = 0; i < n; ++i) {
                 uint16_t h;

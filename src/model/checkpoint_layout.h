@@ -17,20 +17,20 @@ namespace dsinfer {
 
 // What a tensor is, for counting and for messages.
 enum class TensorKind : uint8_t {
-    Float,     // BF16 or F32 storage (norms, embed, head, gate, compressors, hc_*, sinks, ape, ...)
-    FP8,       // e4m3 matrix with 128x128 block scales
-    FP4,       // packed e2m1 matrix (I8 [N, K/2]) with a scale per 32 along K
-    Scale,     // E8M0 or F32 scale of an FP8/FP4 matrix
-    Index,     // tid2eid (I64 or I32)
+    Float,  // BF16 or F32 storage (norms, embed, head, gate, compressors, hc_*, sinks, ape, ...)
+    FP8,    // e4m3 matrix with 128x128 block scales
+    FP4,    // packed e2m1 matrix (I8 [N, K/2]) with a scale per 32 along K
+    Scale,  // E8M0 or F32 scale of an FP8/FP4 matrix
+    Index,  // tid2eid (I64 or I32)
 };
 
 struct TensorSpec {
     std::string name;
-    std::vector<DType> dtypes;     // allowed storage dtypes; the first is the published one
-    std::vector<int64_t> shape;    // stored shape
+    std::vector<DType> dtypes;   // allowed storage dtypes; the first is the published one
+    std::vector<int64_t> shape;  // stored shape
     TensorKind kind = TensorKind::Float;
-    int block = -1;                // -1 global; 0..n_layers-1 main layers; n_layers + i for mtp.i
-    int expert = -1;               // routed expert index, -1 otherwise
+    int block = -1;                  // -1 global; 0..n_layers-1 main layers; n_layers + i for mtp.i
+    int expert = -1;                 // routed expert index, -1 otherwise
     int64_t logical_params() const;  // FP4: 2 per stored byte; scales and tid2eid: 0
 };
 
@@ -46,14 +46,14 @@ ExpertDType detect_expert_dtype(const ModelConfig& cfg, const Checkpoint& ck);
 // Everything the census and the tensors say about a checkpoint.
 struct CheckpointSummary {
     ExpertDType expert_dtype = ExpertDType::FP4;
-    bool expert_dtype_from_config = false;  // false: detected from the tensors
+    bool expert_dtype_from_config = false;   // false: detected from the tensors
     std::map<DType, uint64_t> scale_dtypes;  // scale dtype -> number of scale tensors
     size_t n_tensors = 0;
-    uint64_t params_total = 0;        // logical weights (FP4 counts 2 per byte), scales excluded
-    uint64_t params_main = 0;         // without the MTP block(s)
-    uint64_t params_active = 0;       // per token of the main model: all but routed experts, plus top-k of them
+    uint64_t params_total = 0;   // logical weights (FP4 counts 2 per byte), scales excluded
+    uint64_t params_main = 0;    // without the MTP block(s)
+    uint64_t params_active = 0;  // per token of the main model: all but routed experts, plus top-k of them
     uint64_t params_mtp = 0;
-    uint64_t bytes_total = 0;         // bytes of tensor data
+    uint64_t bytes_total = 0;  // bytes of tensor data
     std::map<DType, uint64_t> bytes_by_dtype;
     std::map<TensorKind, uint64_t> bytes_by_kind;
 };
@@ -71,8 +71,8 @@ CheckpointSummary census_summary(const ModelConfig& cfg, ExpertDType experts, DT
 struct KvMemory {
     // Float32 layout of the CPU engine: window ring [window, head_dim], compressed entries
     // [n, head_dim], indexer keys [n, index_head_dim], compressor states (kv, score) f32.
-    uint64_t f32_fixed = 0;     // per sequence, independent of length (window rings, compressor states)
-    uint64_t f32_per_1k = 0;    // per 1024 tokens of context (compressed entries, indexer keys)
+    uint64_t f32_fixed = 0;   // per sequence, independent of length (window rings, compressor states)
+    uint64_t f32_per_1k = 0;  // per 1024 tokens of context (compressed entries, indexer keys)
     // Packed layout (vLLM-style GPU cache): 584 B per KV vector (448 FP8 + 64 BF16 rope + 7 UE8M0 scales
     // + 1 pad, for head_dim 512), indexer keys FP8 + one f32 scale; compressor state f32.
     uint64_t packed_fixed = 0;

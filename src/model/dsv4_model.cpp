@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "cpu/cpu_ops.h"
 #include "io/progress.h"
+#include "model/checkpoint_layout.h"
 #include "model/compressor.h"
 
 namespace dsinfer {
@@ -112,6 +113,9 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
     if (opts.threads > 0) omp_set_num_threads(opts.threads);
     ProgressLine progress("loading");  // shows per-shard progress on a terminal only
     m->ckpt_ = Checkpoint::open(dir, &ProgressLine::checkpoint_callback, &progress);
+    // The census names every missing, unexpected, mis-shaped or mis-typed tensor with its file, from
+    // the headers alone, before any weight is bound.
+    validate_checkpoint(m->cfg_, *m->ckpt_);
     m->w_ = bind_dsv4_weights(*m->ckpt_, m->cfg_);
     m->be_ = &ops::cpu_backend();
     const ModelConfig& c = m->cfg_;

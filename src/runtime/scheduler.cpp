@@ -168,16 +168,28 @@ void Scheduler::step() {
         }
     }
 
-    // 2. Running sequences, oldest first.
+    // 2. Running sequences, oldest first. Every decode gets its token: a prefill chunk (a new prompt,
+    // or a preempted sequence recomputing) only takes the budget left after one token for each
+    // decoding sequence behind it, so no prefill ever stalls a decode.
     struct Item {
         Sequence* seq;
         int64_t n;
     };
     std::vector<Item> plan;
     int64_t budget = opts_.max_batch_tokens;
+    auto decoding = [](const Sequence& s) { return (int64_t)s.tokens.size() - s.computed == 1; };
+    auto decodes_after = [&](size_t i) {
+        int64_t n = 0;
+        for (size_t j = i + 1; j < running_.size(); ++j) n += decoding(*running_[j]) ? 1 : 0;
+        return n;
+    };
     for (size_t i = 0; i < running_.size() && budget > 0;) {
         Sequence& s = *running_[i];
-        int64_t n = chunk_for(s, budget);
+        int64_t n = decoding(s) ? 1 : chunk_for(s, budget - decodes_after(i));
+        if (n <= 0) {  // a prefill with no room this step
+            ++i;
+            continue;
+        }
         bool ok = reserve(s, s.computed + n);
         while (!ok && running_.size() - 1 > i) {  // preempt the newest arrival, never an older one
             preempt(running_.size() - 1);
@@ -193,7 +205,9 @@ void Scheduler::step() {
     }
 
     // 3. Admission, strictly in arrival order: the head of the queue blocks those behind it.
-    while (budget > 0 && (int64_t)running_.size() < opts_.max_running && !waiting_.empty()) {
+    // At most one running sequence per budget token, so that all decodes always fit in a step.
+    const int64_t max_running = std::min<int64_t>(opts_.max_running, opts_.max_batch_tokens);
+    while (budget > 0 && (int64_t)running_.size() < max_running && !waiting_.empty()) {
         Sequence& s = *waiting_.front();
         if (!s.state) {
             auto hit = prefix_.lookup(s.tokens);
@@ -213,7 +227,10 @@ void Scheduler::step() {
         stats_.prefix_hit_tokens += s.computed;  // what the restored snapshot saved (0 without one)
         plan.push_back({&s, n});
         budget -= n;
-        running_.push_back(std::move(waiting_.front()));
+        // Keep running_ in arrival order (a preempted sequence coming back is older than some running).
+        auto pos = std::upper_bound(running_.begin(), running_.end(), s.arrival,
+                                    [](uint64_t a, const std::unique_ptr<Sequence>& b) { return a < b->arrival; });
+        running_.insert(pos, std::move(waiting_.front()));
         waiting_.pop_front();
     }
 

@@ -62,6 +62,18 @@ public:
         int64_t n_tokens;
     };
     const std::vector<Planned>& last_plan() const { return last_plan_; }
+    // Running sequences that are decoding (one token to feed), for tests.
+    std::vector<uint64_t> decoding_ids() const {
+        std::vector<uint64_t> ids;
+        for (auto& s : running_)
+            if ((int64_t)s->tokens.size() - s->computed == 1) ids.push_back(s->id);
+        return ids;
+    }
+    std::vector<uint64_t> running_ids() const {
+        std::vector<uint64_t> ids;
+        for (auto& s : running_) ids.push_back(s->id);
+        return ids;
+    }
 
 private:
     bool reserve(Sequence& s, int64_t n_tokens);

@@ -125,6 +125,7 @@ struct Parsed {
     bool thinking = false, parse_tools = false;
     std::vector<int32_t> prompt;
     std::string forced_prefix;  // generation text the prompt already contains (tool_choice)
+    std::function<std::unique_ptr<OutputParser>()> make_parser;  // from the codec's chat plan
 };
 
 }  // namespace
@@ -241,7 +242,7 @@ struct OpenAIServer::Impl {
 
     // ---- parsing and validation ----
     Parsed parse(const json& body, bool chat) {
-        if (!body.is_object()) throw ApiError{400, "the request body must be a JSON object"};
+        if (!body.is_object()) throw ApiError{400, "the request body must be a JSON object", "invalid_request_error", "", "invalid_type"};
         Fields f{body};
         Parsed p;
         p.chat = chat;
@@ -316,15 +317,31 @@ struct OpenAIServer::Impl {
             if (msgs->size() > opts.max_messages)
                 throw bad_field("messages", "too many messages: " + std::to_string(msgs->size()) + " (limit " +
                                                 std::to_string(opts.max_messages) + ")");
-            static const std::set<std::string> roles = {"system", "developer", "user", "assistant", "tool"};
+            static const std::set<std::string> roles = {"system", "developer", "user", "assistant", "tool", "latest_reminder"};
             for (size_t i = 0; i < msgs->size(); ++i) {
                 const json& m = (*msgs)[i];
                 std::string where = "messages[" + std::to_string(i) + "]";
                 if (!m.is_object()) throw bad_field(where, where + " must be an object", "invalid_type");
                 if (!m.contains("role") || !m["role"].is_string() || !roles.count(m["role"].get<std::string>()))
-                    throw bad_field(where + ".role", where + ".role must be one of system, developer, user, assistant, tool");
+                    throw bad_field(where + ".role", where + ".role must be one of system, developer, user, assistant, tool, latest_reminder");
                 if (m.contains("content") && !m["content"].is_null() && !m["content"].is_string() && !m["content"].is_array())
                     throw bad_field(where + ".content", where + ".content must be a string or an array", "invalid_type");
+            }
+            std::optional<ChatPlan> plan;
+            try {
+                plan = codec.plan_chat(body);  // the model's own chat encoder, when the codec has one
+                if (plan) p.prompt = codec.encode(plan->prompt, true);
+            } catch (const std::invalid_argument& e) {
+                std::string m = e.what();  // "field.path: what is wrong"
+                auto colon = m.find(": ");
+                throw bad_field(colon != std::string::npos && m.find(' ') > colon ? m.substr(0, colon) : "messages", m);
+            }
+            if (plan) {
+                p.thinking = plan->thinking;
+                p.parse_tools = plan->parse_tools;
+                p.forced_prefix = plan->forced_prefix;
+                p.make_parser = plan->make_parser;
+                return p;
             }
             ChatOptions co;
             if (auto kw = f.object("chat_template_kwargs")) {
@@ -432,7 +449,7 @@ struct OpenAIServer::Impl {
             c->stream = stream;
             c->detok = codec.detokenizer();
             if (p.chat) {
-                c->parser = codec.parser(p.thinking, p.parse_tools);
+                c->parser = p.make_parser ? p.make_parser() : codec.parser(p.thinking, p.parse_tools);
                 if (!p.forced_prefix.empty()) {
                     // The forced start opens the call (and names it when tool_choice names it).
                     c->prefix_delta = c->parser->feed(p.forced_prefix);

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -49,9 +51,22 @@ struct ChatOptions {
     nlohmann::json tools = nlohmann::json();    // null = no tools in the prompt
 };
 
+// A chat request turned into a prompt by a codec that knows the model's chat format.
+struct ChatPlan {
+    std::string prompt;         // ends with the generation prompt (and the forced start, if any)
+    std::string forced_prefix;  // text the prompt already holds of the answer; fed to the parser first
+    bool thinking = false;
+    bool parse_tools = false;
+    std::function<std::unique_ptr<OutputParser>()> make_parser;
+};
+
 class TextCodec {
 public:
     virtual ~TextCodec() = default;
+    // The whole chat request (messages, tools, tool_choice, thinking switches) to a prompt, when this
+    // codec carries the model's own chat encoder; nullopt = the server renders with render_chat.
+    // Throws std::invalid_argument naming the offending field.
+    virtual std::optional<ChatPlan> plan_chat(const nlohmann::json& request) const { return std::nullopt; }
     // Text to ids; special-token strings become their ids when allow_special.
     virtual std::vector<int32_t> encode(const std::string& text, bool allow_special) const = 0;
     // OpenAI messages to the prompt text (ending with the generation prompt); throws
@@ -74,8 +89,8 @@ constexpr int32_t kByteBos = 0, kByteEos = 1, kByteUser = 258, kByteAssistant = 
 // generation prompt <｜Assistant｜> + <think> or </think>). A stand-in for the full DSML encoder.
 std::string render_dsml_chat(const nlohmann::json& messages, const ChatOptions& opts);
 
-// A codec over a tokenizer.json (the DeepSeek tokenizer): chat rendered by render_dsml_chat,
-// special-token strings in the rendered prompt become their ids.
+// A codec over a tokenizer.json (the DeepSeek tokenizer) with DeepSeek-V4's DSML chat encoder and
+// streaming parser (src/text); special-token strings in the prompt become their ids.
 std::unique_ptr<TextCodec> make_tokenizer_codec(const std::string& tokenizer_json);
 
 // The lenient streaming parser of DSML output (reasoning until </think>, content, then a

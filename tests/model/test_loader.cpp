@@ -40,7 +40,11 @@ json flash_config() {
             {"compress_rope_theta", 160000},
             {"rope_theta", 10000},
             {"rope_scaling",
-             {{"type", "yarn"}, {"factor", 16}, {"original_max_position_embeddings", 65536}, {"beta_fast", 32}, {"beta_slow", 1}}},
+             {{"type", "yarn"},
+              {"factor", 16},
+              {"original_max_position_embeddings", 65536},
+              {"beta_fast", 32},
+              {"beta_slow", 1}}},
             {"max_position_embeddings", 1048576},
             {"index_n_heads", 64},
             {"index_head_dim", 128},
@@ -152,15 +156,14 @@ TEST(Census, FlashCountAndBytesMatchThePublishedIndex) {
     EXPECT_EQ(spec_of(census, "layers.2.ffn.gate.tid2eid").shape, (std::vector<int64_t>{129280, 6}));
     EXPECT_EQ(spec_of(census, "layers.3.attn.compressor.ape").shape, (std::vector<int64_t>{128, 512}));
     EXPECT_EQ(spec_of(census, "layers.4.attn.compressor.ape").shape, (std::vector<int64_t>{4, 1024}));
-    EXPECT_EQ(spec_of(census, "layers.4.attn.indexer.compressor.wkv.weight").shape,
-              (std::vector<int64_t>{256, 4096}));
+    EXPECT_EQ(spec_of(census, "layers.4.attn.indexer.compressor.wkv.weight").shape, (std::vector<int64_t>{256, 4096}));
     EXPECT_EQ(spec_of(census, "mtp.0.hc_head_fn").shape, (std::vector<int64_t>{4, 16384}));
     EXPECT_EQ(spec_of(census, "mtp.0.ffn.gate.bias").shape, (std::vector<int64_t>{256}));
     for (auto& s : census) {
         EXPECT_EQ(s.name.find("layers.1.attn.compressor"), std::string::npos);  // ratio 0: no compressor
         EXPECT_EQ(s.name.find("layers.3.attn.indexer"), std::string::npos);     // ratio 128: no indexer
         EXPECT_EQ(s.name.find("mtp.0.attn.compressor"), std::string::npos);
-        EXPECT_NE(s.name, "layers.3.ffn.gate.tid2eid");                          // not a hash layer
+        EXPECT_NE(s.name, "layers.3.ffn.gate.tid2eid");  // not a hash layer
         EXPECT_NE(s.name, "mtp.0.ffn.gate.tid2eid");
     }
 }
@@ -270,8 +273,8 @@ TEST(Loader, MisShapedTensor) {
         t->shape = {256, 256};
     });
     expect_error([&] { load_and_validate(tmp.str()); },
-                 {"model.safetensors", "'layers.3.attn.wq_b.weight'", "F8_E4M3 [256, 256]", "expected F8_E4M3 [512, 128]",
-                  "wrong shape"});
+                 {"model.safetensors", "'layers.3.attn.wq_b.weight'", "F8_E4M3 [256, 256]",
+                  "expected F8_E4M3 [512, 128]", "wrong shape"});
     expect_inspect_fails(tmp.str(), "layers.3.attn.wq_b.weight");
 }
 
@@ -407,14 +410,29 @@ TEST(ModelLoad, BrokenCheckpointsAreRefused) {
         std::vector<std::string> parts;
     };
     std::vector<Case> cases = {
-        {"missing", [](auto& ts) { std::erase_if(ts, [](auto& t) { return t.name == "layers.2.attn.compressor.ape"; }); },
-         nullptr, {"layers.2.attn.compressor.ape"}},
-        {"mis-shaped", [](auto& ts) { find(ts, "layers.3.attn.wq_b.weight")->shape = {256, 256}; }, nullptr,
+        {"missing",
+         [](auto& ts) { std::erase_if(ts, [](auto& t) { return t.name == "layers.2.attn.compressor.ape"; }); },
+         nullptr,
+         {"layers.2.attn.compressor.ape"}},
+        {"mis-shaped",
+         [](auto& ts) {
+             find(ts, "layers.3.attn.wq_b.weight")->shape = {256, 256};
+         },
+         nullptr,
          {"layers.3.attn.wq_b.weight", "[512, 128]"}},
-        {"wrong dtype", [](auto& ts) { find(ts, "layers.1.attn.wkv.scale")->dtype = DType::I8; }, nullptr,
+        {"wrong dtype",
+         [](auto& ts) { find(ts, "layers.1.attn.wkv.scale")->dtype = DType::I8; },
+         nullptr,
          {"layers.1.attn.wkv.scale", "I8"}},
         {"expert_dtype", nullptr, [](json& c) { c["expert_dtype"] = "fp8"; }, {"expert_dtype"}},
         {"ratios", nullptr, [](json& c) { c["compress_ratios"] = {0, 4, 128, 4}; }, {"compress_ratios"}},
+        {"unexpected",
+         [](auto& ts) {
+             OwnedTensor extra = *find(ts, "layers.2.attn.compressor.norm.weight");
+             extra.name = "layers.0.attn.compressor.norm.weight";
+             ts.push_back(extra);
+         },
+         nullptr, {"model.safetensors", "unexpected tensor 'layers.0.attn.compressor.norm.weight'"}},
     };
     for (auto& c : cases) {
         TempDir tmp("modelload");
@@ -424,7 +442,8 @@ TEST(ModelLoad, BrokenCheckpointsAreRefused) {
             ADD_FAILURE() << c.what << ": loaded";
         } catch (const Error& e) {
             std::string msg = e.what();
-            for (auto& p : c.parts) EXPECT_NE(msg.find(p), std::string::npos) << c.what << ": lacks '" << p << "': " << msg;
+            for (auto& p : c.parts)
+                EXPECT_NE(msg.find(p), std::string::npos) << c.what << ": lacks '" << p << "': " << msg;
         }
     }
 }

@@ -21,15 +21,17 @@ namespace dsinfer::testing {
 
 namespace fs = std::filesystem;
 
-inline std::string tiny_dir() { return std::string(DSINFER_TEST_DATA) + "/dsv4-tiny-flash"; }
+inline std::string tiny_dir() {
+    return std::string(DSINFER_TEST_DATA) + "/dsv4-tiny-flash";
+}
 
 // A fresh folder under the system temp dir, removed when the object dies.
 struct TempDir {
     fs::path path;
     explicit TempDir(const std::string& tag) {
         std::random_device rd;
-        path = fs::temp_directory_path() / ("dsinfer-" + tag + "-" + std::to_string(::getpid()) + "-" +
-                                            std::to_string(rd()));
+        path = fs::temp_directory_path() /
+               ("dsinfer-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
         fs::create_directories(path);
     }
     ~TempDir() {
@@ -94,7 +96,7 @@ inline OwnedTensor* find(std::vector<OwnedTensor>& ts, const std::string& name) 
 struct RunResult {
     bool exited = false;  // false: killed by a signal (a crash)
     int code = -1;
-    std::string output;   // stdout and stderr
+    std::string output;  // stdout and stderr
 };
 
 // Runs the dsinfer binary with the given arguments (shell-quoted by the caller where needed).

@@ -65,6 +65,24 @@ TEST(Scheduler, BudgetAndChunkedPrefillNeverStallDecodes) {
     EXPECT_EQ(h.results[long_id].tokens, run_alone(long_prompt, Harness::greedy(5)).tokens);
 }
 
+TEST(Scheduler, NoMoreRunningThanBudgetTokensSoEveryDecodeFits) {
+    EngineOptions o;
+    o.max_batch_tokens = 4;
+    o.prefix_caching = false;
+    Harness h(o);
+    for (int i = 0; i < 10; ++i) h.submit(make_prompt(3, 40 + i), Harness::greedy(6));
+    while (h.sched->has_work()) {
+        auto decoding = h.sched->decoding_ids();
+        h.sched->step();
+        h.drain();
+        EXPECT_LE(h.sched->stats().running, 4);
+        std::set<uint64_t> planned;
+        for (auto& p : h.sched->last_plan()) planned.insert(p.id);
+        for (uint64_t id : decoding) EXPECT_TRUE(planned.count(id)) << "decode of " << id << " stalled";
+    }
+    for (auto& [id, r] : h.results) EXPECT_EQ(r.tokens.size(), 6u);
+}
+
 TEST(Scheduler, ChunkSizeDoesNotChangeOutput) {
     auto prompt = make_prompt(257, 3);
     Result big = run_alone(prompt, Harness::greedy(20));
@@ -94,12 +112,26 @@ TEST(Scheduler, PreemptionLosesAndReordersNothing) {
     std::vector<uint64_t> ids;
     for (int i = 0; i < 6; ++i) {
         prompts.push_back(make_prompt(100 + i, 50 + i));
-        ids.push_back(h.submit(prompts.back(), Harness::greedy(80)));
+        ids.push_back(h.submit(prompts.back(), Harness::greedy(40 + 25 * i)));  // staggered ends
     }
-    h.run();
+    // Every sequence decoding at the start of a step gets its token in that step, unless the step
+    // preempts it, even while a preempted (older) sequence recomputes its prefill.
+    int steps = 0;
+    while (h.sched->has_work()) {
+        ASSERT_LT(++steps, 100000);
+        auto decoding = h.sched->decoding_ids();
+        h.sched->step();
+        h.drain();
+        auto running = h.sched->running_ids();
+        std::set<uint64_t> planned;
+        for (auto& p : h.sched->last_plan()) planned.insert(p.id);
+        for (uint64_t id : decoding)
+            if (h.results[id].finish == FinishReason::none && std::count(running.begin(), running.end(), id))
+                EXPECT_TRUE(planned.count(id)) << "decode of " << id << " stalled in step " << steps;
+    }
     EXPECT_GT(h.sched->stats().preemptions, 0);
     for (int i = 0; i < 6; ++i) {
-        EXPECT_EQ(h.results[ids[i]].tokens, run_alone(prompts[i], Harness::greedy(80)).tokens) << i;
+        EXPECT_EQ(h.results[ids[i]].tokens, run_alone(prompts[i], Harness::greedy(40 + 25 * i)).tokens) << i;
         EXPECT_EQ(h.results[ids[i]].finish, FinishReason::length);
         EXPECT_EQ(h.results[ids[i]].events_after_finish, 0);
     }

@@ -14,7 +14,7 @@ let srv, client;
 
 before(async () => {
   srv = await startServer(['--model', MODEL_DIR, '--kv-cache-gb', '0.25', '--max-batch-tokens', '512']);
-  client = new OpenAI({ baseURL: srv.base + '/v1', apiKey: 'x', maxRetries: 0, timeout: 120000 });
+  client = new OpenAI({ baseURL: srv.base + '/v1', apiKey: 'x', maxRetries: 0, timeout: 600000 });
 });
 
 after(async () => {

@@ -2,8 +2,8 @@
 // engine must read from the file, and clear errors naming the file and key.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/config.h"

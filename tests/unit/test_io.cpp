@@ -143,8 +143,8 @@ TEST(Checkpoint, ShardsWithIndex) {
     float a[2] = {1, 2}, b[3] = {3, 4, 5};
     write_safetensors(tmp / "model-00001-of-00002.safetensors", {{"a", DType::F32, {2}, a, 8}});
     write_safetensors(tmp / "model-00002-of-00002.safetensors", {{"b", DType::F32, {3}, b, 12}});
-    nlohmann::json index = {{"weight_map",
-                             {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}};
+    nlohmann::json index = {
+        {"weight_map", {{"a", "model-00001-of-00002.safetensors"}, {"b", "model-00002-of-00002.safetensors"}}}};
     { std::ofstream(tmp / "model.safetensors.index.json") << index.dump(); }
     size_t calls = 0;
     struct P {
