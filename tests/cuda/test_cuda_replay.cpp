@@ -27,15 +27,28 @@ std::unique_ptr<Dsv4Model> load(bool fp8_tensor_cores) {
     return p;
 }
 
+// The two models live until the test environment is torn down, i.e. before main() returns: device
+// memory must be released while the CUDA runtime is still up (not by static destructors at exit).
+std::unique_ptr<Dsv4Model> g_models[2];
+
 Dsv4Model& model() {
-    static std::unique_ptr<Dsv4Model> m = load(false);
-    return *m;
+    if (!g_models[0]) g_models[0] = load(false);
+    return *g_models[0];
 }
 
 Dsv4Model& model_tensor_cores() {
-    static std::unique_ptr<Dsv4Model> m = load(true);
-    return *m;
+    if (!g_models[1]) g_models[1] = load(true);
+    return *g_models[1];
 }
+
+struct ReleaseModels : ::testing::Environment {
+    void TearDown() override {
+        g_models[0].reset();
+        g_models[1].reset();
+    }
+};
+[[maybe_unused]] ::testing::Environment* const kReleaseModels =
+    ::testing::AddGlobalTestEnvironment(new ReleaseModels);
 
 const TensorMap& golden(bool noquant) {
     static TensorMap g = read_tensor_map(kDir + "/golden.safetensors");
