@@ -76,29 +76,25 @@ int chat_main(int argc, char** argv) {
             continue;
         }
         messages.push_back({{"role", "user"}, {"content", line}});
-        // The model's own chat encoder when the codec has one, else the stand-in renderer.
+        // DeepSeek-V4's chat encoder (src/text), whatever maps the text to ids.
         nlohmann::json req = {{"messages", messages}, {"chat_template_kwargs", {{"thinking", thinking}}}};
-        std::optional<dsinfer::server::ChatPlan> plan;
-        std::string prompt;
+        dsinfer::server::ChatPlan plan;
         try {
-            plan = codec->plan_chat(req);
-            dsinfer::server::ChatOptions co;
-            co.thinking = thinking;
-            prompt = plan ? plan->prompt : codec->render_chat(messages, co);
+            plan = dsinfer::server::plan_dsv4_chat(req);
         } catch (const std::invalid_argument& e) {
             std::fprintf(stderr, "dsinfer chat: %s\n", e.what());
             messages.erase(messages.end() - 1);
             continue;
         }
         dsinfer::Status st;
-        auto stream = engine->submit({codec->encode(prompt, true), sp}, &st);
+        auto stream = engine->submit({codec->encode(plan.prompt, true), sp}, &st);
         if (!stream) {
             std::fprintf(stderr, "dsinfer chat: %s\n", st.message.c_str());
             messages.erase(messages.end() - 1);
             continue;
         }
         auto detok = codec->detokenizer();
-        auto parser = plan ? plan->make_parser() : codec->parser(thinking, false);
+        auto parser = plan.make_parser();
         std::string answer;
         bool in_reasoning = false;
         auto show = [&](const dsinfer::server::ChatDelta& d) {

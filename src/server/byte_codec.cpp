@@ -1,13 +1,18 @@
-#include <stdexcept>
+// Text <-> ids byte by byte, for models without a tokenizer (see text_codec.h).
+#include <algorithm>
+#include <string>
+#include <string_view>
 
 #include "server/text_codec.h"
+#include "text/dsml.h"
 
 namespace dsinfer::server {
 namespace {
 
-const char* const kSpecials[] = {"<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"};
-const char* const kBosText = "<｜begin▁of▁sentence｜>";
-const char* const kEosText = "<｜end▁of▁sentence｜>";
+// The special tokens' strings are the DSML encoder's (text/dsml.h).
+const std::string_view kSpecials[] = {text::kUserToken, text::kAssistantToken, text::kThinkStart, text::kThinkEnd};
+const std::string_view kBosText = text::kBos;
+const std::string_view kEosText = text::kEos;
 
 class ByteDetokenizer : public Detokenizer {
 public:
@@ -36,9 +41,9 @@ public:
         return out;
     }
     static std::string text_of(int32_t id) {
-        if (id == kByteBos) return kBosText;
-        if (id == kByteEos) return kEosText;
-        if (id >= 258 && id < kByteCodecVocab) return kSpecials[id - 258];
+        if (id == kByteBos) return std::string(kBosText);
+        if (id == kByteEos) return std::string(kEosText);
+        if (id >= 258 && id < kByteCodecVocab) return std::string(kSpecials[id - 258]);
         if (id >= 2 && id < 258) return std::string(1, (char)(id - 2));
         return {};
     }
@@ -47,27 +52,6 @@ private:
     std::string pending_;
 };
 
-std::string content_text(const nlohmann::json& c, size_t i) {
-    if (c.is_null()) return {};
-    if (c.is_string()) return c.get<std::string>();
-    if (c.is_array()) {
-        std::string s;
-        for (auto& part : c) {
-            if (!part.is_object() || !part.contains("type"))
-                throw std::invalid_argument("messages[" + std::to_string(i) + "].content: parts must be objects with a type");
-            if (part["type"] == "text" && part.contains("text") && part["text"].is_string()) {
-                if (!s.empty()) s += "\n\n";
-                s += part["text"].get<std::string>();
-            } else {
-                throw std::invalid_argument("messages[" + std::to_string(i) + "].content: unsupported part type " +
-                                            part["type"].dump());
-            }
-        }
-        return s;
-    }
-    throw std::invalid_argument("messages[" + std::to_string(i) + "].content must be a string or an array of parts");
-}
-
 class ByteCodec : public TextCodec {
 public:
     std::vector<int32_t> encode(const std::string& text, bool allow_special) const override {
@@ -75,11 +59,11 @@ public:
         for (size_t i = 0; i < text.size();) {
             bool matched = false;
             if (allow_special) {
-                const std::pair<const char*, int32_t> sp[] = {{kBosText, kByteBos}, {kEosText, kByteEos},
+                const std::pair<std::string_view, int32_t> sp[] = {{kBosText, kByteBos}, {kEosText, kByteEos},
                                                               {kSpecials[0], kByteUser}, {kSpecials[1], kByteAssistant},
                                                               {kSpecials[2], kByteThink}, {kSpecials[3], kByteThinkEnd}};
                 for (auto& [s, id] : sp) {
-                    size_t n = std::char_traits<char>::length(s);
+                    size_t n = s.size();
                     if (text.compare(i, n, s) == 0) {
                         ids.push_back(id);
                         i += n;
@@ -93,14 +77,7 @@ public:
         return ids;
     }
 
-    std::string render_chat(const nlohmann::json& messages, const ChatOptions& o) const override {
-        return render_dsml_chat(messages, o);
-    }
-
     std::unique_ptr<Detokenizer> detokenizer() const override { return std::make_unique<ByteDetokenizer>(); }
-    std::unique_ptr<OutputParser> parser(bool thinking, bool parse_tools) const override {
-        return make_dsml_stream_parser(thinking, parse_tools);
-    }
     // Ids beyond the byte codec (a real model's vocabulary) have no text; logprobs name them by id.
     std::string token_text(int32_t id) const override {
         if (id < 0 || id >= kByteCodecVocab) return "<id:" + std::to_string(id) + ">";
@@ -109,54 +86,6 @@ public:
 };
 
 }  // namespace
-
-std::string render_dsml_chat(const nlohmann::json& messages, const ChatOptions& o) {
-    std::string p = kBosText;
-    bool tools_done = false;
-    auto tools_block = [&]() {
-        std::string t = "## Tools\n\nYou have access to these tools:\n";
-        for (auto& tool : o.tools) t += tool.dump() + "\n";
-        return t;
-    };
-    for (size_t i = 0; i < messages.size(); ++i) {
-        const auto& m = messages[i];
-        const std::string role = m["role"].get<std::string>();
-        if (role == "system" || role == "developer") {
-            p += content_text(m.value("content", nlohmann::json()), i);
-            if (!o.tools.is_null() && !tools_done) {
-                p += "\n\n" + tools_block();
-                tools_done = true;
-            }
-        } else if (role == "user") {
-            p += std::string(kSpecials[0]) + content_text(m.value("content", nlohmann::json()), i);
-        } else if (role == "tool") {
-            p += std::string(kSpecials[0]) + "<tool_result>" + content_text(m.value("content", nlohmann::json()), i) +
-                 "</tool_result>";
-        } else if (role == "assistant") {
-            p += std::string(kSpecials[1]) + kSpecials[3] + content_text(m.value("content", nlohmann::json()), i);
-            if (m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty()) {
-                p += "\n\n<｜DSML｜tool_calls>\n";
-                for (auto& tc : m["tool_calls"]) {
-                    const auto& f = tc.at("function");
-                    p += "<｜DSML｜invoke name=\"" + f.at("name").get<std::string>() + "\">\n";
-                    auto args = nlohmann::json::parse(f.value("arguments", std::string("{}")), nullptr, false);
-                    if (args.is_object())
-                        for (auto& [k, v] : args.items())
-                            p += "<｜DSML｜parameter name=\"" + k + "\" string=\"" + (v.is_string() ? "true" : "false") +
-                                 "\">" + (v.is_string() ? v.get<std::string>() : v.dump()) + "</｜DSML｜parameter>\n";
-                    p += "</｜DSML｜invoke>\n";
-                }
-                p += "</｜DSML｜tool_calls>";
-            }
-            p += kEosText;
-        } else {
-            throw std::invalid_argument("messages[" + std::to_string(i) + "].role '" + role + "' is not supported");
-        }
-    }
-    if (!o.tools.is_null() && !tools_done) p = std::string(kBosText) + tools_block() + p.substr(std::string(kBosText).size());
-    p += std::string(kSpecials[1]) + (o.thinking ? kSpecials[2] : kSpecials[3]);
-    return p;
-}
 
 std::unique_ptr<TextCodec> make_byte_codec() { return std::make_unique<ByteCodec>(); }
 

@@ -125,7 +125,7 @@ struct Parsed {
     bool thinking = false, parse_tools = false;
     std::vector<int32_t> prompt;
     std::string forced_prefix;  // generation text the prompt already contains (tool_choice)
-    std::function<std::unique_ptr<OutputParser>()> make_parser;  // from the codec's chat plan
+    std::function<std::unique_ptr<OutputParser>()> make_parser;  // from the chat plan
 };
 
 }  // namespace
@@ -308,7 +308,6 @@ struct OpenAIServer::Impl {
         }
         sp.logprobs = p.logprobs ? p.top_logprobs : -1;
 
-        std::string prompt_text;
         if (chat) {
             auto msgs = f.get("messages");
             if (!msgs) throw bad_field("messages", "'messages' is required", "missing_required_parameter");
@@ -327,87 +326,20 @@ struct OpenAIServer::Impl {
                 if (m.contains("content") && !m["content"].is_null() && !m["content"].is_string() && !m["content"].is_array())
                     throw bad_field(where + ".content", where + ".content must be a string or an array", "invalid_type");
             }
-            std::optional<ChatPlan> plan;
+            // DeepSeek-V4's chat encoder (src/text) turns the whole request into the prompt.
+            ChatPlan plan;
             try {
-                plan = codec.plan_chat(body);  // the model's own chat encoder, when the codec has one
-                if (plan) p.prompt = codec.encode(plan->prompt, true);
+                plan = plan_dsv4_chat(body);
+                p.prompt = codec.encode(plan.prompt, true);
             } catch (const std::invalid_argument& e) {
                 std::string m = e.what();  // "field.path: what is wrong"
                 auto colon = m.find(": ");
                 throw bad_field(colon != std::string::npos && m.find(' ') > colon ? m.substr(0, colon) : "messages", m);
             }
-            if (plan) {
-                p.thinking = plan->thinking;
-                p.parse_tools = plan->parse_tools;
-                p.forced_prefix = plan->forced_prefix;
-                p.make_parser = plan->make_parser;
-                return p;
-            }
-            ChatOptions co;
-            if (auto kw = f.object("chat_template_kwargs")) {
-                Fields kf{*kw};
-                auto th = kf.boolean("thinking");
-                if (!th) th = kf.boolean("enable_thinking");
-                co.thinking = th.value_or(false);
-            }
-            if (auto eff = f.string("reasoning_effort")) {
-                static const std::set<std::string> efforts = {"low", "medium", "high", "max"};
-                if (!efforts.count(*eff)) throw bad_field("reasoning_effort", "'reasoning_effort' must be low, medium, high or max");
-                co.reasoning_effort = *eff;
-            }
-            p.thinking = co.thinking;
-            // Tools and tool_choice.
-            std::string choice = "auto";
-            std::string named;
-            if (auto tools = f.get("tools")) {
-                if (!tools->is_array()) throw bad_field("tools", "'tools' must be an array", "invalid_type");
-                for (size_t i = 0; i < tools->size(); ++i) {
-                    const json& t = (*tools)[i];
-                    if (!t.is_object() || t.value("type", "") != "function" || !t.contains("function") ||
-                        !t["function"].is_object() || !t["function"].contains("name") || !t["function"]["name"].is_string())
-                        throw bad_field("tools[" + std::to_string(i) + "]",
-                                        "tools[" + std::to_string(i) + "] must be {\"type\": \"function\", \"function\": {\"name\": ...}}");
-                }
-                co.tools = *tools;
-            }
-            if (auto tc = f.get("tool_choice")) {
-                if (tc->is_string()) {
-                    choice = tc->get<std::string>();
-                    if (choice != "auto" && choice != "none" && choice != "required")
-                        throw bad_field("tool_choice", "'tool_choice' must be auto, none, required or a named function");
-                } else if (tc->is_object() && tc->contains("function") && (*tc)["function"].is_object() &&
-                           (*tc)["function"].contains("name") && (*tc)["function"]["name"].is_string()) {
-                    choice = "named";
-                    named = (*tc)["function"]["name"].get<std::string>();
-                } else {
-                    throw bad_field("tool_choice", "'tool_choice' must be auto, none, required or {\"type\": \"function\", \"function\": {\"name\": ...}}", "invalid_type");
-                }
-                if (choice != "none" && co.tools.is_null())
-                    throw bad_field("tool_choice", "'tool_choice' " + choice + " needs 'tools'");
-            }
-            if (choice == "named") {
-                json kept = json::array();
-                for (auto& t : co.tools)
-                    if (t["function"]["name"] == named) kept.push_back(t);
-                if (kept.empty()) throw bad_field("tool_choice", "tool_choice names '" + named + "', which is not in 'tools'");
-                co.tools = kept;
-            }
-            if (choice == "none") co.tools = json();
-            p.parse_tools = !co.tools.is_null();
-            try {
-                prompt_text = codec.render_chat(*msgs, co);
-            } catch (const std::invalid_argument& e) {
-                throw bad_field("messages", e.what());
-            } catch (const json::exception& e) {
-                throw bad_field("messages", std::string("malformed message: ") + e.what());
-            }
-            // required / named: the generation starts inside the tool-call block, so the model must call.
-            if (choice == "required" || choice == "named") {
-                p.forced_prefix = std::string(co.thinking ? "</think>" : "") + "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"";
-                if (choice == "named") p.forced_prefix += named + "\">\n";
-                prompt_text += p.forced_prefix;
-            }
-            p.prompt = codec.encode(prompt_text, true);
+            p.thinking = plan.thinking;
+            p.parse_tools = plan.parse_tools;
+            p.forced_prefix = plan.forced_prefix;
+            p.make_parser = plan.make_parser;
         } else {
             auto pr = f.get("prompt");
             if (!pr) throw bad_field("prompt", "'prompt' is required", "missing_required_parameter");
@@ -449,7 +381,7 @@ struct OpenAIServer::Impl {
             c->stream = stream;
             c->detok = codec.detokenizer();
             if (p.chat) {
-                c->parser = p.make_parser ? p.make_parser() : codec.parser(p.thinking, p.parse_tools);
+                c->parser = p.make_parser();
                 if (!p.forced_prefix.empty()) {
                     // The forced start opens the call (and names it when tool_choice names it).
                     c->prefix_delta = c->parser->feed(p.forced_prefix);

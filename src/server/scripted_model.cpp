@@ -70,6 +70,10 @@ std::unique_ptr<runtime::ModelRunner> make_scripted_model(const std::string& spe
         auto cut = reply.find("</think>");
         if (!thinking && cut != std::string::npos) reply = reply.substr(cut + 8);
         if (thinking && cut == std::string::npos) reply = "</think>" + reply;
+        // A prompt that already closed the reasoning (tool_choice forcing a call in thinking mode) skips
+        // the reply's reasoning: the reply goes on from its "</think>".
+        if (thinking && cut != std::string::npos && (int64_t)seq.size() > a + 2 && seq[a + 2] == kByteThinkEnd)
+            reply = reply.substr(cut);
         std::vector<int32_t> ids = codec->encode(reply, true);
         ids.push_back(kByteEos);
         size_t k = seq.size() - (size_t)(a + 2);

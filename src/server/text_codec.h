@@ -1,7 +1,8 @@
-// The server's view of text: chat rendering, tokenization, incremental detokenization and parsing
+// The server's view of text: chat encoding, tokenization, incremental detokenization and parsing
 // of the model's output into reasoning / content / tool calls. The server depends only on this
-// interface; the byte-level codec below serves scripted models in tests, and the DeepSeek tokenizer
-// + DSML encoder plug in behind the same interface.
+// interface. Chat encoding and output parsing are always DeepSeek-V4's (src/text: encode_chat and
+// DsmlStreamParser); codecs differ only in how text maps to token ids: the DeepSeek tokenizer, or
+// a byte-level mapping for scripted and tiny test models without one.
 #pragma once
 
 #include <cstdint>
@@ -45,13 +46,7 @@ public:
     virtual std::string flush() = 0;
 };
 
-struct ChatOptions {
-    bool thinking = false;
-    std::string reasoning_effort;               // "", "low", "medium", "high", "max"
-    nlohmann::json tools = nlohmann::json();    // null = no tools in the prompt
-};
-
-// A chat request turned into a prompt by a codec that knows the model's chat format.
+// A chat request turned into a prompt by DeepSeek-V4's chat encoder.
 struct ChatPlan {
     std::string prompt;         // ends with the generation prompt (and the forced start, if any)
     std::string forced_prefix;  // text the prompt already holds of the answer; fed to the parser first
@@ -60,41 +55,30 @@ struct ChatPlan {
     std::function<std::unique_ptr<OutputParser>()> make_parser;
 };
 
+// The whole OpenAI chat request (messages, tools, tool_choice, thinking switches, reasoning_effort)
+// to a DeepSeek-V4 prompt and a factory of streaming parsers of the answer (src/text/chat.h,
+// dsml.h, dsml_stream.h). Throws std::invalid_argument naming the offending field.
+ChatPlan plan_dsv4_chat(const nlohmann::json& request);
+
 class TextCodec {
 public:
     virtual ~TextCodec() = default;
-    // The whole chat request (messages, tools, tool_choice, thinking switches) to a prompt, when this
-    // codec carries the model's own chat encoder; nullopt = the server renders with render_chat.
-    // Throws std::invalid_argument naming the offending field.
-    virtual std::optional<ChatPlan> plan_chat(const nlohmann::json& request) const { return std::nullopt; }
     // Text to ids; special-token strings become their ids when allow_special.
     virtual std::vector<int32_t> encode(const std::string& text, bool allow_special) const = 0;
-    // OpenAI messages to the prompt text (ending with the generation prompt); throws
-    // std::invalid_argument naming the offending message.
-    virtual std::string render_chat(const nlohmann::json& messages, const ChatOptions& opts) const = 0;
     virtual std::unique_ptr<Detokenizer> detokenizer() const = 0;
-    virtual std::unique_ptr<OutputParser> parser(bool thinking, bool parse_tools) const = 0;
     virtual std::string token_text(int32_t id) const = 0;  // for logprobs (may be a partial character)
 };
 
-// The stand-in codec: ids 0 = BOS, 1 = EOS, 2..257 = bytes, then the chat special tokens
-// (<｜User｜>, <｜Assistant｜>, <think>, </think>). Renders chats in the DSML layout.
+// The byte-level codec, for models without a tokenizer (scripted test models, the tiny test model):
+// ids 0 = BOS, 1 = EOS, 2..257 = bytes, then the chat special tokens <｜User｜>, <｜Assistant｜>,
+// <think>, </think>. Every other string (DSML markup included) is spelled out byte by byte.
 std::unique_ptr<TextCodec> make_byte_codec();
 constexpr int kByteCodecVocab = 262;
 constexpr int32_t kByteBos = 0, kByteEos = 1, kByteUser = 258, kByteAssistant = 259, kByteThink = 260,
                   kByteThinkEnd = 261;
 
-// Renders OpenAI messages in the DSML layout (dsml.md §2-§6: BOS, system (+ tools), <｜User｜> turns,
-// assistant turns with DSML tool calls and EOS, tool results as <tool_result> user turns, then the
-// generation prompt <｜Assistant｜> + <think> or </think>). A stand-in for the full DSML encoder.
-std::string render_dsml_chat(const nlohmann::json& messages, const ChatOptions& opts);
-
-// A codec over a tokenizer.json (the DeepSeek tokenizer) with DeepSeek-V4's DSML chat encoder and
-// streaming parser (src/text); special-token strings in the prompt become their ids.
+// A codec over a tokenizer.json (the DeepSeek tokenizer); special-token strings in the prompt
+// become their ids.
 std::unique_ptr<TextCodec> make_tokenizer_codec(const std::string& tokenizer_json);
-
-// The lenient streaming parser of DSML output (reasoning until </think>, content, then a
-// <｜DSML｜tool_calls> block of invokes), emitting each tool call whole once its invoke closes.
-std::unique_ptr<OutputParser> make_dsml_stream_parser(bool thinking, bool parse_tools);
 
 }  // namespace dsinfer::server

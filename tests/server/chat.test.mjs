@@ -60,8 +60,12 @@ test('models and health', async () => {
   assert.equal((await h.json()).status, 'ok');
 });
 
+// DeepSeek-V4 thinks unless told not to (as DeepSeek's API); CHAT asks for chat mode, where the
+// completion is the answer alone.
+const CHAT = { chat_template_kwargs: { thinking: false } };
+
 test('chat, not streamed', async () => {
-  const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hi' }] });
+  const r = await client.chat.completions.create({ model: MODEL, ...CHAT, messages: [{ role: 'user', content: 'Hi' }] });
   assert.equal(r.object, 'chat.completion');
   assert.equal(r.choices[0].message.role, 'assistant');
   assert.equal(r.choices[0].message.content, 'Hello! I am a scripted model.');
@@ -72,7 +76,7 @@ test('chat, not streamed', async () => {
 
 test('chat, streamed, with usage', async () => {
   const s = await client.chat.completions.create({
-    model: MODEL, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'Hi' }],
+    model: MODEL, ...CHAT, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'Hi' }],
   });
   const out = await collect(s);
   assert.equal(out.content, 'Hello! I am a scripted model.');
@@ -89,6 +93,8 @@ test('thinking on: reasoning_content, streamed and not', async () => {
   assert.equal(r.choices[0].message.content, 'Hello! I am a scripted model.');
   const out = await collect(await client.chat.completions.create({ ...req, stream: true }));
   assert.equal(out.reasoning, 'Let me think.');
+  const byDefault = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hi' }] });
+  assert.equal(byDefault.choices[0].message.reasoning_content, 'Let me think.', 'V4 thinks by default');
   assert.equal(out.content, 'Hello! I am a scripted model.');
 });
 
@@ -140,8 +146,9 @@ test('tool_choice none and named', async () => {
   assert.equal(named.choices[0].finish_reason, 'tool_calls');
   assert.equal(named.choices[0].message.tool_calls[0].function.name, 'get_weather');
   assert.deepEqual(JSON.parse(named.choices[0].message.tool_calls[0].function.arguments), { city: 'Paris', days: 3 });
+  // Named, streamed, in chat mode (the request above thinks: the forced call closes the reasoning).
   const namedStream = await collect(await client.chat.completions.create({
-    model: MODEL, tools: TOOLS, stream: true, messages: [{ role: 'user', content: 'weather please' }],
+    model: MODEL, ...CHAT, tools: TOOLS, stream: true, messages: [{ role: 'user', content: 'weather please' }],
     tool_choice: { type: 'function', function: { name: 'get_weather' } },
   }));
   assert.equal(namedStream.finish, 'tool_calls');
@@ -155,16 +162,16 @@ test('tool_choice none and named', async () => {
 
 test('stop strings, max_tokens, logprobs, n', async () => {
   const messages = [{ role: 'user', content: 'Hi' }];
-  const s = await client.chat.completions.create({ model: MODEL, messages, stop: ['am a'] });
+  const s = await client.chat.completions.create({ model: MODEL, ...CHAT, messages, stop: ['am a'] });
   assert.equal(s.choices[0].message.content, 'Hello! I ');
   assert.equal(s.choices[0].finish_reason, 'stop');
-  const streamed = await collect(await client.chat.completions.create({ model: MODEL, messages, stop: 'scripted', stream: true }));
+  const streamed = await collect(await client.chat.completions.create({ model: MODEL, ...CHAT, messages, stop: 'scripted', stream: true }));
   assert.equal(streamed.content, 'Hello! I am a ');
-  const l = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 5 });
+  const l = await client.chat.completions.create({ model: MODEL, ...CHAT, messages, max_tokens: 5 });
   assert.equal(l.choices[0].message.content, 'Hello');
   assert.equal(l.choices[0].finish_reason, 'length');
   assert.equal(l.usage.completion_tokens, 5);
-  const lp = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 4, logprobs: true, top_logprobs: 2 });
+  const lp = await client.chat.completions.create({ model: MODEL, ...CHAT, messages, max_tokens: 4, logprobs: true, top_logprobs: 2 });
   const entries = lp.choices[0].logprobs.content;
   assert.equal(entries.length, 4);
   assert.equal(entries.map((e) => e.token).join(''), 'Hell');
