@@ -26,7 +26,7 @@ namespace {
 const char* kUsage =
     "usage: dsinfer serve [options]\n"
     "  --model DIR            model directory (default $DSINFER_MODEL, else models/default)\n"
-    "  --served-model-name N  the model id clients send (default: the directory's name)\n"
+    "  --served-model-name N  the model id clients send (default: the directory's name, links resolved)\n"
     "  --host H               address to bind (default 127.0.0.1; 0.0.0.0 exposes the server)\n"
     "  --port P               port (default 8000; 0 picks a free one)\n"
     "  --api-key K            require 'Authorization: Bearer K' on every route but /health\n"
@@ -106,7 +106,11 @@ int serve_main(int argc, char** argv) {
         so.model_name = served_name.empty() ? "scripted" : served_name;
     } else {
         engine = dsinfer::Engine::load(model_dir, eo);
-        so.model_name = served_name.empty() ? std::filesystem::path(model_dir).filename().string() : served_name;
+        // The folder's own name, through links (models/default -> tiny-en serves "tiny-en").
+        std::error_code ec;
+        std::filesystem::path real = std::filesystem::canonical(model_dir, ec);
+        if (ec) real = std::filesystem::path(model_dir);
+        so.model_name = served_name.empty() ? real.filename().string() : served_name;
         auto gc = std::filesystem::path(model_dir) / "generation_config.json";
         if (std::filesystem::exists(gc)) {
             std::ifstream f(gc);
