@@ -260,7 +260,7 @@ TEST_F(CudaOps, ActQuantFp4QuantHadamard) {
 
 TEST_F(CudaOps, RmsnormRope) {
     for (auto [rows, dim, weighted] : std::vector<std::tuple<int64_t, int64_t, bool>>{
-             {1, 4096, true}, {64, 512, false}, {7, 1024, true}, {300, 256, true}}) {
+             {1, 4096, true}, {64, 512, false}, {7, 1024, true}, {300, 256, true}, {3, 130, true}}) {
         auto x = randn(size_t(rows * dim), 2.f), w = randn(static_cast<size_t>(dim));
         std::vector<float> ref(x.size());
         cpu::rmsnorm(x.data(), rows, dim, weighted ? w.data() : nullptr, 1e-6f, ref.data());
