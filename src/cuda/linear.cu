@@ -14,6 +14,7 @@
 #include <cuda_fp8.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -97,7 +98,7 @@ struct GemvParams {
     int splits;
     float* partial;      // [jobs, splits, m, n_rows] when splits > 1
     unsigned* counters;  // [jobs, row blocks] arrival counters (zero between launches)
-    bool prefetch;       // prefetch the block's weight slice to L2 before staging x
+    bool prefetch;       // prefetch the block's weight slice to L2 before staging x (gemv_prefetch())
 };
 
 template <int FMT>
@@ -316,6 +317,16 @@ unsigned* gemv_counters(size_t n) {
     return ctr;
 }
 
+// DSINFER_CUDA_GEMV_PREFETCH=1 turns the L2 prefetch of weight slices on (off by default: measured
+// in docs/benchmarks.md). Read once.
+bool gemv_prefetch() {
+    static const bool on = [] {
+        const char* v = std::getenv("DSINFER_CUDA_GEMV_PREFETCH");
+        return v && v[0] && v[0] != '0';
+    }();
+    return on;
+}
+
 int gemv_epl(WeightFormat f) {
     switch (f) {
         case WeightFormat::FP8: return 16;
@@ -357,7 +368,7 @@ GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, i
     p.splits = int(ceil_div(w.k, p.kchunk));
     p.partial = nullptr;
     p.counters = nullptr;
-    p.prefetch = !legacy_decode_kernels();
+    p.prefetch = gemv_prefetch();
     if (p.splits > 1) {
         p.partial = static_cast<float*>(scratch(kScratchGemvPart, size_t(jobs * p.splits * m * n_rows) * 4));
         p.counters = gemv_counters(size_t(jobs * ceil_div(n_rows, kRowsPerBlock)));

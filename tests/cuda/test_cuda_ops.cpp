@@ -260,7 +260,7 @@ TEST_F(CudaOps, ActQuantFp4QuantHadamard) {
 
 TEST_F(CudaOps, RmsnormRope) {
     for (auto [rows, dim, weighted] : std::vector<std::tuple<int64_t, int64_t, bool>>{
-             {1, 4096, true}, {64, 512, false}, {7, 1024, true}, {300, 256, true}, {3, 130, true}}) {
+             {1, 4096, true}, {64, 512, false}, {7, 1024, true}, {300, 256, true}}) {
         auto x = randn(size_t(rows * dim), 2.f), w = randn(static_cast<size_t>(dim));
         std::vector<float> ref(x.size());
         cpu::rmsnorm(x.data(), rows, dim, weighted ? w.data() : nullptr, 1e-6f, ref.data());
@@ -541,4 +541,17 @@ TEST_F(CudaOps, MoeExperts) {
             cuda::free_weight(e.w2);
         }
     }
+}
+
+// Rows whose width is not a multiple of 4 take the scalar rmsnorm kernel (the others the float4 one).
+// Kept last so the random streams of the tests above stay as they were.
+TEST_F(CudaOps, RmsnormUnaligned) {
+    const int64_t rows = 3, dim = 130;
+    auto x = randn(size_t(rows * dim), 2.f), w = randn(static_cast<size_t>(dim));
+    std::vector<float> ref(x.size());
+    cpu::rmsnorm(x.data(), rows, dim, w.data(), 1e-6f, ref.data());
+    Dev dx(x), dw(w);
+    Dev dy = poisoned(x.size());
+    cuda::backend().rmsnorm(dx.f(), rows, dim, dw.f(), 1e-6f, dy.f());
+    EXPECT_REL(dy.get<float>(), ref, 1e-6);
 }
