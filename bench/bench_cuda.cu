@@ -383,6 +383,11 @@ int main(int argc, char** argv) {
         bench_layer_decode(1, 1024, true);
         return 0;
     }
+    if (argc > 1 && std::strcmp(argv[1], "--layer") == 0) {  // copy ceiling + the layer decode only
+        ceiling_copy();
+        bench_layer_decode(4, 1024);
+        return 0;
+    }
     ceiling_copy();
     ceiling_fp8_gemm(8192, 8192, 8192, true);
     ceiling_fp8_gemm(8192, 8192, 8192, false);

@@ -22,6 +22,10 @@ inline void check(cudaError_t e, const char* expr, const char* file, int line) {
 
 cudaStream_t cur_stream();
 
+// DSINFER_CUDA_LEGACY_DECODE=1 selects the earlier decode kernels for hc_pre's finish and rmsnorm, so
+// bench_cuda can show before/after on one card in one run. Read once.
+bool legacy_decode_kernels();
+
 // Growable device scratch buffers, one per slot (never shrunk; reallocation synchronizes).
 enum ScratchSlot : int {
     kScratchActQ = 0,     // FP8 activations for tensor-core GEMMs

@@ -1,4 +1,6 @@
 // Row-wise ops: fp4_quant, hadamard, rmsnorm, rope, embed, swiglu.
+#include <algorithm>
+
 #include "cuda/cuda_common.h"
 
 namespace dsinfer::cuda {
@@ -76,6 +78,44 @@ __device__ double block_sum_double(double s) {
     return red[0];
 }
 
+// One block per row. Decode (few rows) launches 1024 threads with float4 loads so a 4096-wide row is one
+// load per thread; the old 256-thread scalar loop left a single SM walking the row serially.
+__global__ void __launch_bounds__(1024) rmsnorm_vec4_kernel(const float* x, int64_t dim, const float* w, float eps,
+                                                            float* y) {
+    const float4* xr = reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * dim);
+    float4* yr = reinterpret_cast<float4*>(y + int64_t(blockIdx.x) * dim);
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    const int64_t n4 = dim / 4;
+    constexpr int kMaxPerThread = 4;  // dim ≤ 16384
+    float4 v[kMaxPerThread];
+    double s = 0;
+#pragma unroll
+    for (int j = 0; j < kMaxPerThread; ++j) {
+        const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+        if (i < n4) {
+            v[j] = xr[i];
+            s += double(v[j].x) * double(v[j].x);
+            s += double(v[j].y) * double(v[j].y);
+            s += double(v[j].z) * double(v[j].z);
+            s += double(v[j].w) * double(v[j].w);
+        }
+    }
+    s = block_sum_double(s);
+    const float rs = 1.f / sqrtf(float(s / double(dim)) + eps);
+#pragma unroll
+    for (int j = 0; j < kMaxPerThread; ++j) {
+        const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+        if (i < n4) {
+            float4 o{v[j].x * rs, v[j].y * rs, v[j].z * rs, v[j].w * rs};
+            if (w4) {
+                const float4 ww = w4[i];
+                o = float4{ww.x * o.x, ww.y * o.y, ww.z * o.z, ww.w * o.w};
+            }
+            yr[i] = o;
+        }
+    }
+}
+
 __global__ void rmsnorm_kernel(const float* x, int64_t dim, const float* w, float eps, float* y) {
     const float* xr = x + int64_t(blockIdx.x) * dim;
     float* yr = y + int64_t(blockIdx.x) * dim;
@@ -150,7 +190,16 @@ void hadamard(float* x, int64_t rows, int64_t n) {
 
 void rmsnorm(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y) {
     if (rows <= 0) return;
-    rmsnorm_kernel<<<unsigned(rows), 256, 0, cur_stream()>>>(x, dim, w, eps, y);
+    const bool aligned = dim % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                         reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+    if (!legacy_decode_kernels() && aligned && dim <= 4 * 4 * 1024) {
+        // Enough threads for one float4 per thread where the row allows (up to 1024), at least a warp.
+        const int64_t n4 = dim / 4;
+        const int threads = int(std::min<int64_t>(1024, std::max<int64_t>(32, (n4 + 31) / 32 * 32)));
+        rmsnorm_vec4_kernel<<<unsigned(rows), threads, 0, cur_stream()>>>(x, dim, w, eps, y);
+    } else {
+        rmsnorm_kernel<<<unsigned(rows), 256, 0, cur_stream()>>>(x, dim, w, eps, y);
+    }
     DSINFER_CUDA_LAUNCH();
 }
 

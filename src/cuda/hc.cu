@@ -11,7 +11,7 @@ constexpr int kHcThreads = 256;
 
 __device__ __forceinline__ float sigmoid_dev(float x) { return 1.f / (1.f + expf(-x)); }
 
-// §5.1 steps 3-6 for one token, same operation order as the CPU.
+// §5.1 steps 3-6 for one token on one thread; kept only as the DSINFER_CUDA_LEGACY_DECODE baseline.
 __device__ void split_sinkhorn(const float* mixes, int hc, const float* scale, const float* base, int iters,
                                float hc_eps, float* pre, float* post, float* c) {
     for (int i = 0; i < hc; ++i) pre[i] = sigmoid_dev(mixes[i] * scale[0] + base[i]) + hc_eps;
@@ -44,6 +44,46 @@ __device__ void split_sinkhorn(const float* mixes, int hc, const float* scale, c
         row_norm();
         col_norm();
     }
+}
+
+// §5.1 steps 3-6 for one token on one warp: lane j·HC + k holds c[j][k] (lanes past HC² mirror lower
+// ones). One thread doing it serially was ~30 µs: 20 Sinkhorn iterations are ~650 IEEE divisions, each
+// a dependent call of the division routine. Here a row or column normalisation is HC shuffles plus one
+// division per lane. Every sum runs in the CPU's order (s = 0, then += element 0, 1, ...) and each
+// element gets the same division, so the results are identical to the one-thread version.
+template <int HC>
+__device__ void split_sinkhorn_warp(const float* mixes, const float* scale, const float* base, int iters,
+                                    float hc_eps, float* pre, float* post, float* comb) {
+    const int lane = threadIdx.x & 31;
+    const int e = lane % (HC * HC), j = e / HC, k = e % HC;
+    if (lane < HC) {
+        pre[lane] = sigmoid_dev(mixes[lane] * scale[0] + base[lane]) + hc_eps;
+        post[lane] = 2.f * sigmoid_dev(mixes[HC + lane] * scale[1] + base[HC + lane]);
+    }
+    float c = mixes[2 * HC + e] * scale[2] + base[2 * HC + e];
+    float m = __shfl_sync(0xffffffffu, c, j * HC);
+#pragma unroll
+    for (int q = 1; q < HC; ++q) m = fmaxf(m, __shfl_sync(0xffffffffu, c, j * HC + q));
+    c = expf(c - m);
+    auto row_sum = [&] {
+        float s = 0.f;
+#pragma unroll
+        for (int q = 0; q < HC; ++q) s += __shfl_sync(0xffffffffu, c, j * HC + q);
+        return s;
+    };
+    auto col_sum = [&] {
+        float s = 0.f;
+#pragma unroll
+        for (int q = 0; q < HC; ++q) s += __shfl_sync(0xffffffffu, c, q * HC + k);
+        return s;
+    };
+    c = c / row_sum() + hc_eps;
+    c /= (col_sum() + hc_eps);
+    for (int it = 1; it < iters; ++it) {
+        c /= (row_sum() + hc_eps);
+        c /= (col_sum() + hc_eps);
+    }
+    if (lane < HC * HC) comb[lane] = c;
 }
 
 // Block-wide: sum of squares (double) and `mix` dot products fn[j]·x (float), one token per block.
@@ -97,12 +137,8 @@ __global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const float* x, int6
     const float* xi = x + t * width;
     __shared__ float mixes[MIX], pre[HC], rs;
     mixes_and_rms<MIX>(xi, width, fn, norm_eps, mixes, &rs);
-    if (threadIdx.x == 0) {
-        float c[HC * HC], po[HC];
-        split_sinkhorn(mixes, HC, scale, base, iters, hc_eps, pre, po, c);
-        for (int i = 0; i < HC; ++i) post[t * HC + i] = po[i];
-        for (int i = 0; i < HC * HC; ++i) comb[t * HC * HC + i] = c[i];
-    }
+    if (threadIdx.x < 32)
+        split_sinkhorn_warp<HC>(mixes, scale, base, iters, hc_eps, pre, post + t * HC, comb + t * HC * HC);
     __syncthreads();
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
         float s = 0.f;
@@ -181,16 +217,24 @@ template <int HC>
 __global__ void __launch_bounds__(kHcThreads) hc_finish_kernel(const float* x, int64_t d, const float* part,
                                                                const double* part_ss, const float* scale,
                                                                const float* base, int iters, float hc_eps,
-                                                               float norm_eps, float* y, float* post, float* comb) {
+                                                               float norm_eps, float* y, float* post, float* comb,
+                                                               bool legacy) {
     constexpr int MIX = (2 + HC) * HC;
     const int64_t t = blockIdx.x, width = HC * d;
     const float* xi = x + t * width;
     __shared__ float mixes[MIX], pre[HC];
     __shared__ float rs;
-    if (threadIdx.x == 0) {
+    if (legacy) {
+        if (threadIdx.x == 0) {
+            double s = 0;
+            for (int b = 0; b < kHcSplit; ++b) s += part_ss[t * kHcSplit + b];
+            rs = 1.f / sqrtf(float(s / double(width)) + norm_eps);
+        }
+    } else if (threadIdx.x < 32) {  // one warp: kHcSplit / 32 partials per lane, then a shuffle tree
         double s = 0;
-        for (int b = 0; b < kHcSplit; ++b) s += part_ss[t * kHcSplit + b];
-        rs = 1.f / sqrtf(float(s / double(width)) + norm_eps);
+        for (int b = threadIdx.x; b < kHcSplit; b += 32) s += part_ss[t * kHcSplit + b];
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (threadIdx.x == 0) rs = 1.f / sqrtf(float(s / double(width)) + norm_eps);
     }
     __syncthreads();
     if (threadIdx.x < MIX) {
@@ -199,11 +243,15 @@ __global__ void __launch_bounds__(kHcThreads) hc_finish_kernel(const float* x, i
         mixes[threadIdx.x] = s * rs;
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        float c[HC * HC], po[HC];
-        split_sinkhorn(mixes, HC, scale, base, iters, hc_eps, pre, po, c);
-        for (int i = 0; i < HC; ++i) post[t * HC + i] = po[i];
-        for (int i = 0; i < HC * HC; ++i) comb[t * HC * HC + i] = c[i];
+    if (legacy) {
+        if (threadIdx.x == 0) {
+            float c[HC * HC], po[HC];
+            split_sinkhorn(mixes, HC, scale, base, iters, hc_eps, pre, po, c);
+            for (int i = 0; i < HC; ++i) post[t * HC + i] = po[i];
+            for (int i = 0; i < HC * HC; ++i) comb[t * HC * HC + i] = c[i];
+        }
+    } else if (threadIdx.x < 32) {
+        split_sinkhorn_warp<HC>(mixes, scale, base, iters, hc_eps, pre, post + t * HC, comb + t * HC * HC);
     }
     __syncthreads();
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
@@ -240,7 +288,8 @@ void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, c
         hc_partial_kernel<kMix><<<grid, kHcThreads, 0, cur_stream()>>>(x, hc * d, fn, part, part_ss);
         DSINFER_CUDA_LAUNCH();
         hc_finish_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(x, d, part, part_ss, scale, base, iters,
-                                                                         hc_eps, norm_eps, y, post, comb);
+                                                                         hc_eps, norm_eps, y, post, comb,
+                                                                         legacy_decode_kernels());
         DSINFER_CUDA_LAUNCH();
         return;
     }

@@ -14,6 +14,7 @@
 #include <cuda_fp8.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -97,6 +98,7 @@ struct GemvParams {
     int splits;
     float* partial;      // [jobs, splits, m, n_rows] when splits > 1
     unsigned* counters;  // [jobs, row blocks] arrival counters (zero between launches)
+    bool prefetch;       // prefetch the block's weight slice to L2 before staging x (gemv_prefetch())
 };
 
 template <int FMT>
@@ -170,6 +172,20 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJo
     const int s = blockIdx.y;
     const int64_t k0 = int64_t(s) * p.kchunk, klen = min(p.kchunk, p.k - k0);
     const int64_t stride = p.kchunk / EPL;
+    if (p.prefetch) {
+        // Each block first stages its x chunk (up to 64 KB of L2 reads, behind a barrier) and only then
+        // asks HBM for weights. Asking the L2 for this warp's weight bytes first lets the HBM latency
+        // overlap the staging; the loads below then hit L2.
+        const int64_t pr0 = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5) * kRowsPerWarp;
+#pragma unroll
+        for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+            if (pr0 + rr >= p.n_rows) break;
+            const uint8_t* wr = static_cast<const uint8_t*>(job.w) +
+                                ((p.n0 + pr0 + rr) * p.k + k0) * Epl<FMT>::num / Epl<FMT>::den;
+            for (int64_t kk = int64_t(threadIdx.x & 31) * EPL; kk < klen; kk += int64_t(32) * EPL)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + kk * Epl<FMT>::num / Epl<FMT>::den));
+        }
+    }
     for (int64_t e = threadIdx.x; e < MT * p.kchunk; e += blockDim.x) {
         const int mi = int(e / p.kchunk);
         const int64_t kl = e % p.kchunk;
@@ -301,6 +317,16 @@ unsigned* gemv_counters(size_t n) {
     return ctr;
 }
 
+// DSINFER_CUDA_GEMV_PREFETCH=1 turns the L2 prefetch of weight slices on (off by default: measured
+// in docs/benchmarks.md). Read once.
+bool gemv_prefetch() {
+    static const bool on = [] {
+        const char* v = std::getenv("DSINFER_CUDA_GEMV_PREFETCH");
+        return v && v[0] && v[0] != '0';
+    }();
+    return on;
+}
+
 int gemv_epl(WeightFormat f) {
     switch (f) {
         case WeightFormat::FP8: return 16;
@@ -342,6 +368,7 @@ GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, i
     p.splits = int(ceil_div(w.k, p.kchunk));
     p.partial = nullptr;
     p.counters = nullptr;
+    p.prefetch = gemv_prefetch();
     if (p.splits > 1) {
         p.partial = static_cast<float*>(scratch(kScratchGemvPart, size_t(jobs * p.splits * m * n_rows) * 4));
         p.counters = gemv_counters(size_t(jobs * ceil_div(n_rows, kRowsPerBlock)));

@@ -1,5 +1,6 @@
 // Device, stream, scratch buffers and weight upload of the CUDA backend.
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 
@@ -43,6 +44,14 @@ cudaStream_t cur_stream() {
     return g_stream;
 }
 void* stream() { return cur_stream(); }
+
+bool legacy_decode_kernels() {
+    static const bool legacy = [] {
+        const char* v = std::getenv("DSINFER_CUDA_LEGACY_DECODE");
+        return v && v[0] && v[0] != '0';
+    }();
+    return legacy;
+}
 void set_stream(void* s) {
     std::lock_guard<std::mutex> lock(g_mutex);
     g_stream = static_cast<cudaStream_t>(s);

@@ -542,3 +542,16 @@ TEST_F(CudaOps, MoeExperts) {
         }
     }
 }
+
+// Rows whose width is not a multiple of 4 take the scalar rmsnorm kernel (the others the float4 one).
+// Kept last so the random streams of the tests above stay as they were.
+TEST_F(CudaOps, RmsnormUnaligned) {
+    const int64_t rows = 3, dim = 130;
+    auto x = randn(size_t(rows * dim), 2.f), w = randn(static_cast<size_t>(dim));
+    std::vector<float> ref(x.size());
+    cpu::rmsnorm(x.data(), rows, dim, w.data(), 1e-6f, ref.data());
+    Dev dx(x), dw(w);
+    Dev dy = poisoned(x.size());
+    cuda::backend().rmsnorm(dx.f(), rows, dim, dw.f(), 1e-6f, dy.f());
+    EXPECT_REL(dy.get<float>(), ref, 1e-6);
+}
