@@ -1,6 +1,7 @@
-// dsinfer bench: end-to-end CPU throughput of the model (prefill and decode tokens/s), the weight
-// bytes a decoded token reads, and that traffic against the machine's measured memory bandwidth.
-// A benchmark prints figures and ratios; it asserts nothing.
+// dsinfer bench: end-to-end throughput of the model (prefill and decode tokens/s), the weight bytes a
+// decoded token reads, and that traffic against the measured memory bandwidth: the host's (--device cpu)
+// or the GPU's device-to-device copy (--device cuda). A benchmark prints figures and ratios; it asserts
+// nothing.
 #include <omp.h>
 
 #include <algorithm>
@@ -22,6 +23,11 @@
 #include "io/progress.h"
 #include "model/checkpoint_layout.h"
 #include "model/dsv4_model.h"
+#include "model_device.h"
+
+#ifdef DSINFER_CUDA
+#include <cuda_runtime.h>
+#endif
 
 namespace dsinfer {
 namespace {
@@ -115,6 +121,50 @@ double warm_page_cache(const Checkpoint& ck) {
     return double(total);
 }
 
+#ifdef DSINFER_CUDA
+void cuda_check(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) throw Error(std::string("bench: ") + what + ": " + cudaGetErrorString(e));
+}
+
+// The GPU's copy bandwidth: a large device-to-device cudaMemcpy, best of several, counting bytes read
+// plus written (the same ceiling as bench_cuda's "d2d copy").
+double measure_device_copy_gbs(size_t bytes) {
+    void *a = nullptr, *b = nullptr;
+    cuda_check(cudaMalloc(&a, bytes), "cudaMalloc");
+    cuda_check(cudaMalloc(&b, bytes), "cudaMalloc");
+    cuda_check(cudaMemset(a, 1, bytes), "cudaMemset");
+    cudaEvent_t e0, e1;
+    cuda_check(cudaEventCreate(&e0), "cudaEventCreate");
+    cuda_check(cudaEventCreate(&e1), "cudaEventCreate");
+    float best_ms = 1e30f;
+    for (int rep = 0; rep < 10; ++rep) {
+        cuda_check(cudaEventRecord(e0), "cudaEventRecord");
+        cuda_check(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice), "cudaMemcpy");
+        cuda_check(cudaEventRecord(e1), "cudaEventRecord");
+        cuda_check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+        float ms = 0;
+        cuda_check(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+        if (rep > 0) best_ms = std::min(best_ms, ms);  // the first copy warms up
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * double(bytes) / (double(best_ms) * 1e-3) / 1e9;
+}
+
+std::string device_card() {
+    int dev = 0;
+    cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+    cudaDeviceProp p{};
+    cuda_check(cudaGetDeviceProperties(&p, dev), "cudaGetDeviceProperties");
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%.200s, %.1f GiB, sm_%d%d, %d SMs", p.name, double(p.totalGlobalMem) / (1ull << 30),
+                  p.major, p.minor, p.multiProcessorCount);
+    return buf;
+}
+#endif
+
 std::vector<int> parse_list(const std::string& s, const std::string& flag) {
     std::vector<int> out;
     size_t pos = 0;
@@ -135,15 +185,80 @@ std::vector<int> parse_list(const std::string& s, const std::string& flag) {
     return out;
 }
 
+// Decode with the GPU forward: one sequence prefilled with `context` tokens, copied (device state
+// included) to each of B sequences, one untimed warm-up step (scratch buffers settle), then `decode`
+// timed steps of one random token per sequence (random rather than greedy, so the copies do not route
+// alike). Prints per-sequence and aggregate tokens/s and the weight traffic of a step against the
+// device's copy bandwidth.
+template <class Tokens>
+void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vector<int>& batches, int context,
+                      int decode, std::map<int, double>& step_bytes, double copy_gbs, uint64_t per_token,
+                      Tokens&& tokens) {
+    auto base = model.new_sequence();
+    {
+        std::vector<float> logits;
+        ForwardItem it;
+        it.state = base.get();
+        const auto ids = tokens(context);
+        it.tokens = ids;
+        it.logits_out = &logits;
+        double s = now_s();
+        model.forward(std::span<ForwardItem>(&it, 1));
+        std::printf("context        %d tokens prefilled in %.3f s (%.1f tokens/s), copied to each sequence\n",
+                    context, now_s() - s, context / (now_s() - s));
+    }
+    for (int B : batches) {
+        std::vector<std::unique_ptr<SequenceState>> seqs;
+        for (int b = 0; b < B; ++b) seqs.push_back(base->clone());
+        std::vector<std::vector<int32_t>> next(static_cast<size_t>(B));
+        std::vector<std::vector<float>> logits(static_cast<size_t>(B));
+        std::vector<ForwardItem> items(static_cast<size_t>(B));
+        double total = 0;
+        for (int step = 0; step <= decode; ++step) {
+            for (int b = 0; b < B; ++b) {
+                next[size_t(b)] = tokens(1);
+                items[size_t(b)].state = seqs[size_t(b)].get();
+                items[size_t(b)].tokens = next[size_t(b)];
+                items[size_t(b)].logits_out = &logits[size_t(b)];
+            }
+            double s = now_s();
+            model.forward(items);
+            if (step > 0) total += now_s() - s;  // step 0 warms up
+        }
+        const double step_s = total / decode;
+        const double bytes = B == 1 ? double(per_token) : step_bytes[B];
+        const double gbs = bytes / step_s / 1e9;
+        std::printf("decode         batch %d, context %d: %d steps, %.3f ms/step, %.2f tokens/s per sequence, %.1f "
+                    "tokens/s in all\n",
+                    B, context, decode, step_s * 1e3, 1.0 / step_s, B / step_s);
+        std::printf("               ~%s of weights per step%s = %.1f GB/s, %.1f%% of the device copy bandwidth "
+                    "(%.0f GB/s)\n",
+                    human_bytes(bytes).c_str(), B == 1 ? "" : " (uniform routing)", gbs, 100.0 * gbs / copy_gbs,
+                    copy_gbs);
+    }
+    std::printf(
+        "weights read   %s per decoded token at batch 1 (non-expert weights, shared expert, top-%d routed experts\n"
+        "               per layer, one embedding row, the head; KV reads not counted; MTP not run)\n",
+        human_bytes(double(per_token)).c_str(), cfg.n_activated_experts);
+    std::printf("ceiling        %.1f tokens/s at batch 1 if decode were bound by weight reads at the copy bandwidth\n",
+                copy_gbs * 1e9 / double(per_token));
+}
+
 void usage() {
     std::fprintf(stderr,
-                 "usage: dsinfer bench [--model DIR] [--prompt N] [--decode N] [--batch 1,8] [--threads N]\n"
+                 "usage: dsinfer bench [--model DIR] [--device cpu|cuda] [--prompt N] [--decode N] [--batch 1,8]\n"
+                 "                     [--context N] [--threads N]\n"
                  "  --model DIR     model folder (default models/default); for real Flash layer shapes make one with\n"
                  "                  dsinfer make-synthetic --like flash --layers 2 --out DIR\n"
                  "  --prompt N      prefill length of the prefill measurement (default 32)\n"
                  "  --decode N      decode steps per batch size (default 8)\n"
                  "  --batch LIST    decode batch sizes (default 1,8)\n"
-                 "  --context N     prompt tokens of each decoding sequence (default 8)\n"
+                 "  --context N     prompt tokens of each decoding sequence (default 8); with --device cuda one\n"
+                 "                  sequence is prefilled and copied to the batch, and the decoded tokens are random\n"
+                 "                  (so the sequences route to different experts)\n"
+                 "  --device D      cpu (default) or cuda: the whole forward on the GPU, traffic set against the\n"
+                 "                  GPU's measured device-to-device copy bandwidth\n"
+                 "  --fp8-prefill   cuda: prefill GEMMs on FP8 tensor cores (default exact float32)\n"
                  "  --no-warm       do not bring the weights into the page cache first\n"
                  "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
                  "  --no-quant-sim  turn the quantization simulation off\n"
@@ -151,7 +266,8 @@ void usage() {
 }
 
 int run(int argc, char** argv) {
-    std::string dir = "models/default";
+    std::string dir = "models/default", device = "cpu";
+    bool fp8_prefill = false;
     int prompt = 32, decode = 8, context = 8, threads = 0;
     bool warm = true;
     size_t bw_mb = 1024;
@@ -180,6 +296,10 @@ int run(int argc, char** argv) {
             threads = num();
         else if (a == "--no-quant-sim")
             mo.quant_sim = false;
+        else if (a == "--device")
+            device = val();
+        else if (a == "--fp8-prefill")
+            fp8_prefill = true;
         else if (a == "--no-warm")
             warm = false;
         else if (a == "--help" || a == "-h") {
@@ -194,10 +314,28 @@ int run(int argc, char** argv) {
     mo.threads = threads;
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // figures appear as they are measured, also in a log
 
+    const bool on_gpu = device == "cuda";
+    (void)fp8_prefill;  // read only by the CUDA build
+    if (!on_gpu && device != "cpu") throw Error("--device '" + device + "': expected cpu or cuda");
+#ifndef DSINFER_CUDA
+    if (on_gpu)
+        throw Error("--device cuda: this dsinfer was built without the CUDA backend (cmake -DDSINFER_CUDA=ON)");
+#endif
     std::printf("threads        %d\n", omp_get_max_threads());
-    Bandwidth bw = measure_bandwidth(bw_mb << 20);
-    std::printf("memory bandwidth  read %.2f GB/s, copy %.2f GB/s (%zu MB buffers, %d threads)\n", bw.read_gbs,
-                bw.copy_gbs, bw_mb, omp_get_max_threads());
+    Bandwidth bw;
+    double dev_copy_gbs = 0;  // --device cuda: the GPU's d2d copy bandwidth (read + write)
+    if (!on_gpu) {
+        bw = measure_bandwidth(bw_mb << 20);
+        std::printf("memory bandwidth  read %.2f GB/s, copy %.2f GB/s (%zu MB buffers, %d threads)\n", bw.read_gbs,
+                    bw.copy_gbs, bw_mb, omp_get_max_threads());
+    }
+#ifdef DSINFER_CUDA
+    else {
+        std::printf("device         %s\n", device_card().c_str());
+        dev_copy_gbs = measure_device_copy_gbs(size_t(2) << 30);
+        std::printf("device copy    %.0f GB/s (cudaMemcpy D2D of 2 GiB, read + write, best of 9)\n", dev_copy_gbs);
+    }
+#endif
 
     // What the checkpoint is (validated against the census, headers only).
     const ModelConfig cfg = load_model_config(dir);
@@ -225,6 +363,16 @@ int run(int argc, char** argv) {
     double t0 = now_s();
     auto model = Dsv4Model::load(dir, mo);
     std::printf("load           %.2f s\n", now_s() - t0);
+#ifdef DSINFER_CUDA
+    if (on_gpu) {
+        t0 = now_s();
+        cuda::CudaModelOptions co;
+        co.fp8_tensor_cores = fp8_prefill;
+        model->set_device(cuda::make_model_device(*model, co));
+        std::printf("upload         %.2f s (weights to the GPU in stored formats; prefill GEMMs %s)\n", now_s() - t0,
+                    fp8_prefill ? "on FP8 tensor cores" : "exact float32");
+    }
+#endif
 
     std::mt19937 rng(1234);
     std::uniform_int_distribution<int32_t> tok(2, int32_t(cfg.vocab_size - 1));
@@ -271,6 +419,10 @@ int run(int argc, char** argv) {
     // of one token per sequence in one forward call.
     const bool hwm_ok = reset_hwm();
     double tps_b1 = 0;
+    if (on_gpu) {
+        decode_on_device(*model, cfg, batches, context, decode, step_bytes, dev_copy_gbs, per_token, tokens);
+        return 0;
+    }
     for (int B : batches) {
         std::vector<std::unique_ptr<SequenceState>> seqs;
         std::vector<std::vector<int32_t>> next(static_cast<size_t>(B));
@@ -344,5 +496,5 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace dsinfer
 
-DSINFER_COMMAND("bench", "CPU throughput: prefill and decode tokens/s, weight traffic vs memory bandwidth",
+DSINFER_COMMAND("bench", "throughput (cpu or cuda): prefill and decode tokens/s, weight traffic vs memory bandwidth",
                 dsinfer::run);
