@@ -12,6 +12,7 @@
 
 #include "cuda/cuda_model.h"
 #include "model/replay.h"
+#include "model/replay_check.h"
 
 using namespace dsinfer;
 
@@ -50,34 +51,11 @@ struct ReleaseModels : ::testing::Environment {
 [[maybe_unused]] ::testing::Environment* const kReleaseModels =
     ::testing::AddGlobalTestEnvironment(new ReleaseModels);
 
-const TensorMap& golden(bool noquant) {
-    static TensorMap g = read_tensor_map(kDir + "/golden.safetensors");
-    static TensorMap gn = read_tensor_map(kDir + "/golden-noquant.safetensors");
-    return noquant ? gn : g;
-}
 
 void run_and_check(bool noquant, bool layerwise, int64_t chunk, bool fp8_tensor_cores = false) {
     Dsv4Model& m = fp8_tensor_cores ? model_tensor_cores() : model();
     ASSERT_STREQ(m.device_name(), "cuda");
-    m.set_quant_sim(!noquant);
-    ReplayOptions ro;
-    ro.layerwise = layerwise;
-    ro.chunk = chunk;
-    const std::string file = kDir + (noquant ? "/golden-noquant.safetensors" : "/golden.safetensors");
-    TensorMap out = replay_cases(m, file, ro);
-    m.set_quant_sim(true);
-    auto lines = compare_outputs(golden(noquant), out, noquant, layerwise);
-    std::printf("%s", format_compare(lines).c_str());
-    int logits = 0, hidden = 0;
-    for (const auto& l : lines) {
-        EXPECT_TRUE(l.pass) << l.name << " " << l.what << " " << l.v1 << " " << l.v2 << " " << l.message;
-        if (l.what == "kl") ++logits;
-        if (l.what == "rel_l2" && l.checked) ++hidden;
-    }
-    EXPECT_EQ(logits, 5);  // long/short prefill+decode, long.mtp
-    if (layerwise) {
-        EXPECT_EQ(hidden, 8);
-    }
+    test_util::replay_and_check(m, noquant, layerwise, chunk);
 }
 
 int run(const std::string& args, std::string* out) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "model/replay.h"
+#include "model/replay_check.h"
 
 using namespace dsinfer;
 
@@ -21,33 +22,9 @@ Dsv4Model& model() {
     return *m;
 }
 
-const TensorMap& golden(bool noquant) {
-    static TensorMap g = read_tensor_map(kDir + "/golden.safetensors");
-    static TensorMap gn = read_tensor_map(kDir + "/golden-noquant.safetensors");
-    return noquant ? gn : g;
-}
 
 void run_and_check(bool noquant, bool layerwise, int64_t chunk) {
-    Dsv4Model& m = model();
-    m.set_quant_sim(!noquant);
-    ReplayOptions ro;
-    ro.layerwise = layerwise;
-    ro.chunk = chunk;
-    const std::string file = kDir + (noquant ? "/golden-noquant.safetensors" : "/golden.safetensors");
-    TensorMap out = replay_cases(m, file, ro);
-    m.set_quant_sim(true);
-    auto lines = compare_outputs(golden(noquant), out, noquant, layerwise);
-    std::printf("%s", format_compare(lines).c_str());
-    int logits = 0, hidden = 0;
-    for (const auto& l : lines) {
-        EXPECT_TRUE(l.pass) << l.name << " " << l.what << " " << l.v1 << " " << l.v2 << " " << l.message;
-        if (l.what == "kl") ++logits;
-        if (l.what == "rel_l2" && l.checked) ++hidden;
-    }
-    EXPECT_EQ(logits, 5);  // long/short prefill+decode, long.mtp
-    if (layerwise) {
-        EXPECT_EQ(hidden, 8);
-    }
+    test_util::replay_and_check(model(), noquant, layerwise, chunk);
 }
 
 }  // namespace
@@ -64,17 +41,17 @@ TEST(Replay, NoQuantChunk64) { run_and_check(true, false, 64); }
 
 // A wrong engine must fail the bars: perturbed logits are rejected.
 TEST(Replay, CompareRejectsWrongLogits) {
-    TensorMap out = golden(true);
+    TensorMap out = test_util::tiny_golden(true);
     for (auto& [name, a] : out)
         if (name == "long.prefill.logits")
             for (size_t i = 0; i < a.data.size(); i += 7) a.data[i] += 3.f;
-    auto lines = compare_outputs(golden(true), out, true, false);
+    auto lines = compare_outputs(test_util::tiny_golden(true), out, true, false);
     bool failed = false;
     for (const auto& l : lines)
         if (l.name == "long.prefill.logits") failed = !l.pass;
     EXPECT_TRUE(failed);
     out.erase("short.decode.logits");
-    lines = compare_outputs(golden(true), out, true, false);
+    lines = compare_outputs(test_util::tiny_golden(true), out, true, false);
     bool missing_failed = false;
     for (const auto& l : lines)
         if (l.name == "short.decode.logits") missing_failed = !l.pass;
