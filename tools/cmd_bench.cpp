@@ -1,9 +1,7 @@
 // dsinfer bench: end-to-end CPU throughput of the model (prefill and decode tokens/s), the weight
 // bytes a decoded token reads, and that traffic against the machine's measured memory bandwidth.
 // A benchmark prints figures and ratios; it asserts nothing.
-#include <fcntl.h>
 #include <omp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -92,32 +90,26 @@ Bandwidth measure_bandwidth(size_t bytes) {
     return bw;
 }
 
-// Reads every file of the checkpoint once (pread, not mapped: the page cache fills, this process's RSS
-// does not), so the timed runs measure compute and memory rather than the disk.
+// Touches every page of the tensors the bench runs (all but the MTP blocks, which plain decode never
+// reads) through a mapping of its own, so the page cache holds them and the timed runs measure compute
+// and memory rather than the disk. The caller drops that mapping afterwards; the model maps the same
+// pages again without I/O.
 double warm_page_cache(const Checkpoint& ck) {
-    std::vector<std::pair<std::string, size_t>> chunks;
-    constexpr size_t kChunk = 16u << 20;
-    for (auto& f : ck.files())
-        for (size_t off = 0; off < f->size(); off += kChunk) chunks.emplace_back(f->path(), off);
+    std::vector<const TensorInfo*> ts;
+    for (auto& [name, t] : ck.tensors())
+        if (name.rfind("mtp.", 0) != 0) ts.push_back(&t);
     uint64_t total = 0;
-#pragma omp parallel reduction(+ : total)
-    {
-        std::vector<char> buf(kChunk);
-        std::string open_path;
-        int fd = -1;
-#pragma omp for schedule(dynamic)
-        for (size_t i = 0; i < chunks.size(); ++i) {
-            if (chunks[i].first != open_path) {
-                if (fd >= 0) ::close(fd);
-                open_path = chunks[i].first;
-                fd = ::open(open_path.c_str(), O_RDONLY);
-            }
-            if (fd < 0) continue;
-            ssize_t n = ::pread(fd, buf.data(), kChunk, off_t(chunks[i].second));
-            if (n > 0) total += uint64_t(n);
-        }
-        if (fd >= 0) ::close(fd);
+    volatile uint8_t sink = 0;
+#pragma omp parallel for schedule(dynamic) reduction(+ : total)
+    for (size_t i = 0; i < ts.size(); ++i) {
+        const TensorInfo& t = *ts[i];
+        uint8_t acc = 0;
+        for (size_t off = 0; off < t.nbytes; off += 4096) acc ^= t.data[off];
+        if (t.nbytes) acc ^= t.data[t.nbytes - 1];
+        sink = acc;
+        total += t.nbytes;
     }
+    (void)sink;
     return double(total);
 }
 
@@ -150,7 +142,7 @@ void usage() {
                  "  --decode N      decode steps per batch size (default 8)\n"
                  "  --batch LIST    decode batch sizes (default 1,8)\n"
                  "  --context N     prompt tokens of each decoding sequence (default 8)\n"
-                 "  --no-warm       do not read the checkpoint into the page cache first\n"
+                 "  --no-warm       do not bring the weights into the page cache first\n"
                  "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
                  "  --no-quant-sim  turn the quantization simulation off\n"
                  "  --threads N     OpenMP threads (default: all)\n");
@@ -209,8 +201,8 @@ int run(int argc, char** argv) {
         if (warm) {
             double t = now_s();
             double bytes = warm_page_cache(*ck);
-            std::printf("page cache     read %s of checkpoint files in %.1f s (%.2f GB/s)\n", human_bytes(bytes).c_str(),
-                        now_s() - t, bytes / (now_s() - t) / 1e9);
+            std::printf("page cache     touched %s of weights (MTP blocks left out) in %.1f s (%.2f GB/s)\n",
+                        human_bytes(bytes).c_str(), now_s() - t, bytes / (now_s() - t) / 1e9);
         }
     }
     std::printf("model          %s: %d layers + %d MTP, hidden %lld, %d experts top-%d, %s experts, %s\n", dir.c_str(),

@@ -212,7 +212,7 @@ void rows_small(const float* x, const Weight& w, int64_t n, float* y, int64_t ld
 template <WeightFormat F>
 void linear_small(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy) {
     const int64_t work = m * (n1 - n0) * w.k;
-#pragma omp parallel for schedule(static) if (work > (1 << 18))
+#pragma omp parallel for schedule(static) if (work > (1 << 21))
     for (int64_t r = n0; r < n1; ++r) {
         float* yr = y + (r - n0);
         switch (m) {
@@ -258,7 +258,7 @@ void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, 
         return;
     }
     const int64_t npanels = (nn + kPanel - 1) / kPanel;
-#pragma omp parallel if (m * nn * k > (1 << 18))
+#pragma omp parallel if (m * nn * k > (1 << 21))
     {
         std::vector<float> buf(static_cast<size_t>(kPanel * k));
 #pragma omp for schedule(static)

@@ -28,7 +28,7 @@ inline float mean_square(const float* x, int64_t n) {
 }  // namespace
 
 void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2) {
-#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 18))
     for (int64_t r = 0; r < rows; ++r) {
         float* row = x + r * ld;
         for (int64_t b0 = 0; b0 < cols; b0 += block) {
@@ -48,7 +48,7 @@ void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, 
 
 void fp4_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block) {
     const float kMin = 6.f * std::ldexp(1.f, -126);
-#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 18))
     for (int64_t r = 0; r < rows; ++r) {
         float* row = x + r * ld;
         for (int64_t b0 = 0; b0 < cols; b0 += block) {
@@ -81,7 +81,7 @@ void hadamard(float* x, int64_t rows, int64_t n) {
 }
 
 void rmsnorm(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y) {
-#pragma omp parallel for schedule(static) if (rows * dim > 65536)
+#pragma omp parallel for schedule(static) if (rows * dim > (1 << 18))
     for (int64_t r = 0; r < rows; ++r) {
         const float* xr = x + r * dim;
         float* yr = y + r * dim;
@@ -116,7 +116,7 @@ void rope_freqs(int64_t rope_dim, double base, int64_t original_seq_len, double 
 void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const int64_t* pos, const ops::RopeFreqs& f,
           bool inverse) {
     const int64_t rd = f.rope_dim, half = rd / 2;
-#pragma omp parallel if (rows * heads * f.rope_dim > (1 << 16))
+#pragma omp parallel if (rows * heads * f.rope_dim > (1 << 18))
     {
         std::vector<float> cs(static_cast<size_t>(2 * half));
 #pragma omp for schedule(static)
@@ -178,7 +178,7 @@ void hc_split_sinkhorn(const float* mixes, int64_t hc, const float* scale, const
 void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
             int iters, float hc_eps, float norm_eps, float* y, float* post, float* comb) {
     const int64_t mix = (2 + hc) * hc, width = hc * d;
-#pragma omp parallel for schedule(static) if (t * hc * d * (2 + hc) * hc > (1 << 18))
+#pragma omp parallel for schedule(static) if (t * hc * d * (2 + hc) * hc > (1 << 21))
     for (int64_t i = 0; i < t; ++i) {
         const float* xi = x + i * width;
         const float rs = 1.f / std::sqrt(mean_square(xi, width) + norm_eps);
@@ -196,7 +196,7 @@ void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, c
 
 void hc_post(const float* f, const float* res, const float* post, const float* comb, int64_t t, int64_t hc, int64_t d,
              float* out) {
-#pragma omp parallel for schedule(static) if (t * hc * d > 65536)
+#pragma omp parallel for schedule(static) if (t * hc * d > (1 << 18))
     for (int64_t i = 0; i < t; ++i) {
         const float* fi = f + i * d;
         const float* ri = res + i * hc * d;
@@ -216,7 +216,7 @@ void hc_post(const float* f, const float* res, const float* post, const float* c
 void hc_head(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
              float hc_eps, float norm_eps, float* y) {
     const int64_t width = hc * d;
-#pragma omp parallel for schedule(static) if (t * hc * d * hc > (1 << 18))
+#pragma omp parallel for schedule(static) if (t * hc * d * hc > (1 << 21))
     for (int64_t i = 0; i < t; ++i) {
         const float* xi = x + i * width;
         const float rs = 1.f / std::sqrt(mean_square(xi, width) + norm_eps);
@@ -260,7 +260,7 @@ void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d
 
 void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys, int64_t n,
                   const int32_t* valid, float* scores) {
-#pragma omp parallel for schedule(static) collapse(2) if (t * n * h * dh > (1 << 18))
+#pragma omp parallel for schedule(static) collapse(2) if (t * n * h * dh > (1 << 21))
     for (int64_t i = 0; i < t; ++i)
         for (int64_t j = 0; j < n; ++j) {
             if (j >= valid[i]) {
@@ -296,7 +296,7 @@ void topk_torch_order(const float* s, int64_t n, int64_t k, int32_t* out) {
 }
 
 void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx) {
-#pragma omp parallel for schedule(static) if (t * n > 4096)
+#pragma omp parallel for schedule(static) if (t * n > (1 << 16))
     for (int64_t i = 0; i < t; ++i) {
         const float* s = scores + i * n;
         int32_t* o = idx + i * k;
@@ -310,7 +310,7 @@ void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64
 
 void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
                  const int32_t* idx, int64_t nk, const float* sink, float scale, float* out) {
-#pragma omp parallel if (t * h * nk * d > (1 << 18))
+#pragma omp parallel if (t * h * nk * d > (1 << 21))
     {
         std::vector<float> p(static_cast<size_t>(nk));
 #pragma omp for schedule(static) collapse(2)

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "cpu/cpu_ops.h"
+#include "io/progress.h"
 #include "model/compressor.h"
 
 namespace dsinfer {
@@ -58,7 +59,8 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
     m->cfg_ = load_model_config(dir);
     m->opts_ = opts;
     if (opts.threads > 0) omp_set_num_threads(opts.threads);
-    m->ckpt_ = Checkpoint::open(dir);
+    ProgressLine progress("loading");  // shows per-shard progress on a terminal only
+    m->ckpt_ = Checkpoint::open(dir, &ProgressLine::checkpoint_callback, &progress);
     m->w_ = bind_dsv4_weights(*m->ckpt_, m->cfg_);
     m->be_ = &ops::cpu_backend();
     const ModelConfig& c = m->cfg_;
@@ -105,7 +107,7 @@ void Dsv4Model::linear(const float* x, int64_t m, const ops::Weight& w, float* y
 void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, float* out) {
     const ModelConfig& c = cfg_;
     const ops::Backend& be = *be_;
-    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, D = c.dim, ql = c.q_lora_rank;
+    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, ql = c.q_lora_rank;
     const int64_t W = c.window_size;
     const bool quant = opts_.quant_sim, pow2 = c.scale_fmt_ue8m0;
     const float eps = float(c.norm_eps);
@@ -201,19 +203,24 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
                 for (int64_t j = 0; j < (p + 1) / bw.ratio; ++j) ix[n_win + j] = int32_t(na + j);
         }
         if (bw.ratio == 4 && n_entries > 0) {
-            // Lightning indexer (§8): score every complete entry, keep the top-k.
-            std::vector<int32_t> valid(static_cast<size_t>(T));
-            for (int64_t t = 0; t < T; ++t) valid[t] = int32_t((P + t + 1) / 4);
-            std::vector<float> scores(static_cast<size_t>(T * n_entries));
-            be.index_scores(iq.data() + b * nih * ihd, iwt.data() + b * nih, T, nih, ihd, lc.ikeys.data(), n_entries,
-                            valid.data(), scores.data());
-            std::vector<int32_t> sel(static_cast<size_t>(T * n_cmp));
-            be.topk(scores.data(), T, n_entries, valid.data(), n_cmp, sel.data());
-            for (int64_t t = 0; t < T; ++t)
-                for (int64_t j = 0; j < n_cmp; ++j) {
-                    const int32_t e = sel[t * n_cmp + j];
-                    idx[t * nk + n_win + j] = e < 0 ? -1 : int32_t(na + e);
-                }
+            // Lightning indexer (§8): score every complete entry, keep the top-k. Queries go in blocks
+            // so the score matrix stays small for long contexts.
+            constexpr int64_t kQueryBlock = 64;
+            std::vector<int32_t> valid(static_cast<size_t>(std::min(T, kQueryBlock)));
+            std::vector<float> scores(static_cast<size_t>(std::min(T, kQueryBlock) * n_entries));
+            std::vector<int32_t> sel(static_cast<size_t>(std::min(T, kQueryBlock) * n_cmp));
+            for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
+                const int64_t tb = std::min(kQueryBlock, T - t0);
+                for (int64_t t = 0; t < tb; ++t) valid[t] = int32_t((P + t0 + t + 1) / 4);
+                be.index_scores(iq.data() + (b + t0) * nih * ihd, iwt.data() + (b + t0) * nih, tb, nih, ihd,
+                                lc.ikeys.data(), n_entries, valid.data(), scores.data());
+                be.topk(scores.data(), tb, n_entries, valid.data(), n_cmp, sel.data());
+                for (int64_t t = 0; t < tb; ++t)
+                    for (int64_t j = 0; j < n_cmp; ++j) {
+                        const int32_t e = sel[t * n_cmp + j];
+                        idx[(t0 + t) * nk + n_win + j] = e < 0 ? -1 : int32_t(na + e);
+                    }
+            }
         }
         be.sparse_attn(q.data() + b * H * hd, T, H, hd, kva.data(), na, lc.ckv.data(), idx.data(), nk,
                        bw.attn_sink.get(), scale, o.data() + b * H * hd);
@@ -231,7 +238,6 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
         be.linear(tmp.data(), n, bw.wo_a, g * olr, (g + 1) * olr, u.data() + g * olr, G * olr);
     }
     linear(u.data(), n, bw.wo_b, out, true);
-    (void)D;
 }
 
 void Dsv4Model::moe(const BlockWeights& bw, Rows& rows, const float* y, float* out) {
@@ -336,7 +342,42 @@ void Dsv4Model::head_logits(const float* x, int64_t m, const float* fn, const fl
     be_->linear(h.data(), m, w_.head, 0, w_.head.n, logits, w_.head.n);
 }
 
+void Dsv4Model::emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,
+                            const float* scale, const float* base, const float* norm) {
+    const int64_t width = int64_t(cfg_.hc_mult) * cfg_.dim, V = cfg_.vocab_size;
+    int64_t total = 0;
+    for (const auto& r : reqs) total += r.count;
+    if (total == 0) return;
+    if (reqs.size() == 1) {
+        reqs[0].out->resize(static_cast<size_t>(total * V));
+        head_logits(x.data() + reqs[0].first * width, total, fn, scale, base, norm, reqs[0].out->data());
+        return;
+    }
+    std::vector<float> xs(static_cast<size_t>(total * width)), lg(static_cast<size_t>(total * V));
+    int64_t o = 0;
+    for (const auto& r : reqs) {
+        std::memcpy(xs.data() + o * width, x.data() + r.first * width, sizeof(float) * size_t(r.count * width));
+        o += r.count;
+    }
+    head_logits(xs.data(), total, fn, scale, base, norm, lg.data());
+    o = 0;
+    for (const auto& r : reqs) {
+        r.out->assign(lg.begin() + o * V, lg.begin() + (o + r.count) * V);
+        o += r.count;
+    }
+}
+
 namespace {
+template <class Item>
+void check_items(std::span<Item> items) {
+    for (size_t i = 0; i < items.size(); ++i)
+        for (size_t j = i + 1; j < items.size(); ++j)
+            if (items[i].state && items[i].state == items[j].state && !items[i].tokens.empty() &&
+                !items[j].tokens.empty())
+                throw Error("forward: items " + std::to_string(i) + " and " + std::to_string(j) +
+                            " share one sequence state (give a sequence's tokens as one item)");
+}
+
 template <class Item>
 void check_tokens(const Item& it, const ModelConfig& c) {
     if (!it.state) throw Error("forward: item without a sequence state");
@@ -349,7 +390,8 @@ void check_tokens(const Item& it, const ModelConfig& c) {
 
 void Dsv4Model::forward(std::span<ForwardItem> items) {
     const ModelConfig& c = cfg_;
-    const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
+    const int64_t D = c.dim, hc = c.hc_mult;
+    check_items(items);
     Rows rows;
     for (const auto& it : items) {
         check_tokens(it, c);
@@ -394,6 +436,7 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
     }
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
@@ -401,21 +444,20 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            it.logits_out->resize(static_cast<size_t>(m * V));
-            head_logits(x.data() + first * hc * D, m, w_.hc_head_fn.get(), w_.hc_head_scale.get(),
-                        w_.hc_head_base.get(), w_.norm.get(), it.logits_out->data());
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
         it.state->pos_ += sq.count;
     }
+    emit_logits(x, reqs, w_.hc_head_fn.get(), w_.hc_head_scale.get(), w_.hc_head_base.get(), w_.norm.get());
 }
 
 void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     const ModelConfig& c = cfg_;
     if (w_.mtp.empty()) throw Error("forward_mtp: the checkpoint has no MTP block");
     const MtpWeights& mw = w_.mtp[0];
-    const int64_t D = c.dim, hc = c.hc_mult, V = c.vocab_size;
+    const int64_t D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps);
+    check_items(items);
     Rows rows;
     rows.mtp = true;
     std::vector<float> xin;
@@ -448,18 +490,17 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     block_forward(mw.block, rows, x);
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            it.logits_out->resize(static_cast<size_t>(m * V));
-            head_logits(x.data() + first * hc * D, m, mw.hc_head_fn.get(), mw.hc_head_scale.get(),
-                        mw.hc_head_base.get(), mw.norm.get(), it.logits_out->data());
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
         it.state->mtp_pos_ += sq.count;
     }
+    emit_logits(x, reqs, mw.hc_head_fn.get(), mw.hc_head_scale.get(), mw.hc_head_base.get(), mw.norm.get());
 }
 
 }  // namespace dsinfer

@@ -19,7 +19,7 @@ namespace dsinfer {
 
 struct ModelOptions {
     bool quant_sim = true;  // false: no activation/KV/indexer quantization (weights still dequantized exactly)
-    int threads = 0;        // 0: OpenMP default
+    int threads = 0;        // 0: OpenMP default; otherwise sets the process's OpenMP thread count
 };
 
 // Streaming state of one compressor (§7.3), reference layout: [coff·ratio, coff·d] values and
@@ -85,6 +85,8 @@ public:
     void set_quant_sim(bool on) { opts_.quant_sim = on; }
     std::unique_ptr<SequenceState> new_sequence() const;
 
+    // Items must name distinct sequence states. Rows are computed independently of the other items
+    // (same results as running each alone). Throws Error on bad token ids or shared states.
     void forward(std::span<ForwardItem> items);
     void forward_mtp(std::span<MtpItem> items);
 
@@ -100,6 +102,13 @@ private:
     void linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input);
     void head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
                      const float* norm, float* logits);
+    struct LogitsRequest {
+        int64_t first, count;  // rows of the residual
+        std::vector<float>* out;
+    };
+    // All requested rows of every item through one head GEMM (the head is read once per call).
+    void emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,
+                     const float* scale, const float* base, const float* norm);
 
     ModelConfig cfg_;
     ModelOptions opts_;

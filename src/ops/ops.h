@@ -10,6 +10,10 @@
 //   model's quantization steps simulated by the *_quant ops (quantize, then dequantize).
 // - Results of a row never depend on the other rows of the same call (batch invariance): every
 //   output element is computed with the same summation order whatever m is.
+// - What is not here: the model (src/model) still does its bookkeeping on host memory — the
+//   compressor's slot updates (memcpy into the streaming state), the window-key gather, the
+//   attended-index lists, the MoE row grouping. A device backend either takes those buffers from
+//   the host per step or the model grows copy/gather entries here; the math itself is all above.
 #pragma once
 
 #include <cstdint>

@@ -42,7 +42,7 @@ bool is_white_space(uint32_t cp) {
            cp == 0x3000;
 }
 
-// Start of the first character of s[pos...] (s valid UTF-8): pos itself; of the one before pos:
+// Byte offset where the character ending just before `pos` starts (s valid UTF-8, pos > 0).
 size_t prev_char_start(std::string_view s, size_t pos) {
     do --pos;
     while (pos > 0 && (static_cast<uint8_t>(s[pos]) & 0xC0) == 0x80);
@@ -438,8 +438,11 @@ void Tokenizer::Impl::split_added(std::string_view sentence, size_t base, const 
         const AddedToken& t = added[idx];
         size_t start = mb, stop = me;
         if (t.single_word) {
-            const bool start_space = start == 0 || !is_word_char(sentence.substr(prev_char_start(sentence, start),
-                                                                                   start - prev_char_start(sentence, start)));
+            bool start_space = start == 0;
+            if (!start_space) {
+                const size_t p = prev_char_start(sentence, start);
+                start_space = !is_word_char(sentence.substr(p, start - p));
+            }
             bool stop_space = stop == sentence.size();
             if (!stop_space) {
                 size_t i = stop;
@@ -613,7 +616,11 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, const std::string& or
     return Tokenizer(build(json_text, origin, nullptr));
 }
 
-Tokenizer Tokenizer::load(const std::string& path) {
+Tokenizer Tokenizer::load(const std::string& file_or_dir) {
+    std::error_code ec;
+    const std::string path = std::filesystem::is_directory(file_or_dir, ec)
+                                 ? (std::filesystem::path(file_or_dir) / "tokenizer.json").string()
+                                 : file_or_dir;
     std::ifstream f(path, std::ios::binary);
     if (!f) throw std::runtime_error(path + ": cannot open tokenizer file");
     std::stringstream ss;

@@ -25,10 +25,10 @@ struct AddedToken {
 
 class Tokenizer {
 public:
-    // Loads a tokenizer.json. Reads bos/eos (and add_bos_token/add_eos_token) from a
+    // Loads a tokenizer.json (given a directory, its tokenizer.json). Reads bos/eos (and add_bos_token/add_eos_token) from a
     // tokenizer_config.json beside it when there is one. Throws std::runtime_error naming the file
     // and what is wrong or unsupported (model type, normalizer, pre-tokenizer, decoder...).
-    static Tokenizer load(const std::string& path);
+    static Tokenizer load(const std::string& file_or_dir);
     // Same from the JSON text; `origin` names it in errors.
     static Tokenizer from_json(std::string_view json, const std::string& origin = "tokenizer.json");
 

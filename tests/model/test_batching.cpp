@@ -168,4 +168,10 @@ TEST(Batching, RejectsBadTokens) {
     it.state = st.get();
     it.tokens = bad;
     EXPECT_THROW(m.forward(std::span<ForwardItem>(&it, 1)), std::exception);
+    std::vector<int32_t> good = {1, 2};
+    std::vector<ForwardItem> two(2);
+    two[0].state = two[1].state = st.get();
+    two[0].tokens = two[1].tokens = good;
+    EXPECT_THROW(m.forward(two), std::exception);
+    EXPECT_EQ(st->position(), 0);
 }

@@ -33,7 +33,7 @@ TEST(Cli, ReplayThenCompare) {
     const std::string out = "/tmp/dsinfer_cli_replay_" + std::to_string(::getpid()) + ".safetensors";
     std::string text;
     ASSERT_EQ(run("replay --model " + kDir + " --cases " + kDir + "/golden-noquant.safetensors --out " + out +
-                  " --no-quant-sim --chunk 64",
+                  " --no-quant-sim --chunk 64 --threads 1",
                   &text),
               0)
         << text;

@@ -65,8 +65,9 @@ std::string slurp(const std::string& path) {
     return ss.str();
 }
 
-// Runs the dsinfer binary with stdin from a file; returns the exit code, stdout in `out`.
-int run_cli(const std::string& args, const std::string& input, std::string& out) {
+// Runs the dsinfer binary with stdin from a file; returns the exit code, stdout in `out` (and
+// stderr in `err` when given).
+int run_cli(const std::string& args, const std::string& input, std::string& out, std::string* err = nullptr) {
     const auto dir = std::filesystem::temp_directory_path() /
                      ("dsinfer_tok_" + std::to_string(::getpid()) + "_" + std::to_string(std::rand()));
     std::filesystem::create_directories(dir);
@@ -76,6 +77,7 @@ int run_cli(const std::string& args, const std::string& input, std::string& out)
                             out_path.string() + " 2> " + err_path.string();
     const int rc = std::system(cmd.c_str());
     out = slurp(out_path.string());
+    if (err) *err = slurp(err_path.string());
     std::filesystem::remove_all(dir);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
@@ -414,7 +416,7 @@ TEST(Tokenizer, ReadsBosEosFromTokenizerConfig) {
     EXPECT_EQ(plain.eos_id(), -1);
     std::ofstream(dir / "tokenizer_config.json")
         << R"({"bos_token": {"content": "[BOS]"}, "eos_token": "[EOS]", "add_bos_token": true, "add_eos_token": false})";
-    Tokenizer tok = Tokenizer::load((dir / "tokenizer.json").string());
+    Tokenizer tok = Tokenizer::load(dir.string());  // a model directory works too
     EXPECT_EQ(tok.bos_id(), 256);
     EXPECT_EQ(tok.eos_id(), 257);
     EXPECT_EQ(tok.encode("a", true), (std::vector<int32_t>{256, 'a'}));
@@ -442,8 +444,11 @@ TEST(Tokenizer, CliRoundTrip) {
 }
 
 TEST(Tokenizer, CliRejectsBadInput) {
-    std::string out;
-    EXPECT_NE(run_cli("text tokenize --tokenizer " + kTokenizerPath, "[\"a\", 3]", out), 0);
+    std::string out, err;
+    EXPECT_NE(run_cli("text tokenize --tokenizer " + kTokenizerPath, "[\"a\", 3]", out, &err), 0);
+    EXPECT_NE(err.find("element 1 is not a string"), std::string::npos) << err;
+    EXPECT_NE(run_cli("text detokenize --tokenizer " + kTokenizerPath, "[[5], [1, 129280]]", out, &err), 0);
+    EXPECT_NE(err.find("element 1, id 1: 129280 is out of range"), std::string::npos) << err;
     EXPECT_NE(run_cli("text tokenize --tokenizer " + kTokenizerPath, "not json", out), 0);
     EXPECT_NE(run_cli("text tokenize --tokenizer " + kTokenizerPath, "{\"a\": 1}", out), 0);
     EXPECT_NE(run_cli("text tokenize", "[\"a\"]", out), 0);

@@ -1,6 +1,7 @@
 // Safetensors reading and writing (src/io/safetensors.h) and the progress helpers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -187,6 +188,17 @@ TEST(Checkpoint, DuplicateTensorAcrossFiles) {
     EXPECT_NE(msg.find("tensor 'a' also appears in"), std::string::npos) << msg;
     msg = error_of([&] { Checkpoint::open(tmp / "none"); });
     EXPECT_NE(msg.find("not a model folder"), std::string::npos) << msg;
+}
+
+TEST(Progress, OneLinePerStepWhenEnabled) {
+    ProgressLine on("loading", /*force=*/true);
+    ::testing::internal::CaptureStderr();
+    on.step(1, 46, "model-00001-of-00046.safetensors");
+    on.step(2, 46, "model-00002-of-00046.safetensors");
+    std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("loading 1/46 model-00001-of-00046.safetensors"), std::string::npos) << err;
+    EXPECT_NE(err.find("loading 2/46 model-00002-of-00046.safetensors"), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 2);
 }
 
 TEST(Progress, Formatting) {

@@ -1,0 +1,416 @@
+// CUDA backend benchmark: the card's measured ceilings (a large device-to-device copy; a large
+// cuBLASLt FP8 GEMM), then per-op decode (batch 1) and prefill figures at DeepSeek-V4-Flash shapes,
+// each with its bytes / FLOPs and the ratio to the ceiling, and one Flash-shape layer's decode
+// sequence (a ratio-4 layer) timed as a whole.
+//
+// Usage: bench_cuda [--quick]
+#include <cublasLt.h>
+#include <cuda_profiler_api.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_backend.h"
+
+using namespace dsinfer;
+using ops::ScaleKind;
+using ops::Weight;
+using ops::WeightFormat;
+
+#define CK(x)                                                                              \
+    do {                                                                                   \
+        cudaError_t e_ = (x);                                                              \
+        if (e_ != cudaSuccess) {                                                           \
+            std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            std::exit(1);                                                                  \
+        }                                                                                  \
+    } while (0)
+
+namespace {
+
+cudaStream_t st() { return static_cast<cudaStream_t>(cuda::stream()); }
+
+__global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed, int kind) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+        uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        uint8_t b = uint8_t(h);
+        if (kind == 1 && (b & 0x7f) == 0x7f) b ^= 1;  // e4m3 without NaN
+        if (kind == 2) b = uint8_t(120 + (h % 5));      // E8M0 scales 2^-7..2^-3
+        p[i] = b;
+    }
+}
+__global__ void fill_float(float* p, size_t n, uint32_t seed, float scale) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+        uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+        h ^= h >> 15;
+        h *= 2246822519u;
+        h ^= h >> 13;
+        p[i] = scale * (float(h & 0xffff) / 32768.f - 1.f);
+    }
+}
+
+void rand_bytes(void* p, size_t n, int kind) {
+    static uint32_t seed = 1;
+    fill_bytes<<<1024, 256, 0, st()>>>(static_cast<uint8_t*>(p), n, seed++ * 7919u, kind);
+}
+float* rand_floats(size_t n, float scale = 1.f) {
+    static uint32_t seed = 77;
+    float* p = static_cast<float*>(cuda::dmalloc(n * 4));
+    fill_float<<<1024, 256, 0, st()>>>(p, n, seed++ * 104729u, scale);
+    return p;
+}
+
+// A device weight with random contents in a stored format.
+Weight dev_weight(WeightFormat fmt, int64_t n, int64_t k) {
+    Weight w;
+    w.fmt = fmt;
+    w.n = n;
+    w.k = k;
+    size_t bytes = 0, sbytes = 0;
+    if (fmt == WeightFormat::FP8) {
+        bytes = size_t(n * k);
+        w.scale_cols = (k + 127) / 128;
+        sbytes = size_t((n + 127) / 128 * w.scale_cols);
+    } else if (fmt == WeightFormat::FP4) {
+        bytes = size_t(n * k / 2);
+        w.scale_cols = k / 32;
+        sbytes = size_t(n * w.scale_cols);
+    } else if (fmt == WeightFormat::BF16) {
+        bytes = size_t(n * k * 2);
+    } else {
+        bytes = size_t(n * k * 4);
+    }
+    void* d = cuda::dmalloc(bytes);
+    rand_bytes(d, bytes, fmt == WeightFormat::FP8 || fmt == WeightFormat::FP4 ? 1 : 0);
+    if (fmt == WeightFormat::BF16) {  // keep bf16 values small and finite: high byte from a narrow set
+        std::vector<uint16_t> h(size_t(n * k));
+        for (size_t i = 0; i < h.size(); ++i) h[i] = uint16_t(0x3c00 + (i * 37) % 512) ^ uint16_t((i & 1) << 15);
+        cuda::h2d(d, h.data(), bytes);
+    }
+    w.data = d;
+    if (sbytes) {
+        void* s = cuda::dmalloc(sbytes);
+        rand_bytes(s, sbytes, 2);
+        w.scale = s;
+        w.scale_kind = ScaleKind::E8M0;
+    }
+    return w;
+}
+size_t weight_bytes(const Weight& w) {
+    switch (w.fmt) {
+        case WeightFormat::FP8: return size_t(w.n * w.k) + size_t((w.n + 127) / 128 * w.scale_cols);
+        case WeightFormat::FP4: return size_t(w.n * w.k / 2) + size_t(w.n * w.scale_cols);
+        case WeightFormat::BF16: return size_t(w.n * w.k * 2);
+        case WeightFormat::F32: return size_t(w.n * w.k * 4);
+    }
+    return 0;
+}
+
+// Median-free simple timing: warm up, then `iters` runs between two events; ms per run.
+double time_ms(const std::function<void(int)>& fn, int iters) {
+    for (int i = 0; i < 3; ++i) fn(i);
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    CK(cudaEventRecord(a, st()));
+    for (int i = 0; i < iters; ++i) fn(i);
+    CK(cudaEventRecord(b, st()));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    CK(cudaGetLastError());
+    return double(ms) / iters;
+}
+
+double g_copy_gbs = 0, g_fp8_tflops = 0, g_fp8_block_tflops = 0;
+
+void ceiling_copy() {
+    const size_t bytes = size_t(2) << 30;
+    void* a = cuda::dmalloc(bytes);
+    void* b = cuda::dmalloc(bytes);
+    CK(cudaMemsetAsync(a, 1, bytes, st()));
+    const double ms = time_ms([&](int) { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, st())); }, 20);
+    g_copy_gbs = 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+    std::printf("ceiling  d2d copy 2 GiB: %.3f ms  -> %.0f GB/s (read + write)\n", ms, g_copy_gbs);
+    cuda::dfree(a);
+    cuda::dfree(b);
+}
+
+// Plain FP8 GEMM (tensor-wide scales) through cuBLASLt: the card's FP8 peak as cuBLAS reaches it.
+void ceiling_fp8_gemm(int64_t m, int64_t n, int64_t k, bool bf16_out) {
+    cublasLtHandle_t h;
+    cublasLtCreate(&h);
+    void* A = cuda::dmalloc(size_t(n * k));
+    void* B = cuda::dmalloc(size_t(m * k));
+    void* D = cuda::dmalloc(size_t(m * n) * 4);
+    rand_bytes(A, size_t(n * k), 1);
+    rand_bytes(B, size_t(m * k), 1);
+    float* one = rand_floats(1);
+    float onev = 1.f;
+    cuda::h2d(one, &onev, 4);
+    cublasLtMatmulDesc_t op;
+    cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    const cublasOperation_t t = CUBLAS_OP_T, nn = CUBLAS_OP_N;
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t));
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &nn, sizeof(nn));
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &one, sizeof(one));
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &one, sizeof(one));
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(n), k);
+    cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(m), k);
+    cublasLtMatrixLayoutCreate(&ld, bf16_out ? CUDA_R_16BF : CUDA_R_32F, uint64_t(n), uint64_t(m), n);
+    cublasLtMatmulPreference_t pref;
+    cublasLtMatmulPreferenceCreate(&pref);
+    size_t ws = 32u << 20;
+    void* work = cuda::dmalloc(ws);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    cublasLtMatmulHeuristicResult_t res;
+    int count = 0;
+    cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, ld, ld, pref, 1, &res, &count);
+    if (count == 0) {
+        std::printf("ceiling  cuBLASLt FP8 GEMM: no algorithm\n");
+        return;
+    }
+    const float alpha = 1.f, beta = 0.f;
+    const double ms = time_ms(
+        [&](int) {
+            cublasLtMatmul(h, op, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &res.algo, work, ws, st());
+        },
+        20);
+    const double tf = 2.0 * double(m) * double(n) * double(k) / (ms * 1e-3) / 1e12;
+    std::printf("ceiling  cuBLASLt FP8 GEMM %lldx%lldx%lld (%s out, tensor-wide scales): %.3f ms -> %.0f TFLOP/s\n",
+                (long long)m, (long long)n, (long long)k, bf16_out ? "bf16" : "f32", ms, tf);
+    if (tf > g_fp8_tflops) g_fp8_tflops = tf;
+    cuda::dfree(A);
+    cuda::dfree(B);
+    cuda::dfree(D);
+    cuda::dfree(work);
+}
+
+// Decode-shaped linear (m rows): weight copies rotate so each call streams from HBM, not L2.
+void bench_linear_decode(const char* name, WeightFormat fmt, int64_t n, int64_t k, int64_t m) {
+    const size_t wb = weight_bytes(Weight{fmt, nullptr, n, k, nullptr, ScaleKind::None, fmt == WeightFormat::FP4 ? k / 32 : (k + 127) / 128});
+    const int copies = int(std::max<size_t>(2, (size_t(400) << 20) / wb));
+    std::vector<Weight> ws;
+    for (int i = 0; i < copies; ++i) ws.push_back(dev_weight(fmt, n, k));
+    float* x = rand_floats(size_t(m * k));
+    cuda::backend().act_quant(x, m, k, k, 128, true);
+    float* y = rand_floats(size_t(m * n));
+    const double ms = time_ms([&](int i) { cuda::backend().linear(x, m, ws[size_t(i % copies)], 0, n, y, n); }, 200);
+    const double bytes = double(wb) + double(m * k * 4 + m * n * 4);
+    const double gbs = bytes / (ms * 1e-3) / 1e9;
+    std::printf("decode   %-28s m=%-3lld [%6lld x %6lld] %5.1f MB  %8.2f us  %6.0f GB/s  %5.1f%% of copy\n", name,
+                (long long)m, (long long)n, (long long)k, bytes / 1e6, ms * 1e3, gbs, 100.0 * gbs / g_copy_gbs);
+    for (auto& w : ws) cuda::free_weight(w);
+    cuda::dfree(x);
+    cuda::dfree(y);
+}
+
+void bench_linear_prefill(const char* name, WeightFormat fmt, int64_t n, int64_t k, int64_t m) {
+    Weight w = dev_weight(fmt, n, k);
+    float* x = rand_floats(size_t(m * k));
+    cuda::backend().act_quant(x, m, k, k, 128, true);
+    float* y = rand_floats(size_t(m * n));
+    const double ms = time_ms([&](int) { cuda::backend().linear(x, m, w, 0, n, y, n); }, 10);
+    const double tf = 2.0 * double(m) * double(n) * double(k) / (ms * 1e-3) / 1e12;
+    std::printf("prefill  %-28s m=%-5lld [%6lld x %6lld]  %8.3f ms  %6.0f TFLOP/s  %5.1f%% of cuBLASLt FP8 peak\n",
+                name, (long long)m, (long long)n, (long long)k, ms, tf, 100.0 * tf / g_fp8_tflops);
+    if (fmt == WeightFormat::FP8 && tf > g_fp8_block_tflops) g_fp8_block_tflops = tf;
+    cuda::free_weight(w);
+    cuda::dfree(x);
+    cuda::dfree(y);
+}
+
+// One Flash ratio-4 layer's decode (batch 1) as the model runs it, minus the CPU-side glue:
+// hc_pre, rmsnorm, wq_a, wq_b, wkv, attention over 640 keys, wo_a (8 group slices), wo_b, hc_post,
+// hc_pre, rmsnorm, gate, routing, 6 routed experts (FP4) + shared expert (FP8), hc_post.
+// `layers` distinct weight sets rotate so weights come from HBM.
+void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
+    const int64_t D = 4096, H = 64, hd = 512, ql = 1024, G = 8, olr = 1024, I = 2048, E = 256, K = 6;
+    struct L {
+        Weight wq_a, wq_b, wkv, wo_a, wo_b, gate, sw1, sw3, sw2;
+        std::vector<cuda::ExpertWeights> ex;
+        cuda::ExpertTable* table;
+        float *fn_a, *fn_f, *kv;
+    };
+    std::vector<L> ls(static_cast<size_t>(layers));
+    for (auto& l : ls) {
+        l.wq_a = dev_weight(WeightFormat::FP8, ql, D);
+        l.wq_b = dev_weight(WeightFormat::FP8, H * hd, ql);
+        l.wkv = dev_weight(WeightFormat::FP8, hd, D);
+        l.wo_a = dev_weight(WeightFormat::FP8, G * olr, H * hd / G);
+        l.wo_b = dev_weight(WeightFormat::FP8, D, G * olr);
+        l.gate = dev_weight(WeightFormat::BF16, E, D);
+        l.sw1 = dev_weight(WeightFormat::FP8, I, D);
+        l.sw3 = dev_weight(WeightFormat::FP8, I, D);
+        l.sw2 = dev_weight(WeightFormat::FP8, D, I);
+        for (int64_t e = 0; e < E; ++e)
+            l.ex.push_back({dev_weight(WeightFormat::FP4, I, D), dev_weight(WeightFormat::FP4, I, D),
+                            dev_weight(WeightFormat::FP4, D, I)});
+        l.table = new cuda::ExpertTable(l.ex);
+        l.fn_a = rand_floats(size_t(24 * 4 * D), 0.01f);
+        l.fn_f = rand_floats(size_t(24 * 4 * D), 0.01f);
+        l.kv = rand_floats(size_t((128 + ctx_keys) * hd));
+    }
+    // Bytes one layer must read: attention + shared weights, the 6 chosen experts, the gate, hc fns, KV.
+    const L& l0 = ls[0];
+    const double expert_bytes = double(weight_bytes(l0.ex[0].w1) * 3);
+    const double layer_bytes = double(weight_bytes(l0.wq_a) + weight_bytes(l0.wq_b) + weight_bytes(l0.wkv) +
+                                      weight_bytes(l0.wo_a) + weight_bytes(l0.wo_b) + weight_bytes(l0.gate) +
+                                      weight_bytes(l0.sw1) + weight_bytes(l0.sw3) + weight_bytes(l0.sw2)) +
+                               K * expert_bytes + 2.0 * 24 * 4 * D * 4 + double(std::min<int64_t>(ctx_keys, 512) + 128) * hd * 4;
+    float* x = rand_floats(size_t(4 * D));
+    float *y = rand_floats(size_t(D)), *post = rand_floats(4), *comb = rand_floats(16), *scale = rand_floats(3, 1.f),
+          *base = rand_floats(24, 1.f), *nw = rand_floats(size_t(D), 1.f);
+    float *qr = rand_floats(size_t(ql)), *q = rand_floats(size_t(H * hd)), *kvn = rand_floats(size_t(hd)),
+          *o = rand_floats(size_t(H * hd)), *u = rand_floats(size_t(G * olr)), *a = rand_floats(size_t(D)),
+          *logits = rand_floats(size_t(E)), *rw = rand_floats(size_t(K)), *gu = rand_floats(size_t(2 * I)),
+          *h = rand_floats(size_t(I)), *f = rand_floats(size_t(D)), *sink = rand_floats(size_t(H)),
+          *x2 = rand_floats(size_t(4 * D));
+    int32_t* ids = static_cast<int32_t*>(cuda::dmalloc(size_t(K) * 4));
+    const int64_t nk = 128 + std::min<int64_t>(ctx_keys, 512);
+    std::vector<int32_t> hidx(static_cast<size_t>(nk));
+    for (int64_t j = 0; j < nk; ++j) hidx[size_t(j)] = int32_t(j < 128 ? j : 128 + (j - 128) * (ctx_keys / 512 > 0 ? ctx_keys / 512 : 1));
+    int32_t* idx = static_cast<int32_t*>(cuda::dmalloc(size_t(nk) * 4));
+    cuda::h2d(idx, hidx.data(), size_t(nk) * 4);
+    std::vector<int32_t> hid = {3, 77, 128, 200, 9, 250};
+    cuda::h2d(ids, hid.data(), 24);
+    const ops::Backend& be = cuda::backend();
+    const float* kv_b = nullptr;
+    auto step = [&](int it) {
+        const L& l = ls[size_t(it % layers)];
+        kv_b = l.kv + 128 * hd;
+        be.hc_pre(x, 1, 4, D, l.fn_a, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
+        be.rmsnorm(y, 1, D, nw, 1e-6f, y);
+        be.act_quant(y, 1, D, D, 128, true);
+        be.linear(y, 1, l.wq_a, 0, ql, qr, ql);
+        be.rmsnorm(qr, 1, ql, nw, 1e-6f, qr);
+        be.act_quant(qr, 1, ql, ql, 128, true);
+        be.linear(qr, 1, l.wq_b, 0, H * hd, q, H * hd);
+        be.rmsnorm(q, H, hd, nullptr, 1e-6f, q);
+        be.linear(y, 1, l.wkv, 0, hd, kvn, hd);
+        be.sparse_attn(q, 1, H, hd, l.kv, 128, kv_b, idx, nk, sink, 1.f / std::sqrt(float(hd)), o);
+        for (int64_t g = 0; g < G; ++g) be.linear(o + g * (H * hd / G), 1, l.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
+        be.act_quant(u, 1, G * olr, G * olr, 128, true);
+        be.linear(u, 1, l.wo_b, 0, D, a, D);
+        be.hc_post(a, x, post, comb, 1, 4, D, x2);
+        be.hc_pre(x2, 1, 4, D, l.fn_f, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
+        be.rmsnorm(y, 1, D, nw, 1e-6f, y);
+        be.linear(y, 1, l.gate, 0, E, logits, E);
+        be.moe_route(logits, 1, E, nullptr, ids, K, 1.5f, ids, rw);  // fixed (hash-style) ids keep the bytes known
+        be.act_quant(y, 1, D, D, 128, true);
+        cuda::moe_experts(*l.table, y, 1, D, I, ids, rw, K, 10.f, true, f);
+        be.linear(y, 1, l.sw1, 0, I, gu, 2 * I);
+        be.linear(y, 1, l.sw3, 0, I, gu + I, 2 * I);
+        be.swiglu(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h);
+        be.act_quant(h, 1, I, I, 128, true);
+        be.linear(h, 1, l.sw2, 0, D, a, D);
+        be.hc_post(f, x2, post, comb, 1, 4, D, x);
+    };
+    if (profile) {  // one step between cudaProfilerStart/Stop, for ncu --profile-from-start off
+        step(0);
+        CK(cudaStreamSynchronize(st()));
+        CK(cudaProfilerStart());
+        step(0);
+        CK(cudaStreamSynchronize(st()));
+        CK(cudaProfilerStop());
+        return;
+    }
+    const double ms = time_ms(step, 50);
+    // The same sequence captured once in a CUDA graph per layer, replayed.
+    std::vector<cudaGraphExec_t> execs;
+    for (int i = 0; i < layers; ++i) {
+        cudaGraph_t g;
+        CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
+        step(i);
+        CK(cudaStreamEndCapture(st(), &g));
+        cudaGraphExec_t e;
+        CK(cudaGraphInstantiate(&e, g, 0));
+        execs.push_back(e);
+    }
+    const double gms = time_ms([&](int i) { CK(cudaGraphLaunch(execs[size_t(i % layers)], st())); }, 50);
+    const double gbs = layer_bytes / (ms * 1e-3) / 1e9, ggbs = layer_bytes / (gms * 1e-3) / 1e9;
+    std::printf("layer    Flash ratio-4 layer decode, batch 1, %lld keys: %.1f MB to read\n", (long long)nk, layer_bytes / 1e6);
+    std::printf("layer      stream launches: %8.1f us  %6.0f GB/s  %5.1f%% of copy\n", ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
+    std::printf("layer      CUDA graph     : %8.1f us  %6.0f GB/s  %5.1f%% of copy  -> 43 layers %.2f ms/token\n",
+                gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);
+    for (auto& l : ls) {
+        delete l.table;
+        for (auto& e : l.ex) {
+            cuda::free_weight(e.w1);
+            cuda::free_weight(e.w3);
+            cuda::free_weight(e.w2);
+        }
+        for (Weight* w : {&l.wq_a, &l.wq_b, &l.wkv, &l.wo_a, &l.wo_b, &l.gate, &l.sw1, &l.sw3, &l.sw2}) cuda::free_weight(*w);
+    }
+}
+
+void bench_attention(int64_t t, int64_t nk) {
+    const int64_t H = 64, hd = 512, na = 128, nb = std::max<int64_t>(nk, 1);
+    float *q = rand_floats(size_t(t * H * hd)), *kva = rand_floats(size_t(na * hd)), *kvb = rand_floats(size_t(nb * hd)),
+          *sink = rand_floats(size_t(H)), *o = rand_floats(size_t(t * H * hd));
+    std::vector<int32_t> hidx(size_t(t * nk));
+    for (size_t j = 0; j < hidx.size(); ++j) hidx[j] = int32_t((j * 7919) % size_t(na + nb));
+    int32_t* idx = static_cast<int32_t*>(cuda::dmalloc(hidx.size() * 4));
+    cuda::h2d(idx, hidx.data(), hidx.size() * 4);
+    const double ms = time_ms(
+        [&](int) { cuda::backend().sparse_attn(q, t, H, hd, kva, na, kvb, idx, nk, sink, 0.044f, o); }, 50);
+    const double flops = 4.0 * double(t) * H * double(nk) * hd;
+    const double bytes = double(t) * double(nk) * hd * 4 + 2.0 * double(t) * H * hd * 4;
+    std::printf("attn     t=%-5lld keys=%-6lld  %8.2f us  %7.2f TFLOP/s  %6.0f GB/s (unique-key bytes if t=1)\n",
+                (long long)t, (long long)nk, ms * 1e3, flops / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+    if (!cuda::available()) {
+        std::fprintf(stderr, "bench_cuda: no CUDA device\n");
+        return 1;
+    }
+    std::printf("device: %s\n", cuda::device_name());
+    if (argc > 1 && std::strcmp(argv[1], "--layer-profile") == 0) {  // one layer step, for ncu
+        ceiling_copy();
+        bench_layer_decode(1, 1024, true);
+        return 0;
+    }
+    ceiling_copy();
+    ceiling_fp8_gemm(8192, 8192, 8192, true);
+    ceiling_fp8_gemm(8192, 8192, 8192, false);
+
+    bench_linear_decode("wq_a FP8", WeightFormat::FP8, 1024, 4096, 1);
+    bench_linear_decode("wq_b FP8", WeightFormat::FP8, 32768, 1024, 1);
+    bench_linear_decode("wkv FP8", WeightFormat::FP8, 512, 4096, 1);
+    bench_linear_decode("wo_b FP8", WeightFormat::FP8, 4096, 8192, 1);
+    bench_linear_decode("shared w1 FP8", WeightFormat::FP8, 2048, 4096, 1);
+    bench_linear_decode("routed w1 FP4", WeightFormat::FP4, 2048, 4096, 1);
+    bench_linear_decode("routed w2 FP4", WeightFormat::FP4, 4096, 2048, 1);
+    bench_linear_decode("gate BF16", WeightFormat::BF16, 256, 4096, 1);
+    bench_linear_decode("wo_b FP8", WeightFormat::FP8, 4096, 8192, 8);
+    bench_linear_decode("head BF16", WeightFormat::BF16, 129280, 4096, 1);
+
+    bench_attention(1, 640);
+    bench_attention(1, 128 + 8192);
+    if (!quick) bench_attention(512, 640);
+
+    bench_linear_prefill("wo_b FP8", WeightFormat::FP8, 4096, 8192, 8192);
+    bench_linear_prefill("wq_b FP8", WeightFormat::FP8, 32768, 1024, 8192);
+    bench_linear_prefill("wq_a FP8", WeightFormat::FP8, 1024, 4096, 8192);
+    bench_linear_prefill("square FP8", WeightFormat::FP8, 8192, 8192, 8192);
+    bench_linear_prefill("routed w1 FP4 (256 rows)", WeightFormat::FP4, 2048, 4096, 256);
+    bench_linear_prefill("routed w1 FP4 (2048 rows)", WeightFormat::FP4, 2048, 4096, 2048);
+
+    bench_layer_decode(quick ? 2 : 4, 1024);
+    std::printf("summary  copy %.0f GB/s, cuBLASLt FP8 peak %.0f TFLOP/s, best block-scaled FP8 linear %.0f TFLOP/s (%.1f%%)\n",
+                g_copy_gbs, g_fp8_tflops, g_fp8_block_tflops, 100 * g_fp8_block_tflops / g_fp8_tflops);
+    return 0;
+}

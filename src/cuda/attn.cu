@@ -1,0 +1,171 @@
+// Sparse attention with a sink (§6.5), decode and prefill alike: every query has its own list of
+// key rows (window entries and selected compressed entries). The keys are shared by all heads (one
+// KV head), so a block of 8 warps (8 heads) loads each key once into shared memory; the key list is
+// split across blocks (split-K, online softmax per split) so that a single decode query still fills
+// the GPU, and a second kernel merges the splits with the sink.
+#include <cmath>
+
+#include "cuda/cuda_common.h"
+
+namespace dsinfer::cuda {
+
+namespace {
+
+constexpr int kHeadsPerBlock = 8;
+constexpr int kKeysPerStep = 16;
+
+template <int DPL>
+__global__ void __launch_bounds__(kHeadsPerBlock * 32)
+    attn_partial_kernel(const float* q, int64_t h, const float* kv_a, int64_t na, const float* kv_b,
+                        const int32_t* idx, int64_t nk, float scale, int64_t chunk, int splits, float* pm, float* pl,
+                        float* po) {
+    constexpr int D = DPL * 32;
+    __shared__ float4 keys4[kKeysPerStep * D / 4];
+    __shared__ int valid[kKeysPerStep];
+    const float* keys = reinterpret_cast<const float*>(keys4);
+    const int64_t i = blockIdx.x;
+    const int s = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t head = int64_t(blockIdx.y) * kHeadsPerBlock + warp;
+    const bool live = head < h;
+    float qv[DPL], o[DPL];
+#pragma unroll
+    for (int c = 0; c < DPL; ++c) {
+        qv[c] = live ? q[(i * h + head) * D + c * 32 + lane] : 0.f;
+        o[c] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    const int32_t* ix = idx + i * nk;
+    const int64_t j0 = int64_t(s) * chunk, j1 = min(nk, j0 + chunk);
+    for (int64_t jb = j0; jb < j1; jb += kKeysPerStep) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < kKeysPerStep * D / 4; e += blockDim.x) {
+            const int kk = e / (D / 4);
+            const int64_t j = jb + kk;
+            const int32_t id = j < j1 ? ix[j] : -1;
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (id >= 0) {
+                const float* row = id < na ? kv_a + int64_t(id) * D : kv_b + (int64_t(id) - na) * D;
+                v = reinterpret_cast<const float4*>(row)[e % (D / 4)];
+            }
+            keys4[e] = v;
+        }
+        if (threadIdx.x < kKeysPerStep) {
+            const int64_t j = jb + threadIdx.x;
+            valid[threadIdx.x] = (j < j1 && ix[j] >= 0);
+        }
+        __syncthreads();
+        if (!live) continue;
+        float sc[kKeysPerStep];
+        float mx = m;
+#pragma unroll
+        for (int kk = 0; kk < kKeysPerStep; ++kk) {
+            if (!valid[kk]) {
+                sc[kk] = -INFINITY;
+                continue;
+            }
+            float dot = 0.f;
+#pragma unroll
+            for (int c = 0; c < DPL; ++c) dot += qv[c] * keys[kk * D + c * 32 + lane];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+            sc[kk] = dot * scale;
+            mx = fmaxf(mx, sc[kk]);
+        }
+        if (mx == -INFINITY) continue;
+        const float corr = m == -INFINITY ? 0.f : expf(m - mx);
+        l *= corr;
+#pragma unroll
+        for (int c = 0; c < DPL; ++c) o[c] *= corr;
+#pragma unroll
+        for (int kk = 0; kk < kKeysPerStep; ++kk) {
+            if (!valid[kk]) continue;
+            const float p = expf(sc[kk] - mx);
+            l += p;
+#pragma unroll
+            for (int c = 0; c < DPL; ++c) o[c] += p * keys[kk * D + c * 32 + lane];
+        }
+        m = mx;
+    }
+    if (!live) return;
+    const int64_t slot = (i * h + head) * splits + s;
+    if (lane == 0) {
+        pm[slot] = m;
+        pl[slot] = l;
+    }
+#pragma unroll
+    for (int c = 0; c < DPL; ++c) po[slot * D + c * 32 + lane] = o[c];
+}
+
+// Merges the splits of one (query, head): weights exp(m_s − M)/Z computed once into shared memory,
+// then every thread sums its channels over the splits with independent loads.
+constexpr int kMaxSplits = 64;
+__global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const float* sink, const float* pm,
+                                    const float* pl, const float* po, float* out) {
+    const int64_t row = blockIdx.x;  // i * h + head
+    const int64_t head = row % h;
+    __shared__ float ms[kMaxSplits], wgt[kMaxSplits];
+    __shared__ float mx_s, z_s;
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) ms[s] = pm[row * splits + s];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float mx = -INFINITY;
+        for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ms[s]);
+        mx_s = mx;
+        float z = 0.f;
+        if (mx != -INFINITY) {
+            for (int s = 0; s < splits; ++s)
+                if (ms[s] != -INFINITY) z += pl[row * splits + s] * expf(ms[s] - mx);
+            z += expf(sink[head] - mx);
+        }
+        z_s = z;
+    }
+    __syncthreads();
+    const float mx = mx_s;
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) wgt[s] = ms[s] == -INFINITY ? 0.f : expf(ms[s] - mx);
+    __syncthreads();
+    float* o = out + row * d;
+    if (mx == -INFINITY) {
+        for (int64_t c = threadIdx.x; c < d; c += blockDim.x) o[c] = 0.f;
+        return;
+    }
+    const float z = z_s;
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+        float acc = 0.f;
+#pragma unroll 8
+        for (int s = 0; s < splits; ++s) acc += po[(row * splits + s) * d + c] * wgt[s];
+        o[c] = acc / z;
+    }
+}
+
+}  // namespace
+
+void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
+                 const int32_t* idx, int64_t nk, const float* sink, float scale, float* out) {
+    if (t <= 0 || h <= 0) return;
+    const int64_t hgroups = ceil_div(h, kHeadsPerBlock);
+    // Enough blocks for two per SM, each with at least 32 keys.
+    int splits = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(264, t * hgroups), ceil_div(nk, 32))));
+    splits = std::min(splits, kMaxSplits);
+    const int64_t chunk = ceil_div(ceil_div(nk, splits), kKeysPerStep) * kKeysPerStep;
+    splits = int(std::max<int64_t>(1, ceil_div(nk, chunk)));
+    const size_t rows = size_t(t * h * splits);
+    float* part = static_cast<float*>(scratch(kScratchAttn, rows * (2 + size_t(d)) * 4));
+    float* pm = part;
+    float* pl = part + rows;
+    float* po = part + 2 * rows;
+    const dim3 grid{unsigned(t), unsigned(hgroups), unsigned(splits)};
+    cudaStream_t st = cur_stream();
+    switch (d) {
+        case 64: attn_partial_kernel<2><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po); break;
+        case 128: attn_partial_kernel<4><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po); break;
+        case 256: attn_partial_kernel<8><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po); break;
+        case 512: attn_partial_kernel<16><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po); break;
+        default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
+    }
+    DSINFER_CUDA_LAUNCH();
+    attn_combine_kernel<<<unsigned(t * h), 256, 0, st>>>(h, d, splits, sink, pm, pl, po, out);
+    DSINFER_CUDA_LAUNCH();
+}
+
+}  // namespace dsinfer::cuda

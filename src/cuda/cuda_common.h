@@ -1,0 +1,83 @@
+// Internal helpers of the CUDA backend (included by .cu files only).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "ops/ops.h"
+
+namespace dsinfer::cuda {
+
+[[noreturn]] void fail(const std::string& what);
+inline void check(cudaError_t e, const char* expr, const char* file, int line) {
+    if (e != cudaSuccess)
+        fail(std::string("CUDA error ") + cudaGetErrorString(e) + " in " + expr + " at " + file + ":" +
+             std::to_string(line));
+}
+#define DSINFER_CUDA_CHECK(x) ::dsinfer::cuda::check((x), #x, __FILE__, __LINE__)
+#define DSINFER_CUDA_LAUNCH() ::dsinfer::cuda::check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
+
+cudaStream_t cur_stream();
+
+// Growable device scratch buffers, one per slot (never shrunk; reallocation synchronizes).
+enum ScratchSlot : int {
+    kScratchActQ = 0,     // FP8 activations for tensor-core GEMMs
+    kScratchActS,         // their scales
+    kScratchWeightQ,      // FP4 → FP8 re-encoded weights
+    kScratchWeightS,      // their scales
+    kScratchLtWork,       // cuBLASLt workspace
+    kScratchAttn,         // split-K attention partials
+    kScratchLtOut,        // cuBLASLt output when it cannot write y directly
+    kScratchMoeGu,        // MoE gate/up [pairs, 2·inter]
+    kScratchMoeH,         // MoE hidden [pairs, inter]
+    kScratchMoeY,         // MoE per-pair outputs [pairs, d]
+    kScratchMoeX,         // MoE gathered inputs [pairs, d]
+    kScratchMoeIdx,       // MoE jobs / permutation
+    kScratchFlag,
+    kScratchGemvPart,     // split-k partial sums of the GEMV kernels
+    kScratchHc,           // hc_pre partial mixes (decode)         // 'x was not on the FP8 grid' flag of the tensor-core path
+    kScratchCount
+};
+void* scratch(int slot, size_t bytes);
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---- Device-side decoding of stored formats ----
+__device__ __forceinline__ float e8m0_dev(uint8_t b) {
+    return b == 0 ? __uint_as_float(0x00400000u) : __uint_as_float(uint32_t(b) << 23);
+}
+__device__ __forceinline__ float scale_dev(const void* s, ops::ScaleKind kind, int64_t idx) {
+    if (kind == ops::ScaleKind::E8M0) return e8m0_dev(static_cast<const uint8_t*>(s)[idx]);
+    return static_cast<const float*>(s)[idx];
+}
+__device__ __forceinline__ float pow2ceil_dev(float x) {
+    uint32_t u = __float_as_uint(x);
+    uint32_t e = (u >> 23) & 0xffu;
+    if (u & 0x7fffffu) e += 1;
+    return __uint_as_float(e << 23);
+}
+
+// One GEMV problem of a grouped launch: y[0, r] = x[0, :]·W[r, :] (linear.cu).
+struct GemvJob {
+    const float* x;  // [m, ldx]
+    const void* w;   // weight data (row 0 = logical row 0)
+    const void* s;   // weight scale
+    float* y;        // [m, ldy]; column r for weight row n0 + r
+};
+void gemv_grouped(const ops::Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs, int64_t ldx,
+                  int64_t ldy);
+bool gemv_grouped_ok(const ops::Weight& like);
+
+// Drops the float32 copy of a weight's scales that the tensor-core path caches (keyed by pointer).
+void forget_weight_scales(const void* scale);
+
+// Linear op entry points (linear.cu) used by other files.
+void linear(const float* x, int64_t m, const ops::Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy);
+void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2);
+void swiglu(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit, const float* row_w,
+            float* h);
+
+}  // namespace dsinfer::cuda

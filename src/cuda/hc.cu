@@ -1,0 +1,267 @@
+// Manifold-constrained hyper-connections (§5): hc_pre (RMS-scaled mixes + Sinkhorn + weighted
+// stream sum, fused in one kernel per token), hc_post, hc_head.
+#include "cuda/cuda_common.h"
+
+namespace dsinfer::cuda {
+
+namespace {
+
+constexpr int kMaxHc = 4;
+constexpr int kHcThreads = 256;
+
+__device__ __forceinline__ float sigmoid_dev(float x) { return 1.f / (1.f + expf(-x)); }
+
+// §5.1 steps 3-6 for one token, same operation order as the CPU.
+__device__ void split_sinkhorn(const float* mixes, int hc, const float* scale, const float* base, int iters,
+                               float hc_eps, float* pre, float* post, float* c) {
+    for (int i = 0; i < hc; ++i) pre[i] = sigmoid_dev(mixes[i] * scale[0] + base[i]) + hc_eps;
+    for (int i = 0; i < hc; ++i) post[i] = 2.f * sigmoid_dev(mixes[hc + i] * scale[1] + base[hc + i]);
+    for (int j = 0; j < hc * hc; ++j) c[j] = mixes[2 * hc + j] * scale[2] + base[2 * hc + j];
+    for (int j = 0; j < hc; ++j) {
+        float* row = c + j * hc;
+        float m = row[0];
+        for (int k = 1; k < hc; ++k) m = fmaxf(m, row[k]);
+        float s = 0.f;
+        for (int k = 0; k < hc; ++k) s += (row[k] = expf(row[k] - m));
+        for (int k = 0; k < hc; ++k) row[k] = row[k] / s + hc_eps;
+    }
+    auto col_norm = [&] {
+        for (int k = 0; k < hc; ++k) {
+            float s = 0.f;
+            for (int j = 0; j < hc; ++j) s += c[j * hc + k];
+            for (int j = 0; j < hc; ++j) c[j * hc + k] /= (s + hc_eps);
+        }
+    };
+    auto row_norm = [&] {
+        for (int j = 0; j < hc; ++j) {
+            float s = 0.f;
+            for (int k = 0; k < hc; ++k) s += c[j * hc + k];
+            for (int k = 0; k < hc; ++k) c[j * hc + k] /= (s + hc_eps);
+        }
+    };
+    col_norm();
+    for (int it = 1; it < iters; ++it) {
+        row_norm();
+        col_norm();
+    }
+}
+
+// Block-wide: sum of squares (double) and `mix` dot products fn[j]·x (float), one token per block.
+template <int MIX>
+__device__ void mixes_and_rms(const float* xi, int64_t width, const float* fn, float norm_eps, float* mixes_out,
+                              float* rs_out) {
+    float acc[MIX];
+#pragma unroll
+    for (int j = 0; j < MIX; ++j) acc[j] = 0.f;
+    double ss = 0;
+    for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+        const float v = xi[i];
+        ss += double(v) * double(v);
+#pragma unroll
+        for (int j = 0; j < MIX; ++j) acc[j] += fn[j * width + i] * v;
+    }
+    __shared__ float red[kHcThreads / 32][MIX];
+    __shared__ double red_ss[kHcThreads / 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < MIX; ++j)
+        for (int off = 16; off > 0; off >>= 1) acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], off);
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if (lane == 0) {
+#pragma unroll
+        for (int j = 0; j < MIX; ++j) red[warp][j] = acc[j];
+        red_ss[warp] = ss;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0;
+        for (int w = 0; w < kHcThreads / 32; ++w) s += red_ss[w];
+        *rs_out = 1.f / sqrtf(float(s / double(width)) + norm_eps);
+    }
+    __syncthreads();
+    if (threadIdx.x < MIX) {
+        float s = 0.f;
+        for (int w = 0; w < kHcThreads / 32; ++w) s += red[w][threadIdx.x];
+        mixes_out[threadIdx.x] = s * *rs_out;
+    }
+    __syncthreads();
+}
+
+template <int HC>
+__global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const float* x, int64_t d, const float* fn,
+                                                            const float* scale, const float* base, int iters,
+                                                            float hc_eps, float norm_eps, float* y, float* post,
+                                                            float* comb) {
+    constexpr int MIX = (2 + HC) * HC;
+    const int64_t t = blockIdx.x, width = HC * d;
+    const float* xi = x + t * width;
+    __shared__ float mixes[MIX], pre[HC], rs;
+    mixes_and_rms<MIX>(xi, width, fn, norm_eps, mixes, &rs);
+    if (threadIdx.x == 0) {
+        float c[HC * HC], po[HC];
+        split_sinkhorn(mixes, HC, scale, base, iters, hc_eps, pre, po, c);
+        for (int i = 0; i < HC; ++i) post[t * HC + i] = po[i];
+        for (int i = 0; i < HC * HC; ++i) comb[t * HC * HC + i] = c[i];
+    }
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+        float s = 0.f;
+#pragma unroll
+        for (int h = 0; h < HC; ++h) s += pre[h] * xi[h * d + c];
+        y[t * d + c] = s;
+    }
+}
+
+template <int HC>
+__global__ void __launch_bounds__(kHcThreads) hc_head_kernel(const float* x, int64_t d, const float* fn,
+                                                             const float* scale, const float* base, float hc_eps,
+                                                             float norm_eps, float* y) {
+    const int64_t t = blockIdx.x, width = HC * d;
+    const float* xi = x + t * width;
+    __shared__ float mixes[HC], pre[HC], rs;
+    mixes_and_rms<HC>(xi, width, fn, norm_eps, mixes, &rs);
+    if (threadIdx.x < HC) pre[threadIdx.x] = sigmoid_dev(mixes[threadIdx.x] * scale[0] + base[threadIdx.x]) + hc_eps;
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+        float s = 0.f;
+#pragma unroll
+        for (int h = 0; h < HC; ++h) s += pre[h] * xi[h * d + c];
+        y[t * d + c] = s;
+    }
+}
+
+// Decode variant of hc_pre: the 24 dot products over hc·d (1.5 MB of fn for Flash) are split over
+// kHcSplit blocks per token so the read is spread over many SMs; a second kernel finishes per token.
+constexpr int kHcSplit = 64;
+
+template <int MIX>
+__global__ void __launch_bounds__(kHcThreads) hc_partial_kernel(const float* x, int64_t width, const float* fn,
+                                                                float* part, double* part_ss) {
+    const int64_t t = blockIdx.x;
+    const int sidx = blockIdx.y;
+    const int64_t chunk = (width + kHcSplit - 1) / kHcSplit;
+    const int64_t i0 = sidx * chunk, i1 = min(width, i0 + chunk);
+    const float* xi = x + t * width;
+    float acc[MIX];
+#pragma unroll
+    for (int j = 0; j < MIX; ++j) acc[j] = 0.f;
+    double ss = 0;
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+        const float v = xi[i];
+        ss += double(v) * double(v);
+#pragma unroll
+        for (int j = 0; j < MIX; ++j) acc[j] += fn[j * width + i] * v;
+    }
+    __shared__ float red[kHcThreads / 32][MIX];
+    __shared__ double red_ss[kHcThreads / 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = 0; j < MIX; ++j)
+        for (int off = 16; off > 0; off >>= 1) acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], off);
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if (lane == 0) {
+#pragma unroll
+        for (int j = 0; j < MIX; ++j) red[warp][j] = acc[j];
+        red_ss[warp] = ss;
+    }
+    __syncthreads();
+    if (threadIdx.x < MIX) {
+        float s = 0.f;
+        for (int w = 0; w < kHcThreads / 32; ++w) s += red[w][threadIdx.x];
+        part[(t * kHcSplit + sidx) * MIX + threadIdx.x] = s;
+    }
+    if (threadIdx.x == 0) {
+        double s = 0;
+        for (int w = 0; w < kHcThreads / 32; ++w) s += red_ss[w];
+        part_ss[t * kHcSplit + sidx] = s;
+    }
+}
+
+template <int HC>
+__global__ void __launch_bounds__(kHcThreads) hc_finish_kernel(const float* x, int64_t d, const float* part,
+                                                               const double* part_ss, const float* scale,
+                                                               const float* base, int iters, float hc_eps,
+                                                               float norm_eps, float* y, float* post, float* comb) {
+    constexpr int MIX = (2 + HC) * HC;
+    const int64_t t = blockIdx.x, width = HC * d;
+    const float* xi = x + t * width;
+    __shared__ float mixes[MIX], pre[HC];
+    __shared__ float rs;
+    if (threadIdx.x == 0) {
+        double s = 0;
+        for (int b = 0; b < kHcSplit; ++b) s += part_ss[t * kHcSplit + b];
+        rs = 1.f / sqrtf(float(s / double(width)) + norm_eps);
+    }
+    __syncthreads();
+    if (threadIdx.x < MIX) {
+        float s = 0.f;
+        for (int b = 0; b < kHcSplit; ++b) s += part[(t * kHcSplit + b) * MIX + threadIdx.x];
+        mixes[threadIdx.x] = s * rs;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float c[HC * HC], po[HC];
+        split_sinkhorn(mixes, HC, scale, base, iters, hc_eps, pre, po, c);
+        for (int i = 0; i < HC; ++i) post[t * HC + i] = po[i];
+        for (int i = 0; i < HC * HC; ++i) comb[t * HC * HC + i] = c[i];
+    }
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+        float s = 0.f;
+#pragma unroll
+        for (int h = 0; h < HC; ++h) s += pre[h] * xi[h * d + c];
+        y[t * d + c] = s;
+    }
+}
+
+__global__ void hc_post_kernel(const float* f, const float* res, const float* post, const float* comb, int64_t t,
+                               int64_t hc, int64_t d, float* out) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= t * hc * d) return;
+    const int64_t c = i % d, k = (i / d) % hc, tt = i / (d * hc);
+    const float* ci = comb + tt * hc * hc;
+    const float* ri = res + tt * hc * d;
+    float s = 0.f;
+    for (int64_t j = 0; j < hc; ++j) s += ci[j * hc + k] * ri[j * d + c];
+    out[i] = post[tt * hc + k] * f[tt * d + c] + s;
+}
+
+}  // namespace
+
+void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
+            int iters, float hc_eps, float norm_eps, float* y, float* post, float* comb) {
+    if (t <= 0) return;
+    if (hc != kMaxHc) fail("hc_pre: only hc_mult = 4 is built, got " + std::to_string(hc));
+    if (t <= 32) {
+        constexpr int kMix = 24;
+        float* part = static_cast<float*>(scratch(kScratchHc, size_t(t * kHcSplit) * (kMix * 4 + 8)));
+        double* part_ss = reinterpret_cast<double*>(part + t * kHcSplit * kMix);
+        const dim3 grid{unsigned(t), unsigned(kHcSplit)};
+        hc_partial_kernel<kMix><<<grid, kHcThreads, 0, cur_stream()>>>(x, hc * d, fn, part, part_ss);
+        DSINFER_CUDA_LAUNCH();
+        hc_finish_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(x, d, part, part_ss, scale, base, iters,
+                                                                         hc_eps, norm_eps, y, post, comb);
+        DSINFER_CUDA_LAUNCH();
+        return;
+    }
+    hc_pre_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(x, d, fn, scale, base, iters, hc_eps, norm_eps, y,
+                                                                  post, comb);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void hc_head(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
+             float hc_eps, float norm_eps, float* y) {
+    if (t <= 0) return;
+    if (hc != kMaxHc) fail("hc_head: only hc_mult = 4 is built, got " + std::to_string(hc));
+    hc_head_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(x, d, fn, scale, base, hc_eps, norm_eps, y);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void hc_post(const float* f, const float* res, const float* post, const float* comb, int64_t t, int64_t hc, int64_t d,
+             float* out) {
+    if (t <= 0) return;
+    hc_post_kernel<<<unsigned(ceil_div(t * hc * d, 256)), 256, 0, cur_stream()>>>(f, res, post, comb, t, hc, d, out);
+    DSINFER_CUDA_LAUNCH();
+}
+
+}  // namespace dsinfer::cuda

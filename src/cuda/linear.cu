@@ -1,0 +1,757 @@
+// linear (y = x·Wᵀ with W in its stored format) and activation quantization on the GPU.
+//
+// Three paths:
+// - m ≤ kGemvMaxRows (decode): weight-streaming GEMV kernels. Each warp streams one weight row (or a
+//   128-aligned slice of it, split-K) with 16-byte loads, decodes FP8/FP4/BF16 in registers and
+//   accumulates x·w in float32: exact float32 math, bound by HBM bandwidth.
+// - FP8/FP4 weights, larger m (prefill): FP8 tensor cores through cuBLASLt's Hopper block scaling
+//   (weights 128x128 F32 scales, activations 1x128 F32 scales). x is re-quantized per 1x128 with
+//   power-of-two scales (lossless for act_quant'ed x). FP4 weights are first re-encoded to FP8 with
+//   one scale per 128x128 tile (the official lossless FP4→FP8 conversion, §3.5).
+// - everything else (BF16/F32 weights with larger m, shapes cuBLASLt refuses): a tiled float32 GEMM
+//   that decodes weights into shared memory.
+#include <cublasLt.h>
+#include <cuda_fp8.h>
+
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_common.h"
+
+namespace dsinfer::cuda {
+
+using ops::ScaleKind;
+using ops::Weight;
+using ops::WeightFormat;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Decoding helpers
+// ---------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ float2 fp8x2_to_float2(uint16_t two) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two), __NV_E4M3);
+    return __half22float2(__half2(h));
+}
+
+// 4 FP4 codes (16 bits, element 0 in the low nibble) → 4 e4m3 bytes (element 0 in the low byte).
+// e2m1 magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} are exact e4m3 values; __byte_perm looks them up.
+__device__ __forceinline__ uint32_t fp4x4_to_fp8x4(uint32_t v16) {
+    constexpr uint32_t kLo = 0x3C383000u;  // e4m3 of 0, 0.5, 1, 1.5
+    constexpr uint32_t kHi = 0x4C484440u;  // e4m3 of 2, 3, 4, 6
+    const uint32_t mag = __byte_perm(kLo, kHi, v16 & 0x7777u);
+    const uint32_t sign = ((v16 & 0x8u) << 4) | ((v16 & 0x80u) << 8) | ((v16 & 0x800u) << 12) | ((v16 & 0x8000u) << 16);
+    return mag | sign;
+}
+
+__device__ __forceinline__ float bf16_dev(uint16_t h) { return __uint_as_float(uint32_t(h) << 16); }
+
+__device__ __forceinline__ float e4m3_dev(uint8_t b) {
+    const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b), __NV_E4M3);
+    return __half2float(__half(h));
+}
+
+__device__ __forceinline__ float e2m1_dev(uint32_t code) {
+    const float mags[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+    const float m = mags[code & 7];
+    return (code & 8) ? -m : m;
+}
+
+struct WeightDev {
+    WeightFormat fmt;
+    const void* data;
+    int64_t k;
+    const void* scale;
+    ScaleKind sk;
+    int64_t scale_cols;
+};
+
+// Element (n, kk) of a weight, float32 (slow path).
+__device__ float weight_elem(const WeightDev& w, int64_t n, int64_t kk) {
+    switch (w.fmt) {
+        case WeightFormat::F32: return static_cast<const float*>(w.data)[n * w.k + kk];
+        case WeightFormat::BF16: return bf16_dev(static_cast<const uint16_t*>(w.data)[n * w.k + kk]);
+        case WeightFormat::FP8:
+            return e4m3_dev(static_cast<const uint8_t*>(w.data)[n * w.k + kk]) *
+                   scale_dev(w.scale, w.sk, (n / 128) * w.scale_cols + kk / 128);
+        case WeightFormat::FP4: {
+            const uint8_t b = static_cast<const uint8_t*>(w.data)[n * (w.k / 2) + kk / 2];
+            return e2m1_dev((kk & 1) ? (b >> 4) : (b & 0xf)) * scale_dev(w.scale, w.sk, n * w.scale_cols + kk / 32);
+        }
+    }
+    return 0.f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV: up to MT activation rows against a stream of weight rows.
+// ---------------------------------------------------------------------------------------------
+
+struct GemvParams {
+    int64_t m, k, n_rows, n0, ldx, ldy, scale_cols, kchunk;
+    ScaleKind sk;
+    int splits;
+    float* partial;      // [jobs, splits, m, n_rows] when splits > 1
+    unsigned* counters;  // [jobs, row blocks] arrival counters (zero between launches)
+};
+
+template <int FMT>
+struct Epl;  // elements of k each lane decodes from one 16-byte load
+template <>
+struct Epl<int(WeightFormat::FP8)> {
+    static constexpr int v = 16, num = 1, den = 1;
+};
+template <>
+struct Epl<int(WeightFormat::FP4)> {
+    static constexpr int v = 32, num = 1, den = 2;
+};
+template <>
+struct Epl<int(WeightFormat::BF16)> {
+    static constexpr int v = 8, num = 2, den = 1;
+};
+template <>
+struct Epl<int(WeightFormat::F32)> {
+    static constexpr int v = 4, num = 4, den = 1;
+};
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
+constexpr int kRowsPerWarp = 2;
+constexpr int kRowsPerBlock = kGemvWarps * kRowsPerWarp;
+constexpr int kGemvUnroll = 2;
+constexpr int kGemvMaxMt = 4;
+constexpr int64_t kGemvSmem = 64 * 1024;
+
+// Decodes the 8 weights of group g (0 ≤ g < EPL/8) of a 16-byte load into w8.
+template <int FMT>
+__device__ __forceinline__ void decode8(const uint4& q, int g, float (&w8)[8]) {
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    if constexpr (FMT == int(WeightFormat::FP8)) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const uint32_t wd = words[g * 2 + j];
+            const float2 a = fp8x2_to_float2(uint16_t(wd & 0xffff)), b = fp8x2_to_float2(uint16_t(wd >> 16));
+            w8[j * 4 + 0] = a.x, w8[j * 4 + 1] = a.y, w8[j * 4 + 2] = b.x, w8[j * 4 + 3] = b.y;
+        }
+    } else if constexpr (FMT == int(WeightFormat::FP4)) {
+        const uint32_t wd = words[g];
+        const uint32_t lo = fp4x4_to_fp8x4(wd & 0xffff), hi = fp4x4_to_fp8x4(wd >> 16);
+        const float2 a = fp8x2_to_float2(uint16_t(lo & 0xffff)), b = fp8x2_to_float2(uint16_t(lo >> 16));
+        const float2 c = fp8x2_to_float2(uint16_t(hi & 0xffff)), d = fp8x2_to_float2(uint16_t(hi >> 16));
+        w8[0] = a.x, w8[1] = a.y, w8[2] = b.x, w8[3] = b.y, w8[4] = c.x, w8[5] = c.y, w8[6] = d.x, w8[7] = d.y;
+    } else if constexpr (FMT == int(WeightFormat::BF16)) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            w8[2 * j] = bf16_dev(uint16_t(words[j] & 0xffff));
+            w8[2 * j + 1] = bf16_dev(uint16_t(words[j] >> 16));
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w8[j] = __uint_as_float(words[j]);
+#pragma unroll
+        for (int j = 4; j < 8; ++j) w8[j] = 0.f;
+    }
+}
+
+// One block: kRowsPerBlock weight rows (kRowsPerWarp per warp) × one k chunk (split s = blockIdx.y)
+// × one job (blockIdx.z). The chunk of x (up to MT rows) is staged in shared memory, transposed so
+// that lane i's element j of a 16-byte weight load sits at j·(kchunk/EPL) + i: conflict-free reads.
+template <int FMT, int MT>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJob single, const GemvJob* jobs) {
+    constexpr int EPL = Epl<FMT>::v;
+    constexpr int GROUPS = EPL >= 8 ? EPL / 8 : 1;
+    extern __shared__ float xs[];
+    const int64_t job_i = blockIdx.z;
+    const GemvJob job = jobs ? jobs[job_i] : single;
+    const int s = blockIdx.y;
+    const int64_t k0 = int64_t(s) * p.kchunk, klen = min(p.kchunk, p.k - k0);
+    const int64_t stride = p.kchunk / EPL;
+    for (int64_t e = threadIdx.x; e < MT * p.kchunk; e += blockDim.x) {
+        const int mi = int(e / p.kchunk);
+        const int64_t kl = e % p.kchunk;
+        const float v = (mi < p.m && kl < klen) ? job.x[mi * p.ldx + k0 + kl] : 0.f;
+        xs[mi * p.kchunk + (kl % EPL) * stride + kl / EPL] = v;
+    }
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t r0 = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
+    float acc[kRowsPerWarp][MT];
+    const uint8_t* wrow[kRowsPerWarp];
+    bool live[kRowsPerWarp];
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        live[rr] = r0 + rr < p.n_rows;
+        wrow[rr] = static_cast<const uint8_t*>(job.w) + (p.n0 + r0 + rr) * p.k * Epl<FMT>::num / Epl<FMT>::den;
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi) acc[rr][mi] = 0.f;
+    }
+    for (int64_t kb = int64_t(lane) * EPL; kb < klen; kb += int64_t(32) * EPL * kGemvUnroll) {
+        uint4 q[kGemvUnroll][kRowsPerWarp];
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int64_t kk = kb + int64_t(u) * 32 * EPL;
+#pragma unroll
+            for (int rr = 0; rr < kRowsPerWarp; ++rr)
+                if (kk < klen && live[rr])
+                    q[u][rr] = __ldg(reinterpret_cast<const uint4*>(wrow[rr] + (k0 + kk) * Epl<FMT>::num / Epl<FMT>::den));
+        }
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int64_t kk = kb + int64_t(u) * 32 * EPL;
+            if (kk >= klen) break;
+            const int64_t xb = kk / EPL;
+            float part[kRowsPerWarp][MT];
+#pragma unroll
+            for (int rr = 0; rr < kRowsPerWarp; ++rr)
+#pragma unroll
+                for (int mi = 0; mi < MT; ++mi) part[rr][mi] = 0.f;
+#pragma unroll
+            for (int g = 0; g < GROUPS; ++g) {
+                constexpr int NJ = EPL >= 8 ? 8 : EPL;
+                float xv[MT][NJ];
+#pragma unroll
+                for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+                    for (int j = 0; j < NJ; ++j) xv[mi][j] = xs[mi * p.kchunk + (g * 8 + j) * stride + xb];
+#pragma unroll
+                for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+                    if (!live[rr]) continue;
+                    float w8[8];
+                    decode8<FMT>(q[u][rr], g, w8);
+#pragma unroll
+                    for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+                        for (int j = 0; j < NJ; ++j) part[rr][mi] += xv[mi][j] * w8[j];
+                }
+            }
+#pragma unroll
+            for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+                if (!live[rr]) continue;
+                float sc = 1.f;
+                const int64_t n = p.n0 + r0 + rr, kg = k0 + kk;
+                if constexpr (FMT == int(WeightFormat::FP8)) sc = scale_dev(job.s, p.sk, (n / 128) * p.scale_cols + kg / 128);
+                if constexpr (FMT == int(WeightFormat::FP4)) sc = scale_dev(job.s, p.sk, n * p.scale_cols + kg / 32);
+#pragma unroll
+                for (int mi = 0; mi < MT; ++mi) acc[rr][mi] += part[rr][mi] * sc;
+            }
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr)
+#pragma unroll
+        for (int mi = 0; mi < MT; ++mi)
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) acc[rr][mi] += __shfl_xor_sync(0xffffffffu, acc[rr][mi], off);
+    if (lane == 0) {
+#pragma unroll
+        for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+            if (!live[rr]) continue;
+            const int64_t r = r0 + rr;
+#pragma unroll
+            for (int mi = 0; mi < MT; ++mi) {
+                if (mi >= p.m) break;
+                if (p.splits == 1) job.y[mi * p.ldy + r] = acc[rr][mi];
+                else p.partial[((job_i * p.splits + s) * p.m + mi) * p.n_rows + r] = acc[rr][mi];
+            }
+        }
+    }
+    if (p.splits == 1) return;
+    // Split k: the last block of this row block to finish sums the partials in split order
+    // (deterministic) and resets the counter for the next launch.
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned* ctr = p.counters + job_i * gridDim.x + blockIdx.x;
+        last = atomicAdd(ctr, 1u) == unsigned(p.splits - 1);
+        if (last) *ctr = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const int64_t rb = int64_t(blockIdx.x) * kRowsPerBlock;
+    for (int e = threadIdx.x; e < kRowsPerBlock * MT; e += blockDim.x) {
+        const int64_t r = rb + e / MT;
+        const int mi = e % MT;
+        if (r >= p.n_rows || mi >= p.m) continue;
+        float sum = 0.f;
+        for (int sp = 0; sp < p.splits; ++sp)
+            sum += __ldcg(&p.partial[((job_i * p.splits + sp) * p.m + mi) * p.n_rows + r]);
+        job.y[mi * p.ldy + r] = sum;
+    }
+}
+
+// Zeroed arrival counters for split-k GEMVs (grown on demand; the kernels leave them at zero).
+unsigned* gemv_counters(size_t n) {
+    static unsigned* ctr = nullptr;
+    static size_t have = 0;
+    if (n > have) {
+        if (ctr) {
+            DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));
+            DSINFER_CUDA_CHECK(cudaFree(ctr));
+        }
+        have = std::max(n, size_t(1) << 16);
+        DSINFER_CUDA_CHECK(cudaMalloc(&ctr, have * sizeof(unsigned)));
+        DSINFER_CUDA_CHECK(cudaMemsetAsync(ctr, 0, have * sizeof(unsigned), cur_stream()));
+    }
+    return ctr;
+}
+
+int gemv_epl(WeightFormat f) {
+    switch (f) {
+        case WeightFormat::FP8: return 16;
+        case WeightFormat::FP4: return 32;
+        case WeightFormat::BF16: return 8;
+        case WeightFormat::F32: return 4;
+    }
+    return 0;
+}
+
+// Whether the GEMV kernels can stream this weight (16-byte aligned rows, whole lane chunks).
+bool gemv_ok(const Weight& w, const float* x, int64_t ldx) {
+    const int epl = gemv_epl(w.fmt);
+    const int64_t row_bytes = w.fmt == WeightFormat::FP4 ? w.k / 2 : w.fmt == WeightFormat::FP8 ? w.k : w.fmt == WeightFormat::BF16 ? w.k * 2 : w.k * 4;
+    return w.k % epl == 0 && row_bytes % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) % 16) == 0;
+}
+
+GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, int64_t ldx, int64_t ldy,
+                       int64_t jobs) {
+    GemvParams p{};
+    p.m = m;
+    p.k = w.k;
+    p.n_rows = n_rows;
+    p.n0 = n0;
+    p.ldx = ldx;
+    p.ldy = ldy;
+    p.scale_cols = w.scale_cols;
+    p.sk = w.scale_kind;
+    // Split k when there are too few row blocks to fill the GPU (about two blocks per SM), and
+    // whenever the staged x chunk would not fit in shared memory.
+    const int64_t mt = m <= 1 ? 1 : m <= 2 ? 2 : 4;
+    const int64_t kb128 = ceil_div(w.k, 128);
+    const int64_t base_blocks = ceil_div(n_rows, kRowsPerBlock) * jobs;
+    int64_t splits = 1;
+    while (splits < 16 && splits * 2 <= kb128 &&
+           (base_blocks * splits < 264 || mt * ceil_div(kb128, splits) * 128 * 4 > kGemvSmem))
+        splits *= 2;
+    p.kchunk = ceil_div(kb128, splits) * 128;
+    p.splits = int(ceil_div(w.k, p.kchunk));
+    p.partial = nullptr;
+    p.counters = nullptr;
+    if (p.splits > 1) {
+        p.partial = static_cast<float*>(scratch(kScratchGemvPart, size_t(jobs * p.splits * m * n_rows) * 4));
+        p.counters = gemv_counters(size_t(jobs * ceil_div(n_rows, kRowsPerBlock)));
+    }
+    return p;
+}
+
+template <int FMT, int MT>
+void launch_gemv_mt(const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
+    const size_t smem = size_t(MT * p.kchunk) * 4;
+    static bool attr = false;
+    if (!attr) {
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<FMT, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                int(kGemvSmem)));
+        attr = true;
+    }
+    if (smem > size_t(kGemvSmem)) fail("gemv: x chunk does not fit in shared memory");
+    const dim3 grid{unsigned(ceil_div(p.n_rows, kRowsPerBlock)), unsigned(p.splits), unsigned(njobs)};
+    gemv_kernel<FMT, MT><<<grid, kGemvThreads, smem, cur_stream()>>>(p, single, jobs);
+    DSINFER_CUDA_LAUNCH();
+}
+
+template <int FMT>
+void launch_gemv_fmt(const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
+    if (p.m <= 1) launch_gemv_mt<FMT, 1>(p, single, jobs, njobs);
+    else if (p.m <= 2) launch_gemv_mt<FMT, 2>(p, single, jobs, njobs);
+    else launch_gemv_mt<FMT, 4>(p, single, jobs, njobs);
+}
+
+void launch_gemv(WeightFormat f, const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
+    switch (f) {
+        case WeightFormat::FP8: launch_gemv_fmt<int(WeightFormat::FP8)>(p, single, jobs, njobs); break;
+        case WeightFormat::FP4: launch_gemv_fmt<int(WeightFormat::FP4)>(p, single, jobs, njobs); break;
+        case WeightFormat::BF16: launch_gemv_fmt<int(WeightFormat::BF16)>(p, single, jobs, njobs); break;
+        case WeightFormat::F32: launch_gemv_fmt<int(WeightFormat::F32)>(p, single, jobs, njobs); break;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiled float32 GEMM with weights decoded into shared memory (any format, any shape).
+// ---------------------------------------------------------------------------------------------
+
+constexpr int kTileM = 64, kTileN = 64, kTileK = 32;
+
+// only_if: when given, the kernel does nothing unless *only_if != 0 (exact fallback of the
+// tensor-core path, decided on the device).
+__global__ void __launch_bounds__(256) tiled_kernel(const float* x, int64_t m, WeightDev w, int64_t n0, int64_t nn,
+                                                    float* y, int64_t ldy, const int* only_if) {
+    if (only_if && *only_if == 0) return;
+    __shared__ float xs[kTileK][kTileM];
+    __shared__ float ws[kTileK][kTileN];
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int64_t mb = int64_t(blockIdx.y) * kTileM, nb = int64_t(blockIdx.x) * kTileN;
+    float acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < w.k; k0 += kTileK) {
+        for (int i = threadIdx.x; i < kTileM * kTileK; i += 256) {
+            const int row = i / kTileK, kk = i % kTileK;
+            const int64_t gm = mb + row, gk = k0 + kk;
+            xs[kk][row] = (gm < m && gk < w.k) ? x[gm * w.k + gk] : 0.f;
+            const int64_t gn = nb + row;
+            ws[kk][row] = (gn < nn && gk < w.k) ? weight_elem(w, n0 + gn, gk) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int kk = 0; kk < kTileK; ++kk) {
+            const float4 a = *reinterpret_cast<const float4*>(&xs[kk][ty * 4]);
+            const float4 b = *reinterpret_cast<const float4*>(&ws[kk][tx * 4]);
+            const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int64_t gm = mb + ty * 4 + i;
+        if (gm >= m) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int64_t gn = nb + tx * 4 + j;
+            if (gn < nn) y[gm * ldy + gn] = acc[i][j];
+        }
+    }
+}
+
+WeightDev to_dev(const Weight& w) { return WeightDev{w.fmt, w.data, w.k, w.scale, w.scale_kind, w.scale_cols}; }
+
+void launch_tiled(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                  const int* only_if = nullptr) {
+    const int64_t nn = n1 - n0;
+    dim3 grid(unsigned(ceil_div(nn, kTileN)), unsigned(ceil_div(m, kTileM)));
+    tiled_kernel<<<grid, 256, 0, cur_stream()>>>(x, m, to_dev(w), n0, nn, y, ldy, only_if);
+    DSINFER_CUDA_LAUNCH();
+}
+
+// ---------------------------------------------------------------------------------------------
+// FP8 tensor-core path (cuBLASLt block scaling)
+// ---------------------------------------------------------------------------------------------
+
+// x [m, k] f32 → q [mpad, k] e4m3 and s [k/128, mpad] f32 (scales of one k block contiguous over
+// rows, the layout cuBLASLt's VEC128 mode wants for a non-transposed B). One warp per (row, block).
+// Sets *lossy when some x is not exactly q·s (x was not act_quant'ed with pow2 scales).
+__global__ void quant_fp8_kernel(const float* x, int64_t m, int64_t mpad, int64_t k, uint8_t* q, float* s,
+                                 int* lossy) {
+    const int64_t warp_id = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    const int64_t nkb = k / 128;
+    if (warp_id >= mpad * nkb) return;
+    const int64_t row = warp_id / nkb, kb = warp_id % nkb;
+    uint32_t packed = 0;
+    float sc = 1.f;
+    if (row < m) {
+        const float4 v = *reinterpret_cast<const float4*>(x + row * k + kb * 128 + lane * 4);
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+        sc = pow2ceil_dev(fmaxf(amax, 1e-4f) / 448.f);
+        const float in[4] = {v.x, v.y, v.z, v.w};
+        bool exact = true;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const __nv_fp8_storage_t b = __nv_cvt_float_to_fp8(in[j] / sc, __NV_SATFINITE, __NV_E4M3);
+            packed |= uint32_t(b) << (8 * j);
+            exact = exact && (e4m3_dev(b) * sc == in[j]);
+        }
+        if (!__all_sync(0xffffffffu, exact) && lane == 0) atomicOr(lossy, 1);
+    }
+    *reinterpret_cast<uint32_t*>(q + row * k + kb * 128 + lane * 4) = packed;
+    if (lane == 0) s[kb * mpad + row] = sc;
+}
+
+// Weight scales → float32 [ceil(n/128), l4] (row stride padded to a multiple of 4 blocks).
+__global__ void scale_to_f32_kernel(const void* src, ScaleKind sk, int64_t rows, int64_t cols, int64_t src_cols,
+                                    int64_t l4, float* dst) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= rows * l4) return;
+    const int64_t r = i / l4, c = i % l4;
+    dst[i] = c < cols ? scale_dev(src, sk, r * src_cols + c) : 1.f;
+}
+
+// FP4 rows [n0, n0 + nn) → e4m3 [nn, k] plus one F32 scale per 128x128 tile [ceil(nn/128), l4]: per tile
+// S = max(per-32 scales)/2^6, element = e4m3(e2m1 · s/S) (exact while s/S ≥ 2^-8; §3.5).
+__global__ void fp4_to_fp8_kernel(const uint8_t* w, const void* ws, ScaleKind sk, int64_t scale_cols, int64_t n0,
+                                  int64_t nn, int64_t k, int64_t l4, uint8_t* q, float* qs) {
+    const int64_t tile_r = blockIdx.x, kb = blockIdx.y;
+    const int t = threadIdx.x;  // 128 threads: one row of the tile each
+    const int64_t r = tile_r * 128 + t;
+    const bool live = r < nn;
+    float s4[4] = {0.f, 0.f, 0.f, 0.f};
+    float smax = 0.f;
+    if (live) {
+        for (int c = 0; c < 4; ++c) {
+            s4[c] = scale_dev(ws, sk, (n0 + r) * scale_cols + kb * 4 + c);
+            smax = fmaxf(smax, s4[c]);
+        }
+    }
+    __shared__ float red[4];
+    for (int off = 16; off > 0; off >>= 1) smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, off));
+    if ((t & 31) == 0) red[t >> 5] = smax;
+    __syncthreads();
+    const float tmax = fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
+    const float S = tmax > 0.f ? tmax * (1.f / 64.f) : 1.f;
+    if (t == 0) qs[tile_r * l4 + kb] = S;
+    if (!live) return;
+    const uint8_t* src = w + (n0 + r) * (k / 2) + kb * 64;
+    uint8_t* dst = q + r * k + kb * 128;
+    for (int c = 0; c < 4; ++c) {
+        const float ratio = s4[c] / S;
+        for (int j = 0; j < 16; j += 4) {
+            const uint32_t word = *reinterpret_cast<const uint32_t*>(src + c * 16 + j);
+            uint32_t out0 = 0, out1 = 0;
+            for (int e = 0; e < 8; ++e) {
+                const float v = e2m1_dev((word >> (4 * e)) & 0xf) * ratio;
+                const uint32_t b = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+                if (e < 4) out0 |= b << (8 * e);
+                else out1 |= b << (8 * (e - 4));
+            }
+            *reinterpret_cast<uint32_t*>(dst + c * 32 + j * 2) = out0;
+            *reinterpret_cast<uint32_t*>(dst + c * 32 + j * 2 + 4) = out1;
+        }
+    }
+}
+
+struct Lt {
+    cublasLtHandle_t handle = nullptr;
+    std::mutex mu;
+    // Converted F32 weight scales, keyed by (scale pointer, n, k).
+    std::map<std::tuple<const void*, int64_t, int64_t>, float*> scales;
+    // Algorithm per (m, n, k, ldy); nullopt when cuBLASLt has none.
+    struct Algo {
+        bool ok = false;
+        cublasLtMatmulAlgo_t algo{};
+    };
+    std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Algo> algos;
+    bool warned = false;
+};
+Lt& lt() {
+    static Lt l;
+    if (!l.handle && cublasLtCreate(&l.handle) != CUBLAS_STATUS_SUCCESS) fail("cublasLtCreate failed");
+    return l;
+}
+
+constexpr size_t kLtWorkspace = 32u << 20;
+
+#define LT_CHECK(x)                                                                                  \
+    do {                                                                                             \
+        cublasStatus_t st_ = (x);                                                                    \
+        if (st_ != CUBLAS_STATUS_SUCCESS) fail(std::string("cuBLASLt: ") + #x + " -> " + std::to_string(int(st_))); \
+    } while (0)
+
+struct LtDescs {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    ~LtDescs() {
+        if (d) cublasLtMatrixLayoutDestroy(d);
+        if (b) cublasLtMatrixLayoutDestroy(b);
+        if (a) cublasLtMatrixLayoutDestroy(a);
+        if (op) cublasLtMatmulDescDestroy(op);
+    }
+};
+
+// D[nn, mpad] (col-major, ld ldd) = W[nn, k]·Xᵀ with W e4m3 [nn, k] row-major (scales [.., l4]) and
+// X e4m3 [mpad, k] (scales [k/128, mpad]). Returns false when cuBLASLt has no algorithm.
+bool lt_matmul(const uint8_t* wq, const float* wscale, const uint8_t* xq, const float* xscale, int64_t nn,
+               int64_t mpad, int64_t k, float* d, int64_t ldd) {
+    Lt& l = lt();
+    LtDescs ds;
+    LT_CHECK(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
+    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)));
+    const cublasLtMatmulMatrixScale_t amode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+    const cublasLtMatmulMatrixScale_t bmode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &amode, sizeof(amode)));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bmode, sizeof(bmode)));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &wscale, sizeof(wscale)));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xscale, sizeof(xscale)));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.a, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(nn), k));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(mpad), k));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.d, CUDA_R_32F, uint64_t(nn), uint64_t(mpad), ldd));
+
+    Lt::Algo* algo;
+    {
+        std::lock_guard<std::mutex> lock(l.mu);
+        auto key = std::make_tuple(mpad, nn, k, ldd);
+        auto it = l.algos.find(key);
+        if (it == l.algos.end()) {
+            Lt::Algo a;
+            cublasLtMatmulPreference_t pref = nullptr;
+            LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+            const size_t ws = kLtWorkspace;
+            LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                          sizeof(ws)));
+            cublasLtMatmulHeuristicResult_t res[1];
+            int count = 0;
+            const cublasStatus_t st =
+                cublasLtMatmulAlgoGetHeuristic(l.handle, ds.op, ds.a, ds.b, ds.d, ds.d, pref, 1, res, &count);
+            cublasLtMatmulPreferenceDestroy(pref);
+            if (st == CUBLAS_STATUS_SUCCESS && count > 0) {
+                a.ok = true;
+                a.algo = res[0].algo;
+            } else if (!l.warned) {
+                l.warned = true;
+                std::fprintf(stderr, "cuda: cuBLASLt has no block-scaled FP8 algorithm (status %d) for m=%lld n=%lld "
+                                     "k=%lld; using the float32 tiled GEMM\n",
+                             int(st), (long long)mpad, (long long)nn, (long long)k);
+            }
+            it = l.algos.emplace(key, a).first;
+        }
+        algo = &it->second;
+    }
+    if (!algo->ok) return false;
+    const float alpha = 1.f, beta = 0.f;
+    void* work = scratch(kScratchLtWork, kLtWorkspace);
+    LT_CHECK(cublasLtMatmul(l.handle, ds.op, &alpha, wq, ds.a, xq, ds.b, &beta, d, ds.d, d, ds.d, &algo->algo, work,
+                            kLtWorkspace, cur_stream()));
+    return true;
+}
+
+const float* cached_scale_f32(const Weight& w) {
+    Lt& l = lt();
+    std::lock_guard<std::mutex> lock(l.mu);
+    auto key = std::make_tuple(w.scale, w.n, w.k);
+    auto it = l.scales.find(key);
+    if (it != l.scales.end()) return it->second;
+    const int64_t rows = ceil_div(w.n, 128), cols = ceil_div(w.k, 128), l4 = ceil_div(cols, 4) * 4;
+    float* dst = static_cast<float*>(dmalloc(size_t(rows * l4) * 4));
+    scale_to_f32_kernel<<<unsigned(ceil_div(rows * l4, 256)), 256, 0, cur_stream()>>>(w.scale, w.scale_kind, rows, cols,
+                                                                                      w.scale_cols, l4, dst);
+    DSINFER_CUDA_LAUNCH();
+    l.scales.emplace(key, dst);
+    return dst;
+}
+
+}  // namespace
+
+void forget_weight_scales(const void* scale) {
+    Lt& l = lt();
+    std::lock_guard<std::mutex> lock(l.mu);
+    for (auto it = l.scales.begin(); it != l.scales.end();) {
+        if (std::get<0>(it->first) == scale) {
+            cudaFree(it->second);
+            it = l.scales.erase(it);
+        } else {
+            ++it;
+        }
+    }
+}
+
+namespace {
+
+bool lt_linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+    const int64_t nn = n1 - n0, k = w.k;
+    if (k % 128 || n0 % 128 || nn % 16 || (reinterpret_cast<uintptr_t>(x) % 16)) return false;
+    const int64_t mpad = ceil_div(m, 16) * 16, nkb = k / 128, l4 = ceil_div(nkb, 4) * 4;
+    uint8_t* xq = static_cast<uint8_t*>(scratch(kScratchActQ, size_t(mpad * k)));
+    float* xs = static_cast<float*>(scratch(kScratchActS, size_t(nkb * mpad) * 4));
+    const uint8_t* wq;
+    const float* wsc;
+    if (w.fmt == WeightFormat::FP8) {
+        wq = static_cast<const uint8_t*>(w.data) + n0 * k;
+        wsc = cached_scale_f32(w) + (n0 / 128) * l4;
+    } else {
+        uint8_t* q = static_cast<uint8_t*>(scratch(kScratchWeightQ, size_t(nn * k)));
+        float* qs = static_cast<float*>(scratch(kScratchWeightS, size_t(ceil_div(nn, 128) * l4) * 4));
+        dim3 grid(unsigned(ceil_div(nn, 128)), unsigned(nkb));
+        fp4_to_fp8_kernel<<<grid, 128, 0, cur_stream()>>>(static_cast<const uint8_t*>(w.data), w.scale, w.scale_kind,
+                                                          w.scale_cols, n0, nn, k, l4, q, qs);
+        DSINFER_CUDA_LAUNCH();
+        wq = q;
+        wsc = qs;
+    }
+    int* lossy = static_cast<int*>(scratch(kScratchFlag, 4));
+    DSINFER_CUDA_CHECK(cudaMemsetAsync(lossy, 0, 4, cur_stream()));
+    const int64_t warps = mpad * nkb;
+    quant_fp8_kernel<<<unsigned(ceil_div(warps * 32, 256)), 256, 0, cur_stream()>>>(x, m, mpad, k, xq, xs, lossy);
+    DSINFER_CUDA_LAUNCH();
+    const bool direct = (m == mpad) && ldy % 4 == 0 && (reinterpret_cast<uintptr_t>(y) % 16) == 0;
+    if (direct) {
+        if (!lt_matmul(wq, wsc, xq, xs, nn, mpad, k, y, ldy)) return false;
+    } else {
+        float* tmp = static_cast<float*>(scratch(kScratchLtOut, size_t(mpad * nn) * 4));
+        if (!lt_matmul(wq, wsc, xq, xs, nn, mpad, k, tmp, nn)) return false;
+        DSINFER_CUDA_CHECK(cudaMemcpy2DAsync(y, size_t(ldy) * 4, tmp, size_t(nn) * 4, size_t(nn) * 4, size_t(m),
+                                             cudaMemcpyDeviceToDevice, cur_stream()));
+    }
+    // x off the FP8 grid (e.g. wo_a, which the model feeds unquantized): redo exactly in float32.
+    launch_tiled(x, m, w, n0, n1, y, ldy, lossy);
+    return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// act_quant (in place FP8 quantize-dequantize per block)
+// ---------------------------------------------------------------------------------------------
+
+__global__ void act_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2) {
+    const int64_t nb = (cols + block - 1) / block;
+    const int64_t warp_id = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (warp_id >= rows * nb) return;
+    const int64_t r = warp_id / nb, b = warp_id % nb;
+    float* p = x + r * ld + b * block;
+    const int64_t len = min(block, cols - b * block);
+    float amax = 0.f;
+    for (int64_t i = lane; i < len; i += 32) amax = fmaxf(amax, fabsf(p[i]));
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    amax = fmaxf(amax, 1e-4f);
+    float s = amax / 448.f;
+    if (pow2) s = pow2ceil_dev(s);
+    for (int64_t i = lane; i < len; i += 32) {
+        const float v = fminf(fmaxf(p[i] / s, -448.f), 448.f);
+        const __nv_fp8_storage_t q = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+        p[i] = e4m3_dev(q) * s;
+    }
+}
+
+}  // namespace
+
+void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2) {
+    if (rows <= 0 || cols <= 0) return;
+    const int64_t warps = rows * ceil_div(cols, block);
+    act_quant_kernel<<<unsigned(ceil_div(warps * 32, 256)), 256, 0, cur_stream()>>>(x, rows, cols, ld, block, pow2);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+    const int64_t nn = n1 - n0;
+    if (nn <= 0 || m <= 0) return;
+    if (m <= kGemvMaxRows && gemv_ok(w, x, w.k)) {
+        for (int64_t r0 = 0; r0 < m; r0 += kGemvMaxMt) {
+            const int64_t mc = std::min<int64_t>(kGemvMaxMt, m - r0);
+            GemvParams p = gemv_params(w, mc, nn, n0, w.k, ldy, 1);
+            GemvJob job{x + r0 * w.k, w.data, w.scale, y + r0 * ldy};
+            launch_gemv(w.fmt, p, job, nullptr, 1);
+        }
+        return;
+    }
+    if ((w.fmt == WeightFormat::FP8 || w.fmt == WeightFormat::FP4) && lt_linear(x, m, w, n0, n1, y, ldy)) return;
+    launch_tiled(x, m, w, n0, n1, y, ldy);
+}
+
+// Grouped GEMV for the MoE decode path (moe.cu): one job per (token, expert slot), all with weights
+// of the same shape and format as `like`.
+void gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs, int64_t ldx,
+                  int64_t ldy) {
+    GemvParams p = gemv_params(like, 1, n_rows, 0, ldx, ldy, njobs);
+    launch_gemv(like.fmt, p, GemvJob{}, jobs_dev, njobs);
+}
+bool gemv_grouped_ok(const Weight& like) { return gemv_ok(like, nullptr, like.k); }
+
+}  // namespace dsinfer::cuda

@@ -1,0 +1,159 @@
+// Routed experts of one MoE layer (§10.2) with routing, permute and combine.
+//
+// Decode (few token·slot pairs): one grouped GEMV launch computes gate and up for every pair, each
+// block reading its expert's FP4/FP8 rows in place; SwiGLU + routing weight + FP8 quantization; a
+// second grouped GEMV for w2; then a combine kernel sums the k slots of each token in slot order.
+// No host synchronization, so a decode step can be captured in a CUDA graph.
+// Prefill (many pairs): ids are copied to the host, pairs are sorted by expert, inputs gathered,
+// and each expert runs linear() on its rows (FP8 tensor cores through cuBLASLt once it has more
+// than kGemvMaxRows rows), then the same combine.
+#include <algorithm>
+#include <vector>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_common.h"
+
+namespace dsinfer::cuda {
+
+namespace {
+
+struct ExpertPtrs {
+    const void *w1, *s1, *w3, *s3, *w2, *s2;
+};
+
+constexpr int64_t kGroupedMaxPairs = 64;
+
+__global__ void build_jobs_kernel(const ExpertPtrs* ex, const int32_t* ids, int64_t pairs, int64_t k, const float* x,
+                                  int64_t d, int64_t inter, float* gu, const float* h, float* y, GemvJob* jobs_up,
+                                  GemvJob* jobs_down) {
+    const int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (p >= pairs) return;
+    const ExpertPtrs e = ex[ids[p]];
+    const float* xr = x + (p / k) * d;
+    jobs_up[p] = GemvJob{xr, e.w1, e.s1, gu + p * 2 * inter};
+    jobs_up[pairs + p] = GemvJob{xr, e.w3, e.s3, gu + p * 2 * inter + inter};
+    jobs_down[p] = GemvJob{h + p * inter, e.w2, e.s2, y + p * d};
+}
+
+// out[t, c] = Σ_j y[pos(t, j), c] over the token's k slots in ascending expert id (the CPU's order
+// of sums); pos = identity or the inverse permutation. k ≤ 16.
+__global__ void combine_kernel(const float* y, const int32_t* ids, const int32_t* inv, int64_t t, int64_t k,
+                               int64_t d, float* out) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= t * d) return;
+    const int64_t tok = i / d, c = i % d;
+    int32_t slot[16];
+    for (int64_t j = 0; j < k; ++j) slot[j] = int32_t(j);
+    for (int64_t a = 1; a < k; ++a)  // insertion sort of the slots by expert id
+        for (int64_t b = a; b > 0 && ids[tok * k + slot[b]] < ids[tok * k + slot[b - 1]]; --b) {
+            const int32_t tmp = slot[b];
+            slot[b] = slot[b - 1];
+            slot[b - 1] = tmp;
+        }
+    float s = 0.f;
+    for (int64_t j = 0; j < k; ++j) {
+        const int64_t p = inv ? inv[tok * k + slot[j]] : tok * k + slot[j];
+        s += y[p * d + c];
+    }
+    out[i] = s;
+}
+
+__global__ void gather_kernel(const float* x, const float* w, const int32_t* order, int64_t pairs, int64_t k,
+                              int64_t d, float* xg, float* wg) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= pairs * d) return;
+    const int64_t p = i / d, c = i % d;
+    const int64_t src = order[p];
+    xg[i] = x[(src / k) * d + c];
+    if (c == 0) wg[p] = w[src];
+}
+
+}  // namespace
+
+ExpertTable::ExpertTable(const std::vector<ExpertWeights>& experts) : host_(experts) {
+    std::vector<ExpertPtrs> ptrs;
+    ptrs.reserve(experts.size());
+    for (const auto& e : experts) ptrs.push_back({e.w1.data, e.w1.scale, e.w3.data, e.w3.scale, e.w2.data, e.w2.scale});
+    dev_ = dmalloc(ptrs.size() * sizeof(ExpertPtrs));
+    h2d(dev_, ptrs.data(), ptrs.size() * sizeof(ExpertPtrs));
+}
+
+ExpertTable::~ExpertTable() {
+    if (dev_) cudaFree(dev_);
+}
+
+void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t d, int64_t inter, const int32_t* ids,
+                 const float* w, int64_t k, float limit, bool quant_h, float* out) {
+    if (t <= 0) return;
+    if (k > 16) fail("moe_experts: more than 16 experts per token");
+    if (experts.size() == 0) fail("moe_experts: empty expert table");
+    const ops::Weight& w1 = experts.host(0).w1;
+    const ops::Weight& w2 = experts.host(0).w2;
+    if (w1.k != d || w1.n != inter || w2.k != inter || w2.n != d)
+        fail("moe_experts: expert shapes do not match d=" + std::to_string(d) + " inter=" + std::to_string(inter));
+    const int64_t pairs = t * k;
+    cudaStream_t st = cur_stream();
+    float* gu = static_cast<float*>(scratch(kScratchMoeGu, size_t(pairs * 2 * inter) * 4));
+    float* h = static_cast<float*>(scratch(kScratchMoeH, size_t(pairs * inter) * 4));
+    float* y = static_cast<float*>(scratch(kScratchMoeY, size_t(pairs * d) * 4));
+
+    if (pairs <= kGroupedMaxPairs && gemv_grouped_ok(w1) && gemv_grouped_ok(w2) && d % 4 == 0 && inter % 4 == 0) {
+        GemvJob* jobs = static_cast<GemvJob*>(scratch(kScratchMoeIdx, size_t(3 * pairs) * sizeof(GemvJob)));
+        build_jobs_kernel<<<unsigned(ceil_div(pairs, 64)), 64, 0, st>>>(
+            static_cast<const ExpertPtrs*>(experts.device()), ids, pairs, k, x, d, inter, gu, h, y, jobs,
+            jobs + 2 * pairs);
+        DSINFER_CUDA_LAUNCH();
+        gemv_grouped(w1, inter, jobs, 2 * pairs, d, 0);
+        swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h);
+        if (quant_h) act_quant(h, pairs, inter, inter, 128, true);
+        gemv_grouped(w2, d, jobs + 2 * pairs, pairs, inter, 0);
+        combine_kernel<<<unsigned(ceil_div(t * d, 256)), 256, 0, st>>>(y, ids, nullptr, t, k, d, out);
+        DSINFER_CUDA_LAUNCH();
+        return;
+    }
+
+    // Prefill: sort the pairs by expert on the host.
+    std::vector<int32_t> hids(static_cast<size_t>(pairs));
+    d2h(hids.data(), ids, hids.size() * 4);
+    const int64_t ne = experts.size();
+    std::vector<int64_t> count(static_cast<size_t>(ne + 1), 0);
+    for (int32_t e : hids) {
+        if (e < 0 || e >= ne) fail("moe_experts: expert id " + std::to_string(e) + " out of range");
+        ++count[size_t(e) + 1];
+    }
+    for (int64_t e = 0; e < ne; ++e) count[size_t(e) + 1] += count[size_t(e)];
+    std::vector<int32_t> order(static_cast<size_t>(pairs)), inv(static_cast<size_t>(pairs));
+    {
+        std::vector<int64_t> fill(count.begin(), count.end() - 1);
+        for (int64_t p = 0; p < pairs; ++p) {
+            const int64_t pos = fill[size_t(hids[size_t(p)])]++;
+            order[size_t(pos)] = int32_t(p);
+            inv[size_t(p)] = int32_t(pos);
+        }
+    }
+    int32_t* perm = static_cast<int32_t*>(scratch(kScratchMoeIdx, size_t(2 * pairs) * 4));
+    h2d(perm, order.data(), size_t(pairs) * 4);
+    h2d(perm + pairs, inv.data(), size_t(pairs) * 4);
+    float* xg = static_cast<float*>(scratch(kScratchMoeX, size_t(pairs * (d + 1)) * 4));
+    float* wg = xg + pairs * d;
+    gather_kernel<<<unsigned(ceil_div(pairs * d, 256)), 256, 0, st>>>(x, w, perm, pairs, k, d, xg, wg);
+    DSINFER_CUDA_LAUNCH();
+    for (int64_t e = 0; e < ne; ++e) {
+        const int64_t off = count[size_t(e)], cnt = count[size_t(e) + 1] - off;
+        if (!cnt) continue;
+        const ExpertWeights& ex = experts.host(e);
+        linear(xg + off * d, cnt, ex.w1, 0, inter, gu + off * 2 * inter, 2 * inter);
+        linear(xg + off * d, cnt, ex.w3, 0, inter, gu + off * 2 * inter + inter, 2 * inter);
+    }
+    swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, wg, h);
+    if (quant_h) act_quant(h, pairs, inter, inter, 128, true);
+    for (int64_t e = 0; e < ne; ++e) {
+        const int64_t off = count[size_t(e)], cnt = count[size_t(e) + 1] - off;
+        if (!cnt) continue;
+        linear(h + off * inter, cnt, experts.host(e).w2, 0, d, y + off * d, d);
+    }
+    combine_kernel<<<unsigned(ceil_div(t * d, 256)), 256, 0, st>>>(y, ids, perm + pairs, t, k, d, out);
+    DSINFER_CUDA_LAUNCH();
+}
+
+}  // namespace dsinfer::cuda

@@ -1,0 +1,143 @@
+// Device, stream, scratch buffers and weight upload of the CUDA backend.
+#include <cmath>
+#include <limits>
+#include <mutex>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_common.h"
+
+namespace dsinfer::cuda {
+
+void fail(const std::string& what) { throw std::runtime_error("cuda: " + what); }
+
+namespace {
+cudaStream_t g_stream = nullptr;
+bool g_stream_set = false;
+struct Scratch {
+    void* p = nullptr;
+    size_t bytes = 0;
+};
+Scratch g_scratch[kScratchCount];
+std::mutex g_mutex;
+}  // namespace
+
+bool available() {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+const char* device_name() {
+    static std::string name;
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) return "none";
+    name = p.name;
+    return name.c_str();
+}
+
+cudaStream_t cur_stream() {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (!g_stream_set) {
+        DSINFER_CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+        g_stream_set = true;
+    }
+    return g_stream;
+}
+void* stream() { return cur_stream(); }
+void set_stream(void* s) {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_stream = static_cast<cudaStream_t>(s);
+    g_stream_set = true;
+}
+
+void* scratch(int slot, size_t bytes) {
+    Scratch& s = g_scratch[slot];
+    if (bytes > s.bytes) {
+        if (s.p) {
+            DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));
+            DSINFER_CUDA_CHECK(cudaFree(s.p));
+        }
+        const size_t grown = std::max(bytes, s.bytes + s.bytes / 2);
+        DSINFER_CUDA_CHECK(cudaMalloc(&s.p, grown));
+        s.bytes = grown;
+    }
+    return s.p;
+}
+
+void* dmalloc(size_t bytes) {
+    void* p = nullptr;
+    DSINFER_CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    return p;
+}
+void dfree(void* p) {
+    if (p) DSINFER_CUDA_CHECK(cudaFree(p));
+}
+void h2d(void* dst, const void* src, size_t bytes) {
+    DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cur_stream()));
+    DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));
+}
+void d2h(void* dst, const void* src, size_t bytes) {
+    DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cur_stream()));
+    DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));
+}
+void d2d(void* dst, const void* src, size_t bytes) {
+    DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cur_stream()));
+}
+void sync() { DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream())); }
+
+namespace {
+__global__ void fill_kernel(float* p, size_t n, float v) {
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) p[i] = v;
+}
+}  // namespace
+
+void dfill_nan(float* p, size_t count) {
+    if (!count) return;
+    const int blocks = int(std::min<size_t>((count + 255) / 256, 4096));
+    fill_kernel<<<blocks, 256, 0, cur_stream()>>>(p, count, std::numeric_limits<float>::quiet_NaN());
+    DSINFER_CUDA_LAUNCH();
+}
+
+namespace {
+size_t weight_bytes(const ops::Weight& w) {
+    switch (w.fmt) {
+        case ops::WeightFormat::F32: return size_t(w.n * w.k) * 4;
+        case ops::WeightFormat::BF16: return size_t(w.n * w.k) * 2;
+        case ops::WeightFormat::FP8: return size_t(w.n * w.k);
+        case ops::WeightFormat::FP4: return size_t(w.n * w.k / 2);
+    }
+    return 0;
+}
+size_t scale_bytes(const ops::Weight& w) {
+    if (w.scale_kind == ops::ScaleKind::None) return 0;
+    const int64_t rows = w.fmt == ops::WeightFormat::FP8 ? ceil_div(w.n, 128) : w.n;
+    return size_t(rows * w.scale_cols) * (w.scale_kind == ops::ScaleKind::E8M0 ? 1 : 4);
+}
+}  // namespace
+
+ops::Weight upload_weight(const ops::Weight& host) {
+    ops::Weight d = host;
+    const size_t wb = weight_bytes(host), sb = scale_bytes(host);
+    void* data = dmalloc(wb);
+    h2d(data, host.data, wb);
+    d.data = data;
+    if (sb) {
+        void* s = dmalloc(sb);
+        h2d(s, host.scale, sb);
+        d.scale = s;
+    }
+    return d;
+}
+
+void forget_weight(const ops::Weight& w) {
+    if (w.scale) forget_weight_scales(w.scale);
+}
+
+void free_weight(ops::Weight& w) {
+    forget_weight(w);
+    dfree(const_cast<void*>(w.data));
+    dfree(const_cast<void*>(w.scale));
+    w.data = nullptr;
+    w.scale = nullptr;
+}
+
+}  // namespace dsinfer::cuda

@@ -1,0 +1,247 @@
+// Compressor pooling (§7.2), lightning-indexer scores (§8.4), top-k (§8.5) and MoE routing (§10.1).
+#include <cub/block/block_scan.cuh>
+
+#include "cuda/cuda_common.h"
+
+namespace dsinfer::cuda {
+
+namespace {
+
+__global__ void compress_pool_kernel(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap,
+                                     float* z) {
+    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= d) return;
+    const int64_t coff = overlap ? 2 : 1, width = coff * d, nrows = coff * ratio;
+    float m = -INFINITY;
+    for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t col = (overlap && r >= ratio) ? d + c : c;
+        m = fmaxf(m, score[r * width + col]);
+    }
+    float s = 0.f;
+    for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t col = (overlap && r >= ratio) ? d + c : c;
+        s += expf(score[r * width + col] - m);
+    }
+    float acc = 0.f;
+    for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t col = (overlap && r >= ratio) ? d + c : c;
+        const float w = expf(score[r * width + col] - m) / s;
+        if (w != 0.f) acc += kv[r * width + col] * w;
+    }
+    z[c] = acc;
+}
+
+constexpr int kIdxKeys = 16;
+
+// Block: query i, keys [j0, j0 + kIdxKeys). Shared: q_i [h][dh+1], keys [kIdxKeys][dh], dots [kIdxKeys][h].
+__global__ void index_scores_kernel(const float* q, const float* w, int64_t h, int64_t dh, const float* keys,
+                                    int64_t n, const int32_t* valid, float* scores) {
+    extern __shared__ float sm[];
+    float* qs = sm;
+    float* ks = qs + h * (dh + 1);
+    float* dots = ks + kIdxKeys * dh;
+    const int64_t i = blockIdx.x, j0 = int64_t(blockIdx.y) * kIdxKeys;
+    const int64_t nv = valid[i];
+    for (int64_t e = threadIdx.x; e < h * dh; e += blockDim.x) qs[(e / dh) * (dh + 1) + e % dh] = q[i * h * dh + e];
+    for (int64_t e = threadIdx.x; e < kIdxKeys * dh; e += blockDim.x) {
+        const int64_t j = j0 + e / dh;
+        ks[e] = j < n ? keys[j * dh + e % dh] : 0.f;
+    }
+    __syncthreads();
+    for (int64_t p = threadIdx.x; p < kIdxKeys * h; p += blockDim.x) {
+        const int64_t kk = p / h, hh = p % h;
+        const float* qr = qs + hh * (dh + 1);
+        const float* kr = ks + kk * dh;
+        float s = 0.f;
+        for (int64_t c = 0; c < dh; ++c) s += qr[c] * kr[c];
+        dots[p] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < kIdxKeys) {
+        const int64_t j = j0 + threadIdx.x;
+        if (j < n) {
+            float s = 0.f;
+            if (j >= nv) {
+                s = -INFINITY;
+            } else {
+                for (int64_t hh = 0; hh < h; ++hh) s += w[i * h + hh] * fmaxf(dots[threadIdx.x * h + hh], 0.f);
+            }
+            scores[i * n + j] = s;
+        }
+    }
+}
+
+__device__ __forceinline__ uint32_t order_key(float f) {
+    const uint32_t u = __float_as_uint(f);
+    return (u >> 31) ? ~u : (u | 0x80000000u);
+}
+
+constexpr int kTopkThreads = 1024;
+
+// Radix select of the kk-th largest key, then an in-order compaction: all keys above it, and the
+// lowest-index ones equal to it (ties: lower index first, as the CPU).
+__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores, int64_t n, int64_t k, int32_t* idx) {
+    using Scan = cub::BlockScan<int, kTopkThreads>;
+    __shared__ typename Scan::TempStorage scan_tmp;
+    __shared__ int hist[256];
+    __shared__ uint32_t s_prefix, s_mask;
+    __shared__ int64_t s_remaining, s_base_gt, s_base_eq;
+    const int64_t i = blockIdx.x;
+    const float* s = scores + i * n;
+    int32_t* out = idx + i * k;
+    const int64_t kk = min(k, n);
+    if (threadIdx.x == 0) {
+        s_prefix = 0;
+        s_mask = 0;
+        s_remaining = kk;
+        s_base_gt = 0;
+        s_base_eq = 0;
+    }
+    __syncthreads();
+    if (kk > 0) {
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
+            __syncthreads();
+            const uint32_t prefix = s_prefix, mask = s_mask;
+            for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+                const uint32_t key = order_key(s[j]);
+                if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1);
+            }
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                int64_t cum = 0;
+                int b = 255;
+                for (; b > 0; --b) {
+                    if (cum + hist[b] >= s_remaining) break;
+                    cum += hist[b];
+                }
+                s_remaining -= cum;
+                s_prefix = prefix | (uint32_t(b) << shift);
+                s_mask = mask | (255u << shift);
+            }
+            __syncthreads();
+        }
+    }
+    const uint32_t thr = s_prefix;
+    const int64_t take_eq = s_remaining, count_gt = kk - take_eq;
+    for (int64_t c0 = 0; c0 < n && kk > 0; c0 += blockDim.x) {
+        const int64_t j = c0 + threadIdx.x;
+        int gt = 0, eq = 0;
+        if (j < n) {
+            const uint32_t key = order_key(s[j]);
+            gt = key > thr;
+            eq = key == thr;
+        }
+        int packed = gt | (eq << 16), excl, total;
+        Scan(scan_tmp).ExclusiveSum(packed, excl, total);
+        const int64_t pos_gt = s_base_gt + (excl & 0xffff), pos_eq = s_base_eq + (excl >> 16);
+        if (gt) out[pos_gt] = int32_t(j);
+        if (eq && pos_eq < take_eq) out[count_gt + pos_eq] = int32_t(j);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            s_base_gt += total & 0xffff;
+            s_base_eq += total >> 16;
+        }
+        __syncthreads();
+    }
+    __syncthreads();
+    for (int64_t p = threadIdx.x; p < k; p += blockDim.x) {
+        if (p >= kk) out[p] = -1;
+        else if (s[out[p]] == -INFINITY) out[p] = -1;
+    }
+}
+
+constexpr int kRouteThreads = 256;
+
+__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* logits, int64_t e, const float* bias,
+                                                                  const int32_t* hash_ids, int64_t k,
+                                                                  float route_scale, int32_t* ids, float* w) {
+    extern __shared__ float sm[];
+    float* sc = sm;
+    float* sel = sm + e;
+    __shared__ float rv[kRouteThreads / 32];
+    __shared__ int ri[kRouteThreads / 32];
+    __shared__ int chosen[64];
+    const int64_t i = blockIdx.x;
+    for (int64_t j = threadIdx.x; j < e; j += blockDim.x) {
+        const float x = logits[i * e + j];
+        const float sp = x > 20.f ? x : log1pf(expf(x));
+        sc[j] = sqrtf(sp);
+        sel[j] = bias ? sc[j] + bias[j] : sc[j];
+    }
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int64_t r = 0; r < k; ++r) {
+        if (hash_ids) {
+            if (threadIdx.x == 0) chosen[r] = hash_ids[i * k + r];
+            continue;
+        }
+        float bv = -INFINITY;
+        int bi = 0x7fffffff;
+        for (int64_t j = threadIdx.x; j < e; j += blockDim.x) {
+            const float v = sel[j];
+            if (v > bv || (v == bv && j < bi)) bv = v, bi = int(j);
+        }
+        for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+            if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+        }
+        if (lane == 0) rv[warp] = bv, ri[warp] = bi;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float b = rv[0];
+            int bix = ri[0];
+            for (int wdx = 1; wdx < kRouteThreads / 32; ++wdx)
+                if (rv[wdx] > b || (rv[wdx] == b && ri[wdx] < bix)) b = rv[wdx], bix = ri[wdx];
+            chosen[r] = bix;
+            sel[bix] = -INFINITY;
+        }
+        __syncthreads();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float s = 0.f;
+        for (int64_t j = 0; j < k; ++j) s += sc[chosen[j]];
+        for (int64_t j = 0; j < k; ++j) {
+            ids[i * k + j] = chosen[j];
+            w[i * k + j] = sc[chosen[j]] / s * route_scale;
+        }
+    }
+}
+
+}  // namespace
+
+void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap, float* z) {
+    compress_pool_kernel<<<unsigned(ceil_div(d, 128)), 128, 0, cur_stream()>>>(kv, score, ratio, d, overlap, z);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys, int64_t n,
+                  const int32_t* valid, float* scores) {
+    if (t <= 0 || n <= 0) return;
+    const size_t smem = size_t(h * (dh + 1) + kIdxKeys * dh + kIdxKeys * h) * 4;
+    if (smem > 48 * 1024)
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(index_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                int(smem)));
+    dim3 grid(unsigned(t), unsigned(ceil_div(n, kIdxKeys)));
+    index_scores_kernel<<<grid, 256, smem, cur_stream()>>>(q, w, h, dh, keys, n, valid, scores);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void topk(const float* scores, int64_t t, int64_t n, int64_t k, int32_t* idx) {
+    if (t <= 0 || k <= 0) return;
+    topk_kernel<<<unsigned(t), kTopkThreads, 0, cur_stream()>>>(scores, n, k, idx);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, const int32_t* hash_ids, int64_t k,
+               float route_scale, int32_t* ids, float* w) {
+    if (t <= 0) return;
+    if (k > 64) fail("moe_route: top-k above 64");
+    moe_route_kernel<<<unsigned(t), kRouteThreads, size_t(2 * e) * 4, cur_stream()>>>(logits, e, bias, hash_ids, k,
+                                                                                      route_scale, ids, w);
+    DSINFER_CUDA_LAUNCH();
+}
+
+}  // namespace dsinfer::cuda

@@ -1,0 +1,305 @@
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace dsinfer::runtime {
+
+const char* finish_reason_name_impl(FinishReason r) {
+    switch (r) {
+        case FinishReason::none: return "none";
+        case FinishReason::stop: return "stop";
+        case FinishReason::length: return "length";
+        case FinishReason::cancelled: return "cancelled";
+        case FinishReason::error: return "error";
+    }
+    return "?";
+}
+
+static int64_t budget_bytes(const EngineOptions& o) { return (int64_t)(o.kv_cache_gb * 1024.0 * 1024.0 * 1024.0); }
+
+Scheduler::Scheduler(ModelRunner& runner, const EngineOptions& opts)
+    : runner_(runner),
+      opts_(opts),
+      geometry_(runner.kv_geometry()),
+      pool_(geometry_, budget_bytes(opts)),
+      prefix_(runner, pool_, opts.prefix_caching ? runner.prefix_granularity() : 0) {
+    if (opts_.max_batch_tokens < 1) throw std::invalid_argument("max_batch_tokens must be at least 1");
+    if (opts_.max_running < 1) throw std::invalid_argument("max_running must be at least 1");
+    info_.vocab_size = runner.vocab_size();
+    info_.eos_ids = runner.eos_ids();
+    eos_ = info_.eos_ids;
+    info_.kv_tokens_capacity = pool_.max_tokens_one_sequence();
+    int64_t len = runner.max_context();
+    if (opts_.max_model_len > 0) len = std::min(len, opts_.max_model_len);
+    info_.max_model_len = std::min(len, pool_.max_tokens_one_sequence());
+    stats_.kv_blocks_total = pool_.total();
+}
+
+Status Scheduler::validate(const GenerationRequest& req) const {
+    auto bad = [](std::string m) { return Status::error(StatusCode::invalid_argument, std::move(m)); };
+    if (req.prompt.empty()) return bad("the prompt is empty");
+    for (size_t i = 0; i < req.prompt.size(); ++i)
+        if (req.prompt[i] < 0 || req.prompt[i] >= info_.vocab_size)
+            return bad("prompt token " + std::to_string(i) + " has id " + std::to_string(req.prompt[i]) +
+                       ", outside the model's vocabulary of " + std::to_string(info_.vocab_size));
+    const int64_t n = (int64_t)req.prompt.size();
+    if (n >= info_.max_model_len)
+        return Status::error(StatusCode::resource_exhausted,
+                             "the prompt has " + std::to_string(n) + " tokens; the context length is " +
+                                 std::to_string(info_.max_model_len) + " (prompt plus at least one generated token)");
+    const auto& p = req.params;
+    if (p.max_tokens == 0 || p.max_tokens < -1) return bad("max_tokens must be at least 1");
+    if (p.max_tokens > 0 && n + p.max_tokens > info_.max_model_len)
+        return Status::error(StatusCode::resource_exhausted,
+                             "the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
+                                 std::to_string(p.max_tokens) + ") exceeds the context length of " +
+                                 std::to_string(info_.max_model_len));
+    if (!(p.temperature >= 0)) return bad("temperature must be >= 0");
+    if (!(p.top_p > 0 && p.top_p <= 1)) return bad("top_p must be in (0, 1]");
+    if (!(p.min_p >= 0 && p.min_p <= 1)) return bad("min_p must be in [0, 1]");
+    if (!(p.repetition_penalty > 0)) return bad("repetition_penalty must be > 0");
+    if (p.logprobs > 20) return bad("logprobs must be at most 20");
+    return Status::success();
+}
+
+void Scheduler::enqueue_waiting(std::unique_ptr<Sequence> s) {
+    auto pos = std::upper_bound(waiting_.begin(), waiting_.end(), s->arrival,
+                                [](uint64_t a, const std::unique_ptr<Sequence>& b) { return a < b->arrival; });
+    waiting_.insert(pos, std::move(s));
+}
+
+void Scheduler::add(std::unique_ptr<Sequence> s) {
+    s->prompt_len = (int64_t)s->tokens.size();
+    const int64_t room = info_.max_model_len - s->prompt_len;
+    s->max_tokens = s->params.max_tokens > 0 ? std::min<int64_t>(s->params.max_tokens, room) : room;
+    if (uses_penalties(s->params)) s->history.add_prompt(s->tokens);
+    stats_.prompt_tokens += s->prompt_len;
+    enqueue_waiting(std::move(s));
+    update_gauges();
+}
+
+bool Scheduler::reserve(Sequence& s, int64_t n_tokens) {
+    int64_t need = pool_.blocks_for(n_tokens) - s.blocks;
+    if (need <= 0) return true;
+    while (pool_.free() < need && prefix_.evict_one()) {
+    }
+    if (!pool_.try_allocate(need)) return false;
+    s.blocks += need;
+    return true;
+}
+
+void Scheduler::free_state(Sequence& s) {
+    s.state.reset();
+    pool_.release(s.blocks);
+    s.blocks = 0;
+    s.computed = 0;
+}
+
+void Scheduler::preempt(size_t i) {
+    std::unique_ptr<Sequence> s = std::move(running_[i]);
+    running_.erase(running_.begin() + (ptrdiff_t)i);
+    free_state(*s);
+    s->snapshot_at = 0;
+    ++stats_.preemptions;
+    enqueue_waiting(std::move(s));
+}
+
+void Scheduler::finish(Sequence& s, FinishReason r, const std::string& error) {
+    if (s.state || s.blocks) free_state(s);
+    TokenEvent ev;
+    ev.finish = r;
+    ev.error = error;
+    s.out->push(std::move(ev));
+    if (r == FinishReason::cancelled) ++stats_.requests_cancelled;
+    else if (r == FinishReason::error) ++stats_.requests_failed;
+    else ++stats_.requests_finished;
+}
+
+// Snapshots are kept at granularity * 2^k and at the last boundary inside the prompt: a prompt that
+// shares any prefix with an earlier one reuses at least half of the shared part (rounded down to a
+// boundary), at a cost of log2(prompt / granularity) snapshots per distinct prompt.
+int64_t Scheduler::next_snapshot_point(const Sequence& s) const {
+    const int64_t g = prefix_.granularity();
+    if (g <= 0 || s.computed >= s.prompt_len) return 0;
+    const int64_t last = ((s.prompt_len - 1) / g) * g;
+    for (int64_t b = g; b <= last; b = (b * 2 <= last || b == last) ? b * 2 : last) {
+        if (b > s.computed && !prefix_.contains(std::span<const int32_t>(s.tokens.data(), (size_t)b))) return b;
+        if (b == last) break;
+    }
+    return 0;
+}
+
+int64_t Scheduler::chunk_for(const Sequence& s, int64_t budget) const {
+    int64_t n = std::min<int64_t>((int64_t)s.tokens.size() - s.computed, budget);
+    // Stop a chunk at the snapshot boundary so the state there can be copied.
+    if (s.snapshot_at > s.computed && s.computed + n > s.snapshot_at) n = s.snapshot_at - s.computed;
+    return n;
+}
+
+void Scheduler::update_gauges() {
+    stats_.running = (int64_t)running_.size();
+    stats_.waiting = (int64_t)waiting_.size();
+    stats_.kv_blocks_used = pool_.used();
+    stats_.kv_blocks_snapshots = prefix_.blocks();
+    stats_.prefix_snapshots = prefix_.size();
+}
+
+void Scheduler::step() {
+    ++stats_.steps;
+    last_plan_.clear();
+    // 1. Cancellations free their slots before anything is planned.
+    for (size_t i = 0; i < running_.size();) {
+        if (running_[i]->out->cancel_requested()) {
+            finish(*running_[i], FinishReason::cancelled);
+            running_.erase(running_.begin() + (ptrdiff_t)i);
+        } else {
+            ++i;
+        }
+    }
+    for (size_t i = 0; i < waiting_.size();) {
+        if (waiting_[i]->out->cancel_requested()) {
+            finish(*waiting_[i], FinishReason::cancelled);
+            waiting_.erase(waiting_.begin() + (ptrdiff_t)i);
+        } else {
+            ++i;
+        }
+    }
+
+    // 2. Running sequences, oldest first.
+    struct Item {
+        Sequence* seq;
+        int64_t n;
+    };
+    std::vector<Item> plan;
+    int64_t budget = opts_.max_batch_tokens;
+    for (size_t i = 0; i < running_.size() && budget > 0;) {
+        Sequence& s = *running_[i];
+        int64_t n = chunk_for(s, budget);
+        bool ok = reserve(s, s.computed + n);
+        while (!ok && running_.size() - 1 > i) {  // preempt the newest arrival, never an older one
+            preempt(running_.size() - 1);
+            ok = reserve(s, s.computed + n);
+        }
+        if (!ok) {  // this is the newest: it waits for others to finish
+            preempt(i);
+            continue;
+        }
+        plan.push_back({&s, n});
+        budget -= n;
+        ++i;
+    }
+
+    // 3. Admission, strictly in arrival order: the head of the queue blocks those behind it.
+    while (budget > 0 && (int64_t)running_.size() < opts_.max_running && !waiting_.empty()) {
+        Sequence& s = *waiting_.front();
+        if (!s.state) {
+            auto hit = prefix_.lookup(s.tokens);
+            if (hit.length > 0) {
+                if (!reserve(s, hit.length)) break;
+                s.state = std::move(hit.state);
+                s.computed = hit.length;
+                stats_.prefix_hit_tokens += hit.length;
+            }
+        }
+        s.snapshot_at = next_snapshot_point(s);
+        int64_t n = chunk_for(s, budget);
+        if (!reserve(s, s.computed + n)) {
+            if (s.state && s.computed > 0) {  // keep the restored prefix for the next try? No: free it.
+                free_state(s);
+            }
+            break;
+        }
+        if (!s.state) s.state = runner_.new_state();
+        plan.push_back({&s, n});
+        budget -= n;
+        running_.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+    }
+
+    if (plan.empty()) {
+        update_gauges();
+        return;
+    }
+
+    // 4. One model step over the whole batch.
+    const int64_t vocab = info_.vocab_size;
+    size_t n_logits = 0;
+    for (auto& it : plan)
+        if (it.seq->computed + it.n == (int64_t)it.seq->tokens.size()) ++n_logits;
+    logits_.resize(n_logits * (size_t)vocab);
+    std::vector<StepItem> items;
+    items.reserve(plan.size());
+    size_t li = 0;
+    for (auto& it : plan) {
+        StepItem si;
+        si.state = it.seq->state.get();
+        si.tokens = std::span<const int32_t>(it.seq->tokens.data() + it.seq->computed, (size_t)it.n);
+        if (it.seq->computed + it.n == (int64_t)it.seq->tokens.size()) si.logits = logits_.data() + vocab * li++;
+        items.push_back(si);
+        last_plan_.push_back({it.seq->id, it.n});
+    }
+    runner_.step(items);
+
+    // 5. Advance, snapshot, sample.
+    std::vector<uint64_t> done_ids;
+    for (size_t k = 0; k < plan.size(); ++k) {
+        Sequence& s = *plan[k].seq;
+        s.computed += plan[k].n;
+        if (s.snapshot_at > 0 && s.computed == s.snapshot_at) {
+            prefix_.insert(std::span<const int32_t>(s.tokens.data(), (size_t)s.computed), *s.state);
+            s.snapshot_at = next_snapshot_point(s);
+        }
+        if (items[k].logits) {
+            bool done = false;
+            sample_and_emit(s, items[k].logits, done);
+            if (done) done_ids.push_back(s.id);
+        }
+    }
+    if (!done_ids.empty()) {
+        std::erase_if(running_, [&](const std::unique_ptr<Sequence>& s) {
+            return std::find(done_ids.begin(), done_ids.end(), s->id) != done_ids.end();
+        });
+    }
+    update_gauges();
+}
+
+void Scheduler::sample_and_emit(Sequence& s, const float* logits, bool& done) {
+    SampleResult r = sample(std::span<const float>(logits, (size_t)info_.vocab_size), s.params, s.rng, s.history);
+    const bool is_eos = std::find(eos_.begin(), eos_.end(), r.token) != eos_.end();
+    const auto& stops = s.params.stop_token_ids;
+    if ((is_eos && !s.params.ignore_eos) || std::find(stops.begin(), stops.end(), r.token) != stops.end()) {
+        finish(s, FinishReason::stop);
+        done = true;
+        return;
+    }
+    s.tokens.push_back(r.token);
+    ++s.generated;
+    ++stats_.generated_tokens;
+    if (uses_penalties(s.params)) s.history.add_output(r.token);
+    TokenEvent ev;
+    ev.has_token = true;
+    ev.token = r.token;
+    ev.logprob = r.logprob;
+    ev.top = std::move(r.top);
+    s.out->push(std::move(ev));
+    if (s.generated >= s.max_tokens || (int64_t)s.tokens.size() >= info_.max_model_len) {
+        finish(s, FinishReason::length);
+        done = true;
+    }
+}
+
+void Scheduler::fail_all(const std::string& message) {
+    for (auto& s : running_) finish(*s, FinishReason::error, message);
+    for (auto& s : waiting_) finish(*s, FinishReason::error, message);
+    running_.clear();
+    waiting_.clear();
+    update_gauges();
+}
+
+}  // namespace dsinfer::runtime
+
+namespace dsinfer {
+const char* finish_reason_name(FinishReason r) { return runtime::finish_reason_name_impl(r); }
+}  // namespace dsinfer

@@ -1,0 +1,49 @@
+// A model runner for tests: the next token is a chosen function of the whole sequence so far, so
+// any state lost, duplicated or restored wrongly (preemption, prefix reuse, batching) changes the
+// output. Logits put a clear maximum on that token over a deterministic spread of the others, so
+// the sampling paths have a real distribution to work on.
+#pragma once
+
+#include <functional>
+
+#include "runtime/model_runner.h"
+
+namespace dsinfer::runtime {
+
+struct ScriptedOptions {
+    int vocab = 256;
+    std::vector<int32_t> eos = {1};
+    int64_t max_context = 4096;
+    int64_t granularity = 8;  // prefix-reuse boundary
+    KvGeometry geometry;      // defaults to a small model (see scripted_runner.cpp)
+    // The next token given every token so far; default: a hash of the sequence (never an eos id).
+    std::function<int32_t(std::span<const int32_t>)> next_token;
+    float peak = 8.0f;        // logit of the chosen token above the others' spread in [-2, 0]
+    int step_delay_us = 0;    // simulated compute time per step
+};
+
+class ScriptedRunner : public ModelRunner {
+public:
+    explicit ScriptedRunner(ScriptedOptions o);
+    int vocab_size() const override { return o_.vocab; }
+    std::vector<int32_t> eos_ids() const override { return o_.eos; }
+    int64_t max_context() const override { return o_.max_context; }
+    KvGeometry kv_geometry() const override { return o_.geometry; }
+    int64_t prefix_granularity() const override { return o_.granularity; }
+    std::unique_ptr<RunnerState> new_state() override;
+    std::unique_ptr<RunnerState> clone_state(const RunnerState& s) override;
+    void step(std::span<StepItem> items) override;
+
+    // Batches run so far and the largest batch (tokens), for tests.
+    int64_t steps() const { return steps_; }
+    int64_t states_alive() const;
+
+    static uint64_t hash(std::span<const int32_t> t);
+
+private:
+    ScriptedOptions o_;
+    int64_t steps_ = 0;
+    std::shared_ptr<std::atomic<int64_t>> alive_;
+};
+
+}  // namespace dsinfer::runtime

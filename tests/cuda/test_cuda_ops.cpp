@@ -1,0 +1,525 @@
+// Every CUDA op against the CPU op on fresh random inputs: relative L2 error bars per op, outputs
+// poisoned with NaN before the call, several shapes including the real DeepSeek-V4-Flash ones.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "core/dtype.h"
+#include "cpu/cpu_ops.h"
+#include "cuda/cuda_backend.h"
+
+using namespace dsinfer;
+using ops::ScaleKind;
+using ops::Weight;
+using ops::WeightFormat;
+
+namespace {
+
+std::mt19937& rng() {
+    static std::mt19937 g(12345);
+    return g;
+}
+
+std::vector<float> randn(size_t n, float scale = 1.f) {
+    std::normal_distribution<float> d(0.f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng());
+    return v;
+}
+
+// Device buffer holding a copy of a host vector (or n poisoned floats).
+struct Dev {
+    void* p = nullptr;
+    size_t bytes = 0;
+    Dev() = default;
+    explicit Dev(size_t b) : p(cuda::dmalloc(b)), bytes(b) {}
+    template <class T>
+    explicit Dev(const std::vector<T>& v) : Dev(v.size() * sizeof(T)) {
+        cuda::h2d(p, v.data(), bytes);
+    }
+    ~Dev() { cuda::dfree(p); }
+    Dev(const Dev&) = delete;
+    Dev& operator=(const Dev&) = delete;
+    Dev(Dev&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
+    float* f() { return static_cast<float*>(p); }
+    int32_t* i() { return static_cast<int32_t*>(p); }
+    template <class T>
+    std::vector<T> get() const {
+        std::vector<T> v(bytes / sizeof(T));
+        cuda::sync();
+        cuda::d2h(v.data(), p, bytes);
+        return v;
+    }
+};
+
+Dev poisoned(size_t n) {
+    Dev d(n * 4);
+    cuda::dfill_nan(d.f(), n);
+    return d;
+}
+
+double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
+    EXPECT_EQ(got.size(), ref.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        if (!std::isfinite(got[i])) return INFINITY;  // poisoned output left unwritten, or NaN produced
+        const double d = double(got[i]) - double(ref[i]);
+        num += d * d;
+        den += double(ref[i]) * double(ref[i]);
+    }
+    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+#define EXPECT_REL(got, ref, bar)                                                     \
+    do {                                                                              \
+        const double e_ = rel_l2((got), (ref));                                       \
+        EXPECT_LE(e_, (bar)) << "relative L2 error " << e_ << " above bar " << (bar); \
+        std::printf("    rel L2 %-28s %.3e (bar %.0e)\n", #got, e_, double(bar));    \
+    } while (0)
+
+class CudaOps : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!cuda::available()) GTEST_SKIP() << "no CUDA device";
+    }
+};
+
+// A random weight in a stored format, host side (owning storage).
+struct HostWeight {
+    std::vector<uint8_t> data, scale;
+    Weight w;
+};
+
+HostWeight make_weight(WeightFormat fmt, int64_t n, int64_t k, ScaleKind sk = ScaleKind::E8M0) {
+    HostWeight h;
+    std::uniform_int_distribution<int> byte(0, 255);
+    h.w.fmt = fmt;
+    h.w.n = n;
+    h.w.k = k;
+    switch (fmt) {
+        case WeightFormat::F32: {
+            auto v = randn(size_t(n * k), 0.05f);
+            h.data.resize(v.size() * 4);
+            std::memcpy(h.data.data(), v.data(), h.data.size());
+            break;
+        }
+        case WeightFormat::BF16: {
+            auto v = randn(size_t(n * k), 0.05f);
+            h.data.resize(v.size() * 2);
+            for (size_t i = 0; i < v.size(); ++i) {
+                const uint16_t b = f32_to_bf16(v[i]);
+                std::memcpy(h.data.data() + 2 * i, &b, 2);
+            }
+            break;
+        }
+        case WeightFormat::FP8: {
+            h.data.resize(size_t(n * k));
+            for (auto& b : h.data) {
+                do b = uint8_t(byte(rng()));
+                while ((b & 0x7f) == 0x7f);  // no NaN codes
+            }
+            const int64_t sr = (n + 127) / 128, sc = (k + 127) / 128;
+            h.w.scale_cols = sc;
+            h.w.scale_kind = sk;
+            std::uniform_int_distribution<int> e(118, 124);
+            if (sk == ScaleKind::E8M0) {
+                h.scale.resize(size_t(sr * sc));
+                for (auto& s : h.scale) s = uint8_t(e(rng()));
+            } else {
+                h.scale.resize(size_t(sr * sc) * 4);
+                std::uniform_real_distribution<float> u(0.001f, 0.02f);
+                for (int64_t i = 0; i < sr * sc; ++i) {
+                    const float f = u(rng());
+                    std::memcpy(h.scale.data() + 4 * i, &f, 4);
+                }
+            }
+            break;
+        }
+        case WeightFormat::FP4: {
+            h.data.resize(size_t(n * k / 2));
+            for (auto& b : h.data) b = uint8_t(byte(rng()));
+            h.w.scale_cols = k / 32;
+            h.w.scale_kind = ScaleKind::E8M0;
+            h.scale.resize(size_t(n * k / 32));
+            std::uniform_int_distribution<int> e(118, 125);
+            for (auto& s : h.scale) s = uint8_t(e(rng()));
+            break;
+        }
+    }
+    h.w.data = h.data.data();
+    h.w.scale = h.scale.empty() ? nullptr : h.scale.data();
+    return h;
+}
+
+struct DevWeight {
+    Weight w;
+    explicit DevWeight(const Weight& host) : w(cuda::upload_weight(host)) {}
+    ~DevWeight() { cuda::free_weight(w); }
+};
+
+void check_linear(WeightFormat fmt, int64_t m, int64_t n, int64_t k, bool quant_x, double bar,
+                  ScaleKind sk = ScaleKind::E8M0, int64_t n0 = 0, int64_t n1 = -1) {
+    if (n1 < 0) n1 = n;
+    SCOPED_TRACE(testing::Message() << "fmt " << int(fmt) << " m " << m << " n " << n << " k " << k << " rows ["
+                                    << n0 << "," << n1 << ")");
+    std::printf("  linear fmt=%d m=%lld n=%lld k=%lld quant_x=%d\n", int(fmt), (long long)m, (long long)n,
+                (long long)k, int(quant_x));
+    HostWeight hw = make_weight(fmt, n, k, sk);
+    auto x = randn(size_t(m * k));
+    if (quant_x) cpu::act_quant(x.data(), m, k, k, 128, true);
+    const int64_t nn = n1 - n0, ldy = nn + 4;  // a row stride wider than the slice
+    std::vector<float> ref(size_t(m * ldy), 0.f);
+    cpu::linear(x.data(), m, hw.w, n0, n1, ref.data(), ldy);
+    DevWeight dw(hw.w);
+    Dev dx(x);
+    Dev dy = poisoned(size_t(m * ldy));
+    cuda::backend().linear(dx.f(), m, dw.w, n0, n1, dy.f(), ldy);
+    auto got = dy.get<float>();
+    // Compare the written columns only (the padding stays poisoned).
+    std::vector<float> g2, r2;
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < nn; ++j) {
+            g2.push_back(got[size_t(i * ldy + j)]);
+            r2.push_back(ref[size_t(i * ldy + j)]);
+        }
+    EXPECT_REL(g2, r2, bar);
+}
+
+}  // namespace
+
+// Weight-streaming GEMV (m ≤ 16): float32 math, only the summation order differs from the CPU.
+TEST_F(CudaOps, LinearGemvFlashShapes) {
+    check_linear(WeightFormat::FP8, 1, 1024, 4096, true, 1e-5);    // wq_a
+    check_linear(WeightFormat::FP8, 1, 32768, 1024, true, 1e-5);   // wq_b
+    check_linear(WeightFormat::FP8, 1, 512, 4096, true, 1e-5);     // wkv
+    check_linear(WeightFormat::FP8, 2, 4096, 8192, true, 1e-5);    // wo_b
+    check_linear(WeightFormat::FP8, 3, 2048, 4096, false, 1e-5);   // shared w1, unquantized x
+    check_linear(WeightFormat::FP8, 8, 4096, 2048, true, 1e-5);    // shared w2
+    check_linear(WeightFormat::FP8, 13, 1024, 4096, true, 1e-5);
+    check_linear(WeightFormat::FP8, 16, 1024, 4096, true, 1e-5, ScaleKind::E8M0, 256, 768);  // wo_a group slice
+    check_linear(WeightFormat::FP8, 4, 1024, 4096, true, 1e-5, ScaleKind::F32);               // Flash-Base scales
+    check_linear(WeightFormat::FP4, 1, 2048, 4096, true, 1e-5);    // routed w1/w3
+    check_linear(WeightFormat::FP4, 5, 4096, 2048, true, 1e-5);    // routed w2
+    check_linear(WeightFormat::BF16, 1, 256, 4096, false, 1e-5);   // gate
+    check_linear(WeightFormat::BF16, 2, 1000, 4096, false, 1e-5);  // head slice
+    check_linear(WeightFormat::F32, 3, 300, 512, false, 1e-5);
+    check_linear(WeightFormat::FP8, 1, 128, 256, true, 1e-5);      // tiny model
+    check_linear(WeightFormat::FP8, 1, 200, 96, true, 1e-5);       // odd k: tiled fallback
+}
+
+// FP8 tensor cores (cuBLASLt block scaling) for m > 16: the products are exact, but Hopper's FP8 MMA
+// accumulates inside each 128-wide k block with fewer mantissa bits than float32 (cuBLASLt promotes
+// to float32 between blocks); measured 1.5e-4 (FP4) to 2.4e-4 (FP8) relative L2, so the bar is 5e-4.
+// A wrong scale layout or block would give errors of order 1.
+TEST_F(CudaOps, LinearTensorCoreFlashShapes) {
+    check_linear(WeightFormat::FP8, 64, 1024, 4096, true, 5e-4);
+    check_linear(WeightFormat::FP8, 256, 4096, 8192, true, 5e-4);
+    check_linear(WeightFormat::FP8, 100, 2048, 4096, true, 5e-4);        // m not a multiple of 16
+    check_linear(WeightFormat::FP8, 48, 1024, 4096, true, 5e-4, ScaleKind::F32);
+    check_linear(WeightFormat::FP4, 80, 2048, 4096, true, 5e-4);         // FP4 → FP8 re-encode
+    check_linear(WeightFormat::FP4, 32, 4096, 2048, true, 5e-4);
+    check_linear(WeightFormat::FP8, 40, 1024, 4096, true, 5e-4, ScaleKind::E8M0, 256, 512);
+    // x not on the FP8 grid (wo_a is fed unquantized): the device detects it and redoes it exactly.
+    check_linear(WeightFormat::FP8, 64, 1024, 4096, false, 1e-5);
+    check_linear(WeightFormat::BF16, 70, 384, 512, false, 1e-5);         // tiled float32 path
+}
+
+TEST_F(CudaOps, ActQuantFp4QuantHadamard) {
+    for (auto [rows, cols, block, pow2] : std::vector<std::tuple<int64_t, int64_t, int64_t, bool>>{
+             {1, 4096, 128, true}, {7, 448, 64, true}, {5, 1000, 128, false}, {33, 2048, 128, true}}) {
+        auto x = randn(size_t(rows * cols), 3.f);
+        x[0] = 0.f;
+        auto ref = x;
+        cpu::act_quant(ref.data(), rows, cols, cols, block, pow2);
+        Dev d(x);
+        cuda::backend().act_quant(d.f(), rows, cols, cols, block, pow2);
+        EXPECT_REL(d.get<float>(), ref, 1e-7);
+    }
+    for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{64, 128}, {3, 100}, {256, 128}}) {
+        auto x = randn(size_t(rows * cols));
+        auto ref = x;
+        cpu::fp4_quant(ref.data(), rows, cols, cols, 32);
+        Dev d(x);
+        cuda::backend().fp4_quant(d.f(), rows, cols, cols, 32);
+        EXPECT_REL(d.get<float>(), ref, 1e-7);
+    }
+    for (auto [rows, n] : std::vector<std::pair<int64_t, int64_t>>{{64, 128}, {5, 64}, {3, 1024}}) {
+        auto x = randn(size_t(rows * n));
+        auto ref = x;
+        cpu::hadamard(ref.data(), rows, n);
+        Dev d(x);
+        cuda::backend().hadamard(d.f(), rows, n);
+        EXPECT_REL(d.get<float>(), ref, 1e-6);
+    }
+}
+
+TEST_F(CudaOps, RmsnormRope) {
+    for (auto [rows, dim, weighted] : std::vector<std::tuple<int64_t, int64_t, bool>>{
+             {1, 4096, true}, {64, 512, false}, {7, 1024, true}, {300, 256, true}}) {
+        auto x = randn(size_t(rows * dim), 2.f), w = randn(static_cast<size_t>(dim));
+        std::vector<float> ref(x.size());
+        cpu::rmsnorm(x.data(), rows, dim, weighted ? w.data() : nullptr, 1e-6f, ref.data());
+        Dev dx(x), dw(w);
+        Dev dy = poisoned(x.size());
+        cuda::backend().rmsnorm(dx.f(), rows, dim, weighted ? dw.f() : nullptr, 1e-6f, dy.f());
+        EXPECT_REL(dy.get<float>(), ref, 1e-6);
+    }
+    for (auto [rows, heads, hd, base, yarn] : std::vector<std::tuple<int64_t, int64_t, int64_t, double, bool>>{
+             {1, 64, 512, 160000.0, true}, {5, 1, 512, 10000.0, false}, {9, 64, 128, 160000.0, true}}) {
+        std::vector<float> freqs(32);
+        cpu::rope_freqs(64, base, yarn ? 65536 : 0, 16, 32, 1, freqs.data());
+        std::vector<int64_t> pos(static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r) pos[size_t(r)] = r * 977 + 3;
+        for (bool inverse : {false, true}) {
+            auto x = randn(size_t(rows * heads * hd));
+            auto ref = x;
+            ops::RopeFreqs rf{freqs.data(), 64};
+            cpu::rope(ref.data(), rows, heads, hd, pos.data(), rf, inverse);
+            Dev d(x), df(freqs), dp(pos);
+            ops::RopeFreqs drf{df.f(), 64};
+            cuda::backend().rope(d.f(), rows, heads, hd, static_cast<const int64_t*>(dp.p), drf, inverse);
+            EXPECT_REL(d.get<float>(), ref, 1e-6);
+        }
+    }
+}
+
+TEST_F(CudaOps, HyperConnections) {
+    const int64_t hc = 4, mix = 24;
+    for (auto [t, d] : std::vector<std::pair<int64_t, int64_t>>{{1, 4096}, {5, 256}, {33, 4096}}) {
+        auto x = randn(size_t(t * hc * d)), fn = randn(size_t(mix * hc * d), 0.02f);
+        std::vector<float> scale = {0.5f, 0.7f, 0.9f};
+        auto base = randn(size_t(mix), 0.5f);
+        std::vector<float> y(size_t(t * d)), post(size_t(t * hc)), comb(size_t(t * hc * hc));
+        cpu::hc_pre(x.data(), t, hc, d, fn.data(), scale.data(), base.data(), 20, 1e-6f, 1e-6f, y.data(), post.data(),
+                    comb.data());
+        Dev dx(x), dfn(fn), ds(scale), db(base);
+        Dev dy = poisoned(y.size()), dpost = poisoned(post.size()), dcomb = poisoned(comb.size());
+        cuda::backend().hc_pre(dx.f(), t, hc, d, dfn.f(), ds.f(), db.f(), 20, 1e-6f, 1e-6f, dy.f(), dpost.f(),
+                               dcomb.f());
+        EXPECT_REL(dy.get<float>(), y, 1e-5);
+        EXPECT_REL(dpost.get<float>(), post, 1e-5);
+        EXPECT_REL(dcomb.get<float>(), comb, 1e-5);
+
+        auto f = randn(size_t(t * d));
+        std::vector<float> out(size_t(t * hc * d));
+        cpu::hc_post(f.data(), x.data(), post.data(), comb.data(), t, hc, d, out.data());
+        Dev df(f), dpo(post), dco(comb);
+        Dev dout = poisoned(out.size());
+        cuda::backend().hc_post(df.f(), dx.f(), dpo.f(), dco.f(), t, hc, d, dout.f());
+        EXPECT_REL(dout.get<float>(), out, 1e-6);
+
+        auto hfn = randn(size_t(hc * hc * d), 0.02f), hbase = randn(size_t(hc), 0.5f);
+        std::vector<float> hy(size_t(t * d));
+        cpu::hc_head(x.data(), t, hc, d, hfn.data(), scale.data(), hbase.data(), 1e-6f, 1e-6f, hy.data());
+        Dev dhfn(hfn), dhb(hbase);
+        Dev dhy = poisoned(hy.size());
+        cuda::backend().hc_head(dx.f(), t, hc, d, dhfn.f(), ds.f(), dhb.f(), 1e-6f, 1e-6f, dhy.f());
+        EXPECT_REL(dhy.get<float>(), hy, 1e-5);
+    }
+}
+
+TEST_F(CudaOps, EmbedSwiglu) {
+    HostWeight table = make_weight(WeightFormat::BF16, 1000, 512);
+    std::vector<int32_t> ids = {0, 999, 17, 17, 512};
+    std::vector<float> ref(ids.size() * 512);
+    cpu::embed(table.w, ids.data(), int64_t(ids.size()), ref.data());
+    DevWeight dt(table.w);
+    Dev di(ids);
+    Dev dout = poisoned(ref.size());
+    cuda::backend().embed(dt.w, di.i(), int64_t(ids.size()), dout.f());
+    EXPECT_REL(dout.get<float>(), ref, 0.0);
+
+    for (auto [rows, n, weighted] : std::vector<std::tuple<int64_t, int64_t, bool>>{{1, 2048, true}, {37, 128, false}}) {
+        auto gu = randn(size_t(rows * 2 * n), 6.f), rw = randn(static_cast<size_t>(rows));
+        std::vector<float> h(size_t(rows * n));
+        cpu::swiglu(gu.data(), gu.data() + n, 2 * n, rows, n, 10.f, weighted ? rw.data() : nullptr, h.data());
+        Dev dgu(gu), drw(rw);
+        Dev dh = poisoned(h.size());
+        cuda::backend().swiglu(dgu.f(), dgu.f() + n, 2 * n, rows, n, 10.f, weighted ? drw.f() : nullptr, dh.f());
+        EXPECT_REL(dh.get<float>(), h, 1e-6);
+    }
+}
+
+TEST_F(CudaOps, CompressPool) {
+    for (auto [ratio, d, overlap] : std::vector<std::tuple<int64_t, int64_t, bool>>{
+             {4, 512, true}, {128, 512, false}, {4, 128, true}}) {
+        const int64_t coff = overlap ? 2 : 1;
+        auto kv = randn(size_t(coff * ratio * coff * d)), score = randn(size_t(coff * ratio * coff * d), 2.f);
+        if (overlap)
+            for (int64_t c = 0; c < coff * d; ++c) score[size_t(c)] = -INFINITY;  // an empty previous-block slot
+        std::vector<float> z(static_cast<size_t>(d));
+        cpu::compress_pool(kv.data(), score.data(), ratio, d, overlap, z.data());
+        Dev dkv(kv), ds(score);
+        Dev dz = poisoned(z.size());
+        cuda::backend().compress_pool(dkv.f(), ds.f(), ratio, d, overlap, dz.f());
+        EXPECT_REL(dz.get<float>(), z, 1e-6);
+    }
+}
+
+TEST_F(CudaOps, IndexerScoresTopk) {
+    for (auto [t, h, dh, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>>{
+             {1, 64, 128, 4096, 512}, {3, 64, 128, 300, 512}, {17, 4, 64, 100, 8}, {2, 64, 128, 20000, 512}}) {
+        auto q = randn(size_t(t * h * dh)), w = randn(size_t(t * h)), keys = randn(size_t(n * dh));
+        std::vector<int32_t> valid(static_cast<size_t>(t));
+        for (int64_t i = 0; i < t; ++i) valid[size_t(i)] = int32_t(std::max<int64_t>(1, n - i * 7));
+        std::vector<float> scores(size_t(t * n));
+        cpu::index_scores(q.data(), w.data(), t, h, dh, keys.data(), n, valid.data(), scores.data());
+        Dev dq(q), dw(w), dk(keys), dv(valid);
+        Dev ds = poisoned(scores.size());
+        cuda::backend().index_scores(dq.f(), dw.f(), t, h, dh, dk.f(), n, dv.i(), ds.f());
+        auto got = ds.get<float>();
+        // −inf entries must match exactly; the rest within the bar.
+        std::vector<float> g2, r2;
+        for (size_t i = 0; i < scores.size(); ++i) {
+            if (std::isinf(scores[i])) {
+                EXPECT_TRUE(std::isinf(got[i]) && got[i] < 0) << "entry " << i;
+            } else {
+                g2.push_back(got[i]);
+                r2.push_back(scores[i]);
+            }
+        }
+        EXPECT_REL(g2, r2, 1e-5);
+
+        // top-k on the CPU's scores (distinct values): the same set of indices.
+        std::vector<int32_t> ref(size_t(t * k));
+        cpu::topk(scores.data(), t, n, k, ref.data());
+        Dev dsc(scores);
+        Dev didx(size_t(t * k) * 4);
+        cuda::backend().topk(dsc.f(), t, n, k, didx.i());
+        auto gi = didx.get<int32_t>();
+        for (int64_t i = 0; i < t; ++i) {
+            std::multiset<int32_t> a(ref.begin() + i * k, ref.begin() + (i + 1) * k),
+                b(gi.begin() + i * k, gi.begin() + (i + 1) * k);
+            EXPECT_EQ(a, b) << "row " << i << " (t " << t << " n " << n << " k " << k << ")";
+        }
+    }
+}
+
+// Ties: all keys above the k-th value are selected, and exactly k entries in total.
+TEST_F(CudaOps, TopkTies) {
+    const int64_t n = 1000, k = 64;
+    std::vector<float> s(size_t(n), 0.f);
+    for (int64_t j = 0; j < 40; ++j) s[size_t(j * 23)] = 1.f + float(j);
+    Dev ds(s);
+    Dev di(size_t(k) * 4);
+    cuda::backend().topk(ds.f(), 1, n, k, di.i());
+    auto got = di.get<int32_t>();
+    std::set<int32_t> uniq(got.begin(), got.end());
+    EXPECT_EQ(int64_t(uniq.size()), k);
+    for (int64_t j = 0; j < 40; ++j) EXPECT_TRUE(uniq.count(int32_t(j * 23))) << j;
+    for (int32_t v : got) EXPECT_TRUE(v >= 0 && v < n);
+}
+
+TEST_F(CudaOps, SparseAttentionWithSink) {
+    // (t, h, d, window keys, compressed keys, per-query attended count)
+    for (auto [t, h, d, na, nb, nk] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>>{
+             {1, 64, 512, 128, 512, 640},    // Flash decode, ratio-4 layer
+             {1, 64, 512, 128, 8192, 8320},  // Flash decode, ratio-128 layer at 1M
+             {1, 64, 512, 128, 0, 128},      // Flash decode, window layer
+             {37, 64, 512, 200, 50, 150},    // prefill chunk
+             {5, 4, 128, 16, 8, 24}}) {      // tiny model
+        auto q = randn(size_t(t * h * d), 0.3f), kva = randn(size_t(na * d)), kvb = randn(size_t(std::max<int64_t>(nb, 1) * d));
+        auto sink = randn(static_cast<size_t>(h));
+        std::vector<int32_t> idx(size_t(t * nk));
+        std::uniform_int_distribution<int32_t> pick(0, int32_t(na + nb - 1));
+        for (auto& v : idx) v = pick(rng());
+        for (int64_t i = 0; i < t; ++i) idx[size_t(i * nk + (i % nk))] = -1;  // padding entries
+        if (t > 3) std::fill(idx.begin() + 3 * nk, idx.begin() + 4 * nk, -1);  // a query with no keys
+        std::vector<float> ref(size_t(t * h * d));
+        const float scale = 1.f / std::sqrt(float(d));
+        cpu::sparse_attn(q.data(), t, h, d, kva.data(), na, kvb.data(), idx.data(), nk, sink.data(), scale, ref.data());
+        Dev dq(q), da(kva), db(kvb), di(idx), dsk(sink);
+        Dev dout = poisoned(ref.size());
+        cuda::backend().sparse_attn(dq.f(), t, h, d, da.f(), na, db.f(), di.i(), nk, dsk.f(), scale, dout.f());
+        EXPECT_REL(dout.get<float>(), ref, 1e-5);
+    }
+}
+
+TEST_F(CudaOps, MoeRoute) {
+    for (auto [t, e, k, hash] : std::vector<std::tuple<int64_t, int64_t, int64_t, bool>>{
+             {1, 256, 6, false}, {50, 256, 6, false}, {7, 8, 2, false}, {9, 256, 6, true}}) {
+        auto logits = randn(size_t(t * e), 2.f), bias = randn(size_t(e), 0.1f);
+        std::vector<int32_t> hid(size_t(t * k));
+        std::uniform_int_distribution<int32_t> pick(0, int32_t(e - 1));
+        for (auto& v : hid) v = pick(rng());
+        std::vector<int32_t> ids(size_t(t * k));
+        std::vector<float> w(size_t(t * k));
+        cpu::moe_route(logits.data(), t, e, bias.data(), hash ? hid.data() : nullptr, k, 1.5f, ids.data(), w.data());
+        Dev dl(logits), db(bias), dh(hid);
+        Dev di(size_t(t * k) * 4);
+        Dev dw = poisoned(w.size());
+        cuda::backend().moe_route(dl.f(), t, e, db.f(), hash ? dh.i() : nullptr, k, 1.5f, di.i(), dw.f());
+        EXPECT_EQ(di.get<int32_t>(), ids);
+        EXPECT_REL(dw.get<float>(), w, 1e-6);
+    }
+}
+
+// Fused routed experts against the CPU composition of the same ops (the model's run_expert).
+TEST_F(CudaOps, MoeExperts) {
+    for (auto [t, d, inter, ne, k, fmt] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, WeightFormat>>{
+             {1, 4096, 2048, 16, 6, WeightFormat::FP4},    // Flash decode (16 of the 256 experts)
+             {4, 4096, 2048, 16, 6, WeightFormat::FP4},    // decode batch 4
+             {2, 4096, 2048, 8, 6, WeightFormat::FP8},     // Flash-Base experts
+             {96, 4096, 2048, 8, 6, WeightFormat::FP4},    // prefill: sorted by expert, tensor cores
+             {9, 256, 128, 8, 2, WeightFormat::FP8}}) {    // tiny model
+        SCOPED_TRACE(testing::Message() << "t " << t << " d " << d << " inter " << inter);
+        std::vector<HostWeight> hw;
+        std::vector<cuda::ExpertWeights> dev;
+        for (int64_t e = 0; e < ne; ++e) {
+            hw.push_back(make_weight(fmt, inter, d));
+            hw.push_back(make_weight(fmt, inter, d));
+            hw.push_back(make_weight(fmt, d, inter));
+        }
+        for (int64_t e = 0; e < ne; ++e)
+            dev.push_back({cuda::upload_weight(hw[size_t(3 * e)].w), cuda::upload_weight(hw[size_t(3 * e + 1)].w),
+                           cuda::upload_weight(hw[size_t(3 * e + 2)].w)});
+        auto x = randn(size_t(t * d));
+        cpu::act_quant(x.data(), t, d, d, 128, true);
+        std::vector<int32_t> ids(size_t(t * k));
+        std::vector<float> w(size_t(t * k));
+        for (int64_t i = 0; i < t; ++i) {
+            std::vector<int32_t> all(static_cast<size_t>(ne));
+            for (int64_t e = 0; e < ne; ++e) all[size_t(e)] = int32_t(e);
+            std::shuffle(all.begin(), all.end(), rng());
+            for (int64_t j = 0; j < k; ++j) {
+                ids[size_t(i * k + j)] = all[size_t(j)];
+                w[size_t(i * k + j)] = 0.1f + 0.2f * float(j);
+            }
+        }
+        // CPU: experts in ascending id, each on its rows; out += expert output.
+        std::vector<float> ref(size_t(t * d), 0.f);
+        for (int64_t e = 0; e < ne; ++e)
+            for (int64_t i = 0; i < t; ++i)
+                for (int64_t j = 0; j < k; ++j) {
+                    if (ids[size_t(i * k + j)] != e) continue;
+                    std::vector<float> gu(size_t(2 * inter)), h(static_cast<size_t>(inter)), o(static_cast<size_t>(d));
+                    cpu::linear(x.data() + i * d, 1, hw[size_t(3 * e)].w, 0, inter, gu.data(), 2 * inter);
+                    cpu::linear(x.data() + i * d, 1, hw[size_t(3 * e + 1)].w, 0, inter, gu.data() + inter, 2 * inter);
+                    cpu::swiglu(gu.data(), gu.data() + inter, 2 * inter, 1, inter, 10.f, &w[size_t(i * k + j)], h.data());
+                    cpu::act_quant(h.data(), 1, inter, inter, 128, true);
+                    cpu::linear(h.data(), 1, hw[size_t(3 * e + 2)].w, 0, d, o.data(), d);
+                    for (int64_t c = 0; c < d; ++c) ref[size_t(i * d + c)] += o[size_t(c)];
+                }
+        {
+            cuda::ExpertTable table(dev);
+            Dev dx(x), di(ids), dw(w);
+            Dev dout = poisoned(ref.size());
+            cuda::moe_experts(table, dx.f(), t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
+            // Decode (grouped GEMV) is float32 math up to summation order (measured ~1e-7). Prefill runs
+            // w1/w3 on FP8 tensor cores (2e-4, see LinearTensorCore); the FP8 quantization of h then turns
+            // those small differences into whole e4m3 steps (1/16 relative) for the few elements near a
+            // rounding boundary: measured 3e-3, bar 1e-2.
+            EXPECT_REL(dout.get<float>(), ref, t * k > 64 ? 1e-2 : 1e-5);
+        }
+        for (auto& e : dev) {
+            cuda::free_weight(e.w1);
+            cuda::free_weight(e.w3);
+            cuda::free_weight(e.w2);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+// Drives a Scheduler over a ScriptedRunner step by step, collecting every request's events.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "runtime/scheduler.h"
+#include "runtime/scripted_runner.h"
+
+namespace dsinfer::runtime::testing {
+
+struct Result {
+    std::vector<int32_t> tokens;
+    std::vector<float> logprobs;
+    FinishReason finish = FinishReason::none;
+    int events_after_finish = 0;
+};
+
+inline double gb_for_blocks(const KvGeometry& g, int64_t blocks) {
+    return (double)(blocks * g.block_bytes() + g.block_bytes() / 2) / (1024.0 * 1024.0 * 1024.0);
+}
+
+inline SamplingParams greedy_params(int max_tokens = 16) {
+    SamplingParams p;
+    p.temperature = 0;
+    p.max_tokens = max_tokens;
+    return p;
+}
+
+struct Harness {
+    std::unique_ptr<ScriptedRunner> runner;
+    std::unique_ptr<Scheduler> sched;
+    std::map<uint64_t, std::shared_ptr<OutputChannel>> channels;
+    std::map<uint64_t, Result> results;
+    uint64_t next_id = 1;
+
+    Harness(EngineOptions opts, ScriptedOptions so = {}) {
+        runner = std::make_unique<ScriptedRunner>(std::move(so));
+        sched = std::make_unique<Scheduler>(*runner, opts);
+    }
+
+    uint64_t submit(std::vector<int32_t> prompt, SamplingParams p = greedy_params()) {
+        GenerationRequest req{prompt, p};
+        Status st = sched->validate(req);
+        EXPECT_TRUE(st.ok()) << st.message;
+        auto s = std::make_unique<Sequence>();
+        s->id = s->arrival = next_id++;
+        s->tokens = std::move(prompt);
+        s->params = p;
+        s->rng = Rng(p.seed ? *p.seed : 1234 + s->id);
+        s->out = std::make_shared<OutputChannel>(s->id, nullptr);
+        channels[s->id] = s->out;
+        uint64_t id = s->id;
+        sched->add(std::move(s));
+        return id;
+    }
+
+    void drain() {
+        for (auto& [id, ch] : channels) {
+            TokenEvent ev;
+            while (ch->next_for(ev, 0) == 1) {
+                Result& r = results[id];
+                if (r.finish != FinishReason::none) ++r.events_after_finish;
+                if (ev.has_token) {
+                    r.tokens.push_back(ev.token);
+                    r.logprobs.push_back(ev.logprob);
+                }
+                if (ev.finish != FinishReason::none) r.finish = ev.finish;
+            }
+        }
+    }
+
+    // Steps until nothing is left; fails the test past max_steps.
+    void run(int max_steps = 100000) {
+        int n = 0;
+        while (sched->has_work()) {
+            sched->step();
+            drain();
+            ASSERT_LT(++n, max_steps) << "scheduler did not finish";
+        }
+        drain();
+    }
+
+    static SamplingParams greedy(int max_tokens = 16) { return greedy_params(max_tokens); }
+};
+
+inline std::vector<int32_t> make_prompt(int n, uint32_t seed, int vocab = 256) {
+    std::vector<int32_t> p(n);
+    uint64_t h = seed * 2654435761ull + 7;
+    for (int i = 0; i < n; ++i) {
+        h = h * 6364136223846793005ull + 1442695040888963407ull;
+        p[i] = 2 + (int32_t)((h >> 33) % (uint64_t)(vocab - 2));
+    }
+    return p;
+}
+
+// The output of one request run alone with prefix caching off and an ample budget.
+inline Result run_alone(const std::vector<int32_t>& prompt, SamplingParams p, ScriptedOptions so = {}) {
+    EngineOptions o;
+    o.kv_cache_gb = 0.05;
+    o.max_batch_tokens = 100000;
+    o.prefix_caching = false;
+    Harness h(o, std::move(so));
+    uint64_t id = h.submit(prompt, p);
+    h.run();
+    return h.results[id];
+}
+
+}  // namespace dsinfer::runtime::testing

@@ -1,0 +1,148 @@
+// Sampler math (temperature, top-k, top-p, min-p, penalties), seeded determinism, logprobs, and
+// stop strings split across pieces.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "runtime/sampler.h"
+#include "runtime/stop_strings.h"
+
+using namespace dsinfer;
+using namespace dsinfer::runtime;
+
+static std::vector<float> logits_of(std::vector<double> probs) {
+    std::vector<float> l;
+    for (double p : probs) l.push_back((float)std::log(p));
+    return l;
+}
+
+TEST(Sampler, GreedyPicksArgmaxLowestIdOnTies) {
+    SamplingParams p;
+    p.temperature = 0;
+    Rng rng(1);
+    TokenHistory h;
+    std::vector<float> l = {0.1f, 3.0f, -1.0f, 3.0f};
+    EXPECT_EQ(sample(l, p, rng, h).token, 1);
+}
+
+TEST(Sampler, TopKTopPMinPMath) {
+    auto l = logits_of({0.5, 0.2, 0.15, 0.1, 0.05});
+    SamplingParams p;
+    p.temperature = 1;
+    auto full = filtered_distribution(l, p);
+    ASSERT_EQ(full.size(), 5u);
+    EXPECT_NEAR(full[0].second, 0.5, 1e-6);
+    p.top_k = 2;
+    auto k2 = filtered_distribution(l, p);
+    ASSERT_EQ(k2.size(), 2u);
+    EXPECT_NEAR(k2[0].second, 0.5 / 0.7, 1e-6);
+    EXPECT_EQ(k2[1].first, 1);
+    p.top_k = 0;
+    p.top_p = 0.8f;  // 0.5 + 0.2 = 0.7 < 0.8 -> needs the third
+    auto tp = filtered_distribution(l, p);
+    ASSERT_EQ(tp.size(), 3u);
+    EXPECT_NEAR(tp[2].second, 0.15 / 0.85, 1e-6);
+    p.top_p = 1;
+    p.min_p = 0.29f;  // keeps p >= 0.145
+    auto mp = filtered_distribution(l, p);
+    ASSERT_EQ(mp.size(), 3u);
+    p.min_p = 0;
+    p.temperature = 0.5f;  // p^(1/T) renormalised
+    auto t = filtered_distribution(l, p);
+    double z = 0.25 + 0.04 + 0.0225 + 0.01 + 0.0025;
+    EXPECT_NEAR(t[0].second, 0.25 / z, 1e-5);
+}
+
+TEST(Sampler, EmpiricalFrequenciesFollowTheDistribution) {
+    auto l = logits_of({0.6, 0.3, 0.1});
+    SamplingParams p;
+    p.temperature = 1;
+    Rng rng(7);
+    TokenHistory h;
+    std::map<int, int> n;
+    const int trials = 20000;
+    for (int i = 0; i < trials; ++i) ++n[sample(l, p, rng, h).token];
+    EXPECT_NEAR(n[0] / (double)trials, 0.6, 0.02);
+    EXPECT_NEAR(n[1] / (double)trials, 0.3, 0.02);
+    EXPECT_NEAR(n[2] / (double)trials, 0.1, 0.02);
+}
+
+TEST(Sampler, SeedDeterminism) {
+    auto l = logits_of({0.2, 0.2, 0.2, 0.2, 0.2});
+    SamplingParams p;
+    p.temperature = 1;
+    TokenHistory h;
+    auto draw = [&](uint64_t seed) {
+        Rng rng(seed);
+        std::vector<int32_t> v;
+        for (int i = 0; i < 50; ++i) v.push_back(sample(l, p, rng, h).token);
+        return v;
+    };
+    EXPECT_EQ(draw(5), draw(5));
+    EXPECT_NE(draw(5), draw(6));
+}
+
+TEST(Sampler, Penalties) {
+    std::vector<float> l = {2.0f, -2.0f, 1.0f, 0.5f};
+    TokenHistory h;
+    h.add_prompt(std::vector<int32_t>{1});
+    h.add_output(0);
+    h.add_output(0);
+    h.add_output(2);
+    SamplingParams p;
+    p.repetition_penalty = 2.0f;
+    p.frequency_penalty = 0.25f;
+    p.presence_penalty = 0.5f;
+    apply_penalties(l, p, h);
+    EXPECT_FLOAT_EQ(l[0], 2.0f / 2 - 0.25f * 2 - 0.5f);
+    EXPECT_FLOAT_EQ(l[1], -2.0f * 2);  // prompt token: repetition only
+    EXPECT_FLOAT_EQ(l[2], 1.0f / 2 - 0.25f - 0.5f);
+    EXPECT_FLOAT_EQ(l[3], 0.5f);
+    // Greedy with a presence penalty turns away from the repeated token.
+    std::vector<float> l2 = {1.0f, 0.9f};
+    TokenHistory h2;
+    h2.add_output(0);
+    SamplingParams g;
+    g.temperature = 0;
+    g.presence_penalty = 0.5f;
+    Rng rng(0);
+    EXPECT_EQ(sample(l2, g, rng, h2).token, 1);
+}
+
+TEST(Sampler, Logprobs) {
+    auto l = logits_of({0.5, 0.25, 0.25});
+    SamplingParams p;
+    p.temperature = 0;
+    p.logprobs = 2;
+    Rng rng(0);
+    TokenHistory h;
+    auto r = sample(l, p, rng, h);
+    EXPECT_EQ(r.token, 0);
+    EXPECT_NEAR(r.logprob, std::log(0.5), 1e-6);
+    ASSERT_EQ(r.top.size(), 2u);
+    EXPECT_EQ(r.top[0].id, 0);
+    EXPECT_EQ(r.top[1].id, 1);  // tie: lowest id first
+    EXPECT_NEAR(r.top[1].logprob, std::log(0.25), 1e-6);
+}
+
+TEST(StopStrings, SplitAcrossPieces) {
+    StopStringMatcher m({"STOP", "xyz"});
+    std::string out;
+    for (std::string piece : {"hello S", "T", "O", "ne", "ver ST", "OP after"}) out += m.feed(piece);
+    EXPECT_TRUE(m.matched());
+    EXPECT_EQ(out, "hello STOnever ");
+    EXPECT_EQ(m.feed("more"), "");
+}
+
+TEST(StopStrings, HoldsBackOnlyPossiblePrefixes) {
+    StopStringMatcher m({"abc"});
+    EXPECT_EQ(m.feed("xxa"), "xx");
+    EXPECT_EQ(m.feed("b"), "");
+    EXPECT_EQ(m.feed("d"), "abd");
+    EXPECT_EQ(m.feed("ab"), "");
+    EXPECT_FALSE(m.matched());
+    EXPECT_EQ(m.flush(), "ab");
+    StopStringMatcher none({});
+    EXPECT_EQ(none.feed("abc"), "abc");
+}

@@ -1,0 +1,217 @@
+// Scheduler: token budget, chunked prefill, batching invariance, preemption, cancellation, FCFS.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "harness.h"
+
+using namespace dsinfer;
+using namespace dsinfer::runtime;
+using namespace dsinfer::runtime::testing;
+
+TEST(Scheduler, BatchedGreedyEqualsAlone) {
+    EngineOptions o;
+    o.max_batch_tokens = 40;
+    o.prefix_caching = false;
+    Harness h(o);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<uint64_t> ids;
+    for (int i = 0; i < 12; ++i) {
+        prompts.push_back(make_prompt(5 + 17 * i % 90, i));
+        ids.push_back(h.submit(prompts.back(), Harness::greedy(10 + i)));
+    }
+    h.run();
+    for (int i = 0; i < 12; ++i) {
+        Result alone = run_alone(prompts[i], Harness::greedy(10 + i));
+        EXPECT_EQ(h.results[ids[i]].tokens, alone.tokens) << "request " << i;
+        EXPECT_EQ(h.results[ids[i]].finish, FinishReason::length);
+        EXPECT_EQ((int)h.results[ids[i]].tokens.size(), 10 + i);
+        EXPECT_EQ(h.results[ids[i]].events_after_finish, 0);
+    }
+    EXPECT_EQ(h.sched->pool().used(), 0);
+    EXPECT_EQ(h.runner->states_alive(), 0);
+}
+
+TEST(Scheduler, BudgetAndChunkedPrefillNeverStallDecodes) {
+    EngineOptions o;
+    o.max_batch_tokens = 16;
+    o.prefix_caching = false;
+    Harness h(o);
+    std::vector<uint64_t> short_ids;
+    for (int i = 0; i < 3; ++i) short_ids.push_back(h.submit(make_prompt(4, 100 + i), Harness::greedy(40)));
+    // Let the short ones reach decoding, then a long prompt arrives.
+    for (int i = 0; i < 3; ++i) h.sched->step();
+    auto long_prompt = make_prompt(300, 7);
+    uint64_t long_id = h.submit(long_prompt, Harness::greedy(5));
+    int steps_with_long = 0;
+    while (h.sched->has_work()) {
+        h.sched->step();
+        h.drain();
+        int64_t total = 0;
+        std::set<uint64_t> in_step;
+        for (auto& p : h.sched->last_plan()) {
+            total += p.n_tokens;
+            in_step.insert(p.id);
+            if (p.id == long_id) ++steps_with_long;
+        }
+        EXPECT_LE(total, o.max_batch_tokens);
+        // Every short request still generating is in every step: the long prefill takes only what is left.
+        for (uint64_t id : short_ids)
+            if (h.results[id].finish == FinishReason::none && h.results[id].tokens.size() < 40)
+                EXPECT_TRUE(in_step.count(id)) << "decode of " << id << " stalled";
+    }
+    EXPECT_GE(steps_with_long, 300 / 16);  // it was chunked
+    EXPECT_EQ(h.results[long_id].tokens, run_alone(long_prompt, Harness::greedy(5)).tokens);
+}
+
+TEST(Scheduler, ChunkSizeDoesNotChangeOutput) {
+    auto prompt = make_prompt(257, 3);
+    Result big = run_alone(prompt, Harness::greedy(20));
+    for (int budget : {1, 7, 64}) {
+        EngineOptions o;
+        o.max_batch_tokens = budget;
+        o.prefix_caching = false;
+        Harness h(o);
+        uint64_t id = h.submit(prompt, Harness::greedy(20));
+        h.run();
+        EXPECT_EQ(h.results[id].tokens, big.tokens) << "budget " << budget;
+    }
+}
+
+TEST(Scheduler, PreemptionLosesAndReordersNothing) {
+    ScriptedOptions so;
+    ScriptedRunner probe(so);
+    KvGeometry g = probe.kv_geometry();
+    EngineOptions o;
+    o.prefix_caching = false;
+    o.max_batch_tokens = 64;
+    // Room for three sequences of up to 128 tokens; growing past 128 needs one more block each.
+    BlockPool sizing(g, 1 << 30);
+    o.kv_cache_gb = gb_for_blocks(g, 3 * (sizing.slot_blocks() + 1) + 1);
+    Harness h(o, so);
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<uint64_t> ids;
+    for (int i = 0; i < 6; ++i) {
+        prompts.push_back(make_prompt(100 + i, 50 + i));
+        ids.push_back(h.submit(prompts.back(), Harness::greedy(80)));
+    }
+    h.run();
+    EXPECT_GT(h.sched->stats().preemptions, 0);
+    for (int i = 0; i < 6; ++i) {
+        EXPECT_EQ(h.results[ids[i]].tokens, run_alone(prompts[i], Harness::greedy(80)).tokens) << i;
+        EXPECT_EQ(h.results[ids[i]].finish, FinishReason::length);
+        EXPECT_EQ(h.results[ids[i]].events_after_finish, 0);
+    }
+    EXPECT_EQ(h.sched->pool().used(), 0);
+    EXPECT_EQ(h.runner->states_alive(), 0);
+}
+
+TEST(Scheduler, SeededSamplingIndependentOfBatch) {
+    SamplingParams p;
+    p.temperature = 1.5f;
+    p.top_p = 0.95f;
+    p.seed = 42;
+    p.max_tokens = 30;
+    ScriptedOptions so;
+    so.peak = 0.5f;  // a flat distribution, so sampling really picks among many tokens
+    auto prompt = make_prompt(20, 9);
+    Result alone = run_alone(prompt, p, so);
+    EngineOptions o;
+    o.max_batch_tokens = 13;
+    Harness h(o, so);
+    for (int i = 0; i < 5; ++i) {
+        SamplingParams q = p;
+        q.seed = 1000 + i;
+        h.submit(make_prompt(10 + i, 70 + i), q);
+    }
+    uint64_t id = h.submit(prompt, p);
+    h.run();
+    EXPECT_EQ(h.results[id].tokens, alone.tokens);
+    // Different seeds give different samples (the distribution is flat enough).
+    p.seed = 43;
+    EXPECT_NE(run_alone(prompt, p, so).tokens, alone.tokens);
+}
+
+TEST(Scheduler, CancellationFreesAtOnce) {
+    EngineOptions o;
+    o.prefix_caching = false;
+    Harness h(o);
+    uint64_t a = h.submit(make_prompt(10, 1), Harness::greedy(1000));
+    uint64_t b = h.submit(make_prompt(10, 2), Harness::greedy(5));
+    for (int i = 0; i < 3; ++i) h.sched->step();
+    EXPECT_GT(h.sched->pool().used(), 0);
+    h.channels[a]->cancel();
+    h.sched->step();
+    h.drain();
+    EXPECT_EQ(h.results[a].finish, FinishReason::cancelled);
+    EXPECT_EQ(h.results[a].tokens.size(), 3u);  // tokens made before the cancel are kept, no more
+    h.run();
+    EXPECT_EQ(h.results[b].finish, FinishReason::length);
+    EXPECT_EQ(h.sched->pool().used(), 0);
+    EXPECT_EQ(h.runner->states_alive(), 0);
+    EXPECT_EQ(h.sched->stats().requests_cancelled, 1);
+}
+
+TEST(Scheduler, StopTokensEosAndMaxTokens) {
+    ScriptedOptions so;
+    // Counts up from the last token; emits the eos id 1 after token 20.
+    so.next_token = [](std::span<const int32_t> t) { return t.back() >= 20 ? 1 : t.back() + 1; };
+    EngineOptions o;
+    Harness h(o, so);
+    uint64_t a = h.submit({10}, Harness::greedy(100));
+    SamplingParams ps = Harness::greedy(100);
+    ps.stop_token_ids = {15};
+    uint64_t b = h.submit({10, 11}, ps);
+    uint64_t c = h.submit({10, 12}, Harness::greedy(3));
+    SamplingParams pe = Harness::greedy(12);
+    pe.ignore_eos = true;
+    uint64_t d = h.submit({18}, pe);
+    h.run();
+    EXPECT_EQ(h.results[a].tokens, (std::vector<int32_t>{11, 12, 13, 14, 15, 16, 17, 18, 19, 20}));
+    EXPECT_EQ(h.results[a].finish, FinishReason::stop);
+    EXPECT_EQ(h.results[b].tokens, (std::vector<int32_t>{12, 13, 14}));
+    EXPECT_EQ(h.results[b].finish, FinishReason::stop);
+    EXPECT_EQ(h.results[c].tokens, (std::vector<int32_t>{13, 14, 15}));
+    EXPECT_EQ(h.results[c].finish, FinishReason::length);
+    EXPECT_EQ(h.results[d].tokens.size(), 12u);
+    EXPECT_EQ(h.results[d].tokens[2], 1);  // eos kept as output when ignored
+}
+
+TEST(Scheduler, FirstComeFirstServed) {
+    EngineOptions o;
+    o.max_running = 2;
+    o.prefix_caching = false;
+    Harness h(o);
+    std::vector<uint64_t> ids;
+    for (int i = 0; i < 6; ++i) ids.push_back(h.submit(make_prompt(8, i), Harness::greedy(5)));
+    std::vector<uint64_t> admitted;
+    while (h.sched->has_work()) {
+        h.sched->step();
+        h.drain();
+        for (auto& p : h.sched->last_plan())
+            if (std::find(admitted.begin(), admitted.end(), p.id) == admitted.end()) admitted.push_back(p.id);
+        EXPECT_LE(h.sched->stats().running, 2);
+    }
+    EXPECT_EQ(admitted, ids);
+}
+
+TEST(Scheduler, RejectsWhatCanNeverRun) {
+    EngineOptions o;
+    o.max_model_len = 64;
+    Harness h(o);
+    GenerationRequest r;
+    r.prompt = make_prompt(64, 1);
+    EXPECT_EQ(h.sched->validate(r).code, StatusCode::resource_exhausted);
+    r.prompt = make_prompt(60, 1);
+    r.params.max_tokens = 10;
+    EXPECT_EQ(h.sched->validate(r).code, StatusCode::resource_exhausted);
+    r.params.max_tokens = 4;
+    EXPECT_TRUE(h.sched->validate(r).ok());
+    r.prompt[3] = 256;
+    Status st = h.sched->validate(r);
+    EXPECT_EQ(st.code, StatusCode::invalid_argument);
+    EXPECT_NE(st.message.find("vocabulary"), std::string::npos);
+    r.prompt.clear();
+    EXPECT_EQ(h.sched->validate(r).code, StatusCode::invalid_argument);
+}
