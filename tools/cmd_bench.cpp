@@ -248,7 +248,7 @@ void usage() {
     std::fprintf(stderr,
                  "usage: dsinfer bench [--model DIR] [--device cpu|cuda] [--prompt N] [--decode N] [--batch 1,8]\n"
                  "                     [--context N] [--threads N]\n"
-                 "  --model DIR     model folder (default models/default); for real Flash layer shapes make one with\n"
+                 "  --model DIR     model folder (default $DSINFER_MODEL, else models/default); for real Flash layer shapes make one with\n"
                  "                  dsinfer make-synthetic --like flash --layers 2 --out DIR\n"
                  "  --prompt N      prefill length of the prefill measurement (default 32)\n"
                  "  --decode N      decode steps per batch size (default 8)\n"
@@ -266,7 +266,7 @@ void usage() {
 }
 
 int run(int argc, char** argv) {
-    std::string dir = "models/default", device = "cpu";
+    std::string dir = dsinfer::cli::default_model_dir(), device = "cpu";
     bool fp8_prefill = false;
     int prompt = 32, decode = 8, context = 8, threads = 0;
     bool warm = true;

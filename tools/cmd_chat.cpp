@@ -24,7 +24,7 @@ const char* kUsage =
     "Type a message and press enter; an empty line or end of input quits; /reset clears the history.\n";
 
 int chat_main(int argc, char** argv) {
-    std::string model_dir = std::getenv("DSINFER_MODEL") ? std::getenv("DSINFER_MODEL") : "models/default";
+    std::string model_dir = dsinfer::cli::default_model_dir();
     std::string tokenizer, scripted, system;
     bool thinking = false;
     dsinfer::SamplingParams sp;

@@ -61,8 +61,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 
 int generate_main(int argc, char** argv) {
     std::string model_dir, text, tokenizer_path, device = "cpu";
-    const char* env = std::getenv("DSINFER_MODEL");
-    model_dir = env && *env ? env : "models/default";
+    model_dir = dsinfer::cli::default_model_dir();
     std::vector<int32_t> prompt;
     bool have_ids = false, have_text = false, stop = true, speculative = false;
     int64_t max_tokens = 32;

@@ -30,8 +30,7 @@ void usage() {
 }
 
 int perplexity_main(int argc, char** argv) {
-    const char* env = std::getenv("DSINFER_MODEL");
-    std::string model_dir = env && *env ? env : "models/default";
+    std::string model_dir = dsinfer::cli::default_model_dir();
     std::string text_path, tokenizer_path;
     long long window = 512, max_windows = -1;
     dsinfer::ModelOptions mo;

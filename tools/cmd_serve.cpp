@@ -45,7 +45,7 @@ const char* kUsage =
     "Prints 'listening on http://HOST:PORT' once ready. SIGTERM/SIGINT: finish in-flight requests, exit 0.\n";
 
 int serve_main(int argc, char** argv) {
-    std::string model_dir = std::getenv("DSINFER_MODEL") ? std::getenv("DSINFER_MODEL") : "models/default";
+    std::string model_dir = dsinfer::cli::default_model_dir();
     std::string scripted, served_name, tokenizer;
     dsinfer::EngineOptions eo;
     dsinfer::server::ServerOptions so;

@@ -2,6 +2,7 @@
 // DSINFER_COMMAND at static-initialisation time; main() looks them up by name.
 #pragma once
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,13 @@ struct Command {
 };
 
 std::vector<Command>& command_registry();
+
+// The model folder a command uses without --model: $DSINFER_MODEL when set and non-empty, else
+// models/default (relative to the current directory).
+inline std::string default_model_dir() {
+    const char* env = std::getenv("DSINFER_MODEL");
+    return env && *env ? std::string(env) : std::string("models/default");
+}
 
 struct CommandRegistrar {
     explicit CommandRegistrar(Command c) { command_registry().push_back(c); }
