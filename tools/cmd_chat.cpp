@@ -20,7 +20,8 @@ namespace {
 
 const char* kUsage =
     "usage: dsinfer chat [--model DIR] [--tokenizer FILE] [--system TEXT] [--thinking] [--max-tokens N]\n"
-    "                    [--temperature T] [--seed S] [--kv-cache-gb G] [--scripted SPEC]\n"
+    "                    [--temperature T] [--seed S] [--kv-cache-gb G] [--device cpu|cuda] [--speculative K]\n"
+    "                    [--scripted SPEC]\n"
     "Type a message and press enter; an empty line or end of input quits; /reset clears the history.\n";
 
 int chat_main(int argc, char** argv) {
@@ -50,6 +51,8 @@ int chat_main(int argc, char** argv) {
         else if (a == "--temperature") sp.temperature = std::stof(val());
         else if (a == "--seed") sp.seed = std::stoull(val());
         else if (a == "--kv-cache-gb") eo.kv_cache_gb = std::stod(val());
+        else if (a == "--device") eo.device = val();
+        else if (a == "--speculative") eo.speculative = std::stoi(val());
         else throw std::invalid_argument("unknown option '" + a + "' (see dsinfer chat --help)");
     }
     std::unique_ptr<dsinfer::Engine> engine;

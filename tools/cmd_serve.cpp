@@ -39,6 +39,9 @@ const char* kUsage =
     "  --max-body-mb N        request body limit (default 8)\n"
     "  --max-messages N       messages per chat request (default 1024)\n"
     "  --no-prefix-caching    do not keep prefix snapshots\n"
+    "  --speculative K        speculative decoding: K draft tokens per step from the model's MTP block,\n"
+    "                         verified in the same step (default 0 = off; CPU forward only)\n"
+    "  --device D             cpu (default) or cuda (a build with -DDSINFER_CUDA=ON)\n"
     "  --tokenizer FILE       tokenizer.json to use (default: DIR/tokenizer.json when present, else text maps\n"
     "                         to ids byte by byte)\n"
     "  --scripted SPEC        serve a scripted test model (JSON file or inline JSON) instead of --model\n"
@@ -83,6 +86,15 @@ int serve_main(int argc, char** argv) {
         else if (a == "--max-body-mb") so.max_body_bytes = (size_t)num() << 20;
         else if (a == "--max-messages") so.max_messages = (size_t)num();
         else if (a == "--no-prefix-caching") eo.prefix_caching = false;
+        else if (a == "--speculative") {
+            long long k = num();
+            if (k < 0 || k > 16) throw std::invalid_argument("--speculative needs a draft count in 0..16");
+            eo.speculative = (int)k;
+        } else if (a == "--device") {
+            eo.device = val();
+            if (eo.device != "cpu" && eo.device != "cuda")
+                throw std::invalid_argument("--device '" + eo.device + "': expected cpu or cuda");
+        }
         else if (a == "--scripted") scripted = val();
         else if (a == "--tokenizer") tokenizer = val();
         else throw std::invalid_argument("unknown option '" + a + "' (see dsinfer serve --help)");
@@ -100,12 +112,27 @@ int serve_main(int argc, char** argv) {
 
     std::unique_ptr<dsinfer::Engine> engine;
     std::unique_ptr<dsinfer::server::TextCodec> codec;
+    auto with_flag = [](const std::exception& e, const dsinfer::EngineOptions& o) {
+        std::string m = e.what();
+        if (o.speculative > 0 && m.find("speculative") != std::string::npos) return "--speculative: " + m;
+        if (m.rfind("device ", 0) == 0) return "--" + m;
+        return m;
+    };
     if (!scripted.empty()) {
-        engine = dsinfer::Engine::create(dsinfer::server::make_scripted_model(scripted), eo);
+        if (eo.device != "cpu") throw std::invalid_argument("--device: a scripted model runs on the CPU only");
+        try {
+            engine = dsinfer::Engine::create(dsinfer::server::make_scripted_model(scripted), eo);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(with_flag(e, eo));
+        }
         codec = dsinfer::server::make_byte_codec();
         so.model_name = served_name.empty() ? "scripted" : served_name;
     } else {
-        engine = dsinfer::Engine::load(model_dir, eo);
+        try {
+            engine = dsinfer::Engine::load(model_dir, eo);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(with_flag(e, eo));
+        }
         // The folder's own name, through links (models/default -> tiny-en serves "tiny-en").
         std::error_code ec;
         std::filesystem::path real = std::filesystem::canonical(model_dir, ec);

@@ -23,6 +23,11 @@ struct EngineOptions {
     int max_waiting = 1024;        // queued requests beyond which submit() refuses
     int64_t max_model_len = 0;     // 0 = the model's context length, capped by what the KV pool holds
     bool prefix_caching = true;
+    // Speculative decoding: draft tokens proposed per decode step by the model's draft (MTP) block
+    // and verified by the main model in the same step (0 = off). Output is distributed exactly as
+    // without it (greedy: the same tokens).
+    int speculative = 0;
+    std::string device = "cpu";    // Engine::load: cpu, or cuda in a build with the CUDA backend
 };
 
 // What the engine knows about its model, for servers (limits, vocabulary).
@@ -42,6 +47,7 @@ struct EngineStats {
     int64_t requests_finished = 0, requests_cancelled = 0, requests_failed = 0;
     int64_t prompt_tokens = 0, generated_tokens = 0, prefix_hit_tokens = 0;
     int64_t preemptions = 0, steps = 0;
+    int64_t draft_tokens = 0, draft_accepted = 0;  // speculative decoding: proposed, accepted by the model
 };
 
 // The output side of one submitted request. next() blocks until an event is ready.

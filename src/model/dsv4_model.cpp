@@ -523,7 +523,11 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     const int64_t D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps);
     check_items(items);
-    if (dev_) return dev_->forward_mtp(items);
+    if (dev_) {
+        for (const auto& it : items)
+            if (it.final_hidden) throw Error("forward_mtp: final_hidden is not available on a device forward");
+        return dev_->forward_mtp(items);
+    }
     Rows rows;
     rows.mtp = true;
     std::vector<float> xin;
@@ -564,6 +568,8 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
             reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
+        if (it.final_hidden)
+            it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
         it.state->mtp_pos_ += sq.count;
     }
     emit_logits(x, reqs, mw.hc_head_fn.get(), mw.hc_head_scale.get(), mw.hc_head_base.get(), mw.norm.get());

@@ -116,6 +116,9 @@ struct MtpItem {
     std::span<const int32_t> tokens;
     bool all_logits = false;
     std::vector<float>* logits_out = nullptr;
+    // Optional capture: the block's output residual [T, hc, dim] (before its head), the stand-in for
+    // the main model's residual when drafting several tokens with the one block (host forward only).
+    std::vector<float>* final_hidden = nullptr;
 };
 
 // The same forward on another device (the CUDA backend provides one, src/cuda/cuda_model.h): it

@@ -8,6 +8,8 @@
 
 namespace dsinfer::runtime {
 
-std::unique_ptr<ModelRunner> make_dsv4_runner(const std::string& model_dir);
+// device: "cpu" (the op table on host buffers) or "cuda" (the CUDA forward; a build without
+// -DDSINFER_CUDA=ON refuses it).
+std::unique_ptr<ModelRunner> make_dsv4_runner(const std::string& model_dir, const std::string& device = "cpu");
 
 }  // namespace dsinfer::runtime

@@ -4,8 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "runtime/kv_geometry.h"
@@ -21,14 +24,32 @@ public:
     virtual int64_t memory_bytes() const = 0;  // what the state holds now
 };
 
-// One sequence's share of a step: append `tokens` (a prefill chunk or one decode token) to `state`.
-// When `logits` is not null the runner writes the logits of the last appended token there
-// ([vocab] f32).
+// What appending tokens to a state overwrites, saved so they can be taken back (speculative decoding).
+class RunnerMark {
+public:
+    virtual ~RunnerMark() = default;
+};
+
+// One sequence's share of a step: append `tokens` (a prefill chunk, one decode token, or a token and
+// the drafts to verify) to `state`. When `logits` is not null the runner writes there the logits of
+// the last n_logits appended tokens ([n_logits, vocab] f32, in order).
 struct StepItem {
     RunnerState* state = nullptr;
     std::span<const int32_t> tokens;
     float* logits = nullptr;
+    int64_t n_logits = 1;
 };
+
+// One sequence's share of a draft: `context` is every token of the sequence, i.e. the tokens its state
+// has consumed followed by exactly one more (the latest sampled); propose k tokens after it.
+struct DraftItem {
+    RunnerState* state = nullptr;
+    std::span<const int32_t> context;
+    int k = 0;
+};
+
+// Chooses draft token number `round` of item `item` from the draft model's logits ([vocab] f32).
+using DraftPicker = std::function<int32_t(size_t item, int round, const float* logits)>;
 
 class ModelRunner {
 public:
@@ -45,6 +66,19 @@ public:
     virtual std::unique_ptr<RunnerState> clone_state(const RunnerState& s) = 0;
     // Runs all items as one batch. A sequence's result must not depend on what else is in the batch.
     virtual void step(std::span<StepItem> items) = 0;
+
+    // Speculative decoding. Empty when the runner has a draft model, else why it cannot draft.
+    virtual std::string draft_unavailable() const { return "the model has no draft (MTP) block"; }
+    // From now on states keep what draft() needs; call before any state is created.
+    virtual void enable_drafts() { throw std::logic_error(draft_unavailable()); }
+    // Proposes item.k tokens after each item's context, one batched round at a time: round r hands
+    // pick the draft logits of every item with k > r; the token it returns is the next round's input.
+    // The states' positions (what mark/rollback and step see) are the same afterwards.
+    virtual void draft(std::span<DraftItem>, const DraftPicker&) { throw std::logic_error(draft_unavailable()); }
+    // Saves what appending up to n_future tokens to `s` overwrites; rollback(s, m) puts `s` back
+    // exactly as it was at mark time (as if the tokens had never been appended).
+    virtual std::unique_ptr<RunnerMark> mark(RunnerState&, int64_t) { throw std::logic_error(draft_unavailable()); }
+    virtual void rollback(RunnerState&, const RunnerMark&) { throw std::logic_error(draft_unavailable()); }
 };
 
 }  // namespace dsinfer::runtime

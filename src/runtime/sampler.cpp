@@ -126,6 +126,11 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
             }
         }
     }
+    fill_logprobs(raw, p, r);
+    return r;
+}
+
+void fill_logprobs(std::span<const float> raw, const SamplingParams& p, SampleResult& r) {
     // Log-probabilities are those of the model (raw logits), as OpenAI reports them.
     if (p.logprobs >= 0) {
         float mx = -std::numeric_limits<float>::infinity();
@@ -143,7 +148,62 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
             for (int i = 0; i < k; ++i) r.top.push_back({idx[i], raw[idx[i]] - lse});
         }
     }
-    return r;
+}
+
+bool is_greedy(const SamplingParams& p) { return p.temperature <= 0 || p.top_k == 1; }
+
+int32_t greedy_token(std::span<const float> raw, const SamplingParams& p, const TokenHistory& h) {
+    if (!uses_penalties(p)) return argmax(raw);
+    std::vector<float> work(raw.begin(), raw.end());
+    apply_penalties(work, p, h);
+    return argmax(work);
+}
+
+std::vector<float> sampling_probs(std::span<const float> raw, const SamplingParams& p, const TokenHistory& h) {
+    std::vector<float> work(raw.begin(), raw.end());
+    if (uses_penalties(p)) apply_penalties(work, p, h);
+    std::vector<float> probs(work.size(), 0.0f);
+    if ((p.top_k <= 0 || p.top_k >= (int)work.size()) && p.top_p >= 1.0f && p.min_p <= 0) {
+        float mx = -std::numeric_limits<float>::infinity();
+        for (float l : work) mx = std::max(mx, l);
+        double sum = 0;
+        std::vector<double> e(work.size());
+        for (size_t i = 0; i < e.size(); ++i) sum += e[i] = std::exp((double)(work[i] - mx) / p.temperature);
+        for (size_t i = 0; i < e.size(); ++i) probs[i] = (float)(e[i] / sum);
+    } else {
+        for (auto& [t, q] : filtered_distribution(work, p)) probs[(size_t)t] = q;
+    }
+    return probs;
+}
+
+int32_t draw(std::span<const float> probs, Rng& rng) {
+    double total = 0;
+    for (float x : probs) total += x;
+    double u = rng.uniform() * total, cum = 0;
+    int32_t last = 0;
+    for (size_t i = 0; i < probs.size(); ++i) {
+        if (probs[i] <= 0) continue;
+        last = (int32_t)i;
+        cum += probs[i];
+        if (u < cum) return (int32_t)i;
+    }
+    return last;
+}
+
+int32_t accept_or_resample(std::span<const float> p, std::span<const float> q, int32_t draft, Rng& rng, bool* accepted) {
+    const double pd = p[(size_t)draft], qd = q[(size_t)draft];
+    // u < p/q, written without the division (q > 0: the draft was drawn from q).
+    if (rng.uniform() * qd < pd) {
+        *accepted = true;
+        return draft;
+    }
+    *accepted = false;
+    std::vector<float> res(p.size());
+    double mass = 0;
+    for (size_t i = 0; i < p.size(); ++i) mass += res[i] = std::max(0.0f, p[i] - q[i]);
+    // p != q whenever a rejection is possible, so the residual has mass; rounding aside.
+    if (!(mass > 0)) return draw(p, rng);
+    return draw(res, rng);
 }
 
 }  // namespace dsinfer::runtime

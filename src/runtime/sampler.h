@@ -36,6 +36,10 @@ struct TokenHistory {
         for (int32_t t : ids) prompt_seen[t] = 1;
     }
     void add_output(int32_t t) { ++output_counts[t]; }
+    void remove_output(int32_t t) {
+        auto it = output_counts.find(t);
+        if (it != output_counts.end() && --it->second == 0) output_counts.erase(it);
+    }
 };
 
 struct SampleResult {
@@ -54,5 +58,21 @@ void apply_penalties(std::span<float> logits, const SamplingParams& p, const Tok
 std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p);
 
 SampleResult sample(std::span<const float> logits, const SamplingParams& p, Rng& rng, const TokenHistory& h);
+
+// ---- speculative decoding ----
+// Greedy parameters: the token is the argmax (lowest id on ties) of the penalised logits.
+bool is_greedy(const SamplingParams& p);
+int32_t greedy_token(std::span<const float> raw, const SamplingParams& p, const TokenHistory& h);
+// The distribution sample() draws from (penalties, temperature, top-k, top-p, min-p), dense over the
+// vocabulary. Not for greedy parameters.
+std::vector<float> sampling_probs(std::span<const float> raw, const SamplingParams& p, const TokenHistory& h);
+// A draw from a dense distribution (the last token with mass if rounding leaves u past the total).
+int32_t draw(std::span<const float> probs, Rng& rng);
+// Speculative sampling at one position: `draft` was drawn from q; it is kept with probability
+// min(1, p[draft] / q[draft]); otherwise returns a draw from normalize(max(0, p - q)). The result is
+// distributed as p. Sets *accepted.
+int32_t accept_or_resample(std::span<const float> p, std::span<const float> q, int32_t draft, Rng& rng, bool* accepted);
+// The log-probabilities sample() reports for `token` (raw logits; the top p.logprobs ones too).
+void fill_logprobs(std::span<const float> raw, const SamplingParams& p, SampleResult& r);
 
 }  // namespace dsinfer::runtime

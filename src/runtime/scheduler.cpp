@@ -27,6 +27,16 @@ Scheduler::Scheduler(ModelRunner& runner, const EngineOptions& opts)
       prefix_(runner, pool_, opts.prefix_caching ? runner.prefix_granularity() : 0) {
     if (opts_.max_batch_tokens < 1) throw std::invalid_argument("max_batch_tokens must be at least 1");
     if (opts_.max_running < 1) throw std::invalid_argument("max_running must be at least 1");
+    if (opts_.speculative < 0) throw std::invalid_argument("speculative must be >= 0");
+    if (opts_.speculative > 0) {
+        std::string why = runner.draft_unavailable();
+        if (!why.empty()) throw std::invalid_argument("speculative decoding is not available: " + why);
+        if (opts_.max_batch_tokens < opts_.speculative + 1)
+            throw std::invalid_argument("speculative decoding with " + std::to_string(opts_.speculative) +
+                                        " drafts needs max_batch_tokens >= " + std::to_string(opts_.speculative + 1));
+        runner.enable_drafts();
+        spec_ = opts_.speculative;
+    }
     info_.vocab_size = runner.vocab_size();
     info_.eos_ids = runner.eos_ids();
     eos_ = info_.eos_ids;
@@ -178,14 +188,16 @@ void Scheduler::step() {
     std::vector<Item> plan;
     int64_t budget = opts_.max_batch_tokens;
     auto decoding = [](const Sequence& s) { return (int64_t)s.tokens.size() - s.computed == 1; };
+    // A decode feeds its token and its drafts.
+    auto decode_cost = [&](const Sequence& s) { return decoding(s) ? 1 + (int64_t)drafts_for(s) : 0; };
     auto decodes_after = [&](size_t i) {
         int64_t n = 0;
-        for (size_t j = i + 1; j < running_.size(); ++j) n += decoding(*running_[j]) ? 1 : 0;
+        for (size_t j = i + 1; j < running_.size(); ++j) n += decode_cost(*running_[j]);
         return n;
     };
     for (size_t i = 0; i < running_.size() && budget > 0;) {
         Sequence& s = *running_[i];
-        int64_t n = decoding(s) ? 1 : chunk_for(s, budget - decodes_after(i));
+        int64_t n = decoding(s) ? decode_cost(s) : chunk_for(s, budget - decodes_after(i));
         if (n <= 0) {  // a prefill with no room this step
             ++i;
             continue;
@@ -205,8 +217,9 @@ void Scheduler::step() {
     }
 
     // 3. Admission, strictly in arrival order: the head of the queue blocks those behind it.
-    // At most one running sequence per budget token, so that all decodes always fit in a step.
-    const int64_t max_running = std::min<int64_t>(opts_.max_running, opts_.max_batch_tokens);
+    // At most one running sequence per budget token (per 1 + drafts with speculation), so that all
+    // decodes always fit in a step.
+    const int64_t max_running = std::min<int64_t>(opts_.max_running, opts_.max_batch_tokens / (1 + spec_));
     while (budget > 0 && (int64_t)running_.size() < max_running && !waiting_.empty()) {
         Sequence& s = *waiting_.front();
         if (!s.state) {
@@ -239,29 +252,138 @@ void Scheduler::step() {
         return;
     }
 
-    // 4. One model step over the whole batch.
+    // 4. Drafts (speculative decoding): every decode with k > 0 proposes k tokens, batched.
     const int64_t vocab = info_.vocab_size;
+    struct Spec {
+        std::vector<int32_t> feed;           // the sampled token, then the drafts
+        std::vector<std::vector<float>> q;   // the draft distributions (sampling, not greedy)
+        std::unique_ptr<RunnerMark> mark;
+    };
+    std::vector<Spec> spec(plan.size());
+    {
+        std::vector<DraftItem> di;
+        std::vector<size_t> which;
+        for (size_t k = 0; k < plan.size(); ++k) {
+            Sequence& s = *plan[k].seq;
+            if (!decoding(s) || plan[k].n < 2) continue;
+            spec[k].feed.push_back(s.tokens.back());
+            di.push_back({s.state.get(), std::span<const int32_t>(s.tokens), (int)plan[k].n - 1});
+            which.push_back(k);
+        }
+        if (!di.empty()) {
+            runner_.draft(di, [&](size_t i, int round, const float* lg) -> int32_t {
+                Spec& sp = spec[which[i]];
+                Sequence& s = *plan[which[i]].seq;
+                std::span<const float> row(lg, (size_t)vocab);
+                // Penalties see the drafts before this one, as the main model's row will.
+                const bool pen = uses_penalties(s.params);
+                if (pen)
+                    for (int r = 0; r < round; ++r) s.history.add_output(sp.feed[1 + (size_t)r]);
+                int32_t t;
+                if (is_greedy(s.params)) {
+                    t = greedy_token(row, s.params, s.history);
+                } else {
+                    sp.q.push_back(sampling_probs(row, s.params, s.history));
+                    t = draw(sp.q.back(), s.rng);
+                }
+                if (pen)
+                    for (int r = 0; r < round; ++r) s.history.remove_output(sp.feed[1 + (size_t)r]);
+                sp.feed.push_back(t);
+                return t;
+            });
+            for (size_t k : which) {
+                spec[k].mark = runner_.mark(*plan[k].seq->state, plan[k].n);
+                stats_.draft_tokens += plan[k].n - 1;
+            }
+        }
+    }
+
+    // 5. One model step over the whole batch.
     size_t n_logits = 0;
-    for (auto& it : plan)
-        if (it.seq->computed + it.n == (int64_t)it.seq->tokens.size()) ++n_logits;
+    for (size_t k = 0; k < plan.size(); ++k)
+        if (!spec[k].feed.empty()) n_logits += (size_t)plan[k].n;
+        else if (plan[k].seq->computed + plan[k].n == (int64_t)plan[k].seq->tokens.size()) ++n_logits;
     logits_.resize(n_logits * (size_t)vocab);
     std::vector<StepItem> items;
     items.reserve(plan.size());
     size_t li = 0;
-    for (auto& it : plan) {
+    for (size_t k = 0; k < plan.size(); ++k) {
+        auto& it = plan[k];
         StepItem si;
         si.state = it.seq->state.get();
-        si.tokens = std::span<const int32_t>(it.seq->tokens.data() + it.seq->computed, (size_t)it.n);
-        if (it.seq->computed + it.n == (int64_t)it.seq->tokens.size()) si.logits = logits_.data() + vocab * li++;
+        if (!spec[k].feed.empty()) {
+            si.tokens = spec[k].feed;
+            si.n_logits = it.n;
+            si.logits = logits_.data() + vocab * li;
+            li += (size_t)it.n;
+        } else {
+            si.tokens = std::span<const int32_t>(it.seq->tokens.data() + it.seq->computed, (size_t)it.n);
+            if (it.seq->computed + it.n == (int64_t)it.seq->tokens.size()) si.logits = logits_.data() + vocab * li++;
+        }
         items.push_back(si);
         last_plan_.push_back({it.seq->id, it.n});
     }
     runner_.step(items);
 
-    // 5. Advance, snapshot, sample.
+    // 6. Advance, snapshot, sample (verify drafts).
     std::vector<uint64_t> done_ids;
+    std::vector<StepItem> redo;                 // sequences that rejected a draft: their kept tokens again
+    std::vector<std::vector<int32_t>> redo_tokens;
+    redo_tokens.reserve(plan.size());
     for (size_t k = 0; k < plan.size(); ++k) {
         Sequence& s = *plan[k].seq;
+        if (!spec[k].feed.empty()) {
+            Spec& sp = spec[k];
+            const int n_drafts = (int)sp.feed.size() - 1;
+            const bool pen = uses_penalties(s.params);
+            // Row j predicts the token after feed[0..j]; draft j + 1 is feed[j + 1].
+            std::vector<int32_t> chosen;
+            int accepted = 0;
+            for (int j = 0; j <= n_drafts; ++j) {
+                std::span<const float> row(items[k].logits + (size_t)j * (size_t)vocab, (size_t)vocab);
+                int32_t t;
+                bool ok = false;
+                if (is_greedy(s.params)) {
+                    t = greedy_token(row, s.params, s.history);
+                    ok = j < n_drafts && t == sp.feed[(size_t)j + 1];
+                } else if (j < n_drafts) {
+                    auto p = sampling_probs(row, s.params, s.history);
+                    t = accept_or_resample(p, sp.q[(size_t)j], sp.feed[(size_t)j + 1], s.rng, &ok);
+                } else {
+                    t = draw(sampling_probs(row, s.params, s.history), s.rng);
+                }
+                chosen.push_back(t);
+                if (!ok) break;
+                ++accepted;
+                if (pen) s.history.add_output(t);
+            }
+            if (pen)
+                for (int j = 0; j < accepted; ++j) s.history.remove_output(chosen[(size_t)j]);
+            stats_.draft_accepted += accepted;
+            // The state holds feed[0..n_drafts]; it keeps feed[0..accepted] (the last chosen token is
+            // the next one to feed).
+            s.computed += 1 + accepted;
+            bool done = false;
+            for (size_t j = 0; j < chosen.size() && !done; ++j) {
+                SampleResult r;
+                r.token = chosen[j];
+                fill_logprobs(std::span<const float>(items[k].logits + j * (size_t)vocab, (size_t)vocab), s.params, r);
+                emit(s, std::move(r), done);
+            }
+            if (done) {
+                done_ids.push_back(s.id);
+            } else if (accepted < n_drafts) {
+                runner_.rollback(*s.state, *sp.mark);
+                redo_tokens.emplace_back(sp.feed.begin(), sp.feed.begin() + 1 + accepted);
+                StepItem si;
+                si.state = s.state.get();
+                si.tokens = redo_tokens.back();
+                si.logits = nullptr;
+                si.n_logits = 0;
+                redo.push_back(si);
+            }
+            continue;
+        }
         s.computed += plan[k].n;
         if (s.snapshot_at > 0 && s.computed == s.snapshot_at) {
             prefix_.insert(std::span<const int32_t>(s.tokens.data(), (size_t)s.computed), *s.state);
@@ -273,6 +395,8 @@ void Scheduler::step() {
             if (done) done_ids.push_back(s.id);
         }
     }
+    // The states that took back rejected drafts consume the tokens they keep (one more batch).
+    if (!redo.empty()) runner_.step(redo);
     if (!done_ids.empty()) {
         std::erase_if(running_, [&](const std::unique_ptr<Sequence>& s) {
             return std::find(done_ids.begin(), done_ids.end(), s->id) != done_ids.end();
@@ -281,8 +405,17 @@ void Scheduler::step() {
     update_gauges();
 }
 
+int Scheduler::drafts_for(const Sequence& s) const {
+    if (spec_ == 0) return 0;
+    // Never propose past max_tokens: a step emits at most drafts + 1 tokens.
+    return (int)std::max<int64_t>(0, std::min<int64_t>(spec_, s.max_tokens - s.generated - 1));
+}
+
 void Scheduler::sample_and_emit(Sequence& s, const float* logits, bool& done) {
-    SampleResult r = sample(std::span<const float>(logits, (size_t)info_.vocab_size), s.params, s.rng, s.history);
+    emit(s, sample(std::span<const float>(logits, (size_t)info_.vocab_size), s.params, s.rng, s.history), done);
+}
+
+void Scheduler::emit(Sequence& s, SampleResult r, bool& done) {
     const bool is_eos = std::find(eos_.begin(), eos_.end(), r.token) != eos_.end();
     const auto& stops = s.params.stop_token_ids;
     if ((is_eos && !s.params.ignore_eos) || std::find(stops.begin(), stops.end(), r.token) != stops.end()) {

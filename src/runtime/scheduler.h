@@ -84,6 +84,11 @@ private:
     int64_t chunk_for(const Sequence& s, int64_t budget) const;
     int64_t next_snapshot_point(const Sequence& s) const;
     void sample_and_emit(Sequence& s, const float* logits, bool& done);
+    // Appends a chosen token (or finishes on a stop id / eos); done when the sequence finished.
+    void emit(Sequence& s, SampleResult r, bool& done);
+    // Draft tokens a decoding sequence proposes this step (0 = a plain decode). Depends on the
+    // sequence alone, so seeded sampling does not depend on the batch.
+    int drafts_for(const Sequence& s) const;
     void update_gauges();
 
     ModelRunner& runner_;
@@ -97,6 +102,7 @@ private:
     std::deque<std::unique_ptr<Sequence>> waiting_;   // sorted by arrival
     std::vector<Planned> last_plan_;
     std::vector<float> logits_;
+    int spec_ = 0;  // EngineOptions::speculative
     EngineStats stats_;
 };
 

@@ -1,5 +1,6 @@
 #include "runtime/scripted_runner.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -70,14 +71,79 @@ void ScriptedRunner::step(std::span<StepItem> items) {
             st.tokens.push_back(t);
         }
         if (!it.logits) continue;
-        const int32_t chosen = o_.next_token(st.tokens);
-        uint64_t h = hash(st.tokens);
-        for (int i = 0; i < o_.vocab; ++i) {
-            h = h * 6364136223846793005ull + 1442695040888963407ull;
-            it.logits[i] = -2.0f * (float)((h >> 40) & 0xffff) / 65535.0f;
+        const int64_t rows = std::max<int64_t>(1, it.n_logits);
+        if (rows > (int64_t)it.tokens.size()) throw std::logic_error("scripted runner: more logits rows than tokens");
+        for (int64_t r = 0; r < rows; ++r) {
+            std::span<const int32_t> prefix(st.tokens.data(), st.tokens.size() - (size_t)(rows - 1 - r));
+            fill_logits(prefix, o_.next_token(prefix), 0, it.logits + r * o_.vocab);
         }
-        if (chosen >= 0 && chosen < o_.vocab) it.logits[chosen] = o_.peak;
     }
+}
+
+void ScriptedRunner::fill_logits(std::span<const int32_t> seq, int32_t chosen, uint64_t salt, float* out) const {
+    uint64_t h = hash(seq) ^ salt;
+    for (int i = 0; i < o_.vocab; ++i) {
+        h = h * 6364136223846793005ull + 1442695040888963407ull;
+        out[i] = -2.0f * (float)((h >> 40) & 0xffff) / 65535.0f;
+    }
+    if (chosen >= 0 && chosen < o_.vocab) out[chosen] = o_.peak;
+}
+
+void ScriptedRunner::enable_drafts() {
+    if (!o_.drafts) throw std::invalid_argument(draft_unavailable());
+    if (!o_.draft_token) {
+        auto next = o_.next_token;
+        int vocab = o_.vocab;
+        o_.draft_token = [next, vocab](std::span<const int32_t> t) {
+            int32_t id = next(t);
+            return hash(t) % 4 == 0 ? (id + 1) % vocab : id;
+        };
+    }
+}
+
+void ScriptedRunner::draft(std::span<DraftItem> items, const DraftPicker& pick) {
+    if (!o_.draft_token) throw std::logic_error("scripted runner: draft() without enable_drafts()");
+    std::vector<std::vector<int32_t>> ctx(items.size());
+    int max_k = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+        auto& st = dynamic_cast<ScriptedState&>(*items[i].state);
+        if (items[i].context.size() != st.tokens.size() + 1 ||
+            !std::equal(st.tokens.begin(), st.tokens.end(), items[i].context.begin()))
+            throw std::logic_error("scripted runner: the draft context is not the state's tokens plus one");
+        ctx[i].assign(items[i].context.begin(), items[i].context.end());
+        max_k = std::max(max_k, items[i].k);
+    }
+    std::vector<float> logits((size_t)o_.vocab);
+    for (int r = 0; r < max_k; ++r) {
+        ++draft_rounds_;
+        for (size_t i = 0; i < items.size(); ++i) {
+            if (items[i].k <= r) continue;
+            fill_logits(ctx[i], o_.draft_token(ctx[i]), 0x5bd1e995u, logits.data());
+            ctx[i].push_back(pick(i, r, logits.data()));
+        }
+    }
+}
+
+namespace {
+struct ScriptedMark : RunnerMark {
+    size_t n = 0;
+    int64_t n_future = 0;
+};
+}  // namespace
+
+std::unique_ptr<RunnerMark> ScriptedRunner::mark(RunnerState& s, int64_t n_future) {
+    auto m = std::make_unique<ScriptedMark>();
+    m->n = dynamic_cast<ScriptedState&>(s).tokens.size();
+    m->n_future = n_future;
+    return m;
+}
+
+void ScriptedRunner::rollback(RunnerState& s, const RunnerMark& m) {
+    auto& st = dynamic_cast<ScriptedState&>(s);
+    const auto& sm = dynamic_cast<const ScriptedMark&>(m);
+    if (st.tokens.size() < sm.n || (int64_t)(st.tokens.size() - sm.n) > sm.n_future)
+        throw std::logic_error("scripted runner: rollback past what the mark covers");
+    st.tokens.resize(sm.n);
 }
 
 }  // namespace dsinfer::runtime

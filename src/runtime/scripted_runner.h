@@ -20,6 +20,11 @@ struct ScriptedOptions {
     std::function<int32_t(std::span<const int32_t>)> next_token;
     float peak = 8.0f;        // logit of the chosen token above the others' spread in [-2, 0]
     int step_delay_us = 0;    // simulated compute time per step
+    // A draft model for speculative decoding (off: the runner has none, like a model without MTP).
+    // Its token for a context; default: next_token's, except a deterministic quarter of contexts where
+    // it is off by one. Its logits: the same construction with a spread of its own.
+    bool drafts = false;
+    std::function<int32_t(std::span<const int32_t>)> draft_token;
 };
 
 class ScriptedRunner : public ModelRunner {
@@ -33,6 +38,14 @@ public:
     std::unique_ptr<RunnerState> new_state() override;
     std::unique_ptr<RunnerState> clone_state(const RunnerState& s) override;
     void step(std::span<StepItem> items) override;
+    std::string draft_unavailable() const override {
+        return o_.drafts ? std::string() : "the scripted model has no draft block";
+    }
+    void enable_drafts() override;
+    void draft(std::span<DraftItem> items, const DraftPicker& pick) override;
+    std::unique_ptr<RunnerMark> mark(RunnerState& s, int64_t n_future) override;
+    void rollback(RunnerState& s, const RunnerMark& m) override;
+    int64_t draft_rounds() const { return draft_rounds_; }
 
     // Batches run so far and the largest batch (tokens), for tests.
     int64_t steps() const { return steps_; }
@@ -42,7 +55,8 @@ public:
 
 private:
     ScriptedOptions o_;
-    int64_t steps_ = 0;
+    int64_t steps_ = 0, draft_rounds_ = 0;
+    void fill_logits(std::span<const int32_t> seq, int32_t chosen, uint64_t salt, float* out) const;
     std::shared_ptr<std::atomic<int64_t>> alive_;
 };
 

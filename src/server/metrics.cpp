@@ -74,6 +74,9 @@ std::string Metrics::render(const EngineStats& s) const {
             (double)s.prefix_hit_tokens);
     counter("dsinfer_preemptions_total", "Sequences preempted under KV pressure", (double)s.preemptions);
     counter("dsinfer_engine_steps_total", "Batched model steps", (double)s.steps);
+    counter("dsinfer_spec_draft_tokens_total", "Draft tokens proposed (speculative decoding)", (double)s.draft_tokens);
+    counter("dsinfer_spec_draft_accepted_tokens_total", "Draft tokens accepted by the model (speculative decoding)",
+            (double)s.draft_accepted);
     counter("dsinfer_client_disconnects_total", "Streams whose client went away", (double)client_disconnects.load());
     o << ttft.render("dsinfer_time_to_first_token_seconds", "Time from request to first token");
     o << itl.render("dsinfer_inter_token_latency_seconds", "Time between streamed tokens");

@@ -1,6 +1,11 @@
 #include "server/openai_server.h"
 
+#include <dirent.h>
 #include <httplib.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <chrono>
@@ -39,6 +44,48 @@ void set_error(httplib::Response& res, const ApiError& e) {
 
 ApiError bad_field(const std::string& field, const std::string& msg, const std::string& code = "invalid_value") {
     return ApiError{400, msg, "invalid_request_error", field, code};
+}
+
+// The socket of the connection a request came on: the one whose local and peer addresses are the
+// request's (cpp-httplib 0.11 does not hand handlers their socket). -1 if none matches.
+std::string numeric_host(const sockaddr_storage& a, socklen_t len, int* port) {
+    char host[NI_MAXHOST], serv[NI_MAXSERV];
+    if (getnameinfo((const sockaddr*)&a, len, host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV))
+        return {};
+    *port = std::atoi(serv);
+    return host;
+}
+
+int connection_socket(const httplib::Request& req) {
+    DIR* d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int found = -1;
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        const int fd = std::atoi(e->d_name);
+        if (fd == dirfd(d)) continue;
+        sockaddr_storage la{}, ra{};
+        socklen_t ll = sizeof(la), rl = sizeof(ra);
+        if (getsockname(fd, (sockaddr*)&la, &ll) != 0 || getpeername(fd, (sockaddr*)&ra, &rl) != 0) continue;
+        int lp = -1, rp = -1;
+        std::string lh = numeric_host(la, ll, &lp), rh = numeric_host(ra, rl, &rp);
+        if (lp == req.local_port && rp == req.remote_port && lh == req.local_addr && rh == req.remote_addr) {
+            found = fd;
+            break;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+// False once the peer has closed the connection (or reset it). Bytes waiting to be read (a pipelined
+// request) count as alive; they are left in place.
+bool peer_connected(int fd) {
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return true;
+    if (n == 0) return false;
+    return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
 std::string random_id(const char* prefix) {
@@ -487,63 +534,66 @@ struct OpenAIServer::Impl {
             metrics.count_request(route, e.status);
             return;
         }
-        metrics.count_request(route, 200);
         const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
         const std::string object = chat ? "chat.completion" : "text_completion";
 
         if (!p.stream) {
-            // The body is written only at the end, but through a chunked response: while waiting, a
-            // space (valid leading JSON whitespace) goes out every 0.5 s, so a client that has gone is
-            // noticed and its generation cancelled, as for streams. The status is 200 from the start;
-            // a generation that fails midway answers with an error body.
-            auto cs = std::make_shared<std::vector<std::unique_ptr<Choice>>>(std::move(choices));
-            auto pp = std::make_shared<Parsed>(std::move(p));
-            res.set_chunked_content_provider(
-                "application/json",
-                [this, cs, pp, id, object, t0, chat](size_t, httplib::DataSink& sink) {
-                    bool first = true;
-                    auto last_probe = Clock::now();
-                    for (auto& c : *cs) {
-                        TokenEvent ev;
-                        for (;;) {
-                            int r = c->stream->next_for(ev, 500);
-                            if (r < 0) break;
-                            if (Clock::now() - last_probe >= std::chrono::milliseconds(500)) {
-                                last_probe = Clock::now();
-                                if (!sink.write(" ", 1)) {
-                                    ++metrics.client_disconnects;
-                                    for (auto& x : *cs) x->stream->cancel();
-                                    return false;
-                                }
-                            }
-                            if (r == 0) continue;
-                            if (ev.has_token && first) {
-                                metrics.ttft.observe(std::chrono::duration<double>(Clock::now() - t0).count());
-                                first = false;
-                            }
-                            apply(*c, ev, *pp);
-                        }
-                        untrack(c->stream);
-                    }
-                    metrics.e2e.observe(std::chrono::duration<double>(Clock::now() - t0).count());
-                    std::string body;
-                    for (auto& c : *cs)
-                        if (c->finish_reason == "error" && body.empty())
-                            body = dump_json(json{{"error", {{"message", "generation failed: " + c->error}, {"type", "server_error"},
-                                                             {"param", nullptr}, {"code", nullptr}}}});
-                    if (body.empty()) body = dump_json(whole_response(*pp, *cs, id, object, chat));
-                    sink.write(body.data(), body.size());
-                    sink.done();
-                    return true;
-                },
-                [this, cs, inflight](bool) {
-                    for (auto& c : *cs) {
+            // The handler waits for the whole answer itself, so its status reflects the outcome: 200
+            // with the body, or an error status when the generation fails. Nothing is written while
+            // waiting; a client that has gone is noticed by peeking at the connection's socket.
+            struct Cleanup {
+                Impl* s;
+                std::vector<std::unique_ptr<Choice>>& cs;
+                ~Cleanup() {
+                    for (auto& c : cs) {
                         if (!c->finished) c->stream->cancel();
-                        untrack(c->stream);
+                        s->untrack(c->stream);
                     }
-                });
+                }
+            } cleanup{this, choices};
+            const int fd = connection_socket(req);
+            bool first = true, gone = false;
+            auto last_probe = Clock::now();
+            for (auto& c : choices) {
+                TokenEvent ev;
+                while (!gone) {
+                    int r = c->stream->next_for(ev, 100);
+                    if (r < 0) break;
+                    if (fd >= 0 && Clock::now() - last_probe >= std::chrono::milliseconds(250)) {
+                        last_probe = Clock::now();
+                        if (!peer_connected(fd)) gone = true;
+                    }
+                    if (r == 0) continue;
+                    if (ev.has_token && first) {
+                        metrics.ttft.observe(std::chrono::duration<double>(Clock::now() - t0).count());
+                        first = false;
+                    }
+                    apply(*c, ev, p);
+                }
+            }
+            if (gone) {
+                ++metrics.client_disconnects;
+                for (auto& c : choices) c->stream->cancel();
+                // Nobody reads this answer; 499 (client closed request) is what the logs show.
+                set_error(res, {499, "the client closed the connection", "invalid_request_error", "", "client_closed"});
+                metrics.count_request(route, 499);
+                return;
+            }
+            metrics.e2e.observe(std::chrono::duration<double>(Clock::now() - t0).count());
+            for (auto& c : choices)
+                if (c->finish_reason == "error") {
+                    const bool shutting = c->error.find("shutting down") != std::string::npos;
+                    ApiError e{shutting ? 503 : 500, "generation failed: " + c->error,
+                               shutting ? "service_unavailable" : "server_error", "", ""};
+                    set_error(res, e);
+                    metrics.count_request(route, e.status);
+                    return;
+                }
+            res.set_content(dump_json(whole_response(p, choices, id, object, chat)), "application/json");
+            metrics.count_request(route, 200);
             return;
         }
+        metrics.count_request(route, 200);
 
         // Streaming: choices one after another (their tokens are produced concurrently by the engine).
         auto state = std::make_shared<std::vector<std::unique_ptr<Choice>>>(std::move(choices));

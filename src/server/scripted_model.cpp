@@ -74,7 +74,12 @@ std::unique_ptr<runtime::ModelRunner> make_scripted_model(const std::string& spe
         // the reply's reasoning: the reply goes on from its "</think>".
         if (thinking && cut != std::string::npos && (int64_t)seq.size() > a + 2 && seq[a + 2] == kByteThinkEnd)
             reply = reply.substr(cut);
+        // "{{fail}}" in a reply: the model fails (its step throws) once the text before it is written.
+        const auto fail_at = reply.find("{{fail}}");
+        if (fail_at != std::string::npos) reply.resize(fail_at);
         std::vector<int32_t> ids = codec->encode(reply, true);
+        if (fail_at != std::string::npos && seq.size() - (size_t)(a + 2) >= ids.size())
+            throw std::runtime_error("the scripted model failed ({{fail}} in its reply)");
         ids.push_back(kByteEos);
         size_t k = seq.size() - (size_t)(a + 2);
         return k < ids.size() ? ids[k] : 2 + 'x';

@@ -5,7 +5,8 @@
 // A reply is what the model writes after the generation prompt: in thinking mode reasoning, then
 // </think>, then the answer; in chat mode the part before </think> is left out. After the reply the
 // model writes the end-of-sequence token. Text the prompt already holds of the answer (the forced
-// start of a tool call) counts as written. The reply "{{echo}}" answers "You said: " + the user turn.
+// start of a tool call) counts as written. The reply "{{echo}}" answers "You said: " + the user turn;
+// "{{fail}}" in a reply makes the model's step throw once the text before it is written (failures).
 // A prompt without an assistant turn (/v1/completions) is continued with the alphabet, from the
 // letter after the prompt's last one. Prompts are DeepSeek-V4 chats, ids from the byte codec.
 #pragma once

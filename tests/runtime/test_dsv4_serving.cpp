@@ -130,3 +130,42 @@ TEST(Dsv4Serving, PreemptionEqualsUninterrupted) {
         expect_same(h.res[ids[i]], alone(prompts[i], 8), "preempted batch request " + std::to_string(i));
     EXPECT_EQ(h.sched->pool().used(), 0);
 }
+
+// Speculative decoding with the model's MTP block: the same greedy tokens and bitwise-equal logprobs
+// as plain decoding alone, in a batch (drafts of several sequences in one forward) and after a
+// prefix snapshot is reused (its MTP state included).
+TEST(Dsv4Serving, SpeculativeEqualsPlainDecoding) {
+    auto base = make_prompt(140, 91, 1024);
+    std::vector<std::vector<int32_t>> prompts = {base, make_prompt(23, 92, 1024), make_prompt(57, 93, 1024)};
+    auto shared = base;
+    shared.resize(133);  // reuses the 128-token snapshot of base
+    auto tail = make_prompt(9, 94, 1024);
+    shared.insert(shared.end(), tail.begin(), tail.end());
+    EngineOptions o = opts(64, true);
+    o.speculative = 2;
+    RealHarness h(o);
+    std::vector<uint64_t> ids;
+    for (auto& p : prompts) ids.push_back(h.submit(p, 12));
+    h.run();
+    uint64_t sid = h.submit(shared, 12);
+    h.run();
+    EXPECT_EQ(h.sched->stats().prefix_hit_tokens, 128);
+    EXPECT_GT(h.sched->stats().draft_tokens, 0);
+    std::printf("MTP drafts: %lld proposed, %lld accepted\n", (long long)h.sched->stats().draft_tokens,
+                (long long)h.sched->stats().draft_accepted);
+    for (size_t i = 0; i < prompts.size(); ++i) expect_same(h.res[ids[i]], alone(prompts[i], 12), "speculative " + std::to_string(i));
+    expect_same(h.res[sid], alone(shared, 12), "speculative after prefix reuse");
+    EXPECT_EQ(h.sched->pool().used() - h.sched->stats().kv_blocks_snapshots, 0);
+}
+
+#ifndef DSINFER_CUDA
+TEST(Dsv4Serving, DeviceCudaRefusedInACpuBuild) {
+    try {
+        make_dsv4_runner(kModel, "cuda");
+        FAIL() << "--device cuda accepted by a CPU-only build";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find("without the CUDA backend"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(make_dsv4_runner(kModel, "tpu"), std::invalid_argument);
+}
+#endif
