@@ -16,16 +16,21 @@ namespace {
 const std::string kModel = DSINFER_TEST_DATA "/dsv4-tiny-flash";
 
 struct RealHarness {
-    std::unique_ptr<ModelRunner> runner = make_dsv4_runner(kModel);
+    std::unique_ptr<ModelRunner> runner;
     std::unique_ptr<Scheduler> sched;
     std::map<uint64_t, std::shared_ptr<OutputChannel>> ch;
     std::map<uint64_t, Result> res;
     uint64_t next = 1;
 
-    explicit RealHarness(EngineOptions o) { sched = std::make_unique<Scheduler>(*runner, o); }
+    explicit RealHarness(EngineOptions o, const std::string& model = kModel) : runner(make_dsv4_runner(model)) {
+        sched = std::make_unique<Scheduler>(*runner, o);
+    }
     uint64_t submit(const std::vector<int32_t>& prompt, int max_tokens) {
         SamplingParams p = greedy_params(max_tokens);
         p.logprobs = 0;
+        return submit(prompt, p);
+    }
+    uint64_t submit(const std::vector<int32_t>& prompt, SamplingParams p) {
         EXPECT_TRUE(sched->validate({prompt, p}).ok());
         auto s = std::make_unique<Sequence>();
         s->id = s->arrival = next++;
@@ -63,8 +68,8 @@ EngineOptions opts(int budget, bool prefix, double gb = 0.25) {
     return o;
 }
 
-Result alone(const std::vector<int32_t>& prompt, int max_tokens) {
-    RealHarness h(opts(4096, false));
+Result alone(const std::vector<int32_t>& prompt, int max_tokens, const std::string& model = kModel) {
+    RealHarness h(opts(4096, false), model);
     uint64_t id = h.submit(prompt, max_tokens);
     h.run();
     return h.res[id];
@@ -169,3 +174,23 @@ TEST(Dsv4Serving, DeviceCudaRefusedInACpuBuild) {
     EXPECT_THROW(make_dsv4_runner(kModel, "tpu"), std::invalid_argument);
 }
 #endif
+
+// The trained default model (models/tiny-en), whose MTP block drafts well: accepted drafts (several
+// tokens per step) and rejected ones both occur, and the output is still exactly plain decoding's.
+TEST(Dsv4Serving, SpeculativeWithATrainedMtpBlock) {
+    const std::string model = DSINFER_TEST_DATA "/../../models/tiny-en";
+    // Random ids from the first 3000 of the vocabulary (ordinary byte-level tokens).
+    std::vector<std::vector<int32_t>> prompts = {make_prompt(12, 5, 3000), make_prompt(30, 6, 3000)};
+    EngineOptions o = opts(64, false);
+    o.speculative = 3;
+    RealHarness h(o, model);
+    std::vector<uint64_t> ids;
+    for (auto& p : prompts) ids.push_back(h.submit(p, 24));
+    h.run();
+    const auto& st = h.sched->stats();
+    std::printf("tiny-en MTP drafts: %lld proposed, %lld accepted\n", (long long)st.draft_tokens, (long long)st.draft_accepted);
+    EXPECT_GT(st.draft_accepted, 0);
+    EXPECT_LT(st.draft_accepted, st.draft_tokens);
+    for (size_t i = 0; i < prompts.size(); ++i)
+        expect_same(h.res[ids[i]], alone(prompts[i], 24, model), "tiny-en speculative " + std::to_string(i));
+}
