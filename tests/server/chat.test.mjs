@@ -264,6 +264,31 @@ test('an abandoned non-streamed request frees its slot too', async () => {
   assert.ok(m.dsinfer_generation_tokens_total - before.dsinfer_generation_tokens_total < 5000);
 });
 
+test('a generation that fails midway: 500 with an OpenAI error when not streamed, an error event when streamed', async () => {
+  const req = { model: MODEL, messages: [{ role: 'user', content: 'Please fail midway' }], chat_template_kwargs: { thinking: false } };
+  await assert.rejects(client.chat.completions.create(req), (e) => {
+    assert.equal(e.status, 500);
+    assert.equal(e.error?.type, 'server_error');
+    assert.match(e.message, /generation failed: .*scripted model failed/);
+    return true;
+  });
+  const raw = await fetch(`${srv.base}/v1/chat/completions`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(req),
+  });
+  assert.equal(raw.status, 500);
+  assert.match(raw.headers.get('content-type'), /application\/json/);
+  assert.match((await raw.json()).error.message, /generation failed/);
+  // Streamed: the status went out with the first chunk; the failure arrives as an error event.
+  const s = await fetch(`${srv.base}/v1/chat/completions`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ ...req, stream: true }),
+  });
+  assert.equal(s.status, 200);
+  assert.match(await s.text(), /^data: \{"error":\{.*"message":"generation failed/m);
+  // The server keeps serving.
+  const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hi' }] });
+  assert.equal(r.choices[0].finish_reason, 'stop');
+});
+
 test('bad requests get OpenAI errors and the server keeps serving', async () => {
   const ok = { model: MODEL, messages: [{ role: 'user', content: 'Hi' }] };
   const cases = [

@@ -3,7 +3,8 @@
 find_program(DSINFER_NODE node)
 set(_server_dir ${CMAKE_CURRENT_SOURCE_DIR}/server)
 # name, node's per-file timeout (ms), ctest timeout (s): the tiny real model is slow on a loaded CPU.
-foreach(_spec "chat;180000;240" "auth_shutdown;180000;240" "tiny_model;840000;900" "default_model;600000;660")
+foreach(_spec "chat;180000;240" "auth_shutdown;180000;240" "tiny_model;840000;900" "default_model;600000;660"
+              "speculative;300000;360")
   list(GET _spec 0 _t)
   list(GET _spec 1 _node_ms)
   list(GET _spec 2 _ctest_s)

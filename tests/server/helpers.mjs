@@ -15,6 +15,7 @@ export const SCRIPT = {
     { when: '<tool_result>', reply: 'The tool answered.</think>It is sunny in Paris.' },
     { when: 'long story', reply: 'Once upon a time. '.repeat(300) },
     { when: 'echo:', reply: '{{echo}}' },
+    { when: 'fail midway', reply: 'A partial answer {{fail}}' },
   ],
   default_reply: 'Let me think.</think>Hello! I am a scripted model.',
   step_delay_ms: 1,
