@@ -229,6 +229,44 @@ void bench_linear_prefill(const char* name, WeightFormat fmt, int64_t n, int64_t
     cuda::dfree(y);
 }
 
+// The exact paths of linear() side by side for batched decode and prefill (tensor cores off, as the
+// model forward runs by default): m ≤ 16 weight-streaming GEMV or tiled float32 GEMM, against the BF16
+// tensor-core path with float32 accuracy (gemm_bf16.cu). Bytes: weight + x + y (traffic of an ideal
+// kernel); FLOPs 2·m·n·k.
+void bench_linear_paths(const char* name, WeightFormat fmt, int64_t n, int64_t k, const std::vector<int64_t>& ms) {
+    const size_t wb = weight_bytes(Weight{fmt, nullptr, n, k, nullptr, ScaleKind::None, fmt == WeightFormat::FP4 ? k / 32 : (k + 127) / 128});
+    const int copies = int(std::max<size_t>(2, (size_t(400) << 20) / wb));
+    std::vector<Weight> ws;
+    for (int i = 0; i < copies; ++i) ws.push_back(dev_weight(fmt, n, k));
+    const bool tc = cuda::fp8_tensor_cores(), bf = cuda::bf16_gemm();
+    const int64_t min_rows = cuda::bf16_gemm_min_rows();
+    cuda::set_fp8_tensor_cores(false);
+    cuda::set_bf16_gemm_min_rows(1);
+    for (int64_t m : ms) {
+        float* x = rand_floats(size_t(m * k));
+        cuda::backend().act_quant(x, m, k, k, 128, true);
+        float* y = rand_floats(size_t(m * n));
+        double t[2];
+        for (int path = 0; path < 2; ++path) {
+            cuda::set_bf16_gemm(path == 1);
+            const int iters = m >= 1024 ? 5 : 50;
+            t[path] = time_ms([&](int i) { cuda::backend().linear(x, m, ws[size_t(i % copies)], 0, n, y, n); }, iters);
+        }
+        const double bytes = double(wb) + double(m * k * 4 + m * n * 4), flop = 2.0 * double(m) * double(n) * double(k);
+        std::printf("paths    %-16s m=%-5lld [%6lld x %6lld]  %s %9.2f us (%5.1f%% of copy, %6.1f TFLOP/s)   "
+                    "bf16x3 %9.2f us (%5.1f%% of copy, %6.1f TFLOP/s)   speedup %.2fx\n",
+                    name, (long long)m, (long long)n, (long long)k, m <= 16 ? "gemv " : "tiled", t[0] * 1e3,
+                    100.0 * bytes / (t[0] * 1e-3) / 1e9 / g_copy_gbs, flop / (t[0] * 1e-3) / 1e12, t[1] * 1e3,
+                    100.0 * bytes / (t[1] * 1e-3) / 1e9 / g_copy_gbs, flop / (t[1] * 1e-3) / 1e12, t[0] / t[1]);
+        cuda::dfree(x);
+        cuda::dfree(y);
+    }
+    cuda::set_fp8_tensor_cores(tc);
+    cuda::set_bf16_gemm(bf);
+    cuda::set_bf16_gemm_min_rows(min_rows);
+    for (auto& w : ws) cuda::free_weight(w);
+}
+
 // One Flash ratio-4 layer's decode (batch 1) as the model runs it, minus the CPU-side glue:
 // hc_pre, rmsnorm, wq_a, wq_b, wkv, attention over 640 keys, wo_a (8 group slices), wo_b, hc_post,
 // hc_pre, rmsnorm, gate, routing, 6 routed experts (FP4) + shared expert (FP8), hc_post.
@@ -381,6 +419,16 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::strcmp(argv[1], "--layer-profile") == 0) {  // one layer step, for ncu
         ceiling_copy();
         bench_layer_decode(1, 1024, true);
+        return 0;
+    }
+    if (argc > 1 && std::strcmp(argv[1], "--paths") == 0) {  // exact linear paths: GEMV/tiled vs BF16x3
+        ceiling_copy();
+        const std::vector<int64_t> ms = {1, 2, 4, 8, 16, 64, 256, 1024, 8192};
+        bench_linear_paths("wo_b FP8", WeightFormat::FP8, 4096, 8192, ms);
+        bench_linear_paths("wq_b FP8", WeightFormat::FP8, 32768, 1024, ms);
+        bench_linear_paths("wq_a FP8", WeightFormat::FP8, 1024, 4096, {1, 2, 4, 8, 16, 64, 256, 1024});
+        bench_linear_paths("routed w1 FP4", WeightFormat::FP4, 2048, 4096, {1, 2, 4, 8, 16, 64, 256});
+        bench_linear_paths("head BF16", WeightFormat::BF16, 129280, 4096, {1, 2, 4, 8, 16, 64, 256});
         return 0;
     }
     if (argc > 1 && std::strcmp(argv[1], "--layer") == 0) {  // copy ceiling + the layer decode only

@@ -30,6 +30,14 @@ constexpr int64_t kGemvMaxRows = 16;
 void set_fp8_tensor_cores(bool on);
 bool fp8_tensor_cores();
 
+// Whether linear() may use the BF16 tensor-core path (float32-accurate: weights expanded to bf16
+// exactly, x split into three bf16 terms; gemm_bf16.cu) for m ≥ bf16_gemm_min_rows() (default: on,
+// from 4 rows). FP8 weights with F32 scales that are not powers of two never take it. Process-wide.
+void set_bf16_gemm(bool on);
+bool bf16_gemm();
+void set_bf16_gemm_min_rows(int64_t m);
+int64_t bf16_gemm_min_rows();
+
 // True when a CUDA device is usable.
 bool available();
 const char* device_name();
@@ -45,6 +53,12 @@ void d2h(void* dst, const void* src, size_t bytes);
 void d2d(void* dst, const void* src, size_t bytes);
 void dfill_nan(float* p, size_t count);  // poisons a float buffer with quiet NaNs
 void sync();
+// Small host→device uploads without a stream synchronization: the bytes are staged in page-locked
+// memory and copied asynchronously on stream(). begin_uploads() starts a round; it waits for the
+// previous round's copies (a stream synchronization, only when that round staged anything) before
+// its staging memory is reused.
+void begin_uploads();
+void h2d_staged(void* dst, const void* src, size_t bytes);
 // The stream every op enqueues on (default: a stream owned by the backend).
 void* stream();
 void set_stream(void* cuda_stream);

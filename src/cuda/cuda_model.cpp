@@ -574,13 +574,13 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
                 for (int64_t j = 0; j < (p + 1) / bw.ratio; ++j) ix[n_win + j] = int32_t(na + j);
         }
         int32_t* idx_d = A.i32(T * nk);
-        h2d(idx_d, idx.data(), idx.size() * sizeof(int32_t));
+        h2d_staged(idx_d, idx.data(), idx.size() * sizeof(int32_t));
         if (bw.ratio == 4 && n_entries > 0) {
             // Lightning indexer (§8): score every complete entry, keep the top-k.
             std::vector<int32_t> valid(static_cast<size_t>(T));
             for (int64_t t = 0; t < T; ++t) valid[size_t(t)] = int32_t((P + t + 1) / 4);
             int32_t* valid_d = A.i32(T);
-            h2d(valid_d, valid.data(), valid.size() * sizeof(int32_t));
+            h2d_staged(valid_d, valid.data(), valid.size() * sizeof(int32_t));
             float* scores = A.f(T * n_entries);
             be.index_scores(iq + b * nih * ihd, iwt + b * nih, T, nih, ihd, lc.ikeys.data(), n_entries, valid_d,
                             scores);
@@ -633,7 +633,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
                 hash[size_t(i * K + j)] = int32_t(e);
             }
         hash_d = A.i32(n * K);
-        h2d(hash_d, hash.data(), hash.size() * sizeof(int32_t));
+        h2d_staged(hash_d, hash.data(), hash.size() * sizeof(int32_t));
     }
     be.moe_route(logits, n, E, bw.hash ? nullptr : bw.gate_bias, hash_d, K, float(c.route_scale), ids, rw);
 
@@ -725,12 +725,13 @@ void CudaModel::forward(std::span<ForwardItem> items) {
     }
     if (rows.n == 0) return;
     const int64_t n = rows.n;
+    begin_uploads();
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));  // grows the table before any op is enqueued
     int32_t* tokens_d = call_.i32(n);
     int64_t* pos_d = call_.i64(n);
-    h2d(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
-    h2d(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
+    h2d_staged(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
+    h2d_staged(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
     rows.pos_d = pos_d;
 
     // Embedding, expanded to the hc residual streams (§4).
@@ -803,14 +804,15 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     }
     if (rows.n == 0) return;
     const int64_t n = rows.n;
+    begin_uploads();
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));
     int32_t* tokens_d = call_.i32(n);
     int64_t* pos_d = call_.i64(n);
     float* xin = call_.f(n * hc * D);
-    h2d(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
-    h2d(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
-    h2d(xin, xin_h.data(), xin_h.size() * sizeof(float));
+    h2d_staged(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
+    h2d_staged(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
+    h2d_staged(xin, xin_h.data(), xin_h.size() * sizeof(float));
     rows.pos_d = pos_d;
 
     // §11: e = enorm(embed(next token)); x̃_i = hnorm(X_i); Z_i = e_proj(e) + h_proj(x̃_i).

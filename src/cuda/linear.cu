@@ -762,12 +762,22 @@ std::atomic<bool> g_fp8_tensor_cores{true};
 }  // namespace
 
 void set_fp8_tensor_cores(bool on) { g_fp8_tensor_cores = on; }
+namespace {
+std::atomic<int64_t> g_bf16_min_rows{4};
+}  // namespace
+void set_bf16_gemm_min_rows(int64_t m) { g_bf16_min_rows = m; }
+int64_t bf16_gemm_min_rows() { return g_bf16_min_rows; }
 bool fp8_tensor_cores() { return g_fp8_tensor_cores; }
 
 void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy) {
     const int64_t nn = n1 - n0;
     if (nn <= 0 || m <= 0) return;
-    if (m <= kGemvMaxRows && gemv_ok(w, x, w.k)) {
+    const bool gemv = m <= kGemvMaxRows && gemv_ok(w, x, w.k);
+    const bool bf16 = m >= bf16_gemm_min_rows() && bf16_gemm();
+    if (bf16 && !(m > kGemvMaxRows && g_fp8_tensor_cores && (w.fmt == WeightFormat::FP8 || w.fmt == WeightFormat::FP4)) &&
+        bf16_linear(x, m, w, n0, n1, y, ldy))
+        return;
+    if (gemv) {
         for (int64_t r0 = 0; r0 < m; r0 += kGemvMaxMt) {
             const int64_t mc = std::min<int64_t>(kGemvMaxMt, m - r0);
             GemvParams p = gemv_params(w, mc, nn, n0, w.k, ldy, 1);

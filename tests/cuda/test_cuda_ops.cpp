@@ -82,6 +82,16 @@ double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
         std::printf("    rel L2 %-28s %.3e (bar %.0e)\n", #got, e_, double(bar));    \
     } while (0)
 
+// Exact float32 GEMMs for m > 16 (the model forward's default) for one scope.
+class TensorCoresOff {
+public:
+    TensorCoresOff() : prev_(cuda::fp8_tensor_cores()) { cuda::set_fp8_tensor_cores(false); }
+    ~TensorCoresOff() { cuda::set_fp8_tensor_cores(prev_); }
+
+private:
+    bool prev_;
+};
+
 class CudaOps : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -192,8 +202,26 @@ void check_linear(WeightFormat fmt, int64_t m, int64_t n, int64_t k, bool quant_
 
 }  // namespace
 
+// Sets the BF16 tensor-core switch (and its row threshold) for one scope.
+class Bf16Scope {
+public:
+    Bf16Scope(bool on, int64_t min_rows = 4) : on_(cuda::bf16_gemm()), rows_(cuda::bf16_gemm_min_rows()) {
+        cuda::set_bf16_gemm(on);
+        cuda::set_bf16_gemm_min_rows(min_rows);
+    }
+    ~Bf16Scope() {
+        cuda::set_bf16_gemm(on_);
+        cuda::set_bf16_gemm_min_rows(rows_);
+    }
+
+private:
+    bool on_;
+    int64_t rows_;
+};
+
 // Weight-streaming GEMV (m ≤ 16): float32 math, only the summation order differs from the CPU.
 TEST_F(CudaOps, LinearGemvFlashShapes) {
+    Bf16Scope gemv_only(false);
     check_linear(WeightFormat::FP8, 1, 1024, 4096, true, 1e-5);    // wq_a
     check_linear(WeightFormat::FP8, 1, 32768, 1024, true, 1e-5);   // wq_b
     check_linear(WeightFormat::FP8, 1, 512, 4096, true, 1e-5);     // wkv
@@ -217,6 +245,7 @@ TEST_F(CudaOps, LinearGemvFlashShapes) {
 // to float32 between blocks); measured 1.5e-4 (FP4) to 2.4e-4 (FP8) relative L2, so the bar is 5e-4.
 // A wrong scale layout or block would give errors of order 1.
 TEST_F(CudaOps, LinearTensorCoreFlashShapes) {
+    Bf16Scope fp8_and_tiled_only(false);
     check_linear(WeightFormat::FP8, 64, 1024, 4096, true, 5e-4);
     check_linear(WeightFormat::FP8, 256, 4096, 8192, true, 5e-4);
     check_linear(WeightFormat::FP8, 100, 2048, 4096, true, 5e-4);        // m not a multiple of 16
@@ -227,6 +256,27 @@ TEST_F(CudaOps, LinearTensorCoreFlashShapes) {
     // x not on the FP8 grid (wo_a is fed unquantized): the device detects it and redoes it exactly.
     check_linear(WeightFormat::FP8, 64, 1024, 4096, false, 1e-5);
     check_linear(WeightFormat::BF16, 70, 384, 512, false, 1e-5);         // tiled float32 path
+}
+
+// BF16 tensor cores with float32 accuracy (weights exact in bf16, x split into three bf16 terms): every
+// product is exact and sums are float32, so the bar is the GEMV's. x unquantized too (all 24 bits of
+// its mantissa must survive the split). Non-power-of-two F32 scales fall back to the float32 paths.
+TEST_F(CudaOps, LinearBf16TensorCore) {
+    Bf16Scope bf16(true, 2);
+    TensorCoresOff exact;
+    for (bool qx : {true, false}) {
+        check_linear(WeightFormat::FP8, 2, 1024, 4096, qx, 1e-5);    // wq_a, batch 2
+        check_linear(WeightFormat::FP8, 8, 32768, 1024, qx, 1e-5);   // wq_b, batch 8
+        check_linear(WeightFormat::FP8, 64, 4096, 8192, qx, 1e-5);   // wo_b, batch 64
+        check_linear(WeightFormat::FP8, 300, 512, 4096, qx, 1e-5);   // wkv, prefill chunk
+        check_linear(WeightFormat::FP8, 16, 1024, 4096, qx, 1e-5, ScaleKind::E8M0, 256, 768);  // wo_a slice
+        check_linear(WeightFormat::FP4, 5, 2048, 4096, qx, 1e-5);    // routed w1
+        check_linear(WeightFormat::FP4, 100, 4096, 2048, qx, 1e-5);  // routed w2, prefill
+        check_linear(WeightFormat::BF16, 8, 1000, 4096, qx, 1e-5);   // head slice
+        check_linear(WeightFormat::BF16, 70, 384, 512, qx, 1e-5);
+    }
+    check_linear(WeightFormat::FP8, 48, 1024, 4096, true, 1e-5, ScaleKind::F32);  // not pow2: float32 fallback
+    check_linear(WeightFormat::FP8, 33, 200, 96, true, 1e-5);                     // k not a multiple of 128
 }
 
 TEST_F(CudaOps, ActQuantFp4QuantHadamard) {
