@@ -31,8 +31,9 @@ void set_fp8_tensor_cores(bool on);
 bool fp8_tensor_cores();
 
 // Whether linear() may use the BF16 tensor-core path (float32-accurate: weights expanded to bf16
-// exactly, x split into three bf16 terms; gemm_bf16.cu) for m ≥ bf16_gemm_min_rows() (default: on,
-// from 4 rows). FP8 weights with F32 scales that are not powers of two never take it. Process-wide.
+// exactly, x split into three bf16 terms; gemm_bf16.cu) from bf16_gemm_min_rows() rows on (default:
+// on; min rows 0 = per format, 2 for BF16 weights and 6 for FP8/FP4, where it beats the GEMV). FP8
+// weights with F32 scales that are not powers of two never take it. Process-wide.
 void set_bf16_gemm(bool on);
 bool bf16_gemm();
 void set_bf16_gemm_min_rows(int64_t m);
@@ -101,5 +102,16 @@ private:
 // batches sort rows by expert on the host (one device→host copy of ids) and run one GEMM per expert.
 void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t d, int64_t inter, const int32_t* ids,
                  const float* w, int64_t k, float limit, bool quant_h, float* out);
+
+// ---- Batched decode of several sequences (beyond the op table) ----
+// sparse_attn where query row i has its own key arrays a_rows[i] (na rows) and b_rows[i], and reads
+// q / writes out at row qrow[i] (all three device arrays of t entries).
+void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
+                      const int32_t* idx, int64_t nk, const float* sink, float scale, float* out,
+                      const float* const* a_rows, const float* const* b_rows, const int32_t* qrow);
+// index_scores where row i scores keys_rows[i] (its first valid[i] entries; scores row stride n) with
+// q / w rows qrow[i].
+void index_scores_rows(const float* q, const float* w, const int32_t* qrow, int64_t t, int64_t h, int64_t dh,
+                       const float* const* keys_rows, int64_t n, const int32_t* valid, float* scores);
 
 }  // namespace dsinfer::cuda

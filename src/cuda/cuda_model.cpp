@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -17,6 +18,16 @@
 namespace dsinfer::cuda {
 
 namespace {
+
+// DSINFER_CUDA_PER_SEQUENCE_DECODE=1: decode tokens take the chunk path one sequence at a time (the
+// earlier behaviour, for before/after figures). Read once.
+bool per_sequence_decode() {
+    static const bool on = [] {
+        const char* v = std::getenv("DSINFER_CUDA_PER_SEQUENCE_DECODE");
+        return v && *v && std::string(v) != "0";
+    }();
+    return on;
+}
 
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
@@ -243,6 +254,14 @@ private:
     void linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input);
     void compressor_step(const DevCompressor& cw, DevVec& kv, DevVec& score, const float* a, const float* g, int64_t p,
                          const ops::RopeFreqs& rf, bool indexer, DevVec& out);
+    void compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& score, int64_t p, const ops::RopeFreqs& rf,
+                           bool indexer, DevVec& out);
+    struct AttnIn {  // the per-row projections attention() computed for all rows
+        const float *q, *kv, *ca, *cg, *iq, *iwt, *ia, *ig;
+        int64_t cwidth, iwidth;
+    };
+    void attention_decode(const DevBlock& b, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
+                          const ops::RopeFreqs& rf, float* o);
     void block_forward(const DevBlock& b, Rows& rows, float* x);
     void attention(const DevBlock& b, Rows& rows, const float* y, float* out);
     void moe(const DevBlock& b, Rows& rows, const float* y, float* out);
@@ -456,6 +475,14 @@ void CudaModel::compressor_step(const DevCompressor& cw, DevVec& kv, DevVec& sco
     const int64_t slot = (cw.overlap ? r : 0) + p % r;
     d2d(kv.data() + slot * width, a, size_t(width) * sizeof(float));
     add_to(g, cw.ape + (p % r) * width, width, score.data() + slot * width);
+    compressor_finish(cw, kv, score, p, rf, indexer, out);
+}
+
+// The second half of compressor_step, after token p's slot is written: when p completes a block,
+// pool it into a new entry of `out` and shift the overlap state.
+void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& score, int64_t p,
+                                  const ops::RopeFreqs& rf, bool indexer, DevVec& out) {
+    const int64_t r = cw.ratio, d = cw.d, coff = cw.overlap ? 2 : 1, width = coff * d;
     if ((p + 1) % r) return;
     float* z = out.append(d);
     be_.compress_pool(kv.data(), score.data(), r, d, cw.overlap, z);
@@ -530,7 +557,13 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
 
     float* o = A.f(n * H * hd);
     const float scale_attn = float(std::pow(double(hd), -0.5));
-    for (size_t s = 0; s < rows.seqs.size(); ++s) {
+    // Sequences decoding one token run batched (one launch per step for all of them); prefill chunks
+    // one by one.
+    std::vector<size_t> one, chunks;
+    for (size_t s = 0; s < rows.seqs.size(); ++s)
+        (rows.seqs[s].count == 1 && !per_sequence_decode() ? one : chunks).push_back(s);
+    if (!one.empty()) attention_decode(bw, rows, one, AttnIn{q, kv, ca, cg, iq, iwt, ia, ig, cwidth, iwidth}, rf, o);
+    for (size_t s : chunks) {
         const auto& sq = rows.seqs[s];
         DevCache& lc = bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
         const int64_t P = sq.start, T = sq.count, b = sq.begin;
@@ -607,6 +640,108 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
         be.linear(tmp, n, bw.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
     }
     linear(u, n, bw.wo_b, out, true);
+}
+
+// Attention of sequences appending one token each, batched. Each sequence's token is written to its
+// window ring first (its slot held position p − W, outside the window), so attention reads the ring in
+// place: key ids [0, W) are ring slots, W + j compressed entry j. Keys are listed oldest first, as in
+// the chunk path, so every query attends the same keys in the same order.
+void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
+                                 const ops::RopeFreqs& rf, float* o) {
+    const ModelConfig& c = c_;
+    const ops::Backend& be = be_;
+    const int64_t H = c.n_heads, hd = c.head_dim, W = c.window_size, S = int64_t(seqs.size());
+    const int64_t nih = c.index_n_heads, ihd = c.index_head_dim;
+    const DevCompressor* cw = bw.compressor.get();
+    const DevIndexer* iw = bw.indexer.get();
+    Arena& A = layer_;
+    auto cache = [&](size_t s) -> DevCache& {
+        const auto& sq = rows.seqs[s];
+        return bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
+    };
+
+    // Ring writes and the compressors' slot writes, one launch.
+    std::vector<CopyJob> jobs;
+    int64_t max_n = hd;
+    auto slot_jobs = [&](const DevCompressor& k, DevVec& kvs, DevVec& score, const float* a, const float* g,
+                         int64_t width, int64_t p) {
+        const int64_t r = k.ratio, slot = (k.overlap ? r : 0) + p % r;
+        jobs.push_back({kvs.data() + slot * width, a, nullptr, width});
+        jobs.push_back({score.data() + slot * width, g, k.ape + (p % r) * width, width});
+        max_n = std::max(max_n, width);
+    };
+    for (size_t s : seqs) {
+        const auto& sq = rows.seqs[s];
+        DevCache& lc = cache(s);
+        const int64_t P = sq.start, b = sq.begin;
+        jobs.push_back({lc.window.data() + (P % W) * hd, in.kv + b * hd, nullptr, hd});
+        if (cw) slot_jobs(*cw, lc.comp_kv, lc.comp_score, in.ca + b * in.cwidth, in.cg + b * in.cwidth, in.cwidth, P);
+        if (iw)
+            slot_jobs(iw->compressor, lc.icomp_kv, lc.icomp_score, in.ia + b * in.iwidth, in.ig + b * in.iwidth,
+                      in.iwidth, P);
+    }
+    CopyJob* jobs_d = reinterpret_cast<CopyJob*>(A.f(int64_t(jobs.size() * sizeof(CopyJob) / 4)));
+    h2d_staged(jobs_d, jobs.data(), jobs.size() * sizeof(CopyJob));
+    copy_jobs(jobs_d, int64_t(jobs.size()), max_n);
+
+    // Sequences whose token completes a compressed block pool it (a few per step).
+    for (size_t s : seqs) {
+        const int64_t P = rows.seqs[s].start;
+        DevCache& lc = cache(s);
+        if (cw) compressor_finish(*cw, lc.comp_kv, lc.comp_score, P, rf, false, lc.ckv);
+        if (iw) compressor_finish(iw->compressor, lc.icomp_kv, lc.icomp_score, P, rf, true, lc.ikeys);
+    }
+
+    // Key lists [S, nk]: ring slots of the window positions, then compressed entries.
+    int64_t max_entries = 0;
+    for (size_t s : seqs) max_entries = std::max<int64_t>(max_entries, cw ? cache(s).ckv.size() / hd : 0);
+    int64_t n_cmp = 0;
+    if (bw.ratio == 4)
+        n_cmp = std::min<int64_t>(c.index_topk, max_entries);
+    else if (bw.ratio)
+        n_cmp = max_entries;
+    const int64_t nk = W + n_cmp;
+    const size_t nS = size_t(S);
+    std::vector<int32_t> idx(size_t(S * nk), -1), qrow(nS), valid(nS);
+    std::vector<const float*> a_rows(nS), b_rows(nS), k_rows(nS);
+    for (int64_t i = 0; i < S; ++i) {
+        const size_t s = seqs[size_t(i)];
+        const auto& sq = rows.seqs[s];
+        DevCache& lc = cache(s);
+        const int64_t P = sq.start;
+        int32_t* ix = idx.data() + i * nk;
+        int64_t k = 0;
+        for (int64_t pp = std::max<int64_t>(0, P - W + 1); pp <= P; ++pp) ix[k++] = int32_t(pp % W);
+        if (bw.ratio && bw.ratio != 4)
+            for (int64_t j = 0; j < (P + 1) / bw.ratio; ++j) ix[W + j] = int32_t(W + j);
+        qrow[size_t(i)] = int32_t(sq.begin);
+        valid[size_t(i)] = int32_t(bw.ratio ? (P + 1) / bw.ratio : 0);
+        a_rows[size_t(i)] = lc.window.data();
+        b_rows[size_t(i)] = lc.ckv.data();
+        k_rows[size_t(i)] = lc.ikeys.data();
+    }
+    int32_t* idx_d = A.i32(S * nk);
+    int32_t* qrow_d = A.i32(S);
+    auto* a_d = reinterpret_cast<const float**>(A.i64(S));
+    auto* b_d = reinterpret_cast<const float**>(A.i64(S));
+    h2d_staged(idx_d, idx.data(), idx.size() * sizeof(int32_t));
+    h2d_staged(qrow_d, qrow.data(), qrow.size() * sizeof(int32_t));
+    h2d_staged(a_d, a_rows.data(), a_rows.size() * sizeof(float*));
+    h2d_staged(b_d, b_rows.data(), b_rows.size() * sizeof(float*));
+    if (bw.ratio == 4 && n_cmp > 0) {
+        // Lightning indexer over every sequence's complete entries, then one top-k for all rows.
+        int32_t* valid_d = A.i32(S);
+        auto* k_d = reinterpret_cast<const float**>(A.i64(S));
+        h2d_staged(valid_d, valid.data(), valid.size() * sizeof(int32_t));
+        h2d_staged(k_d, k_rows.data(), k_rows.size() * sizeof(float*));
+        float* scores = A.f(S * max_entries);
+        index_scores_rows(in.iq, in.iwt, qrow_d, S, nih, ihd, k_d, max_entries, valid_d, scores);
+        int32_t* sel = A.i32(S * n_cmp);
+        be.topk(scores, S, max_entries, valid_d, n_cmp, sel);
+        sel_to_idx(sel, S, n_cmp, idx_d, nk, W, int32_t(W));
+    }
+    sparse_attn_rows(in.q, S, H, hd, nullptr, W, nullptr, idx_d, nk, bw.attn_sink, float(std::pow(double(hd), -0.5)),
+                     o, a_d, b_d, qrow_d);
 }
 
 void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) {

@@ -41,10 +41,11 @@ __device__ __forceinline__ float e4m3_to_f32(uint8_t b) {
     return __uint_as_float(s | ((e + 120) << 23) | (m << 20));
 }
 
+// e2m1 {0, .5, 1, 1.5, 2, 3, 4, 6} by bits (no table: a local array would live in local memory).
 __device__ __forceinline__ float e2m1_to_f32(uint32_t code) {
-    const float mags[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
-    const float v = mags[code & 7];
-    return (code & 8) ? -v : v;
+    const uint32_t e = (code >> 1) & 3, m = code & 1;
+    const uint32_t mag = e ? ((e + 126) << 23) | (m << 22) : (m ? 126u << 23 : 0u);
+    return __uint_as_float(mag | ((code & 8) << 28));
 }
 
 __device__ __forceinline__ uint16_t bf16_bits_exact(float f) {

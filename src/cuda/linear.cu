@@ -763,7 +763,13 @@ std::atomic<bool> g_fp8_tensor_cores{true};
 
 void set_fp8_tensor_cores(bool on) { g_fp8_tensor_cores = on; }
 namespace {
-std::atomic<int64_t> g_bf16_min_rows{4};
+std::atomic<int64_t> g_bf16_min_rows{0};
+// From how many rows the BF16 path beats the weight-streaming GEMV (H100, bench_cuda --paths): its
+// fixed cost is expanding the weight to bf16 (none for BF16 weights).
+int64_t bf16_min_rows(WeightFormat f) {
+    if (const int64_t m = g_bf16_min_rows) return m;
+    return f == WeightFormat::BF16 ? 2 : f == WeightFormat::FP8 ? 6 : 6;
+}
 }  // namespace
 void set_bf16_gemm_min_rows(int64_t m) { g_bf16_min_rows = m; }
 int64_t bf16_gemm_min_rows() { return g_bf16_min_rows; }
@@ -773,7 +779,7 @@ void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, 
     const int64_t nn = n1 - n0;
     if (nn <= 0 || m <= 0) return;
     const bool gemv = m <= kGemvMaxRows && gemv_ok(w, x, w.k);
-    const bool bf16 = m >= bf16_gemm_min_rows() && bf16_gemm();
+    const bool bf16 = m >= bf16_min_rows(w.fmt) && bf16_gemm();
     if (bf16 && !(m > kGemvMaxRows && g_fp8_tensor_cores && (w.fmt == WeightFormat::FP8 || w.fmt == WeightFormat::FP4)) &&
         bf16_linear(x, m, w, n0, n1, y, ldy))
         return;

@@ -205,7 +205,7 @@ void check_linear(WeightFormat fmt, int64_t m, int64_t n, int64_t k, bool quant_
 // Sets the BF16 tensor-core switch (and its row threshold) for one scope.
 class Bf16Scope {
 public:
-    Bf16Scope(bool on, int64_t min_rows = 4) : on_(cuda::bf16_gemm()), rows_(cuda::bf16_gemm_min_rows()) {
+    Bf16Scope(bool on, int64_t min_rows = 0) : on_(cuda::bf16_gemm()), rows_(cuda::bf16_gemm_min_rows()) {
         cuda::set_bf16_gemm(on);
         cuda::set_bf16_gemm_min_rows(min_rows);
     }
