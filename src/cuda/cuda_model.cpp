@@ -4,6 +4,9 @@
 #include "cuda/cuda_model.h"
 
 #include <algorithm>
+#include <map>
+#include <cstdio>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +31,51 @@ bool per_sequence_decode() {
     }();
     return on;
 }
+
+// DSINFER_CUDA_PROFILE=1: wall time per section of the forward, each section ended by a stream
+// synchronization (so the step gets slower), printed to stderr at exit. For finding where a step's
+// time goes. Read once.
+class Sections {
+public:
+    static Sections& get() {
+        static Sections s;
+        return s;
+    }
+    bool on() const { return on_; }
+    void mark(const char* name) {
+        if (!on_) return;
+        sync();
+        const auto now = std::chrono::steady_clock::now();
+        auto& e = acc_[name];
+        e.first += std::chrono::duration<double, std::milli>(now - last_).count();
+        e.second += 1;
+        last_ = now;
+    }
+    void start() {
+        if (!on_) return;
+        sync();
+        last_ = std::chrono::steady_clock::now();
+    }
+    ~Sections() {
+        if (!on_ || acc_.empty()) return;
+        double total = 0;
+        for (auto& [k, v] : acc_) total += v.first;
+        std::fprintf(stderr, "cuda sections (DSINFER_CUDA_PROFILE): %.3f ms in all\n", total);
+        for (auto& [k, v] : acc_)
+            std::fprintf(stderr, "  %-18s %10.3f ms %6.1f%%  (%ld calls)\n", k.c_str(), v.first, 100 * v.first / total,
+                         long(v.second));
+    }
+
+private:
+    Sections() {
+        const char* v = std::getenv("DSINFER_CUDA_PROFILE");
+        on_ = v && *v && std::string(v) != "0";
+    }
+    bool on_ = false;
+    std::chrono::steady_clock::time_point last_;
+    std::map<std::string, std::pair<double, int64_t>> acc_;
+};
+void mark(const char* name) { Sections::get().mark(name); }
 
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
@@ -557,6 +605,7 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
 
     float* o = A.f(n * H * hd);
     const float scale_attn = float(std::pow(double(hd), -0.5));
+    mark("attn.proj");
     // Sequences decoding one token run batched (one launch per step for all of them); prefill chunks
     // one by one.
     std::vector<size_t> one, chunks;
@@ -631,6 +680,7 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
     }
 
     // Output path (§6.6): inverse RoPE, grouped wo_a (no activation quantization), wo_b.
+    mark(one.empty() ? "attn.core(chunks)" : "attn.core");
     be.rope(o, n, H, hd, pos, rf, true);
     const int64_t G = c.o_groups, gin = (H / G) * hd, olr = c.o_lora_rank;
     float* u = A.f(n * G * olr);
@@ -640,6 +690,7 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
         be.linear(tmp, n, bw.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
     }
     linear(u, n, bw.wo_b, out, true);
+    mark("attn.out");
 }
 
 // Attention of sequences appending one token each, batched. Each sequence's token is written to its
@@ -683,6 +734,7 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
     CopyJob* jobs_d = reinterpret_cast<CopyJob*>(A.f(int64_t(jobs.size() * sizeof(CopyJob) / 4)));
     h2d_staged(jobs_d, jobs.data(), jobs.size() * sizeof(CopyJob));
     copy_jobs(jobs_d, int64_t(jobs.size()), max_n);
+    mark("dec.copy");
 
     // Sequences whose token completes a compressed block pool it (a few per step).
     for (size_t s : seqs) {
@@ -691,6 +743,7 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
         if (cw) compressor_finish(*cw, lc.comp_kv, lc.comp_score, P, rf, false, lc.ckv);
         if (iw) compressor_finish(iw->compressor, lc.icomp_kv, lc.icomp_score, P, rf, true, lc.ikeys);
     }
+    mark("dec.compress");
 
     // Key lists [S, nk]: ring slots of the window positions, then compressed entries.
     int64_t max_entries = 0;
@@ -740,6 +793,7 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
         be.topk(scores, S, max_entries, valid_d, n_cmp, sel);
         sel_to_idx(sel, S, n_cmp, idx_d, nk, W, int32_t(W));
     }
+    mark("dec.index");
     sparse_attn_rows(in.q, S, H, hd, nullptr, W, nullptr, idx_d, nk, bw.attn_sink, float(std::pow(double(hd), -0.5)),
                      o, a_d, b_d, qrow_d);
 }
@@ -771,6 +825,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
         h2d_staged(hash_d, hash.data(), hash.size() * sizeof(int32_t));
     }
     be.moe_route(logits, n, E, bw.hash ? nullptr : bw.gate_bias, hash_d, K, float(c.route_scale), ids, rw);
+    mark("moe.route");
 
     // Input rows quantized once (the quantization is per row, so this equals quantizing per expert).
     float* yq = nullptr;
@@ -789,6 +844,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
         throw Error("cuda: the fused MoE quantizes expert activations with power-of-two scales only");
     moe_experts(*bw.experts, expert_input(bw.experts_quant_in), n, D, I, ids, rw, K, float(c.swiglu_limit),
                 quant_ && bw.experts_quant_h, out);
+    mark("moe.experts");
 
     // Shared expert (§10.3), added last.
     const ExpertWeights& sh = bw.shared;
@@ -802,6 +858,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
     if (quant_ && quantized(sh.w2)) be.act_quant(h, n, I, I, 128, pow2_);
     be.linear(h, n, sh.w2, 0, D, so, D);
     add(out, so, n * D);
+    mark("moe.shared");
 }
 
 void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
@@ -819,14 +876,18 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
     be.hc_pre(x, n, hc, D, bw.hc_attn_fn, bw.hc_attn_scale, bw.hc_attn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
               comb);
     be.rmsnorm(y, n, D, bw.attn_norm, eps, y);
+    mark("hc_pre+norm");
     attention(bw, rows, y, f);
     be.hc_post(f, x, post, comb, n, hc, D, x2);
+    mark("hc_post");
 
     be.hc_pre(x2, n, hc, D, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
               comb);
     be.rmsnorm(y, n, D, bw.ffn_norm, eps, y);
+    mark("hc_pre+norm");
     moe(bw, rows, y, f);
     be.hc_post(f, x2, post, comb, n, hc, D, x);
+    mark("hc_post");
 }
 
 void CudaModel::head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
@@ -837,8 +898,10 @@ void CudaModel::head_logits(const float* x, int64_t m, const float* fn, const fl
     be_.hc_head(x, m, c.hc_mult, c.dim, fn, scale, base, float(c.hc_eps), float(c.norm_eps), h);
     be_.rmsnorm(h, m, c.dim, norm, float(c.norm_eps), h);
     be_.linear(h, m, head_, 0, head_.n, l, head_.n);
+    mark("head");
     logits.resize(static_cast<size_t>(m * head_.n));
     d2h(logits.data(), l, logits.size() * sizeof(float));
+    mark("logits.d2h");
 }
 
 void CudaModel::forward(std::span<ForwardItem> items) {
@@ -861,6 +924,7 @@ void CudaModel::forward(std::span<ForwardItem> items) {
     if (rows.n == 0) return;
     const int64_t n = rows.n;
     begin_uploads();
+    Sections::get().start();
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));  // grows the table before any op is enqueued
     int32_t* tokens_d = call_.i32(n);
@@ -940,6 +1004,7 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     if (rows.n == 0) return;
     const int64_t n = rows.n;
     begin_uploads();
+    Sections::get().start();
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));
     int32_t* tokens_d = call_.i32(n);
