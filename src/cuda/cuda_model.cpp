@@ -43,7 +43,7 @@ public:
     }
     bool on() const { return on_; }
     void mark(const char* name) {
-        if (!on_) return;
+        if (!on_ || !active_) return;
         sync();
         const auto now = std::chrono::steady_clock::now();
         auto& e = acc_[name];
@@ -51,8 +51,10 @@ public:
         e.second += 1;
         last_ = now;
     }
-    void start() {
-        if (!on_) return;
+    // Counts the calls whose rows are all decode tokens (one per sequence); others are not timed.
+    void start(bool decode_only) {
+        active_ = decode_only;
+        if (!on_ || !active_) return;
         sync();
         last_ = std::chrono::steady_clock::now();
     }
@@ -60,7 +62,7 @@ public:
         if (!on_ || acc_.empty()) return;
         double total = 0;
         for (auto& [k, v] : acc_) total += v.first;
-        std::fprintf(stderr, "cuda sections (DSINFER_CUDA_PROFILE): %.3f ms in all\n", total);
+        std::fprintf(stderr, "cuda sections of decode steps (DSINFER_CUDA_PROFILE): %.3f ms in all\n", total);
         for (auto& [k, v] : acc_)
             std::fprintf(stderr, "  %-18s %10.3f ms %6.1f%%  (%ld calls)\n", k.c_str(), v.first, 100 * v.first / total,
                          long(v.second));
@@ -71,7 +73,7 @@ private:
         const char* v = std::getenv("DSINFER_CUDA_PROFILE");
         on_ = v && *v && std::string(v) != "0";
     }
-    bool on_ = false;
+    bool on_ = false, active_ = false;
     std::chrono::steady_clock::time_point last_;
     std::map<std::string, std::pair<double, int64_t>> acc_;
 };
@@ -924,7 +926,7 @@ void CudaModel::forward(std::span<ForwardItem> items) {
     if (rows.n == 0) return;
     const int64_t n = rows.n;
     begin_uploads();
-    Sections::get().start();
+    Sections::get().start(int64_t(rows.seqs.size()) == n);
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));  // grows the table before any op is enqueued
     int32_t* tokens_d = call_.i32(n);
@@ -1004,7 +1006,7 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     if (rows.n == 0) return;
     const int64_t n = rows.n;
     begin_uploads();
-    Sections::get().start();
+    Sections::get().start(int64_t(rows.seqs.size()) == n);
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));
     int32_t* tokens_d = call_.i32(n);
