@@ -665,7 +665,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
     float* h = A.f(n * I);
     float* so = A.f(n * D);
     // Decode: w1 and w3 in one launch (same numbers as the two linears).
-    if (!linear_pair(xs, n, sh.w1, sh.w3, gu, gu + I, 2 * I)) {
+    if (sh.w1.n != I || !linear_pair(xs, n, sh.w1, sh.w3, gu, gu + I, 2 * I)) {
         be.linear(xs, n, sh.w1, 0, I, gu, 2 * I);
         be.linear(xs, n, sh.w3, 0, I, gu + I, 2 * I);
     }
