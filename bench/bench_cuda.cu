@@ -362,6 +362,29 @@ void bench_moe_decode(int64_t t) {
     for (float* p : {x, rw, out}) cuda::dfree(p);
 }
 
+// rmsnorm then a quantized copy for the next FP8 linear (Flash: dim 4096 before wq_a/wkv/experts, 1024
+// before wq_b): rmsnorm + copy + act_quant (three launches, as the model runs it) against the fused
+// rmsnorm_act_quant (bitwise the same). Bytes: x read, y and yq written.
+void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
+    float *x = rand_floats(size_t(rows * dim)), *w = rand_floats(size_t(dim), 1.f), *y = rand_floats(size_t(rows * dim)),
+          *yq = rand_floats(size_t(rows * dim));
+    const double bytes = double(3 * rows * dim * 4 + dim * 4);
+    const double ms_old = time_ms(
+        [&](int) {
+            cuda::backend().rmsnorm(x, rows, dim, w, 1e-6f, y);
+            cuda::d2d(yq, y, size_t(rows * dim) * 4);
+            cuda::backend().act_quant(yq, rows, dim, dim, 128, true);
+        },
+        200);
+    const double ms_new = time_ms([&](int) { cuda::rmsnorm_act_quant(x, rows, dim, w, 1e-6f, y, yq, 128, true); }, 200);
+    char name[96];
+    std::snprintf(name, sizeof name, "rmsnorm+act_quant %lldx%lld, 3 launches", (long long)rows, (long long)dim);
+    print_decode(name, ms_old, bytes);
+    std::snprintf(name, sizeof name, "rmsnorm+act_quant %lldx%lld, fused", (long long)rows, (long long)dim);
+    print_decode(name, ms_new, bytes);
+    for (float* p : {x, w, y, yq}) cuda::dfree(p);
+}
+
 // One Flash ratio-4 layer's decode (batch 1) as the model runs it, minus the CPU-side glue:
 // hc_pre, rmsnorm, wq_a, wq_b, wkv, attention over 640 keys, wo_a (8 group slices), wo_b, hc_post,
 // hc_pre, rmsnorm, gate, routing, 6 routed experts (FP4) + shared expert (FP8), hc_post.
@@ -561,6 +584,8 @@ int main(int argc, char** argv) {
     bench_shared_w13(1);
     bench_moe_decode(1);
     bench_moe_decode(4);
+    bench_rmsnorm_quant(1, 4096);
+    bench_rmsnorm_quant(1, 1024);
 
     bench_attention(1, 640);
     bench_attention(1, 128 + 8192);

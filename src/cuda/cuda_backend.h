@@ -85,6 +85,16 @@ bool linear_groups(const float* x, int64_t m, int64_t ldx, const ops::Weight& w,
 bool linear_pair(const float* x, int64_t m, const ops::Weight& wa, const ops::Weight& wb, float* ya, float* yb,
                  int64_t ldy);
 
+// ---- Fused rmsnorm + act_quant, beyond the op table ----
+// yq = act_quant(rmsnorm(x, w, eps), block, pow2) over whole rows ([rows, dim], row stride dim), and
+// y = rmsnorm(x, w, eps) when y is not null: bitwise the results of rmsnorm() then a copy and
+// act_quant(), in one launch where the row fits the one-pass kernel (dim % 4 == 0, dim ≤ 16384,
+// 16-byte aligned pointers, block/4 a power of two ≤ 32: Flash's 4096/128 and 1024/128 rows), else
+// by those ops. y or yq may be x; y and yq must differ. The model's "rmsnorm, then linear with a
+// quantized copy of the input" (§3.3) in one kernel instead of three.
+void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y, float* yq,
+                       int64_t block, bool pow2);
+
 // ---- Fused MoE experts (§10.2), beyond the op table ----
 // Routed experts of one layer as device weight views, uploaded once (w1 gate, w3 up [inter, d];
 // w2 down [d, inter]).

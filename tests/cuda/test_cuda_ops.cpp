@@ -777,3 +777,61 @@ TEST_F(CudaOps, MoeGroupedRowsPerWarpBitwise) {
         }
     }
 }
+
+// rmsnorm_act_quant: bitwise rmsnorm() then act_quant() of a copy (the model's "rmsnorm, then a
+// linear on a quantized copy"), y within rmsnorm's CPU bar and yq = the CPU's act_quant of y.
+TEST_F(CudaOps, RmsnormActQuantFused) {
+    struct Case {
+        int64_t rows, dim, block;
+        bool weighted, pow2, with_y;
+    };
+    for (const Case& c : std::vector<Case>{
+             {1, 4096, 128, true, true, true},     // Flash attn/ffn norm before wq_a, wkv, experts
+             {1, 1024, 128, true, true, true},     // Flash q_norm before wq_b
+             {4, 4096, 128, true, true, false},    // decode batch 4, no plain copy
+             {3, 1000, 128, true, false, true},    // partial last block; non-pow2 scales
+             {64, 512, 64, false, true, true},     // half-warp blocks
+             {2, 16384, 128, true, true, true},    // widest one-pass row
+             {2, 16388, 128, true, true, true},    // too wide: rmsnorm + act_quant
+             {3, 130, 128, true, true, true},      // dim % 4 != 0: the two ops
+             {2, 768, 96, true, true, true}}) {    // block/4 not a power of two: the two ops
+        SCOPED_TRACE(testing::Message() << "rows " << c.rows << " dim " << c.dim << " block " << c.block);
+        std::printf("  rmsnorm_act_quant rows=%lld dim=%lld block=%lld\n", (long long)c.rows, (long long)c.dim,
+                    (long long)c.block);
+        auto x = randn(size_t(c.rows * c.dim), 2.f), w = randn(static_cast<size_t>(c.dim));
+        const float* wp = c.weighted ? w.data() : nullptr;
+        std::vector<float> ref(x.size());
+        cpu::rmsnorm(x.data(), c.rows, c.dim, wp, 1e-6f, ref.data());
+        Dev dx(x), dw(w);
+        float* dwp = c.weighted ? dw.f() : nullptr;
+        // The unfused sequence on the device.
+        Dev dy_old = poisoned(x.size()), dq_old = poisoned(x.size());
+        cuda::backend().rmsnorm(dx.f(), c.rows, c.dim, dwp, 1e-6f, dy_old.f());
+        cuda::d2d(dq_old.p, dy_old.p, x.size() * 4);
+        cuda::backend().act_quant(dq_old.f(), c.rows, c.dim, c.dim, c.block, c.pow2);
+        // Fused.
+        Dev dy = poisoned(x.size()), dq = poisoned(x.size());
+        cuda::rmsnorm_act_quant(dx.f(), c.rows, c.dim, dwp, 1e-6f, c.with_y ? dy.f() : nullptr, dq.f(), c.block,
+                                c.pow2);
+        auto q = dq.get<float>(), y_old = dy_old.get<float>();
+        EXPECT_SAME_BITS(q, dq_old.get<float>());
+        if (c.with_y) {
+            auto y = dy.get<float>();
+            EXPECT_SAME_BITS(y, y_old);
+            EXPECT_REL(y, ref, 1e-6);
+        } else {
+            for (float v : dy.get<float>()) ASSERT_TRUE(std::isnan(v)) << "y written though not asked for";
+        }
+        auto qref = y_old;
+        cpu::act_quant(qref.data(), c.rows, c.dim, c.dim, c.block, c.pow2);
+        EXPECT_REL(q, qref, 1e-7);
+    }
+    // In place (yq = x), as a model would call it on its activation buffer.
+    auto x = randn(size_t(2 * 4096), 2.f), w = randn(size_t(4096));
+    Dev dx(x), dw(w), dref(x);
+    Dev dy = poisoned(x.size());
+    cuda::backend().rmsnorm(dref.f(), 2, 4096, dw.f(), 1e-6f, dref.f());
+    cuda::backend().act_quant(dref.f(), 2, 4096, 4096, 128, true);
+    cuda::rmsnorm_act_quant(dx.f(), 2, 4096, dw.f(), 1e-6f, dy.f(), dx.f(), 128, true);
+    EXPECT_SAME_BITS(dx.get<float>(), dref.get<float>());
+}
