@@ -544,7 +544,7 @@ TEST_F(CudaOps, MoeExperts) {
 }
 
 // Rows whose width is not a multiple of 4 take the scalar rmsnorm kernel (the others the float4 one).
-// Kept last so the random streams of the tests above stay as they were.
+// Kept after the earlier tests so their random streams stay as they were (new tests go below).
 TEST_F(CudaOps, RmsnormUnaligned) {
     const int64_t rows = 3, dim = 130;
     auto x = randn(size_t(rows * dim), 2.f), w = randn(static_cast<size_t>(dim));
