@@ -172,11 +172,11 @@ static_assert(kMaxInlineJobs >= kMaxLinearGroups, "linear_groups needs one inlin
 // i's element j of a 16-byte weight load sits at j·(kchunk/EPL) + i: conflict-free reads.
 // A row's sum depends only on kchunk (lane and unroll order within a chunk, then chunks in split
 // order), not on RPW, the unroll or the job count: every RPW gives bitwise the same y.
-// RPW ≥ 4 asks for two resident blocks per SM (≤ 128 registers), so one block's x staging overlaps
-// the other's weight stream; RPW = 8 unrolls once to stay there (8 loads in flight per lane either way).
+// RPW = 8 unrolls once instead of twice (8 loads in flight per lane either way), which keeps the
+// FP8/FP4 single-row kernels at 128 registers (ptxas -v, nvcc 13.0): two resident blocks per SM,
+// so one block's x staging overlaps the other's weight stream.
 template <int FMT, int MT, int RPW = kRowsPerWarp>
-__global__ void __launch_bounds__(kGemvThreads, RPW >= 4 ? 2 : 1)
-    gemv_kernel(GemvParams p, GemvJobList inl, const GemvJob* jobs) {
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJobList inl, const GemvJob* jobs) {
     constexpr int UNR = RPW >= 8 ? 1 : kGemvUnroll;
     constexpr int EPL = Epl<FMT>::v;
     constexpr int GROUPS = EPL >= 8 ? EPL / 8 : 1;
