@@ -274,7 +274,10 @@ void bench_wo_a(int64_t m) {
         200);
     const double ms_new = time_ms(
         [&](int i) {
-            if (!cuda::linear_groups(o, m, H * hd, ws[size_t(i % copies)], G, olr, u, G * olr)) std::exit(1);
+            if (!cuda::linear_groups(o, m, H * hd, ws[size_t(i % copies)], G, olr, u, G * olr)) {
+                std::fprintf(stderr, "bench_cuda: linear_groups declined wo_a\n");
+                std::exit(1);
+            }
         },
         200);
     char name[96];
@@ -307,8 +310,10 @@ void bench_shared_w13(int64_t m) {
         200);
     const double ms_new = time_ms(
         [&](int i) {
-            if (!cuda::linear_pair(x, m, w1[size_t(i % copies)], w3[size_t(i % copies)], gu, gu + I, 2 * I))
+            if (!cuda::linear_pair(x, m, w1[size_t(i % copies)], w3[size_t(i % copies)], gu, gu + I, 2 * I)) {
+                std::fprintf(stderr, "bench_cuda: linear_pair declined shared w1/w3\n");
                 std::exit(1);
+            }
         },
         200);
     char name[96];
