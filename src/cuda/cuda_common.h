@@ -74,6 +74,7 @@ struct GemvJob {
     const void* w;   // weight data (row 0 = logical row 0)
     const void* s;   // weight scale
     float* y;        // [m, ldy]; column r for weight row n0 + r
+    int64_t n0 = 0;  // first weight row of this job, added to the launch's n0 (grouped wo_a)
 };
 void gemv_grouped(const ops::Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs, int64_t ldx,
                   int64_t ldy);

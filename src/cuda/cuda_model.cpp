@@ -686,10 +686,13 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
     be.rope(o, n, H, hd, pos, rf, true);
     const int64_t G = c.o_groups, gin = (H / G) * hd, olr = c.o_lora_rank;
     float* u = A.f(n * G * olr);
-    float* tmp = A.f(n * gin);
-    for (int64_t g = 0; g < G; ++g) {
-        copy_rows(tmp, gin, o + g * gin, H * hd, n, gin);
-        be.linear(tmp, n, bw.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
+    // Decode: all G slices in one launch, reading o's column slices in place (same numbers as below).
+    if (!linear_groups(o, n, H * hd, bw.wo_a, G, olr, u, G * olr)) {
+        float* tmp = A.f(n * gin);
+        for (int64_t g = 0; g < G; ++g) {
+            copy_rows(tmp, gin, o + g * gin, H * hd, n, gin);
+            be.linear(tmp, n, bw.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
+        }
     }
     linear(u, n, bw.wo_b, out, true);
     mark("attn.out");
@@ -854,8 +857,11 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
     float* gu = A.f(n * 2 * I);
     float* h = A.f(n * I);
     float* so = A.f(n * D);
-    be.linear(xs, n, sh.w1, 0, I, gu, 2 * I);
-    be.linear(xs, n, sh.w3, 0, I, gu + I, 2 * I);
+    // Decode: w1 and w3 in one launch (same numbers as the two linears).
+    if (sh.w1.n != I || !linear_pair(xs, n, sh.w1, sh.w3, gu, gu + I, 2 * I)) {
+        be.linear(xs, n, sh.w1, 0, I, gu, 2 * I);
+        be.linear(xs, n, sh.w3, 0, I, gu + I, 2 * I);
+    }
     be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
     if (quant_ && quantized(sh.w2)) be.act_quant(h, n, I, I, 128, pow2_);
     be.linear(h, n, sh.w2, 0, D, so, D);
