@@ -265,6 +265,7 @@ void bench_linear_paths(const char* name, WeightFormat fmt, int64_t n, int64_t k
     cuda::set_bf16_gemm(bf);
     cuda::set_bf16_gemm_min_rows(min_rows);
     for (auto& w : ws) cuda::free_weight(w);
+}
 
 void print_decode(const char* name, double ms, double bytes) {
     const double gbs = bytes / (ms * 1e-3) / 1e9;
