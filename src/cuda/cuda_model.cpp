@@ -315,8 +315,14 @@ private:
     void block_forward(const DevBlock& b, Rows& rows, float* x);
     void attention(const DevBlock& b, Rows& rows, const float* y, float* out);
     void moe(const DevBlock& b, Rows& rows, const float* y, float* out);
-    void head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
-                     const float* norm, std::vector<float>& logits);
+    struct LogitsRequest {
+        int64_t first, count;  // rows of the residual
+        std::vector<float>* out;
+    };
+    // Every requested row of every item through one hc_head, norm and head GEMM (the head is read
+    // once per call, not once per sequence) and one device→host copy.
+    void emit_logits(const float* x, const std::vector<LogitsRequest>& reqs, const float* fn, const float* scale,
+                     const float* base, const float* norm);
 
     const Dsv4Model& m_;
     const ModelConfig& c_;
@@ -898,17 +904,48 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
     mark("hc_post");
 }
 
-void CudaModel::head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
-                            const float* norm, std::vector<float>& logits) {
+void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& reqs, const float* fn,
+                            const float* scale, const float* base, const float* norm) {
+    if (reqs.empty()) return;
     const ModelConfig& c = c_;
+    const int64_t row = c.hc_mult * c.dim, V = head_.n;
+    int64_t m = 0, max_n = 0;
+    for (const auto& r : reqs) {
+        m += r.count;
+        max_n = std::max(max_n, r.count * row);
+    }
+    const float* xr = x + reqs[0].first * row;
+    if (reqs.size() > 1) {  // gather the rows
+        float* g = call_.f(m * row);
+        std::vector<CopyJob> jobs;
+        int64_t off = 0;
+        for (const auto& r : reqs) {
+            jobs.push_back({g + off * row, x + r.first * row, nullptr, r.count * row});
+            off += r.count;
+        }
+        auto* jobs_d = reinterpret_cast<CopyJob*>(call_.f(int64_t(jobs.size() * sizeof(CopyJob) / 4)));
+        h2d_staged(jobs_d, jobs.data(), jobs.size() * sizeof(CopyJob));
+        copy_jobs(jobs_d, int64_t(jobs.size()), max_n);
+        xr = g;
+    }
     float* h = call_.f(m * c.dim);
-    float* l = call_.f(m * head_.n);
-    be_.hc_head(x, m, c.hc_mult, c.dim, fn, scale, base, float(c.hc_eps), float(c.norm_eps), h);
+    float* l = call_.f(m * V);
+    be_.hc_head(xr, m, c.hc_mult, c.dim, fn, scale, base, float(c.hc_eps), float(c.norm_eps), h);
     be_.rmsnorm(h, m, c.dim, norm, float(c.norm_eps), h);
-    be_.linear(h, m, head_, 0, head_.n, l, head_.n);
+    be_.linear(h, m, head_, 0, V, l, V);
     mark("head");
-    logits.resize(static_cast<size_t>(m * head_.n));
-    d2h(logits.data(), l, logits.size() * sizeof(float));
+    if (reqs.size() == 1) {
+        reqs[0].out->resize(static_cast<size_t>(m * V));
+        d2h(reqs[0].out->data(), l, size_t(m * V) * sizeof(float));
+    } else {
+        std::vector<float> all(static_cast<size_t>(m * V));
+        d2h(all.data(), l, all.size() * sizeof(float));
+        int64_t off = 0;
+        for (const auto& r : reqs) {
+            r.out->assign(all.begin() + off * V, all.begin() + (off + r.count) * V);
+            off += r.count;
+        }
+    }
     mark("logits.d2h");
 }
 
@@ -970,6 +1007,7 @@ void CudaModel::forward(std::span<ForwardItem> items) {
     }
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
@@ -979,10 +1017,14 @@ void CudaModel::forward(std::span<ForwardItem> items) {
         }
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            head_logits(x + first * hc * D, m, hc_head_fn_, hc_head_scale_, hc_head_base_, norm_, *it.logits_out);
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
-        it.state->pos_ += sq.count;
+    }
+    emit_logits(x, reqs, hc_head_fn_, hc_head_scale_, hc_head_base_, norm_);
+    s = 0;
+    for (auto& it : items) {
+        if (it.tokens.empty()) continue;
+        it.state->pos_ += rows.seqs[s++].count;
     }
 }
 
@@ -1039,16 +1081,20 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     block_forward(mw.block, rows, x);
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            head_logits(x + first * hc * D, m, mw.hc_head_fn, mw.hc_head_scale, mw.hc_head_base, mw.norm,
-                        *it.logits_out);
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
-        it.state->mtp_pos_ += sq.count;
+    }
+    emit_logits(x, reqs, mw.hc_head_fn, mw.hc_head_scale, mw.hc_head_base, mw.norm);
+    s = 0;
+    for (auto& it : items) {
+        if (it.tokens.empty()) continue;
+        it.state->mtp_pos_ += rows.seqs[s++].count;
     }
 }
 

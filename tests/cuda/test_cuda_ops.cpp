@@ -534,7 +534,8 @@ TEST_F(CudaOps, MoeExperts) {
              {1, 4096, 2048, 16, 6, WeightFormat::FP4},    // Flash decode (16 of the 256 experts)
              {4, 4096, 2048, 16, 6, WeightFormat::FP4},    // decode batch 4
              {2, 4096, 2048, 8, 6, WeightFormat::FP8},     // Flash-Base experts
-             {96, 4096, 2048, 8, 6, WeightFormat::FP4},    // prefill: sorted by expert, tensor cores
+             {96, 4096, 2048, 8, 6, WeightFormat::FP4},    // decode batch 96: still grouped GEMV (576 pairs)
+             {360, 4096, 2048, 8, 6, WeightFormat::FP4},   // prefill (2160 pairs): sorted by expert, tensor cores
              {9, 256, 128, 8, 2, WeightFormat::FP8}}) {    // tiny model
         SCOPED_TRACE(testing::Message() << "t " << t << " d " << d << " inter " << inter);
         std::vector<HostWeight> hw;
@@ -579,11 +580,11 @@ TEST_F(CudaOps, MoeExperts) {
             Dev dx(x), di(ids), dw(w);
             Dev dout = poisoned(ref.size());
             cuda::moe_experts(table, dx.f(), t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
-            // Decode (grouped GEMV) is float32 math up to summation order (measured ~1e-7). Prefill runs
-            // w1/w3 on FP8 tensor cores (2e-4, see LinearTensorCore); the FP8 quantization of h then turns
-            // those small differences into whole e4m3 steps (1/16 relative) for the few elements near a
-            // rounding boundary: measured 3e-3, bar 1e-2.
-            EXPECT_REL(dout.get<float>(), ref, t * k > 64 ? 1e-2 : 1e-5);
+            // Up to 2048 pairs (grouped GEMV) it is float32 math up to summation order (measured ~1e-7).
+            // Beyond, the prefill path runs w1/w3 on FP8 tensor cores (2e-4, see LinearTensorCore); the FP8
+            // quantization of h then turns those small differences into whole e4m3 steps (1/16 relative)
+            // for the few elements near a rounding boundary: measured 3e-3, bar 1e-2.
+            EXPECT_REL(dout.get<float>(), ref, t * k > 2048 ? 1e-2 : 1e-5);
         }
         for (auto& e : dev) {
             cuda::free_weight(e.w1);
