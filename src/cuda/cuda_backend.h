@@ -70,6 +70,9 @@ void sync();
 // previous round's copies (a stream synchronization, only when that round staged anything) before
 // its staging memory is reused.
 void begin_uploads();
+// Page-locked host memory (device copies to and from it run at full speed, without staging).
+void* host_alloc(size_t bytes);
+void host_free(void* p);
 void h2d_staged(void* dst, const void* src, size_t bytes);
 // The stream every op enqueues on (default: a stream owned by the backend).
 void* stream();

@@ -112,6 +112,15 @@ struct Staging {
 Staging g_staging;
 }  // namespace
 
+void* host_alloc(size_t bytes) {
+    void* p = nullptr;
+    DSINFER_CUDA_CHECK(cudaMallocHost(&p, bytes ? bytes : 1));
+    return p;
+}
+void host_free(void* p) {
+    if (p) DSINFER_CUDA_CHECK(cudaFreeHost(p));
+}
+
 void begin_uploads() {
     Staging& s = g_staging;
     if (s.used) DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));  // the last round's copies are done
