@@ -229,10 +229,212 @@ void bench_linear_prefill(const char* name, WeightFormat fmt, int64_t n, int64_t
     cuda::dfree(y);
 }
 
+// The exact paths of linear() side by side for batched decode and prefill (tensor cores off, as the
+// model forward runs by default): m ≤ 16 weight-streaming GEMV or tiled float32 GEMM, against the BF16
+// tensor-core path with float32 accuracy (gemm_bf16.cu). Bytes: weight + x + y (traffic of an ideal
+// kernel); FLOPs 2·m·n·k.
+void bench_linear_paths(const char* name, WeightFormat fmt, int64_t n, int64_t k, const std::vector<int64_t>& ms) {
+    const size_t wb = weight_bytes(Weight{fmt, nullptr, n, k, nullptr, ScaleKind::None, fmt == WeightFormat::FP4 ? k / 32 : (k + 127) / 128});
+    const int copies = int(std::max<size_t>(2, (size_t(400) << 20) / wb));
+    std::vector<Weight> ws;
+    for (int i = 0; i < copies; ++i) ws.push_back(dev_weight(fmt, n, k));
+    const bool tc = cuda::fp8_tensor_cores(), bf = cuda::bf16_gemm();
+    const int64_t min_rows = cuda::bf16_gemm_min_rows();
+    cuda::set_fp8_tensor_cores(false);
+    cuda::set_bf16_gemm_min_rows(1);
+    for (int64_t m : ms) {
+        float* x = rand_floats(size_t(m * k));
+        cuda::backend().act_quant(x, m, k, k, 128, true);
+        float* y = rand_floats(size_t(m * n));
+        double t[2];
+        for (int path = 0; path < 2; ++path) {
+            cuda::set_bf16_gemm(path == 1);
+            const int iters = m >= 1024 ? 5 : 50;
+            t[path] = time_ms([&](int i) { cuda::backend().linear(x, m, ws[size_t(i % copies)], 0, n, y, n); }, iters);
+        }
+        const double bytes = double(wb) + double(m * k * 4 + m * n * 4), flop = 2.0 * double(m) * double(n) * double(k);
+        std::printf("paths    %-16s m=%-5lld [%6lld x %6lld]  %s %9.2f us (%5.1f%% of copy, %6.1f TFLOP/s)   "
+                    "bf16x3 %9.2f us (%5.1f%% of copy, %6.1f TFLOP/s)   speedup %.2fx\n",
+                    name, (long long)m, (long long)n, (long long)k, m <= 16 ? "gemv " : "tiled", t[0] * 1e3,
+                    100.0 * bytes / (t[0] * 1e-3) / 1e9 / g_copy_gbs, flop / (t[0] * 1e-3) / 1e12, t[1] * 1e3,
+                    100.0 * bytes / (t[1] * 1e-3) / 1e9 / g_copy_gbs, flop / (t[1] * 1e-3) / 1e12, t[0] / t[1]);
+        cuda::dfree(x);
+        cuda::dfree(y);
+    }
+    cuda::set_fp8_tensor_cores(tc);
+    cuda::set_bf16_gemm(bf);
+    cuda::set_bf16_gemm_min_rows(min_rows);
+    for (auto& w : ws) cuda::free_weight(w);
+}
+
+void print_decode(const char* name, double ms, double bytes) {
+    const double gbs = bytes / (ms * 1e-3) / 1e9;
+    std::printf("decode   %-44s %5.1f MB  %8.2f us  %6.0f GB/s  %5.1f%% of copy\n", name, bytes / 1e6, ms * 1e3, gbs,
+                100.0 * gbs / g_copy_gbs);
+}
+
+// hc_pre at decode (t tokens, Flash d = 4096, hc = 4): the one-block-per-token finish against the
+// finish over d/256 + 1 blocks per token (bitwise the same results). Bytes: fn, x, y.
+void bench_hc_pre(int64_t t) {
+    const int64_t D = 4096, hc = 4, mix = 24;
+    float *x = rand_floats(size_t(t * hc * D)), *fn = rand_floats(size_t(mix * hc * D), 0.01f),
+          *scale = rand_floats(3, 1.f), *base = rand_floats(size_t(mix), 1.f), *y = rand_floats(size_t(t * D)),
+          *post = rand_floats(size_t(t * hc)), *comb = rand_floats(size_t(t * hc * hc));
+    const double bytes = double(mix * hc * D * 4 + t * hc * D * 4 + t * D * 4);
+    for (bool one_block : {true, false}) {
+        cuda::set_one_block_hc_finish(one_block);
+        const double ms = time_ms(
+            [&](int) { cuda::backend().hc_pre(x, t, hc, D, fn, scale, base, 20, 1e-6f, 1e-6f, y, post, comb); }, 200);
+        char name[96];
+        std::snprintf(name, sizeof name, "hc_pre t=%lld, %s", (long long)t,
+                      one_block ? "one-block finish" : "wide finish");
+        print_decode(name, ms, bytes);
+    }
+    cuda::set_one_block_hc_finish(false);
+    for (float* p : {x, fn, scale, base, y, post, comb}) cuda::dfree(p);
+}
+
+// Flash wo_a at decode (m rows): 8 group-slice linears (the earlier model path, slices given in place)
+// against one linear_groups launch. Weight copies rotate so each call streams from HBM.
+void bench_wo_a(int64_t m) {
+    const int64_t H = 64, hd = 512, G = 8, olr = 1024, gin = H * hd / G;
+    const size_t wb = weight_bytes(Weight{WeightFormat::FP8, nullptr, G * olr, gin, nullptr, ScaleKind::None, gin / 128});
+    const int copies = int(std::max<size_t>(2, (size_t(400) << 20) / wb));
+    std::vector<Weight> ws;
+    for (int i = 0; i < copies; ++i) ws.push_back(dev_weight(WeightFormat::FP8, G * olr, gin));
+    float *o = rand_floats(size_t(m * H * hd)), *xs = rand_floats(size_t(m * gin)), *u = rand_floats(size_t(m * G * olr));
+    const double bytes = double(wb) + double(m * H * hd * 4 + m * G * olr * 4);
+    const double ms_old = time_ms(
+        [&](int i) {
+            for (int64_t g = 0; g < G; ++g)
+                cuda::backend().linear(xs, m, ws[size_t(i % copies)], g * olr, (g + 1) * olr, u + g * olr, G * olr);
+        },
+        200);
+    const double ms_new = time_ms(
+        [&](int i) {
+            if (!cuda::linear_groups(o, m, H * hd, ws[size_t(i % copies)], G, olr, u, G * olr)) {
+                std::fprintf(stderr, "bench_cuda: linear_groups declined wo_a\n");
+                std::exit(1);
+            }
+        },
+        200);
+    char name[96];
+    std::snprintf(name, sizeof name, "wo_a FP8 m=%lld, 8 slice linears", (long long)m);
+    print_decode(name, ms_old, bytes);
+    std::snprintf(name, sizeof name, "wo_a FP8 m=%lld, linear_groups", (long long)m);
+    print_decode(name, ms_new, bytes);
+    for (auto& w : ws) cuda::free_weight(w);
+    for (float* p : {o, xs, u}) cuda::dfree(p);
+}
+
+// The shared expert's w1 and w3 (FP8 [2048, 4096]) at decode: two linears against one linear_pair.
+void bench_shared_w13(int64_t m) {
+    const int64_t I = 2048, D = 4096;
+    const size_t wb = weight_bytes(Weight{WeightFormat::FP8, nullptr, I, D, nullptr, ScaleKind::None, D / 128});
+    const int copies = int(std::max<size_t>(2, (size_t(400) << 20) / (2 * wb)));
+    std::vector<Weight> w1, w3;
+    for (int i = 0; i < copies; ++i) {
+        w1.push_back(dev_weight(WeightFormat::FP8, I, D));
+        w3.push_back(dev_weight(WeightFormat::FP8, I, D));
+    }
+    float *x = rand_floats(size_t(m * D)), *gu = rand_floats(size_t(m * 2 * I));
+    cuda::backend().act_quant(x, m, D, D, 128, true);
+    const double bytes = 2.0 * double(wb) + double(m * D * 4 + m * 2 * I * 4);
+    const double ms_old = time_ms(
+        [&](int i) {
+            cuda::backend().linear(x, m, w1[size_t(i % copies)], 0, I, gu, 2 * I);
+            cuda::backend().linear(x, m, w3[size_t(i % copies)], 0, I, gu + I, 2 * I);
+        },
+        200);
+    const double ms_new = time_ms(
+        [&](int i) {
+            if (!cuda::linear_pair(x, m, w1[size_t(i % copies)], w3[size_t(i % copies)], gu, gu + I, 2 * I)) {
+                std::fprintf(stderr, "bench_cuda: linear_pair declined shared w1/w3\n");
+                std::exit(1);
+            }
+        },
+        200);
+    char name[96];
+    std::snprintf(name, sizeof name, "shared w1+w3 FP8 m=%lld, 2 linears", (long long)m);
+    print_decode(name, ms_old, bytes);
+    std::snprintf(name, sizeof name, "shared w1+w3 FP8 m=%lld, linear_pair", (long long)m);
+    print_decode(name, ms_new, bytes);
+    for (auto& w : w1) cuda::free_weight(w);
+    for (auto& w : w3) cuda::free_weight(w);
+    for (float* p : {x, gu}) cuda::dfree(p);
+}
+
+// Routed experts at decode (t tokens, 6 of 48 FP4 Flash experts each, ids rotating so weights come
+// from HBM) with 2, 4 and 8 weight rows per warp in the grouped GEMVs. Bytes: the distinct experts'
+// weights (w1, w3, w2 with scales) plus x and out.
+void bench_moe_decode(int64_t t) {
+    const int64_t D = 4096, I = 2048, E = 48, K = 6;
+    std::vector<cuda::ExpertWeights> ex;
+    for (int64_t e = 0; e < E; ++e)
+        ex.push_back({dev_weight(WeightFormat::FP4, I, D), dev_weight(WeightFormat::FP4, I, D),
+                      dev_weight(WeightFormat::FP4, D, I)});
+    cuda::ExpertTable table(ex);
+    const int sets = int(E / K);  // set s uses experts [s·K, (s+1)·K) for every token (distinct per set)
+    std::vector<int32_t*> ids;
+    for (int sidx = 0; sidx < sets; ++sidx) {
+        std::vector<int32_t> h(static_cast<size_t>(t * K));
+        for (int64_t i = 0; i < t; ++i)
+            for (int64_t j = 0; j < K; ++j) h[size_t(i * K + j)] = int32_t(sidx * K + (j + i) % K);
+        int32_t* d = static_cast<int32_t*>(cuda::dmalloc(h.size() * 4));
+        cuda::h2d(d, h.data(), h.size() * 4);
+        ids.push_back(d);
+    }
+    float *x = rand_floats(size_t(t * D)), *rw = rand_floats(size_t(t * K), 0.5f), *out = rand_floats(size_t(t * D));
+    cuda::backend().act_quant(x, t, D, D, 128, true);
+    const double bytes = double(K) * double(weight_bytes(ex[0].w1) * 3) + double(2 * t * D * 4);
+    for (int rpw : {2, 4, 8}) {
+        cuda::set_grouped_gemv_rows_per_warp(rpw);
+        const double ms = time_ms(
+            [&](int i) { cuda::moe_experts(table, x, t, D, I, ids[size_t(i % sets)], rw, K, 10.f, true, out); }, 100);
+        char name[96];
+        std::snprintf(name, sizeof name, "moe_experts FP4 t=%lld k=6, %d rows/warp", (long long)t, rpw);
+        print_decode(name, ms, bytes);
+    }
+    cuda::set_grouped_gemv_rows_per_warp(8);
+    for (auto& e : ex) {
+        cuda::free_weight(e.w1);
+        cuda::free_weight(e.w3);
+        cuda::free_weight(e.w2);
+    }
+    for (int32_t* p : ids) cuda::dfree(p);
+    for (float* p : {x, rw, out}) cuda::dfree(p);
+}
+
+// rmsnorm then a quantized copy for the next FP8 linear (Flash: dim 4096 before wq_a/wkv/experts, 1024
+// before wq_b): rmsnorm + copy + act_quant (three launches, as the model runs it) against the fused
+// rmsnorm_act_quant (bitwise the same). Bytes: x read, y and yq written.
+void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
+    float *x = rand_floats(size_t(rows * dim)), *w = rand_floats(size_t(dim), 1.f), *y = rand_floats(size_t(rows * dim)),
+          *yq = rand_floats(size_t(rows * dim));
+    const double bytes = double(3 * rows * dim * 4 + dim * 4);
+    const double ms_old = time_ms(
+        [&](int) {
+            cuda::backend().rmsnorm(x, rows, dim, w, 1e-6f, y);
+            cuda::d2d(yq, y, size_t(rows * dim) * 4);
+            cuda::backend().act_quant(yq, rows, dim, dim, 128, true);
+        },
+        200);
+    const double ms_new = time_ms([&](int) { cuda::rmsnorm_act_quant(x, rows, dim, w, 1e-6f, y, yq, 128, true); }, 200);
+    char name[96];
+    std::snprintf(name, sizeof name, "rmsnorm+act_quant %lldx%lld, 3 launches", (long long)rows, (long long)dim);
+    print_decode(name, ms_old, bytes);
+    std::snprintf(name, sizeof name, "rmsnorm+act_quant %lldx%lld, fused", (long long)rows, (long long)dim);
+    print_decode(name, ms_new, bytes);
+    for (float* p : {x, w, y, yq}) cuda::dfree(p);
+}
+
 // One Flash ratio-4 layer's decode (batch 1) as the model runs it, minus the CPU-side glue:
 // hc_pre, rmsnorm, wq_a, wq_b, wkv, attention over 640 keys, wo_a (8 group slices), wo_b, hc_post,
 // hc_pre, rmsnorm, gate, routing, 6 routed experts (FP4) + shared expert (FP8), hc_post.
-// `layers` distinct weight sets rotate so weights come from HBM.
+// `layers` distinct weight sets rotate so weights come from HBM. Timed twice: as the model ran it
+// before the grouped decode launches (8 wo_a slice linears, shared w1 and w3 apart, one-block hc_pre
+// finish, 2 rows per warp in the expert GEMVs) and as it runs now (linear_groups, linear_pair, wide
+// hc_pre finish, 8 rows per warp); --layer-profile profiles the current sequence.
 void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     const int64_t D = 4096, H = 64, hd = 512, ql = 1024, G = 8, olr = 1024, I = 2048, E = 256, K = 6;
     struct L {
@@ -285,6 +487,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     cuda::h2d(ids, hid.data(), 24);
     const ops::Backend& be = cuda::backend();
     const float* kv_b = nullptr;
+    bool before = false;  // the earlier launch sequence (see above)
     auto step = [&](int it) {
         const L& l = ls[size_t(it % layers)];
         kv_b = l.kv + 128 * hd;
@@ -298,7 +501,9 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         be.rmsnorm(q, H, hd, nullptr, 1e-6f, q);
         be.linear(y, 1, l.wkv, 0, hd, kvn, hd);
         be.sparse_attn(q, 1, H, hd, l.kv, 128, kv_b, idx, nk, sink, 1.f / std::sqrt(float(hd)), o);
-        for (int64_t g = 0; g < G; ++g) be.linear(o + g * (H * hd / G), 1, l.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
+        if (before || !cuda::linear_groups(o, 1, H * hd, l.wo_a, G, olr, u, G * olr))
+            for (int64_t g = 0; g < G; ++g)
+                be.linear(o + g * (H * hd / G), 1, l.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
         be.act_quant(u, 1, G * olr, G * olr, 128, true);
         be.linear(u, 1, l.wo_b, 0, D, a, D);
         be.hc_post(a, x, post, comb, 1, 4, D, x2);
@@ -308,8 +513,10 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         be.moe_route(logits, 1, E, nullptr, ids, K, 1.5f, ids, rw);  // fixed (hash-style) ids keep the bytes known
         be.act_quant(y, 1, D, D, 128, true);
         cuda::moe_experts(*l.table, y, 1, D, I, ids, rw, K, 10.f, true, f);
-        be.linear(y, 1, l.sw1, 0, I, gu, 2 * I);
-        be.linear(y, 1, l.sw3, 0, I, gu + I, 2 * I);
+        if (before || !cuda::linear_pair(y, 1, l.sw1, l.sw3, gu, gu + I, 2 * I)) {
+            be.linear(y, 1, l.sw1, 0, I, gu, 2 * I);
+            be.linear(y, 1, l.sw3, 0, I, gu + I, 2 * I);
+        }
         be.swiglu(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h);
         be.act_quant(h, 1, I, I, 128, true);
         be.linear(h, 1, l.sw2, 0, D, a, D);
@@ -324,24 +531,34 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         CK(cudaProfilerStop());
         return;
     }
-    const double ms = time_ms(step, 50);
-    // The same sequence captured once in a CUDA graph per layer, replayed.
-    std::vector<cudaGraphExec_t> execs;
-    for (int i = 0; i < layers; ++i) {
-        cudaGraph_t g;
-        CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
-        step(i);
-        CK(cudaStreamEndCapture(st(), &g));
-        cudaGraphExec_t e;
-        CK(cudaGraphInstantiate(&e, g, 0));
-        execs.push_back(e);
-    }
-    const double gms = time_ms([&](int i) { CK(cudaGraphLaunch(execs[size_t(i % layers)], st())); }, 50);
-    const double gbs = layer_bytes / (ms * 1e-3) / 1e9, ggbs = layer_bytes / (gms * 1e-3) / 1e9;
     std::printf("layer    Flash ratio-4 layer decode, batch 1, %lld keys: %.1f MB to read\n", (long long)nk, layer_bytes / 1e6);
-    std::printf("layer      stream launches: %8.1f us  %6.0f GB/s  %5.1f%% of copy\n", ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
-    std::printf("layer      CUDA graph     : %8.1f us  %6.0f GB/s  %5.1f%% of copy  -> 43 layers %.2f ms/token\n",
-                gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);
+    for (bool b : {true, false}) {
+        before = b;
+        cuda::set_one_block_hc_finish(b);
+        cuda::set_grouped_gemv_rows_per_warp(b ? 2 : 8);
+        const double ms = time_ms(step, 50);
+        // The same sequence captured once in a CUDA graph per layer, replayed.
+        std::vector<cudaGraphExec_t> execs;
+        for (int i = 0; i < layers; ++i) {
+            cudaGraph_t g;
+            CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
+            step(i);
+            CK(cudaStreamEndCapture(st(), &g));
+            cudaGraphExec_t e;
+            CK(cudaGraphInstantiate(&e, g, 0));
+            execs.push_back(e);
+            CK(cudaGraphDestroy(g));
+        }
+        const double gms = time_ms([&](int i) { CK(cudaGraphLaunch(execs[size_t(i % layers)], st())); }, 50);
+        for (auto e : execs) CK(cudaGraphExecDestroy(e));
+        const double gbs = layer_bytes / (ms * 1e-3) / 1e9, ggbs = layer_bytes / (gms * 1e-3) / 1e9;
+        std::printf("layer    %s\n", b ? "before grouped decode launches:" : "grouped decode launches (current):");
+        std::printf("layer      stream launches: %8.1f us  %6.0f GB/s  %5.1f%% of copy\n", ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
+        std::printf("layer      CUDA graph     : %8.1f us  %6.0f GB/s  %5.1f%% of copy  -> 43 layers %.2f ms/token\n",
+                    gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);
+    }
+    cuda::set_one_block_hc_finish(false);
+    cuda::set_grouped_gemv_rows_per_warp(8);
     for (auto& l : ls) {
         delete l.table;
         for (auto& e : l.ex) {
@@ -383,6 +600,16 @@ int main(int argc, char** argv) {
         bench_layer_decode(1, 1024, true);
         return 0;
     }
+    if (argc > 1 && std::strcmp(argv[1], "--paths") == 0) {  // exact linear paths: GEMV/tiled vs BF16x3
+        ceiling_copy();
+        const std::vector<int64_t> ms = {1, 2, 4, 8, 16, 64, 256, 1024, 8192};
+        bench_linear_paths("wo_b FP8", WeightFormat::FP8, 4096, 8192, ms);
+        bench_linear_paths("wq_b FP8", WeightFormat::FP8, 32768, 1024, ms);
+        bench_linear_paths("wq_a FP8", WeightFormat::FP8, 1024, 4096, {1, 2, 4, 8, 16, 64, 256, 1024});
+        bench_linear_paths("routed w1 FP4", WeightFormat::FP4, 2048, 4096, {1, 2, 4, 8, 16, 64, 256});
+        bench_linear_paths("head BF16", WeightFormat::BF16, 129280, 4096, {1, 2, 4, 8, 16, 64, 256});
+        return 0;
+    }
     if (argc > 1 && std::strcmp(argv[1], "--layer") == 0) {  // copy ceiling + the layer decode only
         ceiling_copy();
         bench_layer_decode(4, 1024);
@@ -402,6 +629,16 @@ int main(int argc, char** argv) {
     bench_linear_decode("gate BF16", WeightFormat::BF16, 256, 4096, 1);
     bench_linear_decode("wo_b FP8", WeightFormat::FP8, 4096, 8192, 8);
     bench_linear_decode("head BF16", WeightFormat::BF16, 129280, 4096, 1);
+
+    bench_hc_pre(1);
+    bench_hc_pre(4);
+    bench_wo_a(1);
+    bench_wo_a(4);
+    bench_shared_w13(1);
+    bench_moe_decode(1);
+    bench_moe_decode(4);
+    bench_rmsnorm_quant(1, 4096);
+    bench_rmsnorm_quant(1, 1024);
 
     bench_attention(1, 640);
     bench_attention(1, 128 + 8192);

@@ -18,20 +18,25 @@ template <int DPL>
 __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     attn_partial_kernel(const float* q, int64_t h, const float* kv_a, int64_t na, const float* kv_b,
                         const int32_t* idx, int64_t nk, float scale, int64_t chunk, int splits, float* pm, float* pl,
-                        float* po) {
+                        float* po, const float* const* a_rows, const float* const* b_rows, const int32_t* qrow) {
     constexpr int D = DPL * 32;
     __shared__ float4 keys4[kKeysPerStep * D / 4];
     __shared__ int valid[kKeysPerStep];
     const float* keys = reinterpret_cast<const float*>(keys4);
     const int64_t i = blockIdx.x;
     const int s = blockIdx.z;
+    if (a_rows) {
+        kv_a = a_rows[i];
+        kv_b = b_rows[i];
+    }
+    const int64_t qi = qrow ? qrow[i] : i;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int64_t head = int64_t(blockIdx.y) * kHeadsPerBlock + warp;
     const bool live = head < h;
     float qv[DPL], o[DPL];
 #pragma unroll
     for (int c = 0; c < DPL; ++c) {
-        qv[c] = live ? q[(i * h + head) * D + c * 32 + lane] : 0.f;
+        qv[c] = live ? q[(qi * h + head) * D + c * 32 + lane] : 0.f;
         o[c] = 0.f;
     }
     float m = -INFINITY, l = 0.f;
@@ -101,9 +106,10 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
 // then every thread sums its channels over the splits with independent loads.
 constexpr int kMaxSplits = 64;
 __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const float* sink, const float* pm,
-                                    const float* pl, const float* po, float* out) {
+                                    const float* pl, const float* po, float* out, const int32_t* qrow) {
     const int64_t row = blockIdx.x;  // i * h + head
     const int64_t head = row % h;
+    const int64_t orow = qrow ? int64_t(qrow[row / h]) * h + head : row;
     __shared__ float ms[kMaxSplits], wgt[kMaxSplits];
     __shared__ float mx_s, z_s;
     for (int s = threadIdx.x; s < splits; s += blockDim.x) ms[s] = pm[row * splits + s];
@@ -124,7 +130,7 @@ __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const floa
     const float mx = mx_s;
     for (int s = threadIdx.x; s < splits; s += blockDim.x) wgt[s] = ms[s] == -INFINITY ? 0.f : expf(ms[s] - mx);
     __syncthreads();
-    float* o = out + row * d;
+    float* o = out + orow * d;
     if (mx == -INFINITY) {
         for (int64_t c = threadIdx.x; c < d; c += blockDim.x) o[c] = 0.f;
         return;
@@ -140,8 +146,9 @@ __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const floa
 
 }  // namespace
 
-void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
-                 const int32_t* idx, int64_t nk, const float* sink, float scale, float* out) {
+void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
+                      const int32_t* idx, int64_t nk, const float* sink, float scale, float* out,
+                      const float* const* a_rows, const float* const* b_rows, const int32_t* qrow) {
     if (t <= 0 || h <= 0) return;
     const int64_t hgroups = ceil_div(h, kHeadsPerBlock);
     // Enough blocks for two per SM, each with at least 32 keys.
@@ -157,15 +164,20 @@ void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* k
     const dim3 grid{unsigned(t), unsigned(hgroups), unsigned(splits)};
     cudaStream_t st = cur_stream();
     switch (d) {
-        case 64: attn_partial_kernel<2><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po); break;
-        case 128: attn_partial_kernel<4><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po); break;
-        case 256: attn_partial_kernel<8><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po); break;
-        case 512: attn_partial_kernel<16><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po); break;
+        case 64: attn_partial_kernel<2><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
+        case 128: attn_partial_kernel<4><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
+        case 256: attn_partial_kernel<8><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
+        case 512: attn_partial_kernel<16><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
         default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
     }
     DSINFER_CUDA_LAUNCH();
-    attn_combine_kernel<<<unsigned(t * h), 256, 0, st>>>(h, d, splits, sink, pm, pl, po, out);
+    attn_combine_kernel<<<unsigned(t * h), 256, 0, st>>>(h, d, splits, sink, pm, pl, po, out, qrow);
     DSINFER_CUDA_LAUNCH();
+}
+
+void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
+                 const int32_t* idx, int64_t nk, const float* sink, float scale, float* out) {
+    sparse_attn_rows(q, t, h, d, kv_a, na, kv_b, idx, nk, sink, scale, out, nullptr, nullptr, nullptr);
 }
 
 }  // namespace dsinfer::cuda

@@ -30,6 +30,26 @@ constexpr int64_t kGemvMaxRows = 16;
 void set_fp8_tensor_cores(bool on);
 bool fp8_tensor_cores();
 
+// Whether linear() may use the BF16 tensor-core path (float32-accurate: weights expanded to bf16
+// exactly, x split into three bf16 terms; gemm_bf16.cu) from bf16_gemm_min_rows() rows on (default:
+// on; min rows 0 = per format, 2 for BF16 weights and 6 for FP8/FP4, where it beats the GEMV). FP8
+// weights with F32 scales that are not powers of two never take it. Process-wide.
+void set_bf16_gemm(bool on);
+bool bf16_gemm();
+void set_bf16_gemm_min_rows(int64_t m);
+int64_t bf16_gemm_min_rows();
+
+// hc_pre at decode (t ≤ 32) finishes each token over d/256 + 1 blocks (default). On, it uses the
+// earlier one-block-per-token finish instead; both give bitwise the same results (tests and
+// bench_cuda compare them). Process-wide.
+void set_one_block_hc_finish(bool on);
+
+// Weight rows per warp of the grouped GEMV launches of moe_experts' decode path (FP8/FP4 experts):
+// 2, 4 or 8 (default 8: 64 rows per block, so each block's staged x is amortized over 64 rows).
+// Results are bitwise the same for every value (only which block computes a row changes).
+// Process-wide; bench_cuda compares them.
+void set_grouped_gemv_rows_per_warp(int rows);
+
 // True when a CUDA device is usable.
 bool available();
 const char* device_name();
@@ -45,6 +65,15 @@ void d2h(void* dst, const void* src, size_t bytes);
 void d2d(void* dst, const void* src, size_t bytes);
 void dfill_nan(float* p, size_t count);  // poisons a float buffer with quiet NaNs
 void sync();
+// Small host→device uploads without a stream synchronization: the bytes are staged in page-locked
+// memory and copied asynchronously on stream(). begin_uploads() starts a round; it waits for the
+// previous round's copies (a stream synchronization, only when that round staged anything) before
+// its staging memory is reused.
+void begin_uploads();
+// Page-locked host memory (device copies to and from it run at full speed, without staging).
+void* host_alloc(size_t bytes);
+void host_free(void* p);
+void h2d_staged(void* dst, const void* src, size_t bytes);
 // The stream every op enqueues on (default: a stream owned by the backend).
 void* stream();
 void set_stream(void* cuda_stream);
@@ -56,6 +85,33 @@ void free_weight(ops::Weight& w);
 // The tensor-core path caches a float32 copy of each FP8 weight's scales, keyed by the scale
 // pointer: a weight freed outside free_weight must be forgotten before its memory is reused.
 void forget_weight(const ops::Weight& w);
+
+// ---- Grouped decode linears, beyond the op table ----
+// Several GEMVs of one shape in one kernel launch (decode: small m), each with exactly the numbers
+// linear() gives for it alone (same kernel, same split of k, same order of sums). They return false,
+// doing nothing, when the GEMV path does not apply (m > kGemvMaxRows, a weight the GEMV kernels
+// cannot stream, too many groups, or differing weight formats/shapes); the caller then runs linear().
+//
+// linear_groups: for g < groups, y[i, g·rows + r] = Σ_kk x[i, g·w.k + kk] · W[g·rows + r, kk]
+// (i < m, r < rows; x row stride ldx, y row stride ldy) — DeepSeek's grouped wo_a (§6.6), equal to
+// linear(x_g, m, w, g·rows, (g+1)·rows, y + g·rows, ldy) with x_g the g-th column slice of x.
+constexpr int64_t kMaxLinearGroups = 8;
+bool linear_groups(const float* x, int64_t m, int64_t ldx, const ops::Weight& w, int64_t groups, int64_t rows,
+                   float* y, int64_t ldy);
+// linear_pair: ya = x·Waᵀ and yb = x·Wbᵀ (all rows of each; x [m, wa.k] contiguous; y row stride
+// ldy) — the shared expert's w1 and w3 (§10.3). Wa and Wb must have the same format, shape and scales.
+bool linear_pair(const float* x, int64_t m, const ops::Weight& wa, const ops::Weight& wb, float* ya, float* yb,
+                 int64_t ldy);
+
+// ---- Fused rmsnorm + act_quant, beyond the op table ----
+// yq = act_quant(rmsnorm(x, w, eps), block, pow2) over whole rows ([rows, dim], row stride dim), and
+// y = rmsnorm(x, w, eps) when y is not null: bitwise the results of rmsnorm() then a copy and
+// act_quant(), in one launch where the row fits the one-pass kernel (dim % 4 == 0, dim ≤ 16384,
+// 16-byte aligned pointers, block/4 a power of two ≤ 32: Flash's 4096/128 and 1024/128 rows), else
+// by those ops. y or yq may be x; y and yq must differ. The model's "rmsnorm, then linear with a
+// quantized copy of the input" (§3.3) in one kernel instead of three.
+void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y, float* yq,
+                       int64_t block, bool pow2);
 
 // ---- Fused MoE experts (§10.2), beyond the op table ----
 // Routed experts of one layer as device weight views, uploaded once (w1 gate, w3 up [inter, d];
@@ -87,5 +143,16 @@ private:
 // batches sort rows by expert on the host (one device→host copy of ids) and run one GEMM per expert.
 void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t d, int64_t inter, const int32_t* ids,
                  const float* w, int64_t k, float limit, bool quant_h, float* out);
+
+// ---- Batched decode of several sequences (beyond the op table) ----
+// sparse_attn where query row i has its own key arrays a_rows[i] (na rows) and b_rows[i], and reads
+// q / writes out at row qrow[i] (all three device arrays of t entries).
+void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
+                      const int32_t* idx, int64_t nk, const float* sink, float scale, float* out,
+                      const float* const* a_rows, const float* const* b_rows, const int32_t* qrow);
+// index_scores where row i scores keys_rows[i] (its first valid[i] entries; scores row stride n) with
+// q / w rows qrow[i].
+void index_scores_rows(const float* q, const float* w, const int32_t* qrow, int64_t t, int64_t h, int64_t dh,
+                       const float* const* keys_rows, int64_t n, const int32_t* valid, float* scores);
 
 }  // namespace dsinfer::cuda

@@ -44,6 +44,9 @@ enum ScratchSlot : int {
     kScratchGemvPart,     // split-k partial sums of the GEMV kernels
     kScratchHc,           // hc_pre partial mixes (decode)
     kScratchTopkTie,      // topk's per-row 'tie at the k-th score' flags
+    kScratchBf16W,        // weights expanded to bf16 (gemm_bf16.cu)
+    kScratchBf16X,        // activations split into three bf16 terms
+    kScratchBf16Out,      // the three terms' GEMM results
     kScratchCount
 };
 void* scratch(int slot, size_t bytes);
@@ -71,6 +74,7 @@ struct GemvJob {
     const void* w;   // weight data (row 0 = logical row 0)
     const void* s;   // weight scale
     float* y;        // [m, ldy]; column r for weight row n0 + r
+    int64_t n0 = 0;  // first weight row of this job, added to the launch's n0 (grouped wo_a)
 };
 void gemv_grouped(const ops::Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs, int64_t ldx,
                   int64_t ldy);
@@ -78,6 +82,11 @@ bool gemv_grouped_ok(const ops::Weight& like);
 
 // Drops the float32 copy of a weight's scales that the tensor-core path caches (keyed by pointer).
 void forget_weight_scales(const void* scale);
+
+// BF16 tensor-core linear with float32 accuracy (gemm_bf16.cu). bf16_linear returns false, doing
+// nothing, when the weight cannot be expanded to bf16 exactly or cuBLASLt has no algorithm.
+bool bf16_linear_ok(const ops::Weight& w);
+bool bf16_linear(const float* x, int64_t m, const ops::Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy);
 
 // Linear op entry points (linear.cu) used by other files.
 void linear(const float* x, int64_t m, const ops::Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy);

@@ -4,7 +4,11 @@
 #include "cuda/cuda_model.h"
 
 #include <algorithm>
+#include <map>
+#include <cstdio>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -17,6 +21,63 @@
 namespace dsinfer::cuda {
 
 namespace {
+
+// DSINFER_CUDA_PER_SEQUENCE_DECODE=1: decode tokens take the chunk path one sequence at a time (the
+// earlier behaviour, for before/after figures). Read once.
+bool per_sequence_decode() {
+    static const bool on = [] {
+        const char* v = std::getenv("DSINFER_CUDA_PER_SEQUENCE_DECODE");
+        return v && *v && std::string(v) != "0";
+    }();
+    return on;
+}
+
+// DSINFER_CUDA_PROFILE=1: wall time per section of the forward, each section ended by a stream
+// synchronization (so the step gets slower), printed to stderr at exit. For finding where a step's
+// time goes. Read once.
+class Sections {
+public:
+    static Sections& get() {
+        static Sections s;
+        return s;
+    }
+    bool on() const { return on_; }
+    void mark(const char* name) {
+        if (!on_ || !active_) return;
+        sync();
+        const auto now = std::chrono::steady_clock::now();
+        auto& e = acc_[name];
+        e.first += std::chrono::duration<double, std::milli>(now - last_).count();
+        e.second += 1;
+        last_ = now;
+    }
+    // Counts the calls whose rows are all decode tokens (one per sequence); others are not timed.
+    void start(bool decode_only) {
+        active_ = decode_only;
+        if (!on_ || !active_) return;
+        sync();
+        last_ = std::chrono::steady_clock::now();
+    }
+    ~Sections() {
+        if (!on_ || acc_.empty()) return;
+        double total = 0;
+        for (auto& [k, v] : acc_) total += v.first;
+        std::fprintf(stderr, "cuda sections of decode steps (DSINFER_CUDA_PROFILE): %.3f ms in all\n", total);
+        for (auto& [k, v] : acc_)
+            std::fprintf(stderr, "  %-18s %10.3f ms %6.1f%%  (%ld calls)\n", k.c_str(), v.first, 100 * v.first / total,
+                         long(v.second));
+    }
+
+private:
+    Sections() {
+        const char* v = std::getenv("DSINFER_CUDA_PROFILE");
+        on_ = v && *v && std::string(v) != "0";
+    }
+    bool on_ = false, active_ = false;
+    std::chrono::steady_clock::time_point last_;
+    std::map<std::string, std::pair<double, int64_t>> acc_;
+};
+void mark(const char* name) { Sections::get().mark(name); }
 
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
@@ -243,11 +304,25 @@ private:
     void linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input);
     void compressor_step(const DevCompressor& cw, DevVec& kv, DevVec& score, const float* a, const float* g, int64_t p,
                          const ops::RopeFreqs& rf, bool indexer, DevVec& out);
+    void compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& score, int64_t p, const ops::RopeFreqs& rf,
+                           bool indexer, DevVec& out);
+    struct AttnIn {  // the per-row projections attention() computed for all rows
+        const float *q, *kv, *ca, *cg, *iq, *iwt, *ia, *ig;
+        int64_t cwidth, iwidth;
+    };
+    void attention_decode(const DevBlock& b, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
+                          const ops::RopeFreqs& rf, float* o);
     void block_forward(const DevBlock& b, Rows& rows, float* x);
     void attention(const DevBlock& b, Rows& rows, const float* y, float* out);
     void moe(const DevBlock& b, Rows& rows, const float* y, float* out);
-    void head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
-                     const float* norm, std::vector<float>& logits);
+    struct LogitsRequest {
+        int64_t first, count;  // rows of the residual
+        std::vector<float>* out;
+    };
+    // Every requested row of every item through one hc_head, norm and head GEMM (the head is read
+    // once per call, not once per sequence) and one device→host copy.
+    void emit_logits(const float* x, const std::vector<LogitsRequest>& reqs, const float* fn, const float* scale,
+                     const float* base, const float* norm);
 
     const Dsv4Model& m_;
     const ModelConfig& c_;
@@ -264,6 +339,8 @@ private:
     int64_t* iota_ = nullptr;  // 0, 1, 2, ...: device pointers to single positions (compressor RoPE)
     int64_t iota_n_ = 0;
     Arena call_, layer_;  // temporaries of one call / of one block (reset per block)
+    float* logits_host_ = nullptr;  // page-locked landing buffer of emit_logits
+    size_t logits_host_bytes_ = 0;
 };
 
 CudaModel::CudaModel(const Dsv4Model& m, const CudaModelOptions& o) : m_(m), c_(m.config()), be_(backend()), o_(o) {
@@ -309,6 +386,7 @@ CudaModel::~CudaModel() {
         for (auto& d : mtp_) d.block.experts.reset();
         for (auto& w : weights_) free_weight(w);
         for (void* p : buffers_) dfree(p);
+        host_free(logits_host_);
         dfree(iota_);
     } catch (...) {
         // A failing device at exit: nothing left to do with its memory.
@@ -456,6 +534,14 @@ void CudaModel::compressor_step(const DevCompressor& cw, DevVec& kv, DevVec& sco
     const int64_t slot = (cw.overlap ? r : 0) + p % r;
     d2d(kv.data() + slot * width, a, size_t(width) * sizeof(float));
     add_to(g, cw.ape + (p % r) * width, width, score.data() + slot * width);
+    compressor_finish(cw, kv, score, p, rf, indexer, out);
+}
+
+// The second half of compressor_step, after token p's slot is written: when p completes a block,
+// pool it into a new entry of `out` and shift the overlap state.
+void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& score, int64_t p,
+                                  const ops::RopeFreqs& rf, bool indexer, DevVec& out) {
+    const int64_t r = cw.ratio, d = cw.d, coff = cw.overlap ? 2 : 1, width = coff * d;
     if ((p + 1) % r) return;
     float* z = out.append(d);
     be_.compress_pool(kv.data(), score.data(), r, d, cw.overlap, z);
@@ -530,7 +616,14 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
 
     float* o = A.f(n * H * hd);
     const float scale_attn = float(std::pow(double(hd), -0.5));
-    for (size_t s = 0; s < rows.seqs.size(); ++s) {
+    mark("attn.proj");
+    // Sequences decoding one token run batched (one launch per step for all of them); prefill chunks
+    // one by one.
+    std::vector<size_t> one, chunks;
+    for (size_t s = 0; s < rows.seqs.size(); ++s)
+        (rows.seqs[s].count == 1 && !per_sequence_decode() ? one : chunks).push_back(s);
+    if (!one.empty()) attention_decode(bw, rows, one, AttnIn{q, kv, ca, cg, iq, iwt, ia, ig, cwidth, iwidth}, rf, o);
+    for (size_t s : chunks) {
         const auto& sq = rows.seqs[s];
         DevCache& lc = bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
         const int64_t P = sq.start, T = sq.count, b = sq.begin;
@@ -574,13 +667,13 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
                 for (int64_t j = 0; j < (p + 1) / bw.ratio; ++j) ix[n_win + j] = int32_t(na + j);
         }
         int32_t* idx_d = A.i32(T * nk);
-        h2d(idx_d, idx.data(), idx.size() * sizeof(int32_t));
+        h2d_staged(idx_d, idx.data(), idx.size() * sizeof(int32_t));
         if (bw.ratio == 4 && n_entries > 0) {
             // Lightning indexer (§8): score every complete entry, keep the top-k.
             std::vector<int32_t> valid(static_cast<size_t>(T));
             for (int64_t t = 0; t < T; ++t) valid[size_t(t)] = int32_t((P + t + 1) / 4);
             int32_t* valid_d = A.i32(T);
-            h2d(valid_d, valid.data(), valid.size() * sizeof(int32_t));
+            h2d_staged(valid_d, valid.data(), valid.size() * sizeof(int32_t));
             float* scores = A.f(T * n_entries);
             be.index_scores(iq + b * nih * ihd, iwt + b * nih, T, nih, ihd, lc.ikeys.data(), n_entries, valid_d,
                             scores);
@@ -598,15 +691,125 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
     }
 
     // Output path (§6.6): inverse RoPE, grouped wo_a (no activation quantization), wo_b.
+    mark(one.empty() ? "attn.core(chunks)" : "attn.core");
     be.rope(o, n, H, hd, pos, rf, true);
     const int64_t G = c.o_groups, gin = (H / G) * hd, olr = c.o_lora_rank;
     float* u = A.f(n * G * olr);
-    float* tmp = A.f(n * gin);
-    for (int64_t g = 0; g < G; ++g) {
-        copy_rows(tmp, gin, o + g * gin, H * hd, n, gin);
-        be.linear(tmp, n, bw.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
+    // Decode: all G slices in one launch, reading o's column slices in place (same numbers as below).
+    if (!linear_groups(o, n, H * hd, bw.wo_a, G, olr, u, G * olr)) {
+        float* tmp = A.f(n * gin);
+        for (int64_t g = 0; g < G; ++g) {
+            copy_rows(tmp, gin, o + g * gin, H * hd, n, gin);
+            be.linear(tmp, n, bw.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
+        }
     }
     linear(u, n, bw.wo_b, out, true);
+    mark("attn.out");
+}
+
+// Attention of sequences appending one token each, batched. Each sequence's token is written to its
+// window ring first (its slot held position p − W, outside the window), so attention reads the ring in
+// place: key ids [0, W) are ring slots, W + j compressed entry j. Keys are listed oldest first, as in
+// the chunk path, so every query attends the same keys in the same order.
+void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
+                                 const ops::RopeFreqs& rf, float* o) {
+    const ModelConfig& c = c_;
+    const ops::Backend& be = be_;
+    const int64_t H = c.n_heads, hd = c.head_dim, W = c.window_size, S = int64_t(seqs.size());
+    const int64_t nih = c.index_n_heads, ihd = c.index_head_dim;
+    const DevCompressor* cw = bw.compressor.get();
+    const DevIndexer* iw = bw.indexer.get();
+    Arena& A = layer_;
+    auto cache = [&](size_t s) -> DevCache& {
+        const auto& sq = rows.seqs[s];
+        return bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
+    };
+
+    // Ring writes and the compressors' slot writes, one launch.
+    std::vector<CopyJob> jobs;
+    int64_t max_n = hd;
+    auto slot_jobs = [&](const DevCompressor& k, DevVec& kvs, DevVec& score, const float* a, const float* g,
+                         int64_t width, int64_t p) {
+        const int64_t r = k.ratio, slot = (k.overlap ? r : 0) + p % r;
+        jobs.push_back({kvs.data() + slot * width, a, nullptr, width});
+        jobs.push_back({score.data() + slot * width, g, k.ape + (p % r) * width, width});
+        max_n = std::max(max_n, width);
+    };
+    for (size_t s : seqs) {
+        const auto& sq = rows.seqs[s];
+        DevCache& lc = cache(s);
+        const int64_t P = sq.start, b = sq.begin;
+        jobs.push_back({lc.window.data() + (P % W) * hd, in.kv + b * hd, nullptr, hd});
+        if (cw) slot_jobs(*cw, lc.comp_kv, lc.comp_score, in.ca + b * in.cwidth, in.cg + b * in.cwidth, in.cwidth, P);
+        if (iw)
+            slot_jobs(iw->compressor, lc.icomp_kv, lc.icomp_score, in.ia + b * in.iwidth, in.ig + b * in.iwidth,
+                      in.iwidth, P);
+    }
+    CopyJob* jobs_d = reinterpret_cast<CopyJob*>(A.f(int64_t(jobs.size() * sizeof(CopyJob) / 4)));
+    h2d_staged(jobs_d, jobs.data(), jobs.size() * sizeof(CopyJob));
+    copy_jobs(jobs_d, int64_t(jobs.size()), max_n);
+    mark("dec.copy");
+
+    // Sequences whose token completes a compressed block pool it (a few per step).
+    for (size_t s : seqs) {
+        const int64_t P = rows.seqs[s].start;
+        DevCache& lc = cache(s);
+        if (cw) compressor_finish(*cw, lc.comp_kv, lc.comp_score, P, rf, false, lc.ckv);
+        if (iw) compressor_finish(iw->compressor, lc.icomp_kv, lc.icomp_score, P, rf, true, lc.ikeys);
+    }
+    mark("dec.compress");
+
+    // Key lists [S, nk]: ring slots of the window positions, then compressed entries.
+    int64_t max_entries = 0;
+    for (size_t s : seqs) max_entries = std::max<int64_t>(max_entries, cw ? cache(s).ckv.size() / hd : 0);
+    int64_t n_cmp = 0;
+    if (bw.ratio == 4)
+        n_cmp = std::min<int64_t>(c.index_topk, max_entries);
+    else if (bw.ratio)
+        n_cmp = max_entries;
+    const int64_t nk = W + n_cmp;
+    const size_t nS = size_t(S);
+    std::vector<int32_t> idx(size_t(S * nk), -1), qrow(nS), valid(nS);
+    std::vector<const float*> a_rows(nS), b_rows(nS), k_rows(nS);
+    for (int64_t i = 0; i < S; ++i) {
+        const size_t s = seqs[size_t(i)];
+        const auto& sq = rows.seqs[s];
+        DevCache& lc = cache(s);
+        const int64_t P = sq.start;
+        int32_t* ix = idx.data() + i * nk;
+        int64_t k = 0;
+        for (int64_t pp = std::max<int64_t>(0, P - W + 1); pp <= P; ++pp) ix[k++] = int32_t(pp % W);
+        if (bw.ratio && bw.ratio != 4)
+            for (int64_t j = 0; j < (P + 1) / bw.ratio; ++j) ix[W + j] = int32_t(W + j);
+        qrow[size_t(i)] = int32_t(sq.begin);
+        valid[size_t(i)] = int32_t(bw.ratio ? (P + 1) / bw.ratio : 0);
+        a_rows[size_t(i)] = lc.window.data();
+        b_rows[size_t(i)] = lc.ckv.data();
+        k_rows[size_t(i)] = lc.ikeys.data();
+    }
+    int32_t* idx_d = A.i32(S * nk);
+    int32_t* qrow_d = A.i32(S);
+    auto* a_d = reinterpret_cast<const float**>(A.i64(S));
+    auto* b_d = reinterpret_cast<const float**>(A.i64(S));
+    h2d_staged(idx_d, idx.data(), idx.size() * sizeof(int32_t));
+    h2d_staged(qrow_d, qrow.data(), qrow.size() * sizeof(int32_t));
+    h2d_staged(a_d, a_rows.data(), a_rows.size() * sizeof(float*));
+    h2d_staged(b_d, b_rows.data(), b_rows.size() * sizeof(float*));
+    if (bw.ratio == 4 && n_cmp > 0) {
+        // Lightning indexer over every sequence's complete entries, then one top-k for all rows.
+        int32_t* valid_d = A.i32(S);
+        auto* k_d = reinterpret_cast<const float**>(A.i64(S));
+        h2d_staged(valid_d, valid.data(), valid.size() * sizeof(int32_t));
+        h2d_staged(k_d, k_rows.data(), k_rows.size() * sizeof(float*));
+        float* scores = A.f(S * max_entries);
+        index_scores_rows(in.iq, in.iwt, qrow_d, S, nih, ihd, k_d, max_entries, valid_d, scores);
+        int32_t* sel = A.i32(S * n_cmp);
+        be.topk(scores, S, max_entries, valid_d, n_cmp, sel);
+        sel_to_idx(sel, S, n_cmp, idx_d, nk, W, int32_t(W));
+    }
+    mark("dec.index");
+    sparse_attn_rows(in.q, S, H, hd, nullptr, W, nullptr, idx_d, nk, bw.attn_sink, float(std::pow(double(hd), -0.5)),
+                     o, a_d, b_d, qrow_d);
 }
 
 void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) {
@@ -633,9 +836,10 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
                 hash[size_t(i * K + j)] = int32_t(e);
             }
         hash_d = A.i32(n * K);
-        h2d(hash_d, hash.data(), hash.size() * sizeof(int32_t));
+        h2d_staged(hash_d, hash.data(), hash.size() * sizeof(int32_t));
     }
     be.moe_route(logits, n, E, bw.hash ? nullptr : bw.gate_bias, hash_d, K, float(c.route_scale), ids, rw);
+    mark("moe.route");
 
     // Input rows quantized once (the quantization is per row, so this equals quantizing per expert).
     float* yq = nullptr;
@@ -654,6 +858,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
         throw Error("cuda: the fused MoE quantizes expert activations with power-of-two scales only");
     moe_experts(*bw.experts, expert_input(bw.experts_quant_in), n, D, I, ids, rw, K, float(c.swiglu_limit),
                 quant_ && bw.experts_quant_h, out);
+    mark("moe.experts");
 
     // Shared expert (§10.3), added last.
     const ExpertWeights& sh = bw.shared;
@@ -661,12 +866,16 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
     float* gu = A.f(n * 2 * I);
     float* h = A.f(n * I);
     float* so = A.f(n * D);
-    be.linear(xs, n, sh.w1, 0, I, gu, 2 * I);
-    be.linear(xs, n, sh.w3, 0, I, gu + I, 2 * I);
+    // Decode: w1 and w3 in one launch (same numbers as the two linears).
+    if (sh.w1.n != I || !linear_pair(xs, n, sh.w1, sh.w3, gu, gu + I, 2 * I)) {
+        be.linear(xs, n, sh.w1, 0, I, gu, 2 * I);
+        be.linear(xs, n, sh.w3, 0, I, gu + I, 2 * I);
+    }
     be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
     if (quant_ && quantized(sh.w2)) be.act_quant(h, n, I, I, 128, pow2_);
     be.linear(h, n, sh.w2, 0, D, so, D);
     add(out, so, n * D);
+    mark("moe.shared");
 }
 
 void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
@@ -684,26 +893,68 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
     be.hc_pre(x, n, hc, D, bw.hc_attn_fn, bw.hc_attn_scale, bw.hc_attn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
               comb);
     be.rmsnorm(y, n, D, bw.attn_norm, eps, y);
+    mark("hc_pre+norm");
     attention(bw, rows, y, f);
     be.hc_post(f, x, post, comb, n, hc, D, x2);
+    mark("hc_post");
 
     be.hc_pre(x2, n, hc, D, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
               comb);
     be.rmsnorm(y, n, D, bw.ffn_norm, eps, y);
+    mark("hc_pre+norm");
     moe(bw, rows, y, f);
     be.hc_post(f, x2, post, comb, n, hc, D, x);
+    mark("hc_post");
 }
 
-void CudaModel::head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
-                            const float* norm, std::vector<float>& logits) {
+void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& reqs, const float* fn,
+                            const float* scale, const float* base, const float* norm) {
+    if (reqs.empty()) return;
     const ModelConfig& c = c_;
+    const int64_t row = c.hc_mult * c.dim, V = head_.n;
+    int64_t m = 0, max_n = 0;
+    for (const auto& r : reqs) {
+        m += r.count;
+        max_n = std::max(max_n, r.count * row);
+    }
+    const float* xr = x + reqs[0].first * row;
+    if (reqs.size() > 1) {  // gather the rows
+        float* g = call_.f(m * row);
+        std::vector<CopyJob> jobs;
+        int64_t off = 0;
+        for (const auto& r : reqs) {
+            jobs.push_back({g + off * row, x + r.first * row, nullptr, r.count * row});
+            off += r.count;
+        }
+        auto* jobs_d = reinterpret_cast<CopyJob*>(call_.f(int64_t(jobs.size() * sizeof(CopyJob) / 4)));
+        h2d_staged(jobs_d, jobs.data(), jobs.size() * sizeof(CopyJob));
+        copy_jobs(jobs_d, int64_t(jobs.size()), max_n);
+        xr = g;
+    }
     float* h = call_.f(m * c.dim);
-    float* l = call_.f(m * head_.n);
-    be_.hc_head(x, m, c.hc_mult, c.dim, fn, scale, base, float(c.hc_eps), float(c.norm_eps), h);
+    float* l = call_.f(m * V);
+    be_.hc_head(xr, m, c.hc_mult, c.dim, fn, scale, base, float(c.hc_eps), float(c.norm_eps), h);
     be_.rmsnorm(h, m, c.dim, norm, float(c.norm_eps), h);
-    be_.linear(h, m, head_, 0, head_.n, l, head_.n);
-    logits.resize(static_cast<size_t>(m * head_.n));
-    d2h(logits.data(), l, logits.size() * sizeof(float));
+    be_.linear(h, m, head_, 0, V, l, V);
+    mark("head");
+    // Through a page-locked buffer kept across calls: a pageable destination would be staged by the
+    // driver, and a fresh one faulted in page by page (batch 64: 33 MB per step).
+    const size_t bytes = size_t(m * V) * sizeof(float);
+    if (bytes > logits_host_bytes_) {
+        host_free(logits_host_);
+        logits_host_ = nullptr;
+        logits_host_bytes_ = 0;
+        logits_host_ = static_cast<float*>(host_alloc(bytes));
+        logits_host_bytes_ = bytes;
+    }
+    d2h(logits_host_, l, bytes);
+    int64_t off = 0;
+    for (const auto& r : reqs) {
+        r.out->resize(static_cast<size_t>(r.count * V));
+        std::memcpy(r.out->data(), logits_host_ + off * V, size_t(r.count * V) * sizeof(float));
+        off += r.count;
+    }
+    mark("logits.d2h");
 }
 
 void CudaModel::forward(std::span<ForwardItem> items) {
@@ -725,12 +976,14 @@ void CudaModel::forward(std::span<ForwardItem> items) {
     }
     if (rows.n == 0) return;
     const int64_t n = rows.n;
+    begin_uploads();
+    Sections::get().start(int64_t(rows.seqs.size()) == n);
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));  // grows the table before any op is enqueued
     int32_t* tokens_d = call_.i32(n);
     int64_t* pos_d = call_.i64(n);
-    h2d(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
-    h2d(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
+    h2d_staged(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
+    h2d_staged(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
     rows.pos_d = pos_d;
 
     // Embedding, expanded to the hc residual streams (§4).
@@ -762,6 +1015,7 @@ void CudaModel::forward(std::span<ForwardItem> items) {
     }
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
@@ -771,10 +1025,14 @@ void CudaModel::forward(std::span<ForwardItem> items) {
         }
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            head_logits(x + first * hc * D, m, hc_head_fn_, hc_head_scale_, hc_head_base_, norm_, *it.logits_out);
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
-        it.state->pos_ += sq.count;
+    }
+    emit_logits(x, reqs, hc_head_fn_, hc_head_scale_, hc_head_base_, norm_);
+    s = 0;
+    for (auto& it : items) {
+        if (it.tokens.empty()) continue;
+        it.state->pos_ += rows.seqs[s++].count;
     }
 }
 
@@ -803,14 +1061,16 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     }
     if (rows.n == 0) return;
     const int64_t n = rows.n;
+    begin_uploads();
+    Sections::get().start(int64_t(rows.seqs.size()) == n);
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));
     int32_t* tokens_d = call_.i32(n);
     int64_t* pos_d = call_.i64(n);
     float* xin = call_.f(n * hc * D);
-    h2d(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
-    h2d(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
-    h2d(xin, xin_h.data(), xin_h.size() * sizeof(float));
+    h2d_staged(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
+    h2d_staged(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
+    h2d_staged(xin, xin_h.data(), xin_h.size() * sizeof(float));
     rows.pos_d = pos_d;
 
     // §11: e = enorm(embed(next token)); x̃_i = hnorm(X_i); Z_i = e_proj(e) + h_proj(x̃_i).
@@ -829,16 +1089,20 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     block_forward(mw.block, rows, x);
 
     size_t s = 0;
+    std::vector<LogitsRequest> reqs;
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            const int64_t m = sq.begin + sq.count - first;
-            head_logits(x + first * hc * D, m, mw.hc_head_fn, mw.hc_head_scale, mw.hc_head_base, mw.norm,
-                        *it.logits_out);
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
         }
-        it.state->mtp_pos_ += sq.count;
+    }
+    emit_logits(x, reqs, mw.hc_head_fn, mw.hc_head_scale, mw.hc_head_base, mw.norm);
+    s = 0;
+    for (auto& it : items) {
+        if (it.tokens.empty()) continue;
+        it.state->mtp_pos_ += rows.seqs[s++].count;
     }
 }
 

@@ -1,6 +1,10 @@
-// Row-wise ops: fp4_quant, hadamard, rmsnorm, rope, embed, swiglu.
+// Row-wise ops: fp4_quant, hadamard, rmsnorm, rope, embed, swiglu; rmsnorm_act_quant (fused, beyond the
+// op table).
+#include <cuda_fp8.h>
+
 #include <algorithm>
 
+#include "cuda/cuda_backend.h"
 #include "cuda/cuda_common.h"
 
 namespace dsinfer::cuda {
@@ -126,6 +130,68 @@ __global__ void rmsnorm_kernel(const float* x, int64_t dim, const float* w, floa
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = w ? w[i] * (xr[i] * rs) : xr[i] * rs;
 }
 
+// rmsnorm_vec4_kernel followed by act_quant_kernel's quantize-dequantize of the normalized row, in one
+// pass: the same code for the norm (same threads, same sums), then per quantization block of b4 float4s
+// (b4 a power of two ≤ 32). Thread i's j-th float4 is element i + j·blockDim with blockDim a multiple of
+// 32, so float4 index mod 32 = lane: a block is b4 consecutive lanes of one warp, reduced by shuffles.
+// amax is a max (order-free) and each element gets act_quant's exact expression, so yq is bitwise
+// act_quant(rmsnorm(x)). y (optional) gets the plain norm; y or yq may be x (not each other).
+__global__ void __launch_bounds__(1024) rmsnorm_quant_kernel(const float* x, int64_t dim, const float* w, float eps,
+                                                             float* y, float* yq, int b4, bool pow2) {
+    const float4* xr = reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * dim);
+    float4* yr = y ? reinterpret_cast<float4*>(y + int64_t(blockIdx.x) * dim) : nullptr;
+    float4* qr = reinterpret_cast<float4*>(yq + int64_t(blockIdx.x) * dim);
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    const int64_t n4 = dim / 4;
+    constexpr int kMaxPerThread = 4;  // dim ≤ 16384
+    float4 v[kMaxPerThread];
+    double s = 0;
+#pragma unroll
+    for (int j = 0; j < kMaxPerThread; ++j) {
+        const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+        if (i < n4) {
+            v[j] = xr[i];
+            s += double(v[j].x) * double(v[j].x);
+            s += double(v[j].y) * double(v[j].y);
+            s += double(v[j].z) * double(v[j].z);
+            s += double(v[j].w) * double(v[j].w);
+        }
+    }
+    s = block_sum_double(s);
+    const float rs = 1.f / sqrtf(float(s / double(dim)) + eps);
+#pragma unroll
+    for (int j = 0; j < kMaxPerThread; ++j) {
+        if (int64_t(j) * blockDim.x >= n4) break;  // block-uniform: every lane of a warp reaches the shuffles
+        const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+        const bool live = i < n4;
+        float4 o{0.f, 0.f, 0.f, 0.f};
+        if (live) {
+            o = float4{v[j].x * rs, v[j].y * rs, v[j].z * rs, v[j].w * rs};
+            if (w4) {
+                const float4 ww = w4[i];
+                o = float4{ww.x * o.x, ww.y * o.y, ww.z * o.z, ww.w * o.w};
+            }
+            if (yr) yr[i] = o;
+        }
+        float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
+        for (int off = b4 / 2; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+        amax = fmaxf(amax, 1e-4f);
+        float sc = amax / 448.f;
+        if (pow2) sc = pow2ceil_dev(sc);
+        if (live) {
+            float in[4] = {o.x, o.y, o.z, o.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float q = fminf(fmaxf(in[e] / sc, -448.f), 448.f);
+                const __nv_fp8_storage_t b = __nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3);
+                const __half_raw h = __nv_cvt_fp8_to_halfraw(b, __NV_E4M3);
+                in[e] = __half2float(__half(h)) * sc;
+            }
+            qr[i] = float4{in[0], in[1], in[2], in[3]};
+        }
+    }
+}
+
 // One block per row; thread i of the first half handles pair i of every head.
 __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int64_t* pos, const float* freqs,
                             int64_t rope_dim, bool inverse) {
@@ -200,6 +266,33 @@ void rmsnorm(const float* x, int64_t rows, int64_t dim, const float* w, float ep
     } else {
         rmsnorm_kernel<<<unsigned(rows), 256, 0, cur_stream()>>>(x, dim, w, eps, y);
     }
+    DSINFER_CUDA_LAUNCH();
+}
+
+namespace {
+bool aligned16(const float* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+}  // namespace
+
+void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y, float* yq,
+                       int64_t block, bool pow2) {
+    if (rows <= 0 || dim <= 0) return;
+    const int64_t b4 = block / 4;
+    const bool fused = !legacy_decode_kernels() && dim % 4 == 0 && dim <= 4 * 4 * 1024 && block % 4 == 0 &&
+                       b4 >= 1 && b4 <= 32 && (b4 & (b4 - 1)) == 0 && aligned16(x) && aligned16(yq) &&
+                       aligned16(w) && aligned16(y);
+    if (!fused) {  // the two ops (rmsnorm picks its kernel as it always does)
+        float* dst = y ? y : yq;
+        rmsnorm(x, rows, dim, w, eps, dst);
+        if (yq != dst)
+            DSINFER_CUDA_CHECK(cudaMemcpyAsync(yq, dst, size_t(rows * dim) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                               cur_stream()));
+        act_quant(yq, rows, dim, dim, block, pow2);
+        return;
+    }
+    // The thread count rmsnorm() uses for this width, so the sums are rmsnorm's.
+    const int64_t n4 = dim / 4;
+    const int threads = int(std::min<int64_t>(1024, std::max<int64_t>(32, (n4 + 31) / 32 * 32)));
+    rmsnorm_quant_kernel<<<unsigned(rows), threads, 0, cur_stream()>>>(x, dim, w, eps, y, yq, int(b4), pow2);
     DSINFER_CUDA_LAUNCH();
 }
 

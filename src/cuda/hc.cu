@@ -1,5 +1,8 @@
 // Manifold-constrained hyper-connections (§5): hc_pre (RMS-scaled mixes + Sinkhorn + weighted
 // stream sum, fused in one kernel per token), hc_post, hc_head.
+#include <atomic>
+
+#include "cuda/cuda_backend.h"
 #include "cuda/cuda_common.h"
 
 namespace dsinfer::cuda {
@@ -46,6 +49,12 @@ __device__ void split_sinkhorn(const float* mixes, int hc, const float* scale, c
     }
 }
 
+// pre_i of §5.1 step 3, the one expression every hc_pre kernel uses (so all agree bitwise).
+__device__ __forceinline__ float pre_weight(const float* mixes, const float* scale, const float* base, float hc_eps,
+                                            int i) {
+    return sigmoid_dev(mixes[i] * scale[0] + base[i]) + hc_eps;
+}
+
 // §5.1 steps 3-6 for one token on one warp: lane j·HC + k holds c[j][k] (lanes past HC² mirror lower
 // ones). One thread doing it serially was ~30 µs: 20 Sinkhorn iterations are ~650 IEEE divisions, each
 // a dependent call of the division routine. Here a row or column normalisation is HC shuffles plus one
@@ -57,7 +66,7 @@ __device__ void split_sinkhorn_warp(const float* mixes, const float* scale, cons
     const int lane = threadIdx.x & 31;
     const int e = lane % (HC * HC), j = e / HC, k = e % HC;
     if (lane < HC) {
-        pre[lane] = sigmoid_dev(mixes[lane] * scale[0] + base[lane]) + hc_eps;
+        pre[lane] = pre_weight(mixes, scale, base, hc_eps, lane);
         post[lane] = 2.f * sigmoid_dev(mixes[HC + lane] * scale[1] + base[HC + lane]);
     }
     float c = mixes[2 * HC + e] * scale[2] + base[2 * HC + e];
@@ -262,6 +271,52 @@ __global__ void __launch_bounds__(kHcThreads) hc_finish_kernel(const float* x, i
     }
 }
 
+// Decode finish over many blocks: grid (t, ceil(d / kHcThreads) + 1). Block y < ny writes columns
+// [y·kHcThreads, (y+1)·kHcThreads) of the weighted stream sum; it recomputes rs and the HC pre
+// weights from the partials itself (no inter-block sync), with the same reductions in the same order
+// as the last block, so every block holds bitwise the same pre. Block y = ny runs the Sinkhorn warp
+// (post, comb). Each y element is s = 0, s += pre_h·x_h for h = 0..HC-1, as in hc_finish_kernel.
+template <int HC>
+__global__ void __launch_bounds__(kHcThreads) hc_finish_wide_kernel(const float* x, int64_t d, const float* part,
+                                                                    const double* part_ss, const float* scale,
+                                                                    const float* base, int iters, float hc_eps,
+                                                                    float norm_eps, float* y, float* post,
+                                                                    float* comb) {
+    constexpr int MIX = (2 + HC) * HC;
+    const int64_t t = blockIdx.x, width = HC * d;
+    const bool sinkhorn_block = blockIdx.y == gridDim.y - 1;
+    __shared__ float mixes[MIX], pre[HC];
+    __shared__ float rs;
+    if (threadIdx.x < 32) {  // rs exactly as hc_finish_kernel (non-legacy) computes it
+        double s = 0;
+        for (int b = threadIdx.x; b < kHcSplit; b += 32) s += part_ss[t * kHcSplit + b];
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if (threadIdx.x == 0) rs = 1.f / sqrtf(float(s / double(width)) + norm_eps);
+    }
+    __syncthreads();
+    // The column blocks need only the HC pre mixes; the Sinkhorn block needs all MIX.
+    if (threadIdx.x < (sinkhorn_block ? MIX : HC)) {
+        float s = 0.f;
+        for (int b = 0; b < kHcSplit; ++b) s += part[(t * kHcSplit + b) * MIX + threadIdx.x];
+        mixes[threadIdx.x] = s * rs;
+    }
+    __syncthreads();
+    if (sinkhorn_block) {
+        if (threadIdx.x < 32)
+            split_sinkhorn_warp<HC>(mixes, scale, base, iters, hc_eps, pre, post + t * HC, comb + t * HC * HC);
+        return;
+    }
+    if (threadIdx.x < HC) pre[threadIdx.x] = pre_weight(mixes, scale, base, hc_eps, threadIdx.x);
+    __syncthreads();
+    const int64_t c = int64_t(blockIdx.y) * kHcThreads + threadIdx.x;
+    if (c >= d) return;
+    const float* xi = x + t * width;
+    float s = 0.f;
+#pragma unroll
+    for (int h = 0; h < HC; ++h) s += pre[h] * xi[h * d + c];
+    y[t * d + c] = s;
+}
+
 __global__ void hc_post_kernel(const float* f, const float* res, const float* post, const float* comb, int64_t t,
                                int64_t hc, int64_t d, float* out) {
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -276,6 +331,13 @@ __global__ void hc_post_kernel(const float* f, const float* res, const float* po
 
 }  // namespace
 
+namespace {
+std::atomic<bool> g_one_block_hc_finish{false};
+bool one_block_hc_finish() { return g_one_block_hc_finish; }
+}  // namespace
+
+void set_one_block_hc_finish(bool on) { g_one_block_hc_finish = on; }
+
 void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
             int iters, float hc_eps, float norm_eps, float* y, float* post, float* comb) {
     if (t <= 0) return;
@@ -287,9 +349,14 @@ void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, c
         const dim3 grid{unsigned(t), unsigned(kHcSplit)};
         hc_partial_kernel<kMix><<<grid, kHcThreads, 0, cur_stream()>>>(x, hc * d, fn, part, part_ss);
         DSINFER_CUDA_LAUNCH();
-        hc_finish_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(x, d, part, part_ss, scale, base, iters,
-                                                                         hc_eps, norm_eps, y, post, comb,
-                                                                         legacy_decode_kernels());
+        if (legacy_decode_kernels() || one_block_hc_finish()) {
+            hc_finish_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(
+                x, d, part, part_ss, scale, base, iters, hc_eps, norm_eps, y, post, comb, legacy_decode_kernels());
+        } else {
+            const dim3 fgrid{unsigned(t), unsigned(ceil_div(d, kHcThreads) + 1)};
+            hc_finish_wide_kernel<4><<<fgrid, kHcThreads, 0, cur_stream()>>>(x, d, part, part_ss, scale, base, iters,
+                                                                            hc_eps, norm_eps, y, post, comb);
+        }
         DSINFER_CUDA_LAUNCH();
         return;
     }

@@ -159,16 +159,32 @@ __device__ __forceinline__ void decode8(const uint4& q, int g, float (&w8)[8]) {
     }
 }
 
-// One block: kRowsPerBlock weight rows (kRowsPerWarp per warp) × one k chunk (split s = blockIdx.y)
-// × one job (blockIdx.z). The chunk of x (up to MT rows) is staged in shared memory, transposed so
-// that lane i's element j of a 16-byte weight load sits at j·(kchunk/EPL) + i: conflict-free reads.
-template <int FMT, int MT>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJob single, const GemvJob* jobs) {
+// Up to kMaxInlineJobs jobs passed by value in the kernel parameters (no device job array: the
+// grouped wo_a and shared w1/w3 launches). Job 0 is the job of a plain linear().
+constexpr int kMaxInlineJobs = 8;
+struct GemvJobList {
+    GemvJob j[kMaxInlineJobs];
+};
+static_assert(kMaxInlineJobs >= kMaxLinearGroups, "linear_groups needs one inline job per group");
+
+// One block: RPW·kGemvWarps weight rows (RPW per warp) × one k chunk (split s = blockIdx.y) × one job
+// (blockIdx.z). The chunk of x (up to MT rows) is staged in shared memory, transposed so that lane
+// i's element j of a 16-byte weight load sits at j·(kchunk/EPL) + i: conflict-free reads.
+// A row's sum depends only on kchunk (lane and unroll order within a chunk, then chunks in split
+// order), not on RPW, the unroll or the job count: every RPW gives bitwise the same y.
+// RPW = 8 unrolls once instead of twice (8 loads in flight per lane either way), which keeps the
+// FP8/FP4 single-row kernels at 128 registers (ptxas -v, nvcc 13.0): two resident blocks per SM,
+// so one block's x staging overlaps the other's weight stream.
+template <int FMT, int MT, int RPW = kRowsPerWarp>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJobList inl, const GemvJob* jobs) {
+    constexpr int UNR = RPW >= 8 ? 1 : kGemvUnroll;
     constexpr int EPL = Epl<FMT>::v;
     constexpr int GROUPS = EPL >= 8 ? EPL / 8 : 1;
+    constexpr int RPB = kGemvWarps * RPW;
     extern __shared__ float xs[];
     const int64_t job_i = blockIdx.z;
-    const GemvJob job = jobs ? jobs[job_i] : single;
+    const GemvJob job = jobs ? jobs[job_i] : inl.j[job_i];
+    const int64_t jn0 = p.n0 + job.n0;
     const int s = blockIdx.y;
     const int64_t k0 = int64_t(s) * p.kchunk, klen = min(p.kchunk, p.k - k0);
     const int64_t stride = p.kchunk / EPL;
@@ -176,12 +192,12 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJo
         // Each block first stages its x chunk (up to 64 KB of L2 reads, behind a barrier) and only then
         // asks HBM for weights. Asking the L2 for this warp's weight bytes first lets the HBM latency
         // overlap the staging; the loads below then hit L2.
-        const int64_t pr0 = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5) * kRowsPerWarp;
+        const int64_t pr0 = int64_t(blockIdx.x) * RPB + (threadIdx.x >> 5) * RPW;
 #pragma unroll
-        for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        for (int rr = 0; rr < RPW; ++rr) {
             if (pr0 + rr >= p.n_rows) break;
             const uint8_t* wr = static_cast<const uint8_t*>(job.w) +
-                                ((p.n0 + pr0 + rr) * p.k + k0) * Epl<FMT>::num / Epl<FMT>::den;
+                                ((jn0 + pr0 + rr) * p.k + k0) * Epl<FMT>::num / Epl<FMT>::den;
             for (int64_t kk = int64_t(threadIdx.x & 31) * EPL; kk < klen; kk += int64_t(32) * EPL)
                 asm volatile("prefetch.global.L2 [%0];" ::"l"(wr + kk * Epl<FMT>::num / Epl<FMT>::den));
         }
@@ -194,35 +210,35 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJo
     }
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t r0 = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp;
-    float acc[kRowsPerWarp][MT];
-    const uint8_t* wrow[kRowsPerWarp];
-    bool live[kRowsPerWarp];
+    const int64_t r0 = int64_t(blockIdx.x) * RPB + warp * RPW;
+    float acc[RPW][MT];
+    const uint8_t* wrow[RPW];
+    bool live[RPW];
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    for (int rr = 0; rr < RPW; ++rr) {
         live[rr] = r0 + rr < p.n_rows;
-        wrow[rr] = static_cast<const uint8_t*>(job.w) + (p.n0 + r0 + rr) * p.k * Epl<FMT>::num / Epl<FMT>::den;
+        wrow[rr] = static_cast<const uint8_t*>(job.w) + (jn0 + r0 + rr) * p.k * Epl<FMT>::num / Epl<FMT>::den;
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi) acc[rr][mi] = 0.f;
     }
-    for (int64_t kb = int64_t(lane) * EPL; kb < klen; kb += int64_t(32) * EPL * kGemvUnroll) {
-        uint4 q[kGemvUnroll][kRowsPerWarp];
+    for (int64_t kb = int64_t(lane) * EPL; kb < klen; kb += int64_t(32) * EPL * UNR) {
+        uint4 q[UNR][RPW];
 #pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) {
+        for (int u = 0; u < UNR; ++u) {
             const int64_t kk = kb + int64_t(u) * 32 * EPL;
 #pragma unroll
-            for (int rr = 0; rr < kRowsPerWarp; ++rr)
+            for (int rr = 0; rr < RPW; ++rr)
                 if (kk < klen && live[rr])
                     q[u][rr] = __ldg(reinterpret_cast<const uint4*>(wrow[rr] + (k0 + kk) * Epl<FMT>::num / Epl<FMT>::den));
         }
 #pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) {
+        for (int u = 0; u < UNR; ++u) {
             const int64_t kk = kb + int64_t(u) * 32 * EPL;
             if (kk >= klen) break;
             const int64_t xb = kk / EPL;
-            float part[kRowsPerWarp][MT];
+            float part[RPW][MT];
 #pragma unroll
-            for (int rr = 0; rr < kRowsPerWarp; ++rr)
+            for (int rr = 0; rr < RPW; ++rr)
 #pragma unroll
                 for (int mi = 0; mi < MT; ++mi) part[rr][mi] = 0.f;
 #pragma unroll
@@ -234,7 +250,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJo
 #pragma unroll
                     for (int j = 0; j < NJ; ++j) xv[mi][j] = xs[mi * p.kchunk + (g * 8 + j) * stride + xb];
 #pragma unroll
-                for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+                for (int rr = 0; rr < RPW; ++rr) {
                     if (!live[rr]) continue;
                     float w8[8];
                     decode8<FMT>(q[u][rr], g, w8);
@@ -245,10 +261,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJo
                 }
             }
 #pragma unroll
-            for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+            for (int rr = 0; rr < RPW; ++rr) {
                 if (!live[rr]) continue;
                 float sc = 1.f;
-                const int64_t n = p.n0 + r0 + rr, kg = k0 + kk;
+                const int64_t n = jn0 + r0 + rr, kg = k0 + kk;
                 if constexpr (FMT == int(WeightFormat::FP8)) sc = scale_dev(job.s, p.sk, (n / 128) * p.scale_cols + kg / 128);
                 if constexpr (FMT == int(WeightFormat::FP4)) sc = scale_dev(job.s, p.sk, n * p.scale_cols + kg / 32);
 #pragma unroll
@@ -257,14 +273,14 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJo
         }
     }
 #pragma unroll
-    for (int rr = 0; rr < kRowsPerWarp; ++rr)
+    for (int rr = 0; rr < RPW; ++rr)
 #pragma unroll
         for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) acc[rr][mi] += __shfl_xor_sync(0xffffffffu, acc[rr][mi], off);
     if (lane == 0) {
 #pragma unroll
-        for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        for (int rr = 0; rr < RPW; ++rr) {
             if (!live[rr]) continue;
             const int64_t r = r0 + rr;
 #pragma unroll
@@ -289,8 +305,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJo
     __syncthreads();
     if (!last) return;
     __threadfence();
-    const int64_t rb = int64_t(blockIdx.x) * kRowsPerBlock;
-    for (int e = threadIdx.x; e < kRowsPerBlock * MT; e += blockDim.x) {
+    const int64_t rb = int64_t(blockIdx.x) * RPB;
+    for (int e = threadIdx.x; e < RPB * MT; e += blockDim.x) {
         const int64_t r = rb + e / MT;
         const int mi = e % MT;
         if (r >= p.n_rows || mi >= p.m) continue;
@@ -344,8 +360,11 @@ bool gemv_ok(const Weight& w, const float* x, int64_t ldx) {
     return w.k % epl == 0 && row_bytes % 16 == 0 && (reinterpret_cast<uintptr_t>(w.data) % 16) == 0;
 }
 
+// jobs: jobs of the launch (sizes the split-k scratch); split_jobs: the job count the k split is chosen
+// for (default: jobs). linear_groups/linear_pair pass 1 so each job is split exactly as linear()
+// splits it alone, which keeps its numbers bitwise those of linear().
 GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, int64_t ldx, int64_t ldy,
-                       int64_t jobs) {
+                       int64_t jobs, int64_t split_jobs = -1) {
     GemvParams p{};
     p.m = m;
     p.k = w.k;
@@ -359,7 +378,7 @@ GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, i
     // whenever the staged x chunk would not fit in shared memory.
     const int64_t mt = m <= 1 ? 1 : m <= 2 ? 2 : 4;
     const int64_t kb128 = ceil_div(w.k, 128);
-    const int64_t base_blocks = ceil_div(n_rows, kRowsPerBlock) * jobs;
+    const int64_t base_blocks = ceil_div(n_rows, kRowsPerBlock) * (split_jobs >= 0 ? split_jobs : jobs);
     int64_t splits = 1;
     while (splits < 16 && splits * 2 <= kb128 &&
            (base_blocks * splits < 264 || mt * ceil_div(kb128, splits) * 128 * 4 > kGemvSmem))
@@ -376,35 +395,54 @@ GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, i
     return p;
 }
 
-template <int FMT, int MT>
-void launch_gemv_mt(const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
+template <int FMT, int MT, int RPW>
+void launch_gemv_rpw(const GemvParams& p, const GemvJobList& inl, const GemvJob* jobs, int64_t njobs) {
     const size_t smem = size_t(MT * p.kchunk) * 4;
     static bool attr = false;
     if (!attr) {
-        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<FMT, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                int(kGemvSmem)));
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<FMT, MT, RPW>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, int(kGemvSmem)));
         attr = true;
     }
     if (smem > size_t(kGemvSmem)) fail("gemv: x chunk does not fit in shared memory");
-    const dim3 grid{unsigned(ceil_div(p.n_rows, kRowsPerBlock)), unsigned(p.splits), unsigned(njobs)};
-    gemv_kernel<FMT, MT><<<grid, kGemvThreads, smem, cur_stream()>>>(p, single, jobs);
+    if (!jobs && njobs > kMaxInlineJobs) fail("gemv: more inline jobs than kMaxInlineJobs");
+    const dim3 grid{unsigned(ceil_div(p.n_rows, int64_t(kGemvWarps) * RPW)), unsigned(p.splits), unsigned(njobs)};
+    gemv_kernel<FMT, MT, RPW><<<grid, kGemvThreads, smem, cur_stream()>>>(p, inl, jobs);
     DSINFER_CUDA_LAUNCH();
 }
 
-template <int FMT>
-void launch_gemv_fmt(const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
-    if (p.m <= 1) launch_gemv_mt<FMT, 1>(p, single, jobs, njobs);
-    else if (p.m <= 2) launch_gemv_mt<FMT, 2>(p, single, jobs, njobs);
-    else launch_gemv_mt<FMT, 4>(p, single, jobs, njobs);
+// rpw: weight rows per warp. Only the grouped FP8/FP4 single-row launches (the MoE decode path) are
+// built with 4 or 8; everything else runs kRowsPerWarp (2).
+template <int FMT, int MT>
+void launch_gemv_mt(const GemvParams& p, const GemvJobList& inl, const GemvJob* jobs, int64_t njobs, int rpw) {
+    if constexpr (MT == 1 && (FMT == int(WeightFormat::FP8) || FMT == int(WeightFormat::FP4))) {
+        if (rpw == 8) return launch_gemv_rpw<FMT, 1, 8>(p, inl, jobs, njobs);
+        if (rpw == 4) return launch_gemv_rpw<FMT, 1, 4>(p, inl, jobs, njobs);
+    }
+    launch_gemv_rpw<FMT, MT, kRowsPerWarp>(p, inl, jobs, njobs);
 }
 
-void launch_gemv(WeightFormat f, const GemvParams& p, const GemvJob& single, const GemvJob* jobs, int64_t njobs) {
+template <int FMT>
+void launch_gemv_fmt(const GemvParams& p, const GemvJobList& inl, const GemvJob* jobs, int64_t njobs, int rpw) {
+    if (p.m <= 1) launch_gemv_mt<FMT, 1>(p, inl, jobs, njobs, rpw);
+    else if (p.m <= 2) launch_gemv_mt<FMT, 2>(p, inl, jobs, njobs, rpw);
+    else launch_gemv_mt<FMT, 4>(p, inl, jobs, njobs, rpw);
+}
+
+void launch_gemv(WeightFormat f, const GemvParams& p, const GemvJobList& inl, const GemvJob* jobs, int64_t njobs,
+                 int rpw = kRowsPerWarp) {
     switch (f) {
-        case WeightFormat::FP8: launch_gemv_fmt<int(WeightFormat::FP8)>(p, single, jobs, njobs); break;
-        case WeightFormat::FP4: launch_gemv_fmt<int(WeightFormat::FP4)>(p, single, jobs, njobs); break;
-        case WeightFormat::BF16: launch_gemv_fmt<int(WeightFormat::BF16)>(p, single, jobs, njobs); break;
-        case WeightFormat::F32: launch_gemv_fmt<int(WeightFormat::F32)>(p, single, jobs, njobs); break;
+        case WeightFormat::FP8: launch_gemv_fmt<int(WeightFormat::FP8)>(p, inl, jobs, njobs, rpw); break;
+        case WeightFormat::FP4: launch_gemv_fmt<int(WeightFormat::FP4)>(p, inl, jobs, njobs, rpw); break;
+        case WeightFormat::BF16: launch_gemv_fmt<int(WeightFormat::BF16)>(p, inl, jobs, njobs, rpw); break;
+        case WeightFormat::F32: launch_gemv_fmt<int(WeightFormat::F32)>(p, inl, jobs, njobs, rpw); break;
     }
+}
+
+GemvJobList one_job(const GemvJob& j) {
+    GemvJobList l{};
+    l.j[0] = j;
+    return l;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,20 +797,37 @@ void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, 
 
 namespace {
 std::atomic<bool> g_fp8_tensor_cores{true};
+std::atomic<int> g_grouped_rpw{8};  // rows per warp of the grouped (MoE decode) GEMVs
 }  // namespace
 
 void set_fp8_tensor_cores(bool on) { g_fp8_tensor_cores = on; }
+namespace {
+std::atomic<int64_t> g_bf16_min_rows{0};
+// From how many rows the BF16 path beats the weight-streaming GEMV (H100, bench_cuda --paths): its
+// fixed cost is expanding the weight to bf16 (none for BF16 weights).
+int64_t bf16_min_rows(WeightFormat f) {
+    if (const int64_t m = g_bf16_min_rows) return m;
+    return f == WeightFormat::BF16 ? 2 : f == WeightFormat::FP8 ? 6 : 6;
+}
+}  // namespace
+void set_bf16_gemm_min_rows(int64_t m) { g_bf16_min_rows = m; }
+int64_t bf16_gemm_min_rows() { return g_bf16_min_rows; }
 bool fp8_tensor_cores() { return g_fp8_tensor_cores; }
 
 void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy) {
     const int64_t nn = n1 - n0;
     if (nn <= 0 || m <= 0) return;
-    if (m <= kGemvMaxRows && gemv_ok(w, x, w.k)) {
+    const bool gemv = m <= kGemvMaxRows && gemv_ok(w, x, w.k);
+    const bool bf16 = m >= bf16_min_rows(w.fmt) && bf16_gemm();
+    if (bf16 && !(m > kGemvMaxRows && g_fp8_tensor_cores && (w.fmt == WeightFormat::FP8 || w.fmt == WeightFormat::FP4)) &&
+        bf16_linear(x, m, w, n0, n1, y, ldy))
+        return;
+    if (gemv) {
         for (int64_t r0 = 0; r0 < m; r0 += kGemvMaxMt) {
             const int64_t mc = std::min<int64_t>(kGemvMaxMt, m - r0);
             GemvParams p = gemv_params(w, mc, nn, n0, w.k, ldy, 1);
             GemvJob job{x + r0 * w.k, w.data, w.scale, y + r0 * ldy};
-            launch_gemv(w.fmt, p, job, nullptr, 1);
+            launch_gemv(w.fmt, p, one_job(job), nullptr, 1);
         }
         return;
     }
@@ -784,11 +839,57 @@ void linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, 
 
 // Grouped GEMV for the MoE decode path (moe.cu): one job per (token, expert slot), all with weights
 // of the same shape and format as `like`.
+// The k split is chosen for kRowsPerBlock-row blocks whatever g_grouped_rpw is, so the rows per warp
+// change only which block computes a row, never its sum.
 void gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs, int64_t ldx,
                   int64_t ldy) {
     GemvParams p = gemv_params(like, 1, n_rows, 0, ldx, ldy, njobs);
-    launch_gemv(like.fmt, p, GemvJob{}, jobs_dev, njobs);
+    launch_gemv(like.fmt, p, GemvJobList{}, jobs_dev, njobs, g_grouped_rpw.load());
 }
 bool gemv_grouped_ok(const Weight& like) { return gemv_ok(like, nullptr, like.k); }
+
+void set_grouped_gemv_rows_per_warp(int rows) {
+    if (rows != 2 && rows != 4 && rows != 8)
+        fail("set_grouped_gemv_rows_per_warp: 2, 4 or 8, got " + std::to_string(rows));
+    g_grouped_rpw = rows;
+}
+
+namespace {
+bool same_layout(const Weight& a, const Weight& b) {
+    return a.fmt == b.fmt && a.n == b.n && a.k == b.k && a.scale_kind == b.scale_kind && a.scale_cols == b.scale_cols &&
+           (a.scale == nullptr) == (b.scale == nullptr);
+}
+}  // namespace
+
+bool linear_groups(const float* x, int64_t m, int64_t ldx, const Weight& w, int64_t groups, int64_t rows, float* y,
+                   int64_t ldy) {
+    if (m <= 0 || groups <= 0 || rows <= 0) return true;
+    if (m > kGemvMaxRows || groups > kMaxLinearGroups || groups * rows > w.n || !gemv_ok(w, x, w.k)) return false;
+    if (bf16_gemm() && m >= bf16_min_rows(w.fmt)) return false;  // linear() would take the BF16 path
+    for (int64_t r0 = 0; r0 < m; r0 += kGemvMaxMt) {  // row chunks as linear() takes them
+        const int64_t mc = std::min<int64_t>(kGemvMaxMt, m - r0);
+        const GemvParams p = gemv_params(w, mc, rows, 0, ldx, ldy, groups, 1);
+        GemvJobList l{};
+        for (int64_t g = 0; g < groups; ++g)
+            l.j[g] = GemvJob{x + r0 * ldx + g * w.k, w.data, w.scale, y + r0 * ldy + g * rows, g * rows};
+        launch_gemv(w.fmt, p, l, nullptr, groups);
+    }
+    return true;
+}
+
+bool linear_pair(const float* x, int64_t m, const Weight& wa, const Weight& wb, float* ya, float* yb, int64_t ldy) {
+    if (m <= 0) return true;
+    if (m > kGemvMaxRows || !same_layout(wa, wb) || !gemv_ok(wa, x, wa.k) || !gemv_ok(wb, x, wb.k)) return false;
+    if (bf16_gemm() && m >= bf16_min_rows(wa.fmt)) return false;  // linear() would take the BF16 path
+    for (int64_t r0 = 0; r0 < m; r0 += kGemvMaxMt) {
+        const int64_t mc = std::min<int64_t>(kGemvMaxMt, m - r0);
+        const GemvParams p = gemv_params(wa, mc, wa.n, 0, wa.k, ldy, 2, 1);
+        GemvJobList l{};
+        l.j[0] = GemvJob{x + r0 * wa.k, wa.data, wa.scale, ya + r0 * ldy};
+        l.j[1] = GemvJob{x + r0 * wb.k, wb.data, wb.scale, yb + r0 * ldy};
+        launch_gemv(wa.fmt, p, l, nullptr, 2);
+    }
+    return true;
+}
 
 }  // namespace dsinfer::cuda

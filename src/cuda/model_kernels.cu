@@ -53,7 +53,23 @@ __global__ void sel_to_idx_kernel(const int32_t* sel, int64_t t, int64_t k, int3
     }
 }
 
+// Block (chunk, job): up to kThreads·4 floats of one job.
+__global__ void copy_jobs_kernel(const CopyJob* jobs) {
+    const CopyJob jb = jobs[blockIdx.y];
+    for (int64_t i = int64_t(blockIdx.x) * kThreads * 4 + threadIdx.x, e = min(jb.n, int64_t(blockIdx.x + 1) * kThreads * 4);
+         i < e; i += kThreads)
+        jb.dst[i] = jb.add ? jb.src[i] + jb.add[i] : jb.src[i];
+}
+
 }  // namespace
+
+void copy_jobs(const CopyJob* jobs_dev, int64_t njobs, int64_t max_n) {
+    if (njobs <= 0 || max_n <= 0) return;
+    if (njobs > 65535) fail("copy_jobs: more than 65535 jobs");
+    const dim3 grid(unsigned(ceil_div(max_n, kThreads * 4)), unsigned(njobs));
+    copy_jobs_kernel<<<grid, kThreads, 0, cur_stream()>>>(jobs_dev);
+    DSINFER_CUDA_LAUNCH();
+}
 
 void scale(float* x, int64_t n, float s) {
     if (n <= 0) return;

@@ -17,4 +17,14 @@ void copy_rows(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t r
 // idx[i, off + j] = sel[i, j] < 0 ? -1 : base + sel[i, j]  (sel [t, k], idx row stride nk).
 void sel_to_idx(const int32_t* sel, int64_t t, int64_t k, int32_t* idx, int64_t nk, int64_t off, int32_t base);
 
+// One small copy of a batched launch: dst[0:n] = src[0:n] (+ add[0:n] when add is set).
+struct CopyJob {
+    float* dst;
+    const float* src;
+    const float* add;
+    int64_t n;
+};
+// Runs jobs_dev[0:njobs] (device array) in one launch; max_n bounds every job's n.
+void copy_jobs(const CopyJob* jobs_dev, int64_t njobs, int64_t max_n);
+
 }  // namespace dsinfer::cuda

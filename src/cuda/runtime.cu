@@ -1,7 +1,9 @@
 // Device, stream, scratch buffers and weight upload of the CUDA backend.
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <vector>
 #include <mutex>
 
 #include "cuda/cuda_backend.h"
@@ -92,6 +94,61 @@ void d2d(void* dst, const void* src, size_t bytes) {
     DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cur_stream()));
 }
 void sync() { DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream())); }
+
+namespace {
+// Page-locked staging chunks of the current upload round (cuda_backend.h, h2d_staged).
+struct Staging {
+    struct Chunk {
+        char* p;
+        size_t bytes;
+    };
+    std::vector<Chunk> chunks;
+    size_t cur = 0, off = 0;
+    bool used = false;
+    ~Staging() {
+        for (auto& c : chunks) cudaFreeHost(c.p);
+    }
+};
+Staging g_staging;
+}  // namespace
+
+void* host_alloc(size_t bytes) {
+    void* p = nullptr;
+    DSINFER_CUDA_CHECK(cudaMallocHost(&p, bytes ? bytes : 1));
+    return p;
+}
+void host_free(void* p) {
+    if (p) DSINFER_CUDA_CHECK(cudaFreeHost(p));
+}
+
+void begin_uploads() {
+    Staging& s = g_staging;
+    if (s.used) DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));  // the last round's copies are done
+    s.cur = 0;
+    s.off = 0;
+    s.used = false;
+}
+
+void h2d_staged(void* dst, const void* src, size_t bytes) {
+    if (!bytes) return;
+    Staging& s = g_staging;
+    const size_t need = (bytes + 255) / 256 * 256;
+    while (s.cur < s.chunks.size() && s.off + need > s.chunks[s.cur].bytes) {
+        ++s.cur;
+        s.off = 0;
+    }
+    if (s.cur == s.chunks.size()) {
+        Staging::Chunk c{nullptr, std::max<size_t>(need, size_t(4) << 20)};
+        DSINFER_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&c.p), c.bytes));
+        s.chunks.push_back(c);
+        s.off = 0;
+    }
+    char* p = s.chunks[s.cur].p + s.off;
+    s.off += need;
+    s.used = true;
+    std::memcpy(p, src, bytes);
+    DSINFER_CUDA_CHECK(cudaMemcpyAsync(dst, p, bytes, cudaMemcpyHostToDevice, cur_stream()));
+}
 
 namespace {
 __global__ void fill_kernel(float* p, size_t n, float v) {

@@ -39,18 +39,24 @@ __global__ void compress_pool_kernel(const float* kv, const float* score, int64_
 constexpr int kIdxKeys = 16;
 
 // Block: query i, keys [j0, j0 + kIdxKeys). Shared: q_i [h][dh+1], keys [kIdxKeys][dh], dots [kIdxKeys][h].
+// keys_rows/qrow (optional, device arrays): row i's keys and its row of q and w (batched decode of
+// several sequences; keys past valid[i] are never read).
 __global__ void index_scores_kernel(const float* q, const float* w, int64_t h, int64_t dh, const float* keys,
-                                    int64_t n, const int32_t* valid, float* scores) {
+                                    int64_t n, const int32_t* valid, float* scores, const float* const* keys_rows,
+                                    const int32_t* qrow) {
     extern __shared__ float sm[];
     float* qs = sm;
     float* ks = qs + h * (dh + 1);
     float* dots = ks + kIdxKeys * dh;
     const int64_t i = blockIdx.x, j0 = int64_t(blockIdx.y) * kIdxKeys;
     const int64_t nv = valid[i];
-    for (int64_t e = threadIdx.x; e < h * dh; e += blockDim.x) qs[(e / dh) * (dh + 1) + e % dh] = q[i * h * dh + e];
+    const int64_t qi = qrow ? qrow[i] : i;
+    if (keys_rows) keys = keys_rows[i];
+    const int64_t nload = keys_rows ? min(n, nv) : n;
+    for (int64_t e = threadIdx.x; e < h * dh; e += blockDim.x) qs[(e / dh) * (dh + 1) + e % dh] = q[qi * h * dh + e];
     for (int64_t e = threadIdx.x; e < kIdxKeys * dh; e += blockDim.x) {
         const int64_t j = j0 + e / dh;
-        ks[e] = j < n ? keys[j * dh + e % dh] : 0.f;
+        ks[e] = j < nload ? keys[j * dh + e % dh] : 0.f;
     }
     __syncthreads();
     for (int64_t p = threadIdx.x; p < kIdxKeys * h; p += blockDim.x) {
@@ -69,7 +75,7 @@ __global__ void index_scores_kernel(const float* q, const float* w, int64_t h, i
             if (j >= nv) {
                 s = -INFINITY;
             } else {
-                for (int64_t hh = 0; hh < h; ++hh) s += w[i * h + hh] * fmaxf(dots[threadIdx.x * h + hh], 0.f);
+                for (int64_t hh = 0; hh < h; ++hh) s += w[qi * h + hh] * fmaxf(dots[threadIdx.x * h + hh], 0.f);
             }
             scores[i * n + j] = s;
         }
@@ -236,7 +242,19 @@ void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t 
         DSINFER_CUDA_CHECK(cudaFuncSetAttribute(index_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 int(smem)));
     dim3 grid(unsigned(t), unsigned(ceil_div(n, kIdxKeys)));
-    index_scores_kernel<<<grid, 256, smem, cur_stream()>>>(q, w, h, dh, keys, n, valid, scores);
+    index_scores_kernel<<<grid, 256, smem, cur_stream()>>>(q, w, h, dh, keys, n, valid, scores, nullptr, nullptr);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void index_scores_rows(const float* q, const float* w, const int32_t* qrow, int64_t t, int64_t h, int64_t dh,
+                       const float* const* keys_rows, int64_t n, const int32_t* valid, float* scores) {
+    if (t <= 0 || n <= 0) return;
+    const size_t smem = size_t(h * (dh + 1) + kIdxKeys * dh + kIdxKeys * h) * 4;
+    if (smem > 48 * 1024)
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(index_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                int(smem)));
+    dim3 grid(unsigned(t), unsigned(ceil_div(n, kIdxKeys)));
+    index_scores_kernel<<<grid, 256, smem, cur_stream()>>>(q, w, h, dh, nullptr, n, valid, scores, keys_rows, qrow);
     DSINFER_CUDA_LAUNCH();
 }
 
