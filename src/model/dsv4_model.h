@@ -228,6 +228,7 @@ public:
     // must be created after the switch (they hold the device's caches).
     void set_device(std::unique_ptr<DeviceForward> dev) { dev_ = std::move(dev); }
     const char* device_name() const { return dev_ ? dev_->name() : be_->name; }
+    bool on_device() const { return dev_ != nullptr; }
     const Dsv4Weights& weights() const { return w_; }
     // RoPE θ' tables (§6.1): compressed layers (YaRN) or plain (window-only layers, MTP).
     const std::vector<float>& rope_freqs(bool compressed) const { return compressed ? freqs_compressed_ : freqs_plain_; }

@@ -46,7 +46,9 @@ public:
     }
     // The host forward keeps every cache in blocks of the model's store: the scheduler sizes it once.
     // (A device forward keeps its own caches: no store, the scheduler then only accounts blocks.)
-    std::shared_ptr<KvStore> make_kv_store(int64_t budget_bytes) override { return m_->make_kv_store(budget_bytes); }
+    std::shared_ptr<KvStore> make_kv_store(int64_t budget_bytes) override {
+        return m_->on_device() ? nullptr : m_->make_kv_store(budget_bytes);
+    }
     int64_t state_blocks() const override { return m_->kv_layout().fixed_blocks; }
     // A clone is exact at any position (fixed part copied, growth blocks shared and copied on write);
     // snapshots are kept at multiples of the growth block, where every shared block is complete.
