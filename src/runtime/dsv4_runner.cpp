@@ -39,9 +39,7 @@ public:
         g.head_dim = c.head_dim;
         g.index_head_dim = c.index_head_dim;
         g.kv_value_bytes = 4;  // the CPU model caches float32
-        int mx = 1;
-        for (int r : g.compress_ratios) mx = std::max(mx, r);
-        g.block_tokens = m_->kv_layout().block_tokens;
+        g.block_tokens = m_->kv_layout().block_tokens;  // the largest compress ratio (at least 16)
         return g;
     }
     // The host forward keeps every cache in blocks of the model's store: the scheduler sizes it once.
