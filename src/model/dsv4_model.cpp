@@ -189,38 +189,6 @@ void SequenceState::reserve_mtp(int64_t n) {
     if (k.ckv_offset >= 0 || k.ikeys_offset >= 0) grow(*this, mtp_pos_, n, true);
 }
 
-LayerCache SequenceState::cache_copy(size_t i) const {
-    LayerCache lc;
-    if (!layout || i >= layout->caches.size()) return lc;
-    const KvLayout::Cache& k = layout->caches[i];
-    lc.window_size = k.window;
-    lc.head_dim = k.head_dim;
-    auto rows = [&](int region, std::vector<float>& out) {
-        if (region < 0) return;
-        const auto& r = layout->regions[size_t(region)];
-        out.resize(size_t(r.rows * r.width));
-        for (int64_t j = 0; j < r.rows; ++j)
-            std::memcpy(out.data() + j * r.width, row(region, j), sizeof(float) * size_t(r.width));
-    };
-    rows(k.window_region, lc.window);
-    rows(k.comp_kv, lc.comp.kv);
-    rows(k.comp_score, lc.comp.score);
-    rows(k.icomp_kv, lc.icomp.kv);
-    rows(k.icomp_score, lc.icomp.score);
-    if (k.ratio) {
-        const int64_t n = (i < layout->n_main ? pos_ : mtp_pos_) / k.ratio, per = layout->block_tokens / k.ratio;
-        auto entries = [&](int64_t off, int64_t width, std::vector<float>& out) {
-            if (off < 0) return;
-            out.resize(size_t(n * width));
-            for (int64_t e = 0; e < n; ++e)
-                std::memcpy(out.data() + e * width, entry(off, per, width, e), sizeof(float) * size_t(width));
-        };
-        entries(k.ckv_offset, k.head_dim, lc.ckv);
-        entries(k.ikeys_offset, k.index_head_dim, lc.ikeys);
-    }
-    return lc;
-}
-
 namespace {
 void copy_rows(const SequenceState& s, int region, std::vector<float>& out) {
     out.clear();
@@ -238,6 +206,34 @@ void put_rows(SequenceState& s, int region, const std::vector<float>& in) {
         std::memcpy(s.row(region, j), in.data() + j * r.width, sizeof(float) * size_t(r.width));
 }
 
+}  // namespace
+
+LayerCache SequenceState::cache_copy(size_t i) const {
+    LayerCache lc;
+    if (!layout || i >= layout->caches.size()) return lc;
+    const KvLayout::Cache& k = layout->caches[i];
+    lc.window_size = k.window;
+    lc.head_dim = k.head_dim;
+    copy_rows(*this, k.window_region, lc.window);
+    copy_rows(*this, k.comp_kv, lc.comp.kv);
+    copy_rows(*this, k.comp_score, lc.comp.score);
+    copy_rows(*this, k.icomp_kv, lc.icomp.kv);
+    copy_rows(*this, k.icomp_score, lc.icomp.score);
+    if (k.ratio) {
+        const int64_t n = (i < layout->n_main ? pos_ : mtp_pos_) / k.ratio, per = layout->block_tokens / k.ratio;
+        auto entries = [&](int64_t off, int64_t width, std::vector<float>& out) {
+            if (off < 0) return;
+            out.resize(size_t(n * width));
+            for (int64_t e = 0; e < n; ++e)
+                std::memcpy(out.data() + e * width, entry(off, per, width, e), sizeof(float) * size_t(width));
+        };
+        entries(k.ckv_offset, k.head_dim, lc.ckv);
+        entries(k.ikeys_offset, k.index_head_dim, lc.ikeys);
+    }
+    return lc;
+}
+
+namespace {
 SequenceMark::Layer mark_layer(const SequenceState& s, const KvLayout::Cache& k, int64_t pos, int64_t n_future) {
     SequenceMark::Layer m;
     const int64_t W = k.window, hd = k.head_dim, n = std::min(n_future, W);

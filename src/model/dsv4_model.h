@@ -1,5 +1,6 @@
 // The DeepSeek-V4 model on the op table: weights bound from a checkpoint folder, per-sequence state
-// (window ring, compressed KV, indexer keys, compressor streaming state), and a batched forward
+// (window ring, compressed KV, indexer keys, compressor streaming state) in blocks of a KvStore
+// addressed through the sequence's block tables, and a batched forward
 // (prefill chunks of any length and single decode tokens of several sequences in one call).
 // The math is dsv4-model.md §4-§11 in float32 with the model's quantization steps (docs/model.md).
 #pragma once
