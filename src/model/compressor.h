@@ -22,4 +22,15 @@ void compressor_step(const ops::Backend& be, const CompressorWeights& cw, Compre
                      const float* g, int64_t p, const ops::RopeFreqs& rf, bool indexer, bool quant, bool pow2,
                      float eps, std::vector<float>& out);
 
+// compressor_step in pieces, for a state kept elsewhere (the model's paged state: rows in blocks).
+// Slot row of position p: (overlap ? ratio : 0) + p % ratio; rows are coff·d wide.
+int64_t compressor_slot(const CompressorWeights& cw, int64_t p);
+// Writes position p's row: kv_row = a, score_row = g + ape.
+void compressor_write(const CompressorWeights& cw, float* kv_row, float* score_row, const float* a, const float* g,
+                      int64_t p);
+// When p completes its block: the entry z [d] from the whole state kv, score [coff·ratio, coff·d]
+// (contiguous). The caller then moves rows [ratio, 2·ratio) to [0, ratio) when the compressor overlaps.
+void compressor_finish(const ops::Backend& be, const CompressorWeights& cw, const float* kv, const float* score,
+                       int64_t p, const ops::RopeFreqs& rf, bool indexer, bool quant, bool pow2, float eps, float* z);
+
 }  // namespace dsinfer

@@ -19,48 +19,242 @@ namespace {
 
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
-void init_cache(LayerCache& lc, const BlockWeights& bw, const ModelConfig& c) {
-    lc.window_size = c.window_size;
-    lc.head_dim = c.head_dim;
-    lc.window.assign(static_cast<size_t>(c.window_size) * size_t(c.head_dim), 0.f);
-    if (bw.compressor) compressor_reset(lc.comp, *bw.compressor);
-    if (bw.indexer) compressor_reset(lc.icomp, bw.indexer->compressor);
+// The block layout of every cache of a sequence (see KvLayout).
+std::shared_ptr<KvLayout> build_layout(const Dsv4Weights& w, const ModelConfig& c) {
+    auto L = std::make_shared<KvLayout>();
+    int max_ratio = 1;
+    for (const auto& bw : w.layers) max_ratio = std::max(max_ratio, bw.ratio);
+    for (const auto& m : w.mtp) max_ratio = std::max(max_ratio, m.block.ratio);
+    L->block_tokens = std::max(max_ratio, 16);  // as KvGeometry: the largest compress ratio
+    const int64_t B = L->block_tokens;
+    struct Want {
+        int64_t width, rows;
+        float init;
+    };
+    std::vector<Want> want;
+    auto region = [&](int64_t width, int64_t rows, float init) {
+        want.push_back({width, rows, init});
+        return int(want.size()) - 1;
+    };
+    auto add = [&](const BlockWeights& bw) {
+        KvLayout::Cache k;
+        k.ratio = bw.ratio;
+        k.head_dim = c.head_dim;
+        k.window = c.window_size;
+        k.window_region = region(c.head_dim, c.window_size, 0.f);
+        auto comp = [&](const CompressorWeights& cw, int& kv, int& score, int64_t& off) {
+            if (B % cw.ratio) throw Error(c.source + ": compress ratio " + std::to_string(cw.ratio) +
+                                          " does not divide the largest one (" + std::to_string(B) + ")");
+            const int64_t coff = cw.overlap ? 2 : 1;
+            kv = region(coff * cw.d, coff * cw.ratio, 0.f);
+            score = region(coff * cw.d, coff * cw.ratio, -std::numeric_limits<float>::infinity());
+            off = L->growth_floats;
+            L->growth_floats += B / cw.ratio * cw.d;
+        };
+        if (bw.compressor) comp(*bw.compressor, k.comp_kv, k.comp_score, k.ckv_offset);
+        if (bw.indexer) {
+            comp(bw.indexer->compressor, k.icomp_kv, k.icomp_score, k.ikeys_offset);
+            k.index_head_dim = bw.indexer->compressor.d;
+        }
+        L->caches.push_back(k);
+    };
+    for (const auto& bw : w.layers) add(bw);
+    L->n_main = w.layers.size();
+    if (!w.mtp.empty()) add(w.mtp[0].block);
+    int64_t widest = 1;
+    for (const auto& r : want) widest = std::max(widest, r.width);
+    L->block_floats = std::max(L->growth_floats, widest);
+    // Pack the regions: a region that fits in a block is kept whole in one block; a larger one is
+    // laid out row by row over as many blocks as it needs.
+    const int64_t BF = L->block_floats;
+    int64_t blk = 0, off = 0;
+    for (const auto& r : want) {
+        KvLayout::Region g;
+        g.width = r.width;
+        g.rows = r.rows;
+        g.init = r.init;
+        g.rows_per_block = BF / r.width;
+        if (r.width * r.rows <= BF) {
+            if (off + r.width * r.rows > BF) ++blk, off = 0;
+            g.block = blk;
+            g.offset = off;
+            g.rows_first = r.rows;
+            off += r.width * r.rows;
+        } else {
+            if (off + r.width > BF) ++blk, off = 0;
+            g.block = blk;
+            g.offset = off;
+            g.rows_first = (BF - off) / r.width;
+            const int64_t rest = r.rows - g.rows_first;
+            const int64_t more = (rest + g.rows_per_block - 1) / g.rows_per_block;
+            blk += more;
+            off = (rest - (more - 1) * g.rows_per_block) * r.width;
+        }
+        L->regions.push_back(g);
+    }
+    L->fixed_blocks = blk + (off > 0 ? 1 : 0);
+    return L;
 }
 }  // namespace
 
-size_t LayerCache::bytes() const {
-    return sizeof(float) * (window.size() + ckv.size() + ikeys.size() + comp.kv.size() + comp.score.size() +
-                            icomp.kv.size() + icomp.score.size());
+// ---- SequenceState: block tables over a KvStore ----
+
+SequenceState::SequenceState(const SequenceState& o)
+    : pos_(o.pos_), mtp_pos_(o.mtp_pos_), device(o.device), store(o.store), layout(o.layout) {
+    if (!layout) return;
+    const int64_t BF = layout->block_floats;
+    try {
+        fixed.reserve(o.fixed.size());
+        for (int32_t b : o.fixed) {
+            fixed.push_back(store->allocate());
+            std::memcpy(store->data(fixed.back()), store->data(b), sizeof(float) * size_t(BF));
+        }
+        growth.reserve(o.growth.size());
+        for (int32_t b : o.growth) {
+            store->retain(b);
+            growth.push_back(b);
+        }
+    } catch (...) {
+        for (int32_t b : fixed) store->release(b);
+        for (int32_t b : growth) store->release(b);
+        throw;
+    }
+}
+
+SequenceState::~SequenceState() {
+    if (!store) return;
+    for (int32_t b : fixed) store->release(b);
+    for (int32_t b : growth) store->release(b);
 }
 
 size_t SequenceState::memory_bytes() const {
-    size_t b = sizeof(*this) + mtp.bytes() + (device.p ? device.p->bytes() : 0);
-    for (const auto& l : layers) b += l.bytes();
+    size_t b = sizeof(*this) + (device.p ? device.p->bytes() : 0);
+    if (layout) b += (fixed.size() + growth.size()) * size_t(layout->block_bytes());
     return b;
 }
 
+void SequenceState::blocks_held(std::vector<int32_t>& out) const {
+    out.insert(out.end(), fixed.begin(), fixed.end());
+    out.insert(out.end(), growth.begin(), growth.end());
+}
+
 namespace {
-SequenceMark::Layer mark_layer(const LayerCache& lc, int64_t pos, int64_t n_future) {
+// Growth blocks covering positions [from, n) of a sequence that are missing or shared (their next
+// write copies them); with `apply`, they are allocated / copied.
+int64_t grow(SequenceState& s, int64_t from, int64_t n, bool apply) {
+    const KvLayout& L = *s.layout;
+    if (!L.grows() || n <= from) return 0;
+    const int64_t B = L.block_tokens, first = from / B, last = (n + B - 1) / B;
+    int64_t need = 0;
+    for (int64_t k = first; k < last; ++k) {
+        if (k < int64_t(s.growth.size())) {
+            const int32_t old = s.growth[size_t(k)];
+            if (s.store->refcount(old) <= 1) continue;
+            ++need;
+            if (apply) {
+                const int32_t nb = s.store->allocate();
+                std::memcpy(s.store->data(nb), s.store->data(old), sizeof(float) * size_t(L.block_floats));
+                s.growth[size_t(k)] = nb;
+                s.store->release(old);
+            }
+        } else {
+            ++need;
+            if (apply) s.growth.push_back(s.store->allocate());
+        }
+    }
+    return need;
+}
+
+bool mtp_grows(const SequenceState& s) {
+    if (s.layout->caches.size() <= s.layout->n_main) return false;
+    const auto& k = s.layout->caches.back();
+    return s.mtp_pos_ < s.pos_ && (k.ckv_offset >= 0 || k.ikeys_offset >= 0);
+}
+}  // namespace
+
+int64_t SequenceState::blocks_needed(int64_t n) const {
+    if (!layout) return 0;
+    const int64_t from = mtp_grows(*this) ? mtp_pos_ : pos_;
+    return grow(const_cast<SequenceState&>(*this), from, n, false);
+}
+
+void SequenceState::reserve(int64_t n) {
+    if (!layout) return;
+    grow(*this, mtp_grows(*this) ? mtp_pos_ : pos_, n, true);
+}
+
+void SequenceState::reserve_mtp(int64_t n) {
+    if (!layout || layout->caches.size() <= layout->n_main) return;
+    const auto& k = layout->caches.back();
+    if (k.ckv_offset >= 0 || k.ikeys_offset >= 0) grow(*this, mtp_pos_, n, true);
+}
+
+namespace {
+void copy_rows(const SequenceState& s, int region, std::vector<float>& out) {
+    out.clear();
+    if (region < 0) return;
+    const auto& r = s.layout->regions[size_t(region)];
+    out.resize(size_t(r.rows * r.width));
+    for (int64_t j = 0; j < r.rows; ++j)
+        std::memcpy(out.data() + j * r.width, s.row(region, j), sizeof(float) * size_t(r.width));
+}
+
+void put_rows(SequenceState& s, int region, const std::vector<float>& in) {
+    if (region < 0) return;
+    const auto& r = s.layout->regions[size_t(region)];
+    for (int64_t j = 0; j < r.rows; ++j)
+        std::memcpy(s.row(region, j), in.data() + j * r.width, sizeof(float) * size_t(r.width));
+}
+
+}  // namespace
+
+LayerCache SequenceState::cache_copy(size_t i) const {
+    LayerCache lc;
+    if (!layout || i >= layout->caches.size()) return lc;
+    const KvLayout::Cache& k = layout->caches[i];
+    lc.window_size = k.window;
+    lc.head_dim = k.head_dim;
+    copy_rows(*this, k.window_region, lc.window);
+    copy_rows(*this, k.comp_kv, lc.comp.kv);
+    copy_rows(*this, k.comp_score, lc.comp.score);
+    copy_rows(*this, k.icomp_kv, lc.icomp.kv);
+    copy_rows(*this, k.icomp_score, lc.icomp.score);
+    if (k.ratio) {
+        const int64_t n = (i < layout->n_main ? pos_ : mtp_pos_) / k.ratio, per = layout->block_tokens / k.ratio;
+        auto entries = [&](int64_t off, int64_t width, std::vector<float>& out) {
+            if (off < 0) return;
+            out.resize(size_t(n * width));
+            for (int64_t e = 0; e < n; ++e)
+                std::memcpy(out.data() + e * width, entry(off, per, width, e), sizeof(float) * size_t(width));
+        };
+        entries(k.ckv_offset, k.head_dim, lc.ckv);
+        entries(k.ikeys_offset, k.index_head_dim, lc.ikeys);
+    }
+    return lc;
+}
+
+namespace {
+SequenceMark::Layer mark_layer(const SequenceState& s, const KvLayout::Cache& k, int64_t pos, int64_t n_future) {
     SequenceMark::Layer m;
-    const int64_t W = lc.window_size, hd = lc.head_dim, n = std::min(n_future, W);
+    const int64_t W = k.window, hd = k.head_dim, n = std::min(n_future, W);
     m.ring.resize(static_cast<size_t>(n * hd));
     for (int64_t t = 0; t < n; ++t)
-        std::memcpy(m.ring.data() + t * hd, lc.window.data() + ((pos + t) % W) * hd, sizeof(float) * size_t(hd));
-    m.ckv = lc.ckv.size();
-    m.ikeys = lc.ikeys.size();
-    m.comp = lc.comp;
-    m.icomp = lc.icomp;
+        std::memcpy(m.ring.data() + t * hd, s.row(k.window_region, (pos + t) % W), sizeof(float) * size_t(hd));
+    copy_rows(s, k.comp_kv, m.comp.kv);
+    copy_rows(s, k.comp_score, m.comp.score);
+    copy_rows(s, k.icomp_kv, m.icomp.kv);
+    copy_rows(s, k.icomp_score, m.icomp.score);
     return m;
 }
 
-void rollback_layer(LayerCache& lc, const SequenceMark::Layer& m, int64_t pos) {
-    const int64_t hd = lc.head_dim, W = lc.window_size, n = int64_t(m.ring.size()) / std::max<int64_t>(hd, 1);
+void rollback_layer(SequenceState& s, const KvLayout::Cache& k, const SequenceMark::Layer& m, int64_t pos) {
+    const int64_t hd = k.head_dim, W = k.window, n = int64_t(m.ring.size()) / std::max<int64_t>(hd, 1);
     for (int64_t t = 0; t < n; ++t)
-        std::memcpy(lc.window.data() + ((pos + t) % W) * hd, m.ring.data() + t * hd, sizeof(float) * size_t(hd));
-    lc.ckv.resize(m.ckv);
-    lc.ikeys.resize(m.ikeys);
-    lc.comp = m.comp;
-    lc.icomp = m.icomp;
+        std::memcpy(s.row(k.window_region, (pos + t) % W), m.ring.data() + t * hd, sizeof(float) * size_t(hd));
+    put_rows(s, k.comp_kv, m.comp.kv);
+    put_rows(s, k.comp_score, m.comp.score);
+    put_rows(s, k.icomp_kv, m.icomp.kv);
+    put_rows(s, k.icomp_score, m.icomp.score);
 }
 }  // namespace
 
@@ -71,19 +265,23 @@ SequenceMark SequenceState::mark(int64_t n_future) const {
     m.pos = pos_;
     m.mtp_pos = mtp_pos_;
     m.n_future = n_future;
-    for (const auto& l : layers) m.layers.push_back(mark_layer(l, pos_, n_future));
-    if (mtp.head_dim) m.mtp = mark_layer(mtp, mtp_pos_, n_future);
+    if (!layout) return m;
+    for (size_t l = 0; l < layout->n_main; ++l) m.layers.push_back(mark_layer(*this, layout->caches[l], pos_, n_future));
+    if (layout->caches.size() > layout->n_main) m.mtp = mark_layer(*this, layout->caches.back(), mtp_pos_, n_future);
     return m;
 }
 
 void SequenceState::rollback(const SequenceMark& m) {
+    const size_t n_main = layout ? layout->n_main : 0;
     if (pos_ < m.pos || pos_ - m.pos > m.n_future || mtp_pos_ < m.mtp_pos || mtp_pos_ - m.mtp_pos > m.n_future ||
-        m.layers.size() != layers.size())
+        m.layers.size() != n_main)
         throw Error("SequenceState::rollback: " + std::to_string(pos_ - m.pos) + " tokens (MTP " +
                     std::to_string(mtp_pos_ - m.mtp_pos) + ") were appended since the mark, which covers " +
                     std::to_string(m.n_future));
-    for (size_t l = 0; l < layers.size(); ++l) rollback_layer(layers[l], m.layers[l], m.pos);
-    if (mtp.head_dim) rollback_layer(mtp, m.mtp, m.mtp_pos);
+    // Compressed entries past the marked positions stay in their blocks, unreferenced: the entry
+    // counts follow from the positions, and the next tokens overwrite them.
+    for (size_t l = 0; l < n_main; ++l) rollback_layer(*this, layout->caches[l], m.layers[l], m.pos);
+    if (layout && layout->caches.size() > n_main) rollback_layer(*this, layout->caches.back(), m.mtp, m.mtp_pos);
     pos_ = m.pos;
     mtp_pos_ = m.mtp_pos;
 }
@@ -99,9 +297,6 @@ struct Dsv4Model::Rows {
     std::vector<int32_t> tokens;
     std::vector<int64_t> pos;
     std::vector<Seq> seqs;
-    LayerCache& cache(size_t s, int layer, int n_layers) {
-        return layer < n_layers ? seqs[s].state->layers[size_t(layer)] : seqs[s].state->mtp;
-    }
 };
 
 Dsv4Model::~Dsv4Model() = default;
@@ -118,6 +313,10 @@ std::unique_ptr<Dsv4Model> Dsv4Model::load(const std::string& dir, const ModelOp
     validate_checkpoint(m->cfg_, *m->ckpt_);
     m->w_ = bind_dsv4_weights(*m->ckpt_, m->cfg_);
     m->be_ = &ops::cpu_backend();
+    m->layout_ = build_layout(m->w_, m->cfg_);
+    // Growable default store: chunks of about 16 MiB.
+    m->store_ = std::make_shared<KvStore>(m->layout_->block_floats, 0,
+                                          std::max<int64_t>(4, (int64_t(16) << 20) / m->layout_->block_bytes()));
     const ModelConfig& c = m->cfg_;
     if (c.n_mtp_layers > 1)
         throw Error(c.source + ": num_nextn_predict_layers = " + std::to_string(c.n_mtp_layers) +
@@ -145,10 +344,34 @@ std::unique_ptr<SequenceState> Dsv4Model::new_sequence() const {
         s->device.p = dev_->new_state();
         return s;
     }
-    s->layers.resize(w_.layers.size());
-    for (size_t l = 0; l < w_.layers.size(); ++l) init_cache(s->layers[l], w_.layers[l], cfg_);
-    if (!w_.mtp.empty()) init_cache(s->mtp, w_.mtp[0].block, cfg_);
+    s->store = store_;
+    s->layout = layout_;
+    const KvLayout& L = *layout_;
+    try {
+        for (int64_t b = 0; b < L.fixed_blocks; ++b) s->fixed.push_back(store_->allocate());
+    } catch (...) {
+        for (int32_t b : s->fixed) store_->release(b);
+        s->fixed.clear();
+        throw;
+    }
+    for (size_t r = 0; r < L.regions.size(); ++r) {
+        const auto& g = L.regions[r];
+        for (int64_t j = 0; j < g.rows; ++j) {
+            float* p = s->row(int(r), j);
+            std::fill(p, p + g.width, g.init);
+        }
+    }
     return s;
+}
+
+std::shared_ptr<KvStore> Dsv4Model::make_kv_store(int64_t budget_bytes) {
+    const KvLayout& L = *layout_;
+    const int64_t n = budget_bytes / L.block_bytes();
+    if (n < L.fixed_blocks + 1)
+        throw Error("KV cache budget of " + std::to_string(budget_bytes) + " bytes is too small: one sequence needs " +
+                    std::to_string((L.fixed_blocks + 1) * L.block_bytes()) + " bytes");
+    store_ = std::make_shared<KvStore>(L.block_floats, n);
+    return store_;
 }
 
 // y[m, n] = x · Wᵀ; when quantization simulation is on and W is FP8/FP4, x is first FP8-quantized
@@ -225,7 +448,9 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
 #pragma omp parallel for schedule(dynamic, 1) if (n_seqs > 1)
     for (int64_t s = 0; s < n_seqs; ++s) {
         const auto& sq = rows.seqs[size_t(s)];
-        LayerCache& lc = rows.cache(size_t(s), bw.layer, c.n_layers);
+        SequenceState& st = *sq.state;
+        const KvLayout& L = *st.layout;
+        const KvLayout::Cache& kc = L.caches[std::min<size_t>(size_t(bw.layer), L.n_main)];
         const int64_t P = sq.start, T = sq.count, b = sq.begin;
         // Keys of the window: the cached W-1 positions before this chunk, then the chunk's own.
         const int64_t n_old = std::min<int64_t>(P, W - 1);
@@ -233,20 +458,44 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
         std::vector<float> kva(static_cast<size_t>(na * hd));
         for (int64_t i = 0; i < n_old; ++i) {
             const int64_t p = P - n_old + i;
-            std::memcpy(kva.data() + i * hd, lc.window.data() + (p % W) * hd, sizeof(float) * size_t(hd));
+            std::memcpy(kva.data() + i * hd, st.row(kc.window_region, p % W), sizeof(float) * size_t(hd));
         }
         std::memcpy(kva.data() + n_old * hd, kv.data() + b * hd, sizeof(float) * size_t(T * hd));
 
         // Compressors: stream the chunk's tokens; entries completed here are visible to its queries.
-        if (cw)
-            for (int64_t t = 0; t < T; ++t)
-                compressor_step(be, *cw, lc.comp, ca.data() + (b + t) * cwidth, cg.data() + (b + t) * cwidth, P + t,
-                                rf, false, quant, pow2, eps, lc.ckv);
-        if (iw)
-            for (int64_t t = 0; t < T; ++t)
-                compressor_step(be, iw->compressor, lc.icomp, ia.data() + (b + t) * iwidth,
-                                ig.data() + (b + t) * iwidth, P + t, rf, true, quant, pow2, eps, lc.ikeys);
-        const int64_t n_entries = cw ? int64_t(lc.ckv.size()) / hd : 0;
+        // The state's rows and the entries live in the sequence's blocks (reserved before the layers ran).
+        std::vector<float> gkv, gsc;
+        auto stream = [&](const CompressorWeights& w, int kv_reg, int sc_reg, const float* a_all, const float* g_all,
+                          bool indexer, int64_t off) {
+            const int64_t r = w.ratio, d = w.d, width = (w.overlap ? 2 : 1) * d, per = L.block_tokens / r;
+            const bool contiguous = L.regions[size_t(kv_reg)].contiguous() && L.regions[size_t(sc_reg)].contiguous();
+            for (int64_t t = 0; t < T; ++t) {
+                const int64_t p = P + t, slot = compressor_slot(w, p);
+                compressor_write(w, st.row(kv_reg, slot), st.row(sc_reg, slot), a_all + (b + t) * width,
+                                 g_all + (b + t) * width, p);
+                if ((p + 1) % r) continue;
+                const float *pk, *ps;
+                if (contiguous) {
+                    pk = st.row(kv_reg, 0);
+                    ps = st.row(sc_reg, 0);
+                } else {
+                    copy_rows(st, kv_reg, gkv);
+                    copy_rows(st, sc_reg, gsc);
+                    pk = gkv.data();
+                    ps = gsc.data();
+                }
+                compressor_finish(be, w, pk, ps, p, rf, indexer, quant, pow2, eps, st.entry(off, per, d, (p + 1) / r - 1));
+                if (w.overlap)
+                    for (int64_t i = 0; i < r; ++i) {
+                        std::memcpy(st.row(kv_reg, i), st.row(kv_reg, r + i), sizeof(float) * size_t(width));
+                        std::memcpy(st.row(sc_reg, i), st.row(sc_reg, r + i), sizeof(float) * size_t(width));
+                    }
+            }
+        };
+        if (cw) stream(*cw, kc.comp_kv, kc.comp_score, ca.data(), cg.data(), false, kc.ckv_offset);
+        if (iw) stream(iw->compressor, kc.icomp_kv, kc.icomp_score, ia.data(), ig.data(), true, kc.ikeys_offset);
+        const int64_t n_entries = cw ? (P + T) / bw.ratio : 0;
+        const int64_t per = bw.ratio ? L.block_tokens / bw.ratio : 0;
 
         // Attended set per query (§6.4): window positions, then compressed entries.
         const int64_t n_win = std::min<int64_t>(W, P + T);
@@ -267,16 +516,34 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
         }
         if (bw.ratio == 4 && n_entries > 0) {
             // Lightning indexer (§8): score every complete entry, keep the top-k. Queries go in blocks
-            // so the score matrix stays small for long contexts.
+            // so the score matrix stays small for long contexts; keys are scored block by block where
+            // they lie (each score is independent of the others).
             constexpr int64_t kQueryBlock = 64;
-            std::vector<int32_t> valid(static_cast<size_t>(std::min(T, kQueryBlock)));
-            std::vector<float> scores(static_cast<size_t>(std::min(T, kQueryBlock) * n_entries));
-            std::vector<int32_t> sel(static_cast<size_t>(std::min(T, kQueryBlock) * n_cmp));
+            const int64_t qb = std::min(T, kQueryBlock), n_seg = (n_entries + per - 1) / per;
+            std::vector<int32_t> valid(static_cast<size_t>(qb)), vseg(static_cast<size_t>(qb));
+            std::vector<float> scores(static_cast<size_t>(qb * n_entries));
+            std::vector<float> seg(n_seg > 1 ? static_cast<size_t>(qb * per) : 0);
+            std::vector<int32_t> sel(static_cast<size_t>(qb * n_cmp));
             for (int64_t t0 = 0; t0 < T; t0 += kQueryBlock) {
                 const int64_t tb = std::min(kQueryBlock, T - t0);
                 for (int64_t t = 0; t < tb; ++t) valid[t] = int32_t((P + t0 + t + 1) / 4);
-                be.index_scores(iq.data() + (b + t0) * nih * ihd, iwt.data() + (b + t0) * nih, tb, nih, ihd,
-                                lc.ikeys.data(), n_entries, valid.data(), scores.data());
+                const float* qp = iq.data() + (b + t0) * nih * ihd;
+                const float* wp = iwt.data() + (b + t0) * nih;
+                if (n_seg == 1) {
+                    be.index_scores(qp, wp, tb, nih, ihd, st.entry(kc.ikeys_offset, per, ihd, 0), n_entries,
+                                    valid.data(), scores.data());
+                } else {
+                    for (int64_t k = 0; k < n_seg; ++k) {
+                        const int64_t e0 = k * per, ne = std::min(per, n_entries - e0);
+                        for (int64_t t = 0; t < tb; ++t)
+                            vseg[t] = int32_t(std::clamp<int64_t>(valid[t] - e0, 0, ne));
+                        be.index_scores(qp, wp, tb, nih, ihd, st.entry(kc.ikeys_offset, per, ihd, e0), ne,
+                                        vseg.data(), seg.data());
+                        for (int64_t t = 0; t < tb; ++t)
+                            std::memcpy(scores.data() + t * n_entries + e0, seg.data() + t * ne,
+                                        sizeof(float) * size_t(ne));
+                    }
+                }
                 be.topk(scores.data(), tb, n_entries, valid.data(), n_cmp, sel.data());
                 for (int64_t t = 0; t < tb; ++t)
                     for (int64_t j = 0; j < n_cmp; ++j) {
@@ -285,10 +552,30 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
                     }
             }
         }
-        be.sparse_attn(q.data() + b * H * hd, T, H, hd, kva.data(), na, lc.ckv.data(), idx.data(), nk,
+        // The compressed entries the queries attend, gathered from their blocks (ratio 128: all of
+        // them; ratio 4: those the indexer picked), renumbered in order of first use.
+        std::vector<float> cmp;
+        if (n_cmp > 0) {
+            std::vector<int32_t> slot(static_cast<size_t>(n_entries), -1);
+            int32_t used = 0;
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t j = 0; j < n_cmp; ++j) {
+                    int32_t& x = idx[t * nk + n_win + j];
+                    if (x < 0) continue;
+                    int32_t& m = slot[size_t(x - na)];
+                    if (m < 0) m = used++;
+                    x = int32_t(na + m);
+                }
+            cmp.resize(static_cast<size_t>(used) * size_t(hd));
+            for (int64_t e = 0; e < n_entries; ++e)
+                if (slot[size_t(e)] >= 0)
+                    std::memcpy(cmp.data() + slot[size_t(e)] * hd, st.entry(kc.ckv_offset, per, hd, e),
+                                sizeof(float) * size_t(hd));
+        }
+        be.sparse_attn(q.data() + b * H * hd, T, H, hd, kva.data(), na, cmp.data(), idx.data(), nk,
                        bw.attn_sink.get(), scale, o.data() + b * H * hd);
         for (int64_t t = 0; t < T; ++t)
-            std::memcpy(lc.window.data() + ((P + t) % W) * hd, kv.data() + (b + t) * hd, sizeof(float) * size_t(hd));
+            std::memcpy(st.row(kc.window_region, (P + t) % W), kv.data() + (b + t) * hd, sizeof(float) * size_t(hd));
     }
 
     // Output path (§6.6): inverse RoPE, grouped wo_a (no activation quantization), wo_b.
@@ -445,6 +732,7 @@ template <class Item>
 void check_tokens(const Item& it, const ModelConfig& c) {
     if (!it.state) throw Error("forward: item without a sequence state");
     if (it.state->device.p) throw Error("forward: the sequence was created for a device forward, not the host one");
+    if (!it.state->layout) throw Error("forward: the sequence has no caches (create it with new_sequence)");
     for (int32_t t : it.tokens)
         if (t < 0 || t >= c.vocab_size)
             throw Error("forward: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -470,6 +758,12 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
     }
     if (rows.n == 0) return;
     const int64_t n = rows.n;
+    // Every growth block the step writes, allocated (or copied when shared) before anything changes:
+    // a bounded store that runs out throws here and leaves every sequence as it was.
+    for (const auto& sq : rows.seqs) {
+        if (sq.state->layout.get() != layout_.get()) throw Error("forward: the sequence was created by another model");
+        sq.state->reserve(sq.start + sq.count);
+    }
 
     // Embedding, expanded to the hc residual streams (§4).
     std::vector<float> e(static_cast<size_t>(n * D)), x(static_cast<size_t>(n * hc * D));
@@ -545,6 +839,10 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     }
     if (rows.n == 0) return;
     const int64_t n = rows.n;
+    for (const auto& sq : rows.seqs) {
+        if (sq.state->layout.get() != layout_.get()) throw Error("forward_mtp: the sequence was created by another model");
+        sq.state->reserve_mtp(sq.start + sq.count);
+    }
 
     // §11: e = enorm(embed(next token)); x̃_i = hnorm(X_i); Z_i = e_proj(e) + h_proj(x̃_i).
     std::vector<float> e(static_cast<size_t>(n * D)), ep(static_cast<size_t>(n * D)), hp(static_cast<size_t>(n * hc * D)), x(static_cast<size_t>(n * hc * D));

@@ -1,5 +1,6 @@
 // The DeepSeek-V4 model on the op table: weights bound from a checkpoint folder, per-sequence state
-// (window ring, compressed KV, indexer keys, compressor streaming state), and a batched forward
+// (window ring, compressed KV, indexer keys, compressor streaming state) in blocks of a KvStore
+// addressed through the sequence's block tables, and a batched forward
 // (prefill chunks of any length and single decode tokens of several sequences in one call).
 // The math is dsv4-model.md §4-§11 in float32 with the model's quantization steps (docs/model.md).
 #pragma once
@@ -13,6 +14,7 @@
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "model/dsv4_weights.h"
+#include "model/kv_store.h"
 #include "ops/ops.h"
 
 namespace dsinfer {
@@ -28,14 +30,45 @@ struct CompressorState {
     std::vector<float> kv, score;
 };
 
-// Cache of one attention block for one sequence.
+// A copy of the caches of one attention block for one sequence, contiguous (tests, debugging; the
+// sequence itself keeps them in blocks of a KvStore).
 struct LayerCache {
     int64_t window_size = 0, head_dim = 0;
     std::vector<float> window;  // [window_size, head_dim] ring: slot p % window_size holds position p
     std::vector<float> ckv;     // [n_entries, head_dim] compressed entries (ratio != 0)
     std::vector<float> ikeys;   // [n_entries, index_head_dim] indexer keys (ratio 4)
     CompressorState comp, icomp;
-    size_t bytes() const;
+};
+
+// Where a sequence's caches live in its blocks (one layout per model). Every block of a store has
+// block_floats floats. The fixed part (window rings, compressor partial-block states) is a list of
+// regions of rows; a row never straddles a block, and a region that fits in one block lies in one,
+// so the fixed part can occupy any `fixed_blocks` blocks. The growing part: growth block k holds,
+// for every compressed cache, the entries of positions [k·block_tokens, (k+1)·block_tokens) at a
+// fixed offset (ratio r: block_tokens / r entries).
+struct KvLayout {
+    struct Region {
+        int64_t width = 0, rows = 0;      // floats per row, rows
+        int64_t block = 0, offset = 0;    // where row 0 lies (fixed block index, float offset)
+        int64_t rows_first = 0;           // rows in that first block
+        int64_t rows_per_block = 0;       // rows in each further block (from offset 0)
+        float init = 0.f;                 // value of a new sequence's region
+        bool contiguous() const { return rows_first >= rows; }
+    };
+    struct Cache {  // one attention block: main layer l, or the MTP block (last)
+        int ratio = 0;
+        int64_t head_dim = 0, index_head_dim = 0, window = 0;
+        int window_region = -1;
+        int comp_kv = -1, comp_score = -1, icomp_kv = -1, icomp_score = -1;  // regions (-1: none)
+        int64_t ckv_offset = -1, ikeys_offset = -1;                          // growth block offsets
+    };
+    int64_t block_floats = 0, block_tokens = 128, fixed_blocks = 0, growth_floats = 0;
+    size_t n_main = 0;          // main layers (caches[n_main], when present, is the MTP block's)
+    std::vector<Region> regions;
+    std::vector<Cache> caches;  // n_layers main layers, then the MTP block when there is one
+
+    int64_t block_bytes() const { return block_floats * int64_t(sizeof(float)); }
+    bool grows() const { return growth_floats > 0; }
 };
 
 // Per-sequence state of a device forward (see DeviceForward): its caches live in device memory.
@@ -61,11 +94,11 @@ struct DeviceStatePtr {
 
 // What appending up to `n_future` tokens to a sequence overwrites, saved so the tokens can be taken
 // back (speculative decoding: drafts the main model rejects). Much smaller than a clone: the ring
-// slots those tokens will use, the compressor streaming states and the entry counts.
+// slots those tokens will use and the compressor streaming states (entry counts follow from the
+// positions: compressed entries are only ever appended).
 struct SequenceMark {
     struct Layer {
         std::vector<float> ring;  // [min(n_future, window), head_dim], slots of positions pos, pos+1, ...
-        size_t ckv = 0, ikeys = 0;
         CompressorState comp, icomp;
     };
     int64_t pos = 0, mtp_pos = 0, n_future = 0;
@@ -73,12 +106,20 @@ struct SequenceMark {
     Layer mtp;
 };
 
+// Every cache of one sequence: for the host forward, blocks of a KvStore addressed through two block
+// tables (the fixed part and the growth blocks); for a device forward, `device`.
 class SequenceState {
 public:
+    SequenceState() = default;
+    // A copy: complete growth blocks are shared by reference (copy on write), the fixed part copied.
+    SequenceState(const SequenceState& o);
+    SequenceState& operator=(const SequenceState&) = delete;
+    ~SequenceState();
+
     int64_t position() const { return pos_; }           // tokens consumed by the main model
     int64_t mtp_position() const { return mtp_pos_; }   // tokens consumed by the MTP block
     std::unique_ptr<SequenceState> clone() const { return std::make_unique<SequenceState>(*this); }
-    size_t memory_bytes() const;
+    size_t memory_bytes() const;  // blocks referenced (shared ones included) plus the device's caches
 
     // Saves what the next n_future tokens (main model and MTP block each) would overwrite.
     SequenceMark mark(int64_t n_future) const;
@@ -86,12 +127,39 @@ public:
     // n_future tokens were appended since (their effects could not be undone).
     void rollback(const SequenceMark& m);
 
+    // Blocks the store must still hand out so that positions < n_tokens (main model and MTP block)
+    // can be written: missing growth blocks, and shared ones that will be copied on write.
+    int64_t blocks_needed(int64_t n_tokens) const;
+    // Attaches them (throws Error when a bounded store runs out; the state stays valid).
+    void reserve(int64_t n_tokens);
+    // The same for MTP positions < n_tokens (only an MTP block with a compressor has growth blocks).
+    void reserve_mtp(int64_t n_tokens);
+    // Blocks clone() takes from the store (the fixed part).
+    int64_t clone_blocks() const { return layout ? layout->fixed_blocks : 0; }
+    // Appends the ids of every block referenced.
+    void blocks_held(std::vector<int32_t>& out) const;
+    // A contiguous copy of cache i (main layer i, or i = n_layers: the MTP block).
+    LayerCache cache_copy(size_t i) const;
+    size_t n_caches() const { return layout ? layout->caches.size() : 0; }
+
     // Internal (used by the model).
     int64_t pos_ = 0;
     int64_t mtp_pos_ = 0;
-    std::vector<LayerCache> layers;
-    LayerCache mtp;  // the first MTP block's own cache
-    DeviceStatePtr device;  // the caches of a device forward (layers/mtp then stay empty)
+    DeviceStatePtr device;  // the caches of a device forward (no blocks then)
+    std::shared_ptr<KvStore> store;
+    std::shared_ptr<const KvLayout> layout;
+    std::vector<int32_t> fixed, growth;  // block tables
+
+    float* row(int region, int64_t i) const {
+        const KvLayout::Region& r = layout->regions[size_t(region)];
+        if (i < r.rows_first) return store->data(fixed[size_t(r.block)]) + r.offset + i * r.width;
+        const int64_t j = i - r.rows_first;
+        return store->data(fixed[size_t(r.block + 1 + j / r.rows_per_block)]) + (j % r.rows_per_block) * r.width;
+    }
+    // Entry e of a compressed cache (offset in the growth block, entries per block, entry width).
+    float* entry(int64_t offset, int64_t per_block, int64_t width, int64_t e) const {
+        return store->data(growth[size_t(e / per_block)]) + offset + (e % per_block) * width;
+    }
 };
 
 struct ForwardItem {
@@ -141,7 +209,16 @@ public:
     const ModelConfig& config() const { return cfg_; }
     const ModelOptions& options() const { return opts_; }
     void set_quant_sim(bool on) { opts_.quant_sim = on; }
+    // A new sequence: its fixed blocks come from the model's store (host forward).
     std::unique_ptr<SequenceState> new_sequence() const;
+
+    // The block store of sequences created from now on. By default a growable one; serving replaces
+    // it by a bounded one sized from its budget (make_kv_store). Existing sequences keep theirs.
+    const std::shared_ptr<KvStore>& kv_store() const { return store_; }
+    const KvLayout& kv_layout() const { return *layout_; }
+    // A bounded store of budget_bytes / block bytes blocks, installed as the model's store. Throws
+    // Error if it cannot hold one sequence of one growth block.
+    std::shared_ptr<KvStore> make_kv_store(int64_t budget_bytes);
 
     // Items must name distinct sequence states. Rows are computed independently of the other items
     // (same results as running each alone). Throws Error on bad token ids or shared states.
@@ -155,6 +232,7 @@ public:
     // must be created after the switch (they hold the device's caches).
     void set_device(std::unique_ptr<DeviceForward> dev) { dev_ = std::move(dev); }
     const char* device_name() const { return dev_ ? dev_->name() : be_->name; }
+    bool on_device() const { return dev_ != nullptr; }
     const Dsv4Weights& weights() const { return w_; }
     // RoPE θ' tables (§6.1): compressed layers (YaRN) or plain (window-only layers, MTP).
     const std::vector<float>& rope_freqs(bool compressed) const { return compressed ? freqs_compressed_ : freqs_plain_; }
@@ -182,6 +260,8 @@ private:
     Dsv4Weights w_;
     const ops::Backend* be_ = nullptr;
     std::vector<float> freqs_plain_, freqs_compressed_;  // RoPE θ' tables (§6.1)
+    std::shared_ptr<const KvLayout> layout_;
+    std::shared_ptr<KvStore> store_;
     std::unique_ptr<DeviceForward> dev_;  // last: destroyed before the weights it copied
 };
 

@@ -26,6 +26,10 @@ struct Dsv4State : RunnerState {
     int64_t memory_bytes() const override {
         return (int64_t)(s->memory_bytes() + ptok.size() * sizeof(int32_t) + phid.size() * sizeof(float));
     }
+    int64_t blocks_needed(int64_t n) const override { return s->blocks_needed(n); }
+    void reserve(int64_t n) override { s->reserve(n); }
+    int64_t clone_blocks() const override { return s->clone_blocks(); }
+    void blocks_held(std::vector<int32_t>& out) const override { s->blocks_held(out); }
 };
 
 struct Dsv4Mark : RunnerMark {
@@ -54,13 +58,17 @@ public:
         g.head_dim = c.head_dim;
         g.index_head_dim = c.index_head_dim;
         g.kv_value_bytes = 4;  // the CPU model caches float32
-        int mx = 1;
-        for (int r : g.compress_ratios) mx = std::max(mx, r);
-        g.block_tokens = std::max(mx, 16);
+        g.block_tokens = m_->kv_layout().block_tokens;  // the largest compress ratio (at least 16)
         return g;
     }
-    // A clone copies the whole state (window ring, compressor partial blocks included), so it is exact
-    // at any position; snapshots are kept at multiples of the largest ratio to bound their number.
+    // The host forward keeps every cache in blocks of the model's store: the scheduler sizes it once.
+    // (A device forward keeps its own caches: no store, the scheduler then only accounts blocks.)
+    std::shared_ptr<KvStore> make_kv_store(int64_t budget_bytes) override {
+        return m_->on_device() ? nullptr : m_->make_kv_store(budget_bytes);
+    }
+    int64_t state_blocks() const override { return m_->kv_layout().fixed_blocks; }
+    // A clone is exact at any position (fixed part copied, growth blocks shared and copied on write);
+    // snapshots are kept at multiples of the growth block, where every shared block is complete.
     int64_t prefix_granularity() const override { return kv_geometry().block_tokens; }
     std::unique_ptr<RunnerState> new_state() override { return std::make_unique<Dsv4State>(m_->new_sequence()); }
     std::unique_ptr<RunnerState> clone_state(const RunnerState& s) override {

@@ -23,7 +23,7 @@ Scheduler::Scheduler(ModelRunner& runner, const EngineOptions& opts)
     : runner_(runner),
       opts_(opts),
       geometry_(runner.kv_geometry()),
-      pool_(geometry_, budget_bytes(opts)),
+      pool_(geometry_, budget_bytes(opts), runner),
       prefix_(runner, pool_, opts.prefix_caching ? runner.prefix_granularity() : 0) {
     if (opts_.max_batch_tokens < 1) throw std::invalid_argument("max_batch_tokens must be at least 1");
     if (opts_.max_running < 1) throw std::invalid_argument("max_running must be at least 1");
@@ -91,14 +91,12 @@ void Scheduler::add(std::unique_ptr<Sequence> s) {
     update_gauges();
 }
 
+// With a block store the state is created here (its blocks come with it) and holds its blocks
+// physically; otherwise they are counted in s.blocks.
 bool Scheduler::reserve(Sequence& s, int64_t n_tokens) {
-    int64_t need = pool_.blocks_for(n_tokens) - s.blocks;
-    if (need <= 0) return true;
-    while (pool_.free() < need && prefix_.evict_one()) {
+    while (pool_.free() < pool_.need(s.state.get(), s.blocks, n_tokens) && prefix_.evict_one()) {
     }
-    if (!pool_.try_allocate(need)) return false;
-    s.blocks += need;
-    return true;
+    return pool_.reserve(s.state, s.blocks, n_tokens);
 }
 
 void Scheduler::free_state(Sequence& s) {
@@ -225,9 +223,12 @@ void Scheduler::step() {
         if (!s.state) {
             auto hit = prefix_.lookup(s.tokens);
             if (hit.length > 0) {
-                if (!reserve(s, hit.length)) break;
                 s.state = std::move(hit.state);
                 s.computed = hit.length;
+                if (!reserve(s, hit.length)) {
+                    free_state(s);
+                    break;
+                }
             }
         }
         s.snapshot_at = next_snapshot_point(s);

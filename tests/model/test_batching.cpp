@@ -211,15 +211,17 @@ TEST(Batching, MarkAndRollback) {
     st->rollback(mark);
     ASSERT_EQ(st->position(), before->position());
     ASSERT_EQ(st->mtp_position(), before->mtp_position());
-    for (size_t l = 0; l < st->layers.size(); ++l) {
-        EXPECT_EQ(st->layers[l].window, before->layers[l].window) << l;
-        EXPECT_EQ(st->layers[l].ckv, before->layers[l].ckv) << l;
-        EXPECT_EQ(st->layers[l].ikeys, before->layers[l].ikeys) << l;
-        EXPECT_EQ(st->layers[l].comp.kv, before->layers[l].comp.kv) << l;
-        EXPECT_EQ(st->layers[l].comp.score, before->layers[l].comp.score) << l;
-        EXPECT_EQ(st->layers[l].icomp.kv, before->layers[l].icomp.kv) << l;
+    ASSERT_EQ(st->n_caches(), before->n_caches());
+    for (size_t l = 0; l < st->n_caches(); ++l) {  // main layers, then the MTP block
+        const LayerCache a = st->cache_copy(l), b = before->cache_copy(l);
+        EXPECT_EQ(a.window, b.window) << l;
+        EXPECT_EQ(a.ckv, b.ckv) << l;
+        EXPECT_EQ(a.ikeys, b.ikeys) << l;
+        EXPECT_EQ(a.comp.kv, b.comp.kv) << l;
+        EXPECT_EQ(a.comp.score, b.comp.score) << l;
+        EXPECT_EQ(a.icomp.kv, b.icomp.kv) << l;
+        EXPECT_EQ(a.icomp.score, b.icomp.score) << l;
     }
-    EXPECT_EQ(st->mtp.window, before->mtp.window);
     // Decoding goes on exactly as from the untouched copy.
     std::vector<float> la, lb;
     ForwardItem ia, ib;
