@@ -313,8 +313,12 @@ private:
     void attention_decode(const DevBlock& b, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
                           const ops::RopeFreqs& rf, float* o);
     void block_forward(const DevBlock& b, Rows& rows, float* x);
-    void attention(const DevBlock& b, Rows& rows, const float* y, float* out);
-    void moe(const DevBlock& b, Rows& rows, const float* y, float* out);
+    // yq: y quantized for FP8/FP4 weights (§3.3), computed once per block (null without quantization).
+    void attention(const DevBlock& b, Rows& rows, const float* y, const float* yq, float* out);
+    void moe(const DevBlock& b, Rows& rows, const float* y, const float* yq, float* out);
+    void linear_q(const float* x, const float* xq, int64_t m, const ops::Weight& w, float* y);
+    // rmsnorm of x in place, and its quantized copy into xq when xq is not null (one launch).
+    void norm_q(float* x, int64_t rows, int64_t dim, const float* w, float* xq);
     struct LogitsRequest {
         int64_t first, count;  // rows of the residual
         std::vector<float>* out;
@@ -516,6 +520,21 @@ CudaState* CudaModel::check(const Item& it) {
 }
 
 // As Dsv4Model::linear: FP8-quantize x per 128 columns first for FP8/FP4 weights (§3.3).
+// linear with the input's quantized copy already made (xq; null: none was needed).
+void CudaModel::linear_q(const float* x, const float* xq, int64_t m, const ops::Weight& w, float* y) {
+    if (quant_ && quantized(w) && xq)
+        be_.linear(xq, m, w, 0, w.n, y, w.n);
+    else
+        linear(x, m, w, y, true);
+}
+
+void CudaModel::norm_q(float* x, int64_t rows, int64_t dim, const float* w, float* xq) {
+    if (xq)
+        rmsnorm_act_quant(x, rows, dim, w, float(c_.norm_eps), x, xq, 128, pow2_);
+    else
+        be_.rmsnorm(x, rows, dim, w, float(c_.norm_eps), x);
+}
+
 void CudaModel::linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input) {
     if (quant_input && quant_ && quantized(w)) {
         float* xq = layer_.f(m * w.k);
@@ -559,7 +578,7 @@ void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& s
     }
 }
 
-void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float* out) {
+void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, const float* yq, float* out) {
     const ModelConfig& c = c_;
     const ops::Backend& be = be_;
     const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, ql = c.q_lora_rank;
@@ -572,15 +591,16 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
     // Query path (§6.2).
     float* qr = A.f(n * ql);
     float* q = A.f(n * H * hd);
-    linear(y, n, bw.wq_a, qr, true);
-    be.rmsnorm(qr, n, ql, bw.q_norm, eps, qr);
-    linear(qr, n, bw.wq_b, q, true);
+    float* qrq = quant_ ? A.f(n * ql) : nullptr;
+    linear_q(y, yq, n, bw.wq_a, qr);
+    norm_q(qr, n, ql, bw.q_norm, qrq);
+    linear_q(qr, qrq, n, bw.wq_b, q);
     be.rmsnorm(q, n * H, hd, nullptr, eps, q);
     be.rope(q, n, H, hd, pos, rf, false);
 
     // Window KV path (§6.3).
     float* kv = A.f(n * hd);
-    linear(y, n, bw.wkv, kv, true);
+    linear_q(y, yq, n, bw.wkv, kv);
     be.rmsnorm(kv, n, hd, bw.kv_norm, eps, kv);
     be.rope(kv, n, 1, hd, pos, rf, false);
     if (quant_) be.act_quant(kv, n, hd - rd, hd, 64, pow2_);
@@ -595,23 +615,23 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, float*
     if (cw) {
         ca = A.f(n * cwidth);
         cg = A.f(n * cwidth);
-        linear(y, n, cw->wkv, ca, true);
-        linear(y, n, cw->wgate, cg, true);
+        linear_q(y, yq, n, cw->wkv, ca);
+        linear_q(y, yq, n, cw->wgate, cg);
     }
     if (iw) {
         iq = A.f(n * nih * ihd);
-        linear(qr, n, iw->wq_b, iq, true);
+        linear_q(qr, qrq, n, iw->wq_b, iq);
         be.rope(iq, n, nih, ihd, pos, rf, false);
         be.hadamard(iq, n * nih, ihd);
         if (quant_) be.fp4_quant(iq, n * nih, ihd, ihd, 32);
         iwt = A.f(n * nih);
-        linear(y, n, iw->weights_proj, iwt, true);
+        linear_q(y, yq, n, iw->weights_proj, iwt);
         const float ws = float(std::pow(double(ihd), -0.5) * std::pow(double(nih), -0.5));
         scale(iwt, n * nih, ws);
         ia = A.f(n * iwidth);
         ig = A.f(n * iwidth);
-        linear(y, n, iw->compressor.wkv, ia, true);
-        linear(y, n, iw->compressor.wgate, ig, true);
+        linear_q(y, yq, n, iw->compressor.wkv, ia);
+        linear_q(y, yq, n, iw->compressor.wgate, ig);
     }
 
     float* o = A.f(n * H * hd);
@@ -812,7 +832,7 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
                      o, a_d, b_d, qrow_d);
 }
 
-void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) {
+void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float* yq_in, float* out) {
     const ModelConfig& c = c_;
     const ops::Backend& be = be_;
     const int64_t n = rows.n, D = c.dim, E = c.n_routed_experts, K = c.n_activated_experts, I = c.moe_inter_dim;
@@ -823,7 +843,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
     float* rw = A.f(n * K);
     int32_t* ids = A.i32(n * K);
     int32_t* hash_d = nullptr;
-    linear(y, n, bw.gate, logits, true);
+    linear_q(y, yq_in, n, bw.gate, logits);
     if (bw.hash) {
         const TensorInfo* t2e = bw.host->tid2eid;
         std::vector<int32_t> hash(static_cast<size_t>(n * K));
@@ -842,13 +862,14 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, float* out) 
     mark("moe.route");
 
     // Input rows quantized once (the quantization is per row, so this equals quantizing per expert).
-    float* yq = nullptr;
+    const float* yq = yq_in;
     auto expert_input = [&](bool quant_in) -> const float* {
         if (!quant_ || !quant_in) return y;
         if (!yq) {
-            yq = A.f(n * D);
-            d2d(yq, y, size_t(n * D) * sizeof(float));
-            be.act_quant(yq, n, D, D, 128, pow2_);
+            float* q = A.f(n * D);
+            d2d(q, y, size_t(n * D) * sizeof(float));
+            be.act_quant(q, n, D, D, 128, pow2_);
+            yq = q;
         }
         return yq;
     };
@@ -892,17 +913,18 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
 
     be.hc_pre(x, n, hc, D, bw.hc_attn_fn, bw.hc_attn_scale, bw.hc_attn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
               comb);
-    be.rmsnorm(y, n, D, bw.attn_norm, eps, y);
+    float* yq = quant_ ? layer_.f(n * D) : nullptr;
+    norm_q(y, n, D, bw.attn_norm, yq);
     mark("hc_pre+norm");
-    attention(bw, rows, y, f);
+    attention(bw, rows, y, yq, f);
     be.hc_post(f, x, post, comb, n, hc, D, x2);
     mark("hc_post");
 
     be.hc_pre(x2, n, hc, D, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
               comb);
-    be.rmsnorm(y, n, D, bw.ffn_norm, eps, y);
+    norm_q(y, n, D, bw.ffn_norm, yq);
     mark("hc_pre+norm");
-    moe(bw, rows, y, f);
+    moe(bw, rows, y, yq, f);
     be.hc_post(f, x2, post, comb, n, hc, D, x);
     mark("hc_post");
 }
