@@ -240,20 +240,89 @@ struct DevCache {
     }
 };
 
+// What appending tokens to one DevCache overwrites (CudaState::mark): the window ring slots of the
+// next positions, the entry counts, the compressors' streaming states.
+struct DevCacheMark {
+    DevVec ring;  // [min(n_future, W), head_dim], slots of positions pos, pos + 1, ...
+    int64_t ckv = 0, ikeys = 0;
+    DevVec comp_kv, comp_score, icomp_kv, icomp_score;
+};
+struct CudaMark {
+    std::vector<DevCacheMark> layers;
+    DevCacheMark mtp;
+};
+
 class CudaState final : public DeviceState {
 public:
+    int64_t window = 0, head_dim = 0;
     std::vector<DevCache> layers;
     DevCache mtp;
     std::unique_ptr<DeviceState> clone() const override {
         auto c = std::make_unique<CudaState>();
+        c->window = window;
+        c->head_dim = head_dim;
         for (const auto& l : layers) c->layers.push_back(l.clone());
         c->mtp = mtp.clone();
         return c;
+    }
+    std::shared_ptr<void> mark(int64_t pos, int64_t mtp_pos, int64_t n_future) const override {
+        auto m = std::make_shared<CudaMark>();
+        for (const auto& l : layers) m->layers.push_back(save(l, pos, n_future));
+        m->mtp = save(mtp, mtp_pos, n_future);
+        return m;
+    }
+    void rollback(const void* saved, int64_t pos, int64_t mtp_pos) override {
+        const auto& m = *static_cast<const CudaMark*>(saved);
+        for (size_t l = 0; l < layers.size(); ++l) restore(layers[l], m.layers[l], pos);
+        restore(mtp, m.mtp, mtp_pos);
     }
     size_t bytes() const override {
         size_t b = mtp.bytes();
         for (const auto& l : layers) b += l.bytes();
         return b;
+    }
+
+private:
+    // Ring slots of positions [pos, pos + k) as at most two runs of consecutive slots; f(slot, i, run).
+    template <class F>
+    void ring_runs(int64_t pos, int64_t k, F f) const {
+        for (int64_t i = 0; i < k;) {
+            const int64_t slot = (pos + i) % window, run = std::min(k - i, window - slot);
+            f(slot, i, run);
+            i += run;
+        }
+    }
+    DevCacheMark save(const DevCache& c, int64_t pos, int64_t n_future) const {
+        DevCacheMark m;
+        if (!c.window.size()) return m;  // no MTP block
+        const int64_t k = std::min(n_future, window), hd = head_dim;
+        m.ring.resize(k * hd);
+        ring_runs(pos, k, [&](int64_t slot, int64_t i, int64_t run) {
+            d2d(m.ring.data() + i * hd, c.window.data() + slot * hd, size_t(run * hd) * sizeof(float));
+        });
+        m.ckv = c.ckv.size();
+        m.ikeys = c.ikeys.size();
+        m.comp_kv = c.comp_kv.clone();
+        m.comp_score = c.comp_score.clone();
+        m.icomp_kv = c.icomp_kv.clone();
+        m.icomp_score = c.icomp_score.clone();
+        return m;
+    }
+    void restore(DevCache& c, const DevCacheMark& m, int64_t pos) {
+        if (!c.window.size()) return;
+        const int64_t hd = head_dim;
+        ring_runs(pos, m.ring.size() / hd, [&](int64_t slot, int64_t i, int64_t run) {
+            d2d(c.window.data() + slot * hd, m.ring.data() + i * hd, size_t(run * hd) * sizeof(float));
+        });
+        c.ckv.resize(m.ckv);
+        c.ikeys.resize(m.ikeys);
+        auto back = [](DevVec& dst, const DevVec& src) {
+            if (src.size()) d2d(dst.data(), src.data(), size_t(src.size()) * sizeof(float));
+        };
+        back(c.comp_kv, m.comp_kv);
+        back(c.comp_score, m.comp_score);
+        back(c.icomp_kv, m.icomp_kv);
+        back(c.icomp_score, m.icomp_score);
     }
 };
 
@@ -501,6 +570,8 @@ void CudaModel::init_cache(DevCache& lc, const DevBlock& b) {
 
 std::unique_ptr<DeviceState> CudaModel::new_state() {
     auto s = std::make_unique<CudaState>();
+    s->window = c_.window_size;
+    s->head_dim = c_.head_dim;
     s->layers.resize(layers_.size());
     for (size_t l = 0; l < layers_.size(); ++l) init_cache(s->layers[l], layers_[l]);
     if (!mtp_.empty()) init_cache(s->mtp, mtp_[0].block);
@@ -1115,6 +1186,10 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
+        if (it.final_hidden) {  // the MTP block's output residual (drafting further tokens)
+            it.final_hidden->resize(static_cast<size_t>(sq.count * hc * D));
+            d2h(it.final_hidden->data(), x + sq.begin * hc * D, it.final_hidden->size() * sizeof(float));
+        }
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
             reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});

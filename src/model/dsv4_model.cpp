@@ -260,11 +260,15 @@ void rollback_layer(SequenceState& s, const KvLayout::Cache& k, const SequenceMa
 
 SequenceMark SequenceState::mark(int64_t n_future) const {
     if (n_future < 0) throw Error("SequenceState::mark: n_future must be >= 0");
-    if (device.p) throw Error("SequenceState::mark: a sequence of a device forward cannot be rolled back yet");
     SequenceMark m;
     m.pos = pos_;
     m.mtp_pos = mtp_pos_;
     m.n_future = n_future;
+    if (device.p) {
+        m.device = device.p->mark(pos_, mtp_pos_, n_future);
+        if (!m.device) throw Error("SequenceState::mark: this device forward cannot roll sequences back");
+        return m;
+    }
     if (!layout) return m;
     for (size_t l = 0; l < layout->n_main; ++l) m.layers.push_back(mark_layer(*this, layout->caches[l], pos_, n_future));
     if (layout->caches.size() > layout->n_main) m.mtp = mark_layer(*this, layout->caches.back(), mtp_pos_, n_future);
@@ -274,10 +278,16 @@ SequenceMark SequenceState::mark(int64_t n_future) const {
 void SequenceState::rollback(const SequenceMark& m) {
     const size_t n_main = layout ? layout->n_main : 0;
     if (pos_ < m.pos || pos_ - m.pos > m.n_future || mtp_pos_ < m.mtp_pos || mtp_pos_ - m.mtp_pos > m.n_future ||
-        m.layers.size() != n_main)
+        m.layers.size() != n_main || bool(device.p) != bool(m.device))
         throw Error("SequenceState::rollback: " + std::to_string(pos_ - m.pos) + " tokens (MTP " +
                     std::to_string(mtp_pos_ - m.mtp_pos) + ") were appended since the mark, which covers " +
                     std::to_string(m.n_future));
+    if (device.p) {
+        device.p->rollback(m.device.get(), m.pos, m.mtp_pos);
+        pos_ = m.pos;
+        mtp_pos_ = m.mtp_pos;
+        return;
+    }
     // Compressed entries past the marked positions stay in their blocks, unreferenced: the entry
     // counts follow from the positions, and the next tokens overwrite them.
     for (size_t l = 0; l < n_main; ++l) rollback_layer(*this, layout->caches[l], m.layers[l], m.pos);
@@ -817,11 +827,7 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     const int64_t D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps);
     check_items(items);
-    if (dev_) {
-        for (const auto& it : items)
-            if (it.final_hidden) throw Error("forward_mtp: final_hidden is not available on a device forward");
-        return dev_->forward_mtp(items);
-    }
+    if (dev_) return dev_->forward_mtp(items);
     Rows rows;
     rows.mtp = true;
     std::vector<float> xin;

@@ -77,6 +77,10 @@ public:
     virtual ~DeviceState() = default;
     virtual std::unique_ptr<DeviceState> clone() const = 0;
     virtual size_t bytes() const = 0;
+    // What appending up to n_future tokens at main position pos (MTP position mtp_pos) overwrites,
+    // saved on the device, and its restoration (SequenceState::mark/rollback). Null: not supported.
+    virtual std::shared_ptr<void> mark(int64_t pos, int64_t mtp_pos, int64_t n_future) const { return nullptr; }
+    virtual void rollback(const void* saved, int64_t pos, int64_t mtp_pos) {}
 };
 
 // Owns a DeviceState; copying deep-copies it (SequenceState::clone copies the whole state).
@@ -104,6 +108,7 @@ struct SequenceMark {
     int64_t pos = 0, mtp_pos = 0, n_future = 0;
     std::vector<Layer> layers;
     Layer mtp;
+    std::shared_ptr<void> device;  // a device forward's saved state (DeviceState::mark)
 };
 
 // Every cache of one sequence: for the host forward, blocks of a KvStore addressed through two block

@@ -125,9 +125,6 @@ public:
 
     std::string draft_unavailable() const override {
         if (m_->config().n_mtp_layers < 1) return "the model has no MTP block (num_nextn_predict_layers is 0)";
-        if (device_ != "cpu")
-            return "speculative decoding runs on the CPU forward only: the " + device_ +
-                   " forward cannot roll a sequence back yet";
         return {};
     }
     void enable_drafts() override {

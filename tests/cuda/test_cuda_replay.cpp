@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <tuple>
 
 #include "cuda/cuda_model.h"
 #include "model/replay.h"
@@ -193,6 +194,74 @@ TEST(CudaReplay, BatchedDecodeMatchesAloneAndCpu) {
                             e_alone, e_cpu);
         }
         last = tok;
+    }
+}
+
+// Device rollback (speculative decoding): tokens appended after a mark (a chunk crossing ratio-4 and
+// ratio-128 block ends and the window ring's wrap, then single tokens) and rolled back leave the device
+// caches exactly as they were: the sequence continues bitwise like a clone that never advanced; the MTP
+// block's cache likewise.
+TEST(CudaReplay, RollbackRestoresTheDeviceState) {
+    Dsv4Model& m = model();
+    const int64_t V = m.config().vocab_size;
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 124; ++i) prompt.push_back(int32_t((i * 29 + 3) % V));
+    auto a = m.new_sequence();
+    std::vector<float> hid, la, lb;
+    ForwardItem it;
+    it.state = a.get();
+    it.tokens = prompt;
+    it.all_logits = true;
+    it.final_hidden = &hid;
+    m.forward(std::span<ForwardItem>(&it, 1));
+    MtpItem mi;  // the MTP block consumes positions [0, 123): hidden of 0..122, tokens 1..123
+    mi.state = a.get();
+    mi.hidden = hid.data();
+    mi.tokens = std::span<const int32_t>(prompt.data() + 1, prompt.size() - 1);
+    m.forward_mtp(std::span<MtpItem>(&mi, 1));
+    auto b = a->clone();
+    const SequenceMark mark = a->mark(8);
+    const std::vector<int32_t> chunk = {5, 9, 11, 17, 23, 31};  // positions 124..129: ends 127, 128
+    it = ForwardItem{};
+    it.state = a.get();
+    it.tokens = chunk;
+    it.final_hidden = &hid;
+    m.forward(std::span<ForwardItem>(&it, 1));
+    mi.state = a.get();
+    mi.hidden = hid.data();  // MTP positions 123..128
+    mi.tokens = chunk;
+    m.forward_mtp(std::span<MtpItem>(&mi, 1));
+    const int32_t one = 41;
+    it = ForwardItem{};
+    it.state = a.get();
+    it.tokens = std::span<const int32_t>(&one, 1);
+    m.forward(std::span<ForwardItem>(&it, 1));
+    EXPECT_EQ(a->position(), 131);
+    a->rollback(mark);
+    ASSERT_EQ(a->position(), b->position());
+    ASSERT_EQ(a->mtp_position(), b->mtp_position());
+    for (int step = 0; step < 8; ++step) {  // the same continuation on both: bitwise the same logits
+        const int32_t t[2] = {int32_t((step * 53 + 7) % V), int32_t((step * 19 + 2) % V)};
+        const std::span<const int32_t> toks(t, step == 0 ? 2 : 1);
+        std::vector<float> ha, hb, ma, mb;
+        for (auto [st, l, h] : {std::tuple{a.get(), &la, &ha}, std::tuple{b.get(), &lb, &hb}}) {
+            ForwardItem f;
+            f.state = st;
+            f.tokens = toks;
+            f.logits_out = l;
+            f.final_hidden = h;
+            m.forward(std::span<ForwardItem>(&f, 1));
+        }
+        ASSERT_EQ(la, lb) << "step " << step;
+        for (auto [st, h, l] : {std::tuple{a.get(), &ha, &ma}, std::tuple{b.get(), &hb, &mb}}) {
+            MtpItem q;
+            q.state = st;
+            q.hidden = h->data();
+            q.tokens = toks;
+            q.logits_out = l;
+            m.forward_mtp(std::span<MtpItem>(&q, 1));
+        }
+        ASSERT_EQ(ma, mb) << "MTP, step " << step;
     }
 }
 

@@ -1,6 +1,6 @@
 // The serving runtime on the GPU forward (label cuda): `serve --device cuda` runs the scheduler over
-// make_dsv4_runner(dir, "cuda"); batched greedy requests complete with the tokens they asked for, and
-// speculative decoding is refused at start (device states cannot be rolled back yet).
+// make_dsv4_runner(dir, "cuda"); batched greedy requests complete with the tokens they asked for, also
+// with speculative decoding (device states are rolled back on the GPU).
 #include <gtest/gtest.h>
 
 #include "dsinfer/engine.h"
@@ -51,16 +51,43 @@ TEST(CudaServing, BatchedGreedyRequestsRunOnTheGpu) {
     EXPECT_EQ(sched.pool().used(), 0);
 }
 
-TEST(CudaServing, SpeculativeRefusedOnTheGpu) {
+// Speculative decoding on the GPU forward (device rollback): requests complete with the tokens they
+// asked for, drafts are proposed, and the pool ends empty.
+TEST(CudaServing, SpeculativeRunsOnTheGpu) {
     auto runner = make_dsv4_runner(kModel, "cuda");
-    EXPECT_NE(runner->draft_unavailable().find("cannot roll a sequence back"), std::string::npos);
+    EXPECT_EQ(runner->draft_unavailable(), "");
     EngineOptions o;
     o.kv_cache_gb = 0.25;
+    o.max_batch_tokens = 48;
     o.speculative = 2;
-    try {
-        Scheduler s(*runner, o);
-        FAIL() << "speculative decoding accepted on the GPU forward";
-    } catch (const std::invalid_argument& e) {
-        EXPECT_NE(std::string(e.what()).find("speculative decoding is not available"), std::string::npos) << e.what();
+    Scheduler sched(*runner, o);
+    std::vector<std::shared_ptr<OutputChannel>> ch;
+    for (int i = 0; i < 3; ++i) {
+        auto s = std::make_unique<Sequence>();
+        s->id = s->arrival = (uint64_t)i + 1;
+        for (int t = 0; t < 20 + 9 * i; ++t) s->tokens.push_back(2 + (t * 37 + i * 101) % 1000);
+        s->params.temperature = 0;
+        s->params.max_tokens = 9;
+        s->params.ignore_eos = true;
+        ASSERT_TRUE(sched.validate({s->tokens, s->params}).ok());
+        s->out = std::make_shared<OutputChannel>(s->id, nullptr);
+        ch.push_back(s->out);
+        sched.add(std::move(s));
     }
+    for (int n = 0; sched.has_work(); ++n) {
+        ASSERT_LT(n, 10000);
+        sched.step();
+    }
+    for (auto& c : ch) {
+        TokenEvent ev;
+        int tokens = 0;
+        FinishReason fin = FinishReason::none;
+        while (c->next_for(ev, 0) == 1) {
+            tokens += ev.has_token;
+            if (ev.finish != FinishReason::none) fin = ev.finish;
+        }
+        EXPECT_EQ(tokens, 9);
+        EXPECT_EQ(fin, FinishReason::length);
+    }
+    EXPECT_EQ(sched.pool().used(), 0);
 }

@@ -92,15 +92,12 @@ test('--speculative is refused for a model without an MTP block', async () => {
   assert.match(r.out, /--speculative: .*no draft/);
 });
 
-test('--device cuda: refused clearly by a CPU-only build; --speculative with it refused by a CUDA build', async () => {
+test('--device cuda: refused clearly by a CPU-only build', async () => {
   const r = await refusal(['--model', MODEL_DIR, '--device', 'cuda']);
   if (r.code !== 0) {
     assert.match(r.out, /--device cuda: this dsinfer was built without the CUDA backend/);
   } else {
     assert.match(r.out, /listening on/);  // a CUDA build on a GPU machine
-    const s = await refusal(['--model', MODEL_DIR, '--device', 'cuda', '--speculative', '2']);
-    assert.notEqual(s.code, 0);
-    assert.match(s.out, /--speculative: .*cuda forward cannot roll a sequence back/);
   }
   const bad = await refusal(['--model', MODEL_DIR, '--device', 'tpu']);
   assert.notEqual(bad.code, 0);
