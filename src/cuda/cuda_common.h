@@ -1,6 +1,7 @@
 // Internal helpers of the CUDA backend (included by .cu files only).
 #pragma once
 
+#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -82,6 +83,17 @@ bool gemv_grouped_ok(const ops::Weight& like);
 
 // Drops the float32 copy of a weight's scales that the tensor-core path caches (keyed by pointer).
 void forget_weight_scales(const void* scale);
+
+// cuBLASLt, shared by linear's FP8 path and the BF16 path (linear.cu): one matmul D = op(A)·op(B)
+// (alpha 1, beta 0, C = D) with the best heuristic algorithm for its descriptors, cached under `key`
+// (kind: 0 block-scaled FP8, 1 BF16; m, n, k, ld of D), workspace from the scratch. Returns false,
+// running nothing, when cuBLASLt has no algorithm.
+struct LtKey {
+    int kind;
+    int64_t m, n, k, ld;
+};
+bool lt_matmul_cached(const LtKey& key, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                      cublasLtMatrixLayout_t d, const void* pa, const void* pb, void* pd);
 
 // BF16 tensor-core linear with float32 accuracy (gemm_bf16.cu). bf16_linear returns false, doing
 // nothing, when the weight cannot be expanded to bf16 exactly or cuBLASLt has no algorithm.

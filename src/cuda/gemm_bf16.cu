@@ -119,21 +119,12 @@ __global__ void scales_pow2_kernel(const float* s, int64_t n, int* flag) {
         if (st_ != CUBLAS_STATUS_SUCCESS) fail(std::string("cuBLASLt (bf16): ") + #x + " -> " + std::to_string(int(st_))); \
     } while (0)
 
-constexpr size_t kWorkspace = 32u << 20;
-
 struct State {
-    cublasLtHandle_t handle = nullptr;
     std::mutex mu;
     std::map<const void*, bool> pow2;  // F32 scale pointer → all powers of two
-    struct Algo {
-        bool ok = false;
-        cublasLtMatmulAlgo_t algo{};
-    };
-    std::map<std::tuple<int64_t, int64_t, int64_t>, Algo> algos;  // (3m, nn, k)
 };
 State& state() {
     static State s;
-    if (!s.handle && cublasLtCreate(&s.handle) != CUBLAS_STATUS_SUCCESS) fail("cublasLtCreate failed");
     return s;
 }
 
@@ -168,7 +159,6 @@ struct Descs {
 
 // D[m3, nn] (row-major) = X[m3, k]·Wᵀ, W [nn, k] bf16 row-major. False when cuBLASLt has no algorithm.
 bool matmul(const uint16_t* wb, const __nv_bfloat16* xb, int64_t nn, int64_t m3, int64_t k, float* d) {
-    State& s = state();
     Descs ds;
     LT_CHECK(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
@@ -177,37 +167,7 @@ bool matmul(const uint16_t* wb, const __nv_bfloat16* xb, int64_t nn, int64_t m3,
     LT_CHECK(cublasLtMatrixLayoutCreate(&ds.a, CUDA_R_16BF, uint64_t(k), uint64_t(nn), k));
     LT_CHECK(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_16BF, uint64_t(k), uint64_t(m3), k));
     LT_CHECK(cublasLtMatrixLayoutCreate(&ds.d, CUDA_R_32F, uint64_t(nn), uint64_t(m3), nn));
-    State::Algo* algo;
-    {
-        std::lock_guard<std::mutex> lock(s.mu);
-        auto key = std::make_tuple(m3, nn, k);
-        auto it = s.algos.find(key);
-        if (it == s.algos.end()) {
-            State::Algo a;
-            cublasLtMatmulPreference_t pref = nullptr;
-            LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-            const size_t ws = kWorkspace;
-            LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                          sizeof(ws)));
-            cublasLtMatmulHeuristicResult_t res[1];
-            int count = 0;
-            const cublasStatus_t st =
-                cublasLtMatmulAlgoGetHeuristic(s.handle, ds.op, ds.a, ds.b, ds.d, ds.d, pref, 1, res, &count);
-            cublasLtMatmulPreferenceDestroy(pref);
-            if (st == CUBLAS_STATUS_SUCCESS && count > 0) {
-                a.ok = true;
-                a.algo = res[0].algo;
-            }
-            it = s.algos.emplace(key, a).first;
-        }
-        algo = &it->second;
-    }
-    if (!algo->ok) return false;
-    const float alpha = 1.f, beta = 0.f;
-    void* work = scratch(kScratchLtWork, kWorkspace);
-    LT_CHECK(cublasLtMatmul(s.handle, ds.op, &alpha, wb, ds.a, xb, ds.b, &beta, d, ds.d, d, ds.d, &algo->algo, work,
-                            kWorkspace, cur_stream()));
-    return true;
+    return lt_matmul_cached(LtKey{1, m3, nn, k, nn}, ds.op, ds.a, ds.b, ds.d, wb, xb, d);
 }
 
 }  // namespace

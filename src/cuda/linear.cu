@@ -597,13 +597,12 @@ struct Lt {
     std::mutex mu;
     // Converted F32 weight scales, keyed by (scale pointer, n, k).
     std::map<std::tuple<const void*, int64_t, int64_t>, float*> scales;
-    // Algorithm per (m, n, k, ldy); nullopt when cuBLASLt has none.
+    // Best heuristic algorithm per LtKey; ok = false when cuBLASLt has none.
     struct Algo {
         bool ok = false;
         cublasLtMatmulAlgo_t algo{};
     };
-    std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Algo> algos;
-    bool warned = false;
+    std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t>, Algo> algos;
 };
 Lt& lt() {
     static Lt l;
@@ -612,6 +611,46 @@ Lt& lt() {
 }
 
 constexpr size_t kLtWorkspace = 32u << 20;
+
+}  // namespace
+
+bool lt_matmul_cached(const LtKey& key, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                      cublasLtMatrixLayout_t d, const void* pa, const void* pb, void* pd) {
+    Lt& l = lt();
+    Lt::Algo* algo;
+    {
+        std::lock_guard<std::mutex> lock(l.mu);
+        const auto k = std::make_tuple(key.kind, key.m, key.n, key.k, key.ld);
+        auto it = l.algos.find(k);
+        if (it == l.algos.end()) {
+            Lt::Algo found;
+            cublasLtMatmulPreference_t pref = nullptr;
+            if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) fail("cublasLtMatmulPreferenceCreate");
+            const size_t ws = kLtWorkspace;
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+            cublasLtMatmulHeuristicResult_t res[1];
+            int count = 0;
+            const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(l.handle, op, a, b, d, d, pref, 1, res, &count);
+            cublasLtMatmulPreferenceDestroy(pref);
+            if (st == CUBLAS_STATUS_SUCCESS && count > 0) {
+                found.ok = true;
+                found.algo = res[0].algo;
+            }
+            it = l.algos.emplace(k, found).first;
+        }
+        algo = &it->second;
+    }
+    if (!algo->ok) return false;
+    const float alpha = 1.f, beta = 0.f;
+    void* work = scratch(kScratchLtWork, kLtWorkspace);
+    const cublasStatus_t st =
+        cublasLtMatmul(l.handle, op, &alpha, pa, a, pb, b, &beta, pd, d, pd, d, &algo->algo, work, kLtWorkspace,
+                       cur_stream());
+    if (st != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt: cublasLtMatmul -> " + std::to_string(int(st)));
+    return true;
+}
+
+namespace {
 
 #define LT_CHECK(x)                                                                                  \
     do {                                                                                             \
@@ -634,7 +673,6 @@ struct LtDescs {
 // X e4m3 [mpad, k] (scales [k/128, mpad]). Returns false when cuBLASLt has no algorithm.
 bool lt_matmul(const uint8_t* wq, const float* wscale, const uint8_t* xq, const float* xscale, int64_t nn,
                int64_t mpad, int64_t k, float* d, int64_t ldd) {
-    Lt& l = lt();
     LtDescs ds;
     LT_CHECK(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
@@ -650,42 +688,13 @@ bool lt_matmul(const uint8_t* wq, const float* wscale, const uint8_t* xq, const 
     LT_CHECK(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(mpad), k));
     LT_CHECK(cublasLtMatrixLayoutCreate(&ds.d, CUDA_R_32F, uint64_t(nn), uint64_t(mpad), ldd));
 
-    Lt::Algo* algo;
-    {
-        std::lock_guard<std::mutex> lock(l.mu);
-        auto key = std::make_tuple(mpad, nn, k, ldd);
-        auto it = l.algos.find(key);
-        if (it == l.algos.end()) {
-            Lt::Algo a;
-            cublasLtMatmulPreference_t pref = nullptr;
-            LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-            const size_t ws = kLtWorkspace;
-            LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                          sizeof(ws)));
-            cublasLtMatmulHeuristicResult_t res[1];
-            int count = 0;
-            const cublasStatus_t st =
-                cublasLtMatmulAlgoGetHeuristic(l.handle, ds.op, ds.a, ds.b, ds.d, ds.d, pref, 1, res, &count);
-            cublasLtMatmulPreferenceDestroy(pref);
-            if (st == CUBLAS_STATUS_SUCCESS && count > 0) {
-                a.ok = true;
-                a.algo = res[0].algo;
-            } else if (!l.warned) {
-                l.warned = true;
-                std::fprintf(stderr, "cuda: cuBLASLt has no block-scaled FP8 algorithm (status %d) for m=%lld n=%lld "
-                                     "k=%lld; using the float32 tiled GEMM\n",
-                             int(st), (long long)mpad, (long long)nn, (long long)k);
-            }
-            it = l.algos.emplace(key, a).first;
-        }
-        algo = &it->second;
-    }
-    if (!algo->ok) return false;
-    const float alpha = 1.f, beta = 0.f;
-    void* work = scratch(kScratchLtWork, kLtWorkspace);
-    LT_CHECK(cublasLtMatmul(l.handle, ds.op, &alpha, wq, ds.a, xq, ds.b, &beta, d, ds.d, d, ds.d, &algo->algo, work,
-                            kLtWorkspace, cur_stream()));
-    return true;
+    if (lt_matmul_cached(LtKey{0, mpad, nn, k, ldd}, ds.op, ds.a, ds.b, ds.d, wq, xq, d)) return true;
+    static std::atomic<bool> warned{false};
+    if (!warned.exchange(true))
+        std::fprintf(stderr, "cuda: cuBLASLt has no block-scaled FP8 algorithm for m=%lld n=%lld k=%lld; using the "
+                             "float32 tiled GEMM\n",
+                     (long long)mpad, (long long)nn, (long long)k);
+    return false;
 }
 
 const float* cached_scale_f32(const Weight& w) {

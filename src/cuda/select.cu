@@ -227,6 +227,19 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* l
     }
 }
 
+void index_scores_launch(const float* q, const float* w, const int32_t* qrow, int64_t t, int64_t h, int64_t dh,
+                         const float* keys, const float* const* keys_rows, int64_t n, const int32_t* valid,
+                         float* scores) {
+    if (t <= 0 || n <= 0) return;
+    const size_t smem = size_t(h * (dh + 1) + kIdxKeys * dh + kIdxKeys * h) * 4;
+    if (smem > 48 * 1024)
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(index_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                int(smem)));
+    dim3 grid(unsigned(t), unsigned(ceil_div(n, kIdxKeys)));
+    index_scores_kernel<<<grid, 256, smem, cur_stream()>>>(q, w, h, dh, keys, n, valid, scores, keys_rows, qrow);
+    DSINFER_CUDA_LAUNCH();
+}
+
 }  // namespace
 
 void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap, float* z) {
@@ -234,28 +247,14 @@ void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d
     DSINFER_CUDA_LAUNCH();
 }
 
-void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys, int64_t n,
-                  const int32_t* valid, float* scores) {
-    if (t <= 0 || n <= 0) return;
-    const size_t smem = size_t(h * (dh + 1) + kIdxKeys * dh + kIdxKeys * h) * 4;
-    if (smem > 48 * 1024)
-        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(index_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                int(smem)));
-    dim3 grid(unsigned(t), unsigned(ceil_div(n, kIdxKeys)));
-    index_scores_kernel<<<grid, 256, smem, cur_stream()>>>(q, w, h, dh, keys, n, valid, scores, nullptr, nullptr);
-    DSINFER_CUDA_LAUNCH();
-}
-
 void index_scores_rows(const float* q, const float* w, const int32_t* qrow, int64_t t, int64_t h, int64_t dh,
                        const float* const* keys_rows, int64_t n, const int32_t* valid, float* scores) {
-    if (t <= 0 || n <= 0) return;
-    const size_t smem = size_t(h * (dh + 1) + kIdxKeys * dh + kIdxKeys * h) * 4;
-    if (smem > 48 * 1024)
-        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(index_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                int(smem)));
-    dim3 grid(unsigned(t), unsigned(ceil_div(n, kIdxKeys)));
-    index_scores_kernel<<<grid, 256, smem, cur_stream()>>>(q, w, h, dh, nullptr, n, valid, scores, keys_rows, qrow);
-    DSINFER_CUDA_LAUNCH();
+    index_scores_launch(q, w, qrow, t, h, dh, nullptr, keys_rows, n, valid, scores);
+}
+
+void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys, int64_t n,
+                  const int32_t* valid, float* scores) {
+    index_scores_launch(q, w, nullptr, t, h, dh, keys, nullptr, n, valid, scores);
 }
 
 void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx) {

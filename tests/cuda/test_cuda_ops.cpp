@@ -200,6 +200,42 @@ void check_linear(WeightFormat fmt, int64_t m, int64_t n, int64_t k, bool quant_
     EXPECT_REL(g2, r2, bar);
 }
 
+// Routed experts for the MoE tests: ne experts (w1, w3 [inter, d], w2 [d, inter]) on the host and the
+// device, act_quant'ed inputs x [t, d], and k distinct expert ids per token with weights.
+struct MoeData {
+    std::vector<HostWeight> hw;
+    std::vector<cuda::ExpertWeights> dev;
+    std::vector<float> x;
+    std::vector<int32_t> ids;
+    std::vector<float> w;
+};
+
+MoeData make_moe_data(int64_t t, int64_t d, int64_t inter, int64_t ne, int64_t k, WeightFormat fmt) {
+    MoeData m;
+    for (int64_t e = 0; e < ne; ++e) {
+        m.hw.push_back(make_weight(fmt, inter, d));
+        m.hw.push_back(make_weight(fmt, inter, d));
+        m.hw.push_back(make_weight(fmt, d, inter));
+    }
+    for (int64_t e = 0; e < ne; ++e)
+        m.dev.push_back({cuda::upload_weight(m.hw[size_t(3 * e)].w), cuda::upload_weight(m.hw[size_t(3 * e + 1)].w),
+                         cuda::upload_weight(m.hw[size_t(3 * e + 2)].w)});
+    m.x = randn(size_t(t * d));
+    cpu::act_quant(m.x.data(), t, d, d, 128, true);
+    m.ids.resize(size_t(t * k));
+    m.w.resize(size_t(t * k));
+    for (int64_t i = 0; i < t; ++i) {
+        std::vector<int32_t> all(static_cast<size_t>(ne));
+        for (int64_t e = 0; e < ne; ++e) all[size_t(e)] = int32_t(e);
+        std::shuffle(all.begin(), all.end(), rng());
+        for (int64_t j = 0; j < k; ++j) {
+            m.ids[size_t(i * k + j)] = all[size_t(j)];
+            m.w[size_t(i * k + j)] = 0.1f + 0.2f * float(j);
+        }
+    }
+    return m;
+}
+
 }  // namespace
 
 // Sets the BF16 tensor-core switch (and its row threshold) for one scope.
@@ -543,29 +579,8 @@ TEST_F(CudaOps, MoeExperts) {
         // is likely (measured 5e-5), so that case checks the grouped path's float32 math with h
         // unquantized. The decode cases keep the quantization.
         const bool quant_h = t != 96;
-        std::vector<HostWeight> hw;
-        std::vector<cuda::ExpertWeights> dev;
-        for (int64_t e = 0; e < ne; ++e) {
-            hw.push_back(make_weight(fmt, inter, d));
-            hw.push_back(make_weight(fmt, inter, d));
-            hw.push_back(make_weight(fmt, d, inter));
-        }
-        for (int64_t e = 0; e < ne; ++e)
-            dev.push_back({cuda::upload_weight(hw[size_t(3 * e)].w), cuda::upload_weight(hw[size_t(3 * e + 1)].w),
-                           cuda::upload_weight(hw[size_t(3 * e + 2)].w)});
-        auto x = randn(size_t(t * d));
-        cpu::act_quant(x.data(), t, d, d, 128, true);
-        std::vector<int32_t> ids(size_t(t * k));
-        std::vector<float> w(size_t(t * k));
-        for (int64_t i = 0; i < t; ++i) {
-            std::vector<int32_t> all(static_cast<size_t>(ne));
-            for (int64_t e = 0; e < ne; ++e) all[size_t(e)] = int32_t(e);
-            std::shuffle(all.begin(), all.end(), rng());
-            for (int64_t j = 0; j < k; ++j) {
-                ids[size_t(i * k + j)] = all[size_t(j)];
-                w[size_t(i * k + j)] = 0.1f + 0.2f * float(j);
-            }
-        }
+        MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
+        auto& [hw, dev, x, ids, w] = md;
         // CPU: experts in ascending id, each on its rows; out += expert output.
         std::vector<float> ref(size_t(t * d), 0.f);
         for (int64_t e = 0; e < ne; ++e)
@@ -789,34 +804,9 @@ TEST_F(CudaOps, MoeGroupedRowsPerWarpBitwise) {
              {2, 4096, 2048, 8, 6, WeightFormat::FP8},    // Flash-Base experts
              {1, 256, 96, 8, 2, WeightFormat::FP8}}) {    // rows not a multiple of 64; split k
         SCOPED_TRACE(testing::Message() << "t " << t << " d " << d << " inter " << inter);
-        // The FP8 quantization of h turns float32 summation-order differences into whole e4m3 steps for
-        // elements that sit on a rounding boundary; over the 1.2M elements of h at t = 96 one such step
-        // is likely (measured 5e-5), so that case checks the grouped path's float32 math with h
-        // unquantized. The decode cases keep the quantization.
-        const bool quant_h = t != 96;
-        std::vector<HostWeight> hw;
-        std::vector<cuda::ExpertWeights> dev;
-        for (int64_t e = 0; e < ne; ++e) {
-            hw.push_back(make_weight(fmt, inter, d));
-            hw.push_back(make_weight(fmt, inter, d));
-            hw.push_back(make_weight(fmt, d, inter));
-        }
-        for (int64_t e = 0; e < ne; ++e)
-            dev.push_back({cuda::upload_weight(hw[size_t(3 * e)].w), cuda::upload_weight(hw[size_t(3 * e + 1)].w),
-                           cuda::upload_weight(hw[size_t(3 * e + 2)].w)});
-        auto x = randn(size_t(t * d));
-        cpu::act_quant(x.data(), t, d, d, 128, true);
-        std::vector<int32_t> ids(size_t(t * k));
-        std::vector<float> w(size_t(t * k));
-        for (int64_t i = 0; i < t; ++i) {
-            std::vector<int32_t> all(static_cast<size_t>(ne));
-            for (int64_t e = 0; e < ne; ++e) all[size_t(e)] = int32_t(e);
-            std::shuffle(all.begin(), all.end(), rng());
-            for (int64_t j = 0; j < k; ++j) {
-                ids[size_t(i * k + j)] = all[size_t(j)];
-                w[size_t(i * k + j)] = 0.1f + 0.2f * float(j);
-            }
-        }
+        const bool quant_h = true;
+        MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
+        auto& [hw, dev, x, ids, w] = md;
         {
             cuda::ExpertTable table(dev);
             Dev dx(x), di(ids), dw(w);

@@ -12,29 +12,28 @@ using namespace dsinfer::runtime;
 
 namespace {
 const std::string kModel = DSINFER_TEST_DATA "/dsv4-tiny-flash";
-}
 
-TEST(CudaServing, BatchedGreedyRequestsRunOnTheGpu) {
+// Runs n greedy requests of growing prompt length through a scheduler over the GPU runner; each must
+// finish by length with exactly max_tokens tokens, and the pool must end empty.
+void run_requests(EngineOptions o, int n, int prompt0, int prompt_step, int max_tokens) {
     auto runner = make_dsv4_runner(kModel, "cuda");
-    EngineOptions o;
-    o.kv_cache_gb = 0.25;
-    o.max_batch_tokens = 48;
+    if (o.speculative) EXPECT_EQ(runner->draft_unavailable(), "");
     Scheduler sched(*runner, o);
     std::vector<std::shared_ptr<OutputChannel>> ch;
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < n; ++i) {
         auto s = std::make_unique<Sequence>();
         s->id = s->arrival = (uint64_t)i + 1;
-        for (int t = 0; t < 30 + 11 * i; ++t) s->tokens.push_back(2 + (t * 37 + i * 101) % 1000);
+        for (int t = 0; t < prompt0 + prompt_step * i; ++t) s->tokens.push_back(2 + (t * 37 + i * 101) % 1000);
         s->params.temperature = 0;
-        s->params.max_tokens = 6;
+        s->params.max_tokens = max_tokens;
         s->params.ignore_eos = true;
         ASSERT_TRUE(sched.validate({s->tokens, s->params}).ok());
         s->out = std::make_shared<OutputChannel>(s->id, nullptr);
         ch.push_back(s->out);
         sched.add(std::move(s));
     }
-    for (int n = 0; sched.has_work(); ++n) {
-        ASSERT_LT(n, 10000);
+    for (int steps = 0; sched.has_work(); ++steps) {
+        ASSERT_LT(steps, 10000);
         sched.step();
     }
     for (auto& c : ch) {
@@ -45,49 +44,27 @@ TEST(CudaServing, BatchedGreedyRequestsRunOnTheGpu) {
             tokens += ev.has_token;
             if (ev.finish != FinishReason::none) fin = ev.finish;
         }
-        EXPECT_EQ(tokens, 6);
+        EXPECT_EQ(tokens, max_tokens);
         EXPECT_EQ(fin, FinishReason::length);
     }
     EXPECT_EQ(sched.pool().used(), 0);
 }
 
+}  // namespace
+
+TEST(CudaServing, BatchedGreedyRequestsRunOnTheGpu) {
+    EngineOptions o;
+    o.kv_cache_gb = 0.25;
+    o.max_batch_tokens = 48;
+    run_requests(o, 4, 30, 11, 6);
+}
+
 // Speculative decoding on the GPU forward (device rollback): requests complete with the tokens they
-// asked for, drafts are proposed, and the pool ends empty.
+// asked for, and the pool ends empty.
 TEST(CudaServing, SpeculativeRunsOnTheGpu) {
-    auto runner = make_dsv4_runner(kModel, "cuda");
-    EXPECT_EQ(runner->draft_unavailable(), "");
     EngineOptions o;
     o.kv_cache_gb = 0.25;
     o.max_batch_tokens = 48;
     o.speculative = 2;
-    Scheduler sched(*runner, o);
-    std::vector<std::shared_ptr<OutputChannel>> ch;
-    for (int i = 0; i < 3; ++i) {
-        auto s = std::make_unique<Sequence>();
-        s->id = s->arrival = (uint64_t)i + 1;
-        for (int t = 0; t < 20 + 9 * i; ++t) s->tokens.push_back(2 + (t * 37 + i * 101) % 1000);
-        s->params.temperature = 0;
-        s->params.max_tokens = 9;
-        s->params.ignore_eos = true;
-        ASSERT_TRUE(sched.validate({s->tokens, s->params}).ok());
-        s->out = std::make_shared<OutputChannel>(s->id, nullptr);
-        ch.push_back(s->out);
-        sched.add(std::move(s));
-    }
-    for (int n = 0; sched.has_work(); ++n) {
-        ASSERT_LT(n, 10000);
-        sched.step();
-    }
-    for (auto& c : ch) {
-        TokenEvent ev;
-        int tokens = 0;
-        FinishReason fin = FinishReason::none;
-        while (c->next_for(ev, 0) == 1) {
-            tokens += ev.has_token;
-            if (ev.finish != FinishReason::none) fin = ev.finish;
-        }
-        EXPECT_EQ(tokens, 9);
-        EXPECT_EQ(fin, FinishReason::length);
-    }
-    EXPECT_EQ(sched.pool().used(), 0);
+    run_requests(o, 3, 20, 9, 9);
 }
