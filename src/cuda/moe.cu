@@ -1,9 +1,8 @@
 // Routed experts of one MoE layer (§10.2) with routing, permute and combine.
 //
-// Decode (up to kGroupedMaxPairs token·slot pairs): the pairs sorted by expert on the device (from two
-// tokens on), one grouped GEMV launch computes gate and up for every pair, each block reading its
-// expert's FP4/FP8 rows in place; SwiGLU + routing weight + FP8 quantization; a second grouped GEMV for
-// w2; then a combine kernel sums the k slots of each token in ascending expert id.
+// Decode (few token·slot pairs): one grouped GEMV launch computes gate and up for every pair, each
+// block reading its expert's FP4/FP8 rows in place; SwiGLU + routing weight + FP8 quantization; a
+// second grouped GEMV for w2; then a combine kernel sums the k slots of each token in slot order.
 // No host synchronization, so a decode step can be captured in a CUDA graph.
 // Prefill (many pairs): ids are copied to the host, pairs are sorted by expert, inputs gathered,
 // and each expert runs linear() on its rows (FP8 tensor cores through cuBLASLt once it has more
@@ -28,15 +27,13 @@ struct ExpertPtrs {
 // rows each and the sorted path's per-expert GEMMs win.
 constexpr int64_t kGroupedMaxPairs = 2048;
 
-// Job p computes pair order[p] (identity when order is null) into row p of gu, h and y.
-__global__ void build_jobs_kernel(const ExpertPtrs* ex, const int32_t* ids, const int32_t* order, int64_t pairs,
-                                  int64_t k, const float* x, int64_t d, int64_t inter, float* gu, const float* h,
-                                  float* y, GemvJob* jobs_up, GemvJob* jobs_down) {
+__global__ void build_jobs_kernel(const ExpertPtrs* ex, const int32_t* ids, int64_t pairs, int64_t k, const float* x,
+                                  int64_t d, int64_t inter, float* gu, const float* h, float* y, GemvJob* jobs_up,
+                                  GemvJob* jobs_down) {
     const int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (p >= pairs) return;
-    const int64_t src = order ? order[p] : p;
-    const ExpertPtrs e = ex[ids[src]];
-    const float* xr = x + (src / k) * d;
+    const ExpertPtrs e = ex[ids[p]];
+    const float* xr = x + (p / k) * d;
     jobs_up[p] = GemvJob{xr, e.w1, e.s1, gu + p * 2 * inter};
     jobs_up[pairs + p] = GemvJob{xr, e.w3, e.s3, gu + p * 2 * inter + inter};
     jobs_down[p] = GemvJob{h + p * inter, e.w2, e.s2, y + p * d};
@@ -63,39 +60,6 @@ __global__ void combine_kernel(const float* y, const int32_t* ids, const int32_t
         s += y[p * d + c];
     }
     out[i] = s;
-}
-
-// Pairs in ascending expert id, stable (one block): order[q] = the pair at sorted position q, inv its
-// inverse, ws the routing weights in sorted order. Ids outside [0, ne) sort last (moe_route never
-// produces them). The grouped GEMVs then run the pairs of one expert next to each other, so an
-// expert's weights come from HBM about once per step and from L2 for its other rows.
-constexpr int kSortThreads = 1024;
-constexpr int64_t kSortMaxExperts = 1024;
-__global__ void __launch_bounds__(kSortThreads) sort_pairs_kernel(const int32_t* ids, const float* w, int64_t pairs,
-                                                                  int64_t ne, int32_t* order, int32_t* inv, float* ws) {
-    __shared__ int32_t start[kSortMaxExperts + 1];
-    for (int64_t e = threadIdx.x; e <= ne; e += blockDim.x) start[e] = 0;
-    __syncthreads();
-    for (int64_t p = threadIdx.x; p < pairs; p += blockDim.x) {
-        const int32_t e = ids[p];
-        atomicAdd(&start[(e >= 0 && e < ne) ? e : ne], 1);
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int32_t acc = 0;
-        for (int64_t e = 0; e <= ne; ++e) {
-            const int32_t c = start[e];
-            start[e] = acc;
-            acc += c;
-        }
-        for (int64_t p = 0; p < pairs; ++p) {
-            const int32_t e = ids[p];
-            const int32_t q = start[(e >= 0 && e < ne) ? e : ne]++;
-            order[q] = int32_t(p);
-            inv[p] = q;
-            ws[q] = w[p];
-        }
-    }
 }
 
 __global__ void gather_kernel(const float* x, const float* w, const int32_t* order, int64_t pairs, int64_t k,
@@ -138,27 +102,16 @@ void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t 
     float* y = static_cast<float*>(scratch(kScratchMoeY, size_t(pairs * d) * 4));
 
     if (pairs <= kGroupedMaxPairs && gemv_grouped_ok(w1) && gemv_grouped_ok(w2) && d % 4 == 0 && inter % 4 == 0) {
-        const size_t job_bytes = size_t(3 * pairs) * sizeof(GemvJob);
-        char* base = static_cast<char*>(scratch(kScratchMoeIdx, job_bytes + size_t(3 * pairs) * 4));
-        GemvJob* jobs = reinterpret_cast<GemvJob*>(base);
-        // From a few tokens on, several pairs share an expert: run them in expert order (on the device).
-        const bool sort = t > 1 && experts.size() <= kSortMaxExperts;
-        int32_t* order = sort ? reinterpret_cast<int32_t*>(base + job_bytes) : nullptr;
-        int32_t* inv = sort ? order + pairs : nullptr;
-        float* ws = sort ? reinterpret_cast<float*>(inv + pairs) : nullptr;
-        if (sort) {
-            sort_pairs_kernel<<<1, kSortThreads, 0, st>>>(ids, w, pairs, experts.size(), order, inv, ws);
-            DSINFER_CUDA_LAUNCH();
-        }
+        GemvJob* jobs = static_cast<GemvJob*>(scratch(kScratchMoeIdx, size_t(3 * pairs) * sizeof(GemvJob)));
         build_jobs_kernel<<<unsigned(ceil_div(pairs, 64)), 64, 0, st>>>(
-            static_cast<const ExpertPtrs*>(experts.device()), ids, order, pairs, k, x, d, inter, gu, h, y, jobs,
+            static_cast<const ExpertPtrs*>(experts.device()), ids, pairs, k, x, d, inter, gu, h, y, jobs,
             jobs + 2 * pairs);
         DSINFER_CUDA_LAUNCH();
         gemv_grouped(w1, inter, jobs, 2 * pairs, d, 0);
-        swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, sort ? ws : w, h);
+        swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h);
         if (quant_h) act_quant(h, pairs, inter, inter, 128, true);
         gemv_grouped(w2, d, jobs + 2 * pairs, pairs, inter, 0);
-        combine_kernel<<<unsigned(ceil_div(t * d, 256)), 256, 0, st>>>(y, ids, inv, t, k, d, out);
+        combine_kernel<<<unsigned(ceil_div(t * d, 256)), 256, 0, st>>>(y, ids, nullptr, t, k, d, out);
         DSINFER_CUDA_LAUNCH();
         return;
     }
