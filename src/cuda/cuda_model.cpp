@@ -748,18 +748,21 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, const 
         else if (bw.ratio)
             n_cmp = n_entries;
         const int64_t nk = n_win + n_cmp;
+        // With at most index_topk complete entries the indexer keeps every one of them, in index order
+        // (what topk returns then): the list is known without scoring, and without topk's host sync.
+        const bool take_all = bw.ratio == 4 && n_entries <= c.index_topk;
         std::vector<int32_t> idx(static_cast<size_t>(T * nk), -1);
         for (int64_t t = 0; t < T; ++t) {
             const int64_t p = P + t;
             int32_t* ix = idx.data() + t * nk;
             int64_t k = 0;
             for (int64_t pp = std::max<int64_t>(0, p - W + 1); pp <= p; ++pp) ix[k++] = int32_t(pp - (P - n_old));
-            if (bw.ratio && bw.ratio != 4)
+            if (bw.ratio && (bw.ratio != 4 || take_all))
                 for (int64_t j = 0; j < (p + 1) / bw.ratio; ++j) ix[n_win + j] = int32_t(na + j);
         }
         int32_t* idx_d = A.i32(T * nk);
         h2d_staged(idx_d, idx.data(), idx.size() * sizeof(int32_t));
-        if (bw.ratio == 4 && n_entries > 0) {
+        if (bw.ratio == 4 && n_entries > 0 && !take_all) {
             // Lightning indexer (§8): score every complete entry, keep the top-k.
             std::vector<int32_t> valid(static_cast<size_t>(T));
             for (int64_t t = 0; t < T; ++t) valid[size_t(t)] = int32_t((P + t + 1) / 4);
@@ -859,6 +862,9 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
     else if (bw.ratio)
         n_cmp = max_entries;
     const int64_t nk = W + n_cmp;
+    // No sequence has more than index_topk complete entries: the indexer keeps all of them, in index
+    // order (what topk returns then), so the list needs no scores and no topk (nor its host sync).
+    const bool take_all = bw.ratio == 4 && max_entries <= c.index_topk;
     const size_t nS = size_t(S);
     std::vector<int32_t> idx(size_t(S * nk), -1), qrow(nS), valid(nS);
     std::vector<const float*> a_rows(nS), b_rows(nS), k_rows(nS);
@@ -870,7 +876,7 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
         int32_t* ix = idx.data() + i * nk;
         int64_t k = 0;
         for (int64_t pp = std::max<int64_t>(0, P - W + 1); pp <= P; ++pp) ix[k++] = int32_t(pp % W);
-        if (bw.ratio && bw.ratio != 4)
+        if (bw.ratio && (bw.ratio != 4 || take_all))
             for (int64_t j = 0; j < (P + 1) / bw.ratio; ++j) ix[W + j] = int32_t(W + j);
         qrow[size_t(i)] = int32_t(sq.begin);
         valid[size_t(i)] = int32_t(bw.ratio ? (P + 1) / bw.ratio : 0);
@@ -886,7 +892,7 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
     h2d_staged(qrow_d, qrow.data(), qrow.size() * sizeof(int32_t));
     h2d_staged(a_d, a_rows.data(), a_rows.size() * sizeof(float*));
     h2d_staged(b_d, b_rows.data(), b_rows.size() * sizeof(float*));
-    if (bw.ratio == 4 && n_cmp > 0) {
+    if (bw.ratio == 4 && n_cmp > 0 && !take_all) {
         // Lightning indexer over every sequence's complete entries, then one top-k for all rows.
         int32_t* valid_d = A.i32(S);
         auto* k_d = reinterpret_cast<const float**>(A.i64(S));
