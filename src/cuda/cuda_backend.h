@@ -70,6 +70,16 @@ void sync();
 // previous round's copies (a stream synchronization, only when that round staged anything) before
 // its staging memory is reused.
 void begin_uploads();
+// CUDA graphs of the work enqueued on stream() between begin_capture() and end_capture() (relaxed
+// capture mode: no synchronizing call may happen in between). end_capture returns an executable graph
+// for launch_graph; abort_capture discards a capture that failed.
+// Grows whenever a scratch buffer is reallocated: graphs captured before read freed memory.
+uint64_t scratch_generation();
+void begin_capture();
+void* end_capture();
+void abort_capture();
+void launch_graph(void* exec);
+void destroy_graph(void* exec);
 // Page-locked host memory (device copies to and from it run at full speed, without staging).
 void* host_alloc(size_t bytes);
 void host_free(void* p);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/error.h"
@@ -148,6 +149,12 @@ public:
     void reset() {
         cur_ = 0;
         off_ = 0;
+    }
+    // Where the next allocation goes: a replayed CUDA graph moves the arena to where its capture left it.
+    std::pair<size_t, size_t> state() const { return {cur_, off_}; }
+    void set_state(std::pair<size_t, size_t> s) {
+        cur_ = s.first;
+        off_ = s.second;
     }
     float* f(int64_t n) { return static_cast<float*>(get(size_t(n) * sizeof(float))); }
     int32_t* i32(int64_t n) { return static_cast<int32_t*>(get(size_t(n) * sizeof(int32_t))); }
@@ -375,15 +382,18 @@ private:
                          const ops::RopeFreqs& rf, bool indexer, DevVec& out);
     void compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& score, int64_t p, const ops::RopeFreqs& rf,
                            bool indexer, DevVec& out);
-    struct AttnIn {  // the per-row projections attention() computed for all rows
-        const float *q, *kv, *ca, *cg, *iq, *iwt, *ia, *ig;
+    struct AttnIn {  // the per-row projections of attention_proj for all rows, and the output rows o
+        float *q, *kv, *ca, *cg, *iq, *iwt, *ia, *ig;
         int64_t cwidth, iwidth;
+        float* o;
     };
+    AttnIn attention_proj(const DevBlock& b, Rows& rows, const float* y, const float* yq);
+    void attention_core(const DevBlock& b, Rows& rows, const AttnIn& in);
+    void attention_out(const DevBlock& b, Rows& rows, float* o, float* out);
     void attention_decode(const DevBlock& b, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
                           const ops::RopeFreqs& rf, float* o);
     void block_forward(const DevBlock& b, Rows& rows, float* x);
     // yq: y quantized for FP8/FP4 weights (§3.3), computed once per block (null without quantization).
-    void attention(const DevBlock& b, Rows& rows, const float* y, const float* yq, float* out);
     void moe(const DevBlock& b, Rows& rows, const float* y, const float* yq, float* out);
     void linear_q(const float* x, const float* xq, int64_t m, const ops::Weight& w, float* y);
     // rmsnorm of x in place, and its quantized copy into xq when xq is not null (one launch).
@@ -412,6 +422,28 @@ private:
     int64_t* iota_ = nullptr;  // 0, 1, 2, ...: device pointers to single positions (compressor RoPE)
     int64_t iota_n_ = 0;
     Arena call_, layer_;  // temporaries of one call / of one block (reset per block)
+    Arena core_;          // temporaries of attention's per-step core (reset per block; sizes vary by step)
+    // CUDA graphs of a decode block's two dense parts (before and after attention's core), per key.
+    struct GraphKey {
+        int layer, part;
+        int64_t n;
+        bool quant, pow2, tensor_cores, bf16;
+        bool operator<(const GraphKey& o) const {
+            return std::tie(layer, part, n, quant, pow2, tensor_cores, bf16) <
+                   std::tie(o.layer, o.part, o.n, o.quant, o.pow2, o.tensor_cores, o.bf16);
+        }
+    };
+    struct GraphEntry {
+        bool captured = false, uncapturable = false;
+        void* exec = nullptr;  // executable graph (cuda::launch_graph)
+        std::pair<size_t, size_t> before, after;  // layer_ arena around the part
+        std::vector<const void*> inputs;          // the pointers from outside the layer arena it reads
+        uint64_t scratch_gen = 0;                 // cuda::scratch_generation() at capture
+        std::vector<float*> out;                  // the part's outputs
+    };
+    std::map<GraphKey, GraphEntry> graphs_;
+    template <class F>
+    std::vector<float*> graphed(const GraphKey& key, bool enabled, const std::vector<const void*>& inputs, F run);
     float* logits_host_ = nullptr;  // page-locked landing buffer of emit_logits
     size_t logits_host_bytes_ = 0;
 };
@@ -460,6 +492,7 @@ CudaModel::~CudaModel() {
         for (auto& w : weights_) free_weight(w);
         for (void* p : buffers_) dfree(p);
         host_free(logits_host_);
+        for (auto& [k, g] : graphs_) destroy_graph(g.exec);
         dfree(iota_);
     } catch (...) {
         // A failing device at exit: nothing left to do with its memory.
@@ -649,11 +682,12 @@ void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& s
     }
 }
 
-void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, const float* yq, float* out) {
+// Attention (§6) in three parts: projections (dense, same shapes every decode step), the per-step
+// core (caches, index lists, sparse attention) and the output path (dense).
+CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, const float* y, const float* yq) {
     const ModelConfig& c = c_;
     const ops::Backend& be = be_;
     const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, ql = c.q_lora_rank;
-    const int64_t W = c.window_size;
     const float eps = float(c.norm_eps);
     const ops::RopeFreqs rf{bw.ratio ? freqs_compressed_ : freqs_plain_, rd};
     const int64_t* pos = rows.pos_d;
@@ -705,15 +739,29 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, const 
         linear_q(y, yq, n, iw->compressor.wgate, ig);
     }
 
-    float* o = A.f(n * H * hd);
-    const float scale_attn = float(std::pow(double(hd), -0.5));
     mark("attn.proj");
+    return AttnIn{q, kv, ca, cg, iq, iwt, ia, ig, cwidth, iwidth, A.f(n * H * hd)};
+}
+
+void CudaModel::attention_core(const DevBlock& bw, Rows& rows, const AttnIn& in) {
+    const ModelConfig& c = c_;
+    const ops::Backend& be = be_;
+    const int64_t H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, W = c.window_size;
+    const ops::RopeFreqs rf{bw.ratio ? freqs_compressed_ : freqs_plain_, rd};
+    const DevCompressor* cw = bw.compressor.get();
+    const DevIndexer* iw = bw.indexer.get();
+    const int64_t nih = c.index_n_heads, ihd = c.index_head_dim, cwidth = in.cwidth, iwidth = in.iwidth;
+    const float *q = in.q, *kv = in.kv, *ca = in.ca, *cg = in.cg, *iq = in.iq, *iwt = in.iwt, *ia = in.ia,
+                *ig = in.ig;
+    float* o = in.o;
+    Arena& A = core_;
+    const float scale_attn = float(std::pow(double(hd), -0.5));
     // Sequences decoding one token run batched (one launch per step for all of them); prefill chunks
     // one by one.
     std::vector<size_t> one, chunks;
     for (size_t s = 0; s < rows.seqs.size(); ++s)
         (rows.seqs[s].count == 1 && !per_sequence_decode() ? one : chunks).push_back(s);
-    if (!one.empty()) attention_decode(bw, rows, one, AttnIn{q, kv, ca, cg, iq, iwt, ia, ig, cwidth, iwidth}, rf, o);
+    if (!one.empty()) attention_decode(bw, rows, one, in, rf, o);
     for (size_t s : chunks) {
         const auto& sq = rows.seqs[s];
         DevCache& lc = bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
@@ -784,9 +832,17 @@ void CudaModel::attention(const DevBlock& bw, Rows& rows, const float* y, const 
         }
     }
 
-    // Output path (§6.6): inverse RoPE, grouped wo_a (no activation quantization), wo_b.
     mark(one.empty() ? "attn.core(chunks)" : "attn.core");
-    be.rope(o, n, H, hd, pos, rf, true);
+}
+
+// Output path (§6.6): inverse RoPE, grouped wo_a (no activation quantization), wo_b.
+void CudaModel::attention_out(const DevBlock& bw, Rows& rows, float* o, float* out) {
+    const ModelConfig& c = c_;
+    const ops::Backend& be = be_;
+    const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim;
+    const ops::RopeFreqs rf{bw.ratio ? freqs_compressed_ : freqs_plain_, c.rope_head_dim};
+    Arena& A = layer_;
+    be.rope(o, n, H, hd, rows.pos_d, rf, true);
     const int64_t G = c.o_groups, gin = (H / G) * hd, olr = c.o_lora_rank;
     float* u = A.f(n * G * olr);
     // Decode: all G slices in one launch, reading o's column slices in place (same numbers as below).
@@ -813,7 +869,7 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
     const int64_t nih = c.index_n_heads, ihd = c.index_head_dim;
     const DevCompressor* cw = bw.compressor.get();
     const DevIndexer* iw = bw.indexer.get();
-    Arena& A = layer_;
+    Arena& A = core_;
     auto cache = [&](size_t s) -> DevCache& {
         const auto& sq = rows.seqs[s];
         return bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
@@ -976,34 +1032,120 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     mark("moe.shared");
 }
 
+// DSINFER_CUDA_GRAPHS=0: no CUDA graphs (every kernel launched one by one). Read once.
+bool graphs_enabled() {
+    static const bool on = [] {
+        const char* v = std::getenv("DSINFER_CUDA_GRAPHS");
+        return !(v && std::string(v) == "0");
+    }();
+    return on;
+}
+
+// Runs `run` (which enqueues kernels and returns the pointers its caller needs) eagerly the first time
+// a key is seen; the second time it captures it into a CUDA graph, and from then on launches the graph
+// and moves the layer arena as the captured run did. A part is capturable when it has no host
+// synchronization and no host→device copy whose contents change per call, and allocates the same
+// buffers in the same order every time (a decode block's dense parts at a given batch size).
+template <class F>
+std::vector<float*> CudaModel::graphed(const GraphKey& key, bool enabled, const std::vector<const void*>& inputs,
+                                       F run) {
+    constexpr size_t kMaxGraphs = 2048;
+    if (!enabled) return run();
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+        if (graphs_.size() >= kMaxGraphs) return run();
+        auto out = run();  // warm-up: scratch buffers, arena chunks, cached algorithms settle here
+        graphs_[key] = GraphEntry{};
+        return out;
+    }
+    GraphEntry& g = it->second;
+    if (g.captured && g.scratch_gen != scratch_generation()) {  // a scratch buffer it uses has moved
+        destroy_graph(g.exec);
+        g = GraphEntry{};
+    }
+    if (!g.captured) {
+        if (g.uncapturable) return run();
+        g.before = layer_.state();
+        begin_capture();
+        std::vector<float*> out;
+        try {
+            out = run();
+            g.exec = end_capture();
+        } catch (const std::exception& e) {
+            // Something in the part cannot be captured: run it eagerly from now on.
+            abort_capture();
+            std::fprintf(stderr, "cuda: decode layer %d part %d runs without a CUDA graph (%s)\n", key.layer,
+                         key.part, e.what());
+            g.uncapturable = true;
+            layer_.set_state(g.before);
+            return run();
+        }
+        g.scratch_gen = scratch_generation();
+        g.inputs = inputs;
+        g.after = layer_.state();
+        g.out = out;
+        g.captured = true;
+        layer_.set_state(g.before);
+    }
+    // Another arena position or other input buffers: not the call that was captured.
+    if (layer_.state() != g.before || inputs != g.inputs) return run();
+    launch_graph(g.exec);
+    layer_.set_state(g.after);
+    return g.out;
+}
+
 void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
     const ModelConfig& c = c_;
     const ops::Backend& be = be_;
     const int64_t n = rows.n, D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps), hc_eps = float(c.hc_eps);
     layer_.reset();
-    float* y = layer_.f(n * D);
-    float* post = layer_.f(n * hc);
-    float* comb = layer_.f(n * hc * hc);
-    float* f = layer_.f(n * D);
-    float* x2 = layer_.f(n * hc * D);
+    core_.reset();
+    // Decode-only calls of up to 256 sequences run the dense parts as CUDA graphs (the routed experts
+    // stay on the sync-free grouped path up to that size); hash layers take their expert ids from the
+    // host per call, so their second part runs eagerly.
+    bool decode = n <= 256 && o_.cuda_graphs && graphs_enabled() && !Sections::get().on() && !per_sequence_decode();
+    for (const auto& sq : rows.seqs) decode = decode && sq.count == 1;
+    const GraphKey k1{bw.layer, 1, n, quant_, pow2_, fp8_tensor_cores(), bf16_gemm()};
+    GraphKey k2 = k1;
+    k2.part = 2;
 
-    be.hc_pre(x, n, hc, D, bw.hc_attn_fn, bw.hc_attn_scale, bw.hc_attn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
-              comb);
-    float* yq = quant_ ? layer_.f(n * D) : nullptr;
-    norm_q(y, n, D, bw.attn_norm, yq);
-    mark("hc_pre+norm");
-    attention(bw, rows, y, yq, f);
-    be.hc_post(f, x, post, comb, n, hc, D, x2);
-    mark("hc_post");
+    const std::vector<const void*> inputs{x, rows.pos_d};
+    const std::vector<float*> p = graphed(k1, decode, inputs, [&] {
+        float* y = layer_.f(n * D);
+        float* post = layer_.f(n * hc);
+        float* comb = layer_.f(n * hc * hc);
+        float* f = layer_.f(n * D);
+        float* x2 = layer_.f(n * hc * D);
+        be.hc_pre(x, n, hc, D, bw.hc_attn_fn, bw.hc_attn_scale, bw.hc_attn_base, c.hc_sinkhorn_iters, hc_eps, eps, y,
+                  post, comb);
+        float* yq = quant_ ? layer_.f(n * D) : nullptr;
+        norm_q(y, n, D, bw.attn_norm, yq);
+        mark("hc_pre+norm");
+        const AttnIn in = attention_proj(bw, rows, y, yq);
+        return std::vector<float*>{y, post, comb, f, x2, yq, in.q, in.kv, in.ca, in.cg, in.iq, in.iwt, in.ia, in.ig,
+                                   in.o};
+    });
+    float *y = p[0], *post = p[1], *comb = p[2], *f = p[3], *x2 = p[4], *yq = p[5];
+    const DevCompressor* cw = bw.compressor.get();
+    const DevIndexer* iw = bw.indexer.get();
+    const AttnIn in{p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], cw ? (cw->overlap ? 2 : 1) * cw->d : 0,
+                    iw ? 2 * iw->compressor.d : 0, p[14]};
+    attention_core(bw, rows, in);
 
-    be.hc_pre(x2, n, hc, D, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base, c.hc_sinkhorn_iters, hc_eps, eps, y, post,
-              comb);
-    norm_q(y, n, D, bw.ffn_norm, yq);
-    mark("hc_pre+norm");
-    moe(bw, rows, y, yq, f);
-    be.hc_post(f, x2, post, comb, n, hc, D, x);
-    mark("hc_post");
+    graphed(k2, decode && !bw.hash, inputs, [&] {
+        attention_out(bw, rows, in.o, f);
+        be.hc_post(f, x, post, comb, n, hc, D, x2);
+        mark("hc_post");
+        be.hc_pre(x2, n, hc, D, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base, c.hc_sinkhorn_iters, hc_eps, eps, y,
+                  post, comb);
+        norm_q(y, n, D, bw.ffn_norm, yq);
+        mark("hc_pre+norm");
+        moe(bw, rows, y, yq, f);
+        be.hc_post(f, x2, post, comb, n, hc, D, x);
+        mark("hc_post");
+        return std::vector<float*>{};
+    });
 }
 
 void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& reqs, const float* fn,

@@ -18,6 +18,10 @@ struct CudaModelOptions {
     // (measured on the tiny checkpoint), above the layer-by-layer replay bar (1e-5); end-to-end bars
     // still hold. Off (default): exact float32 everywhere, as the host forward.
     bool fp8_tensor_cores = false;
+    // Decode calls (one token per sequence, up to 256 sequences) run each block's two dense parts as
+    // CUDA graphs, captured the second time a shape is seen; attention's per-step core runs eagerly.
+    // Same kernels, same results. DSINFER_CUDA_GRAPHS=0 turns them off process-wide.
+    bool cuda_graphs = true;
 };
 
 // Uploads the model's weights; the model must outlive the returned object (it reads the model's

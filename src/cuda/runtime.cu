@@ -1,4 +1,5 @@
 // Device, stream, scratch buffers and weight upload of the CUDA backend.
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -60,9 +61,16 @@ void set_stream(void* s) {
     g_stream_set = true;
 }
 
+namespace {
+std::atomic<uint64_t> g_scratch_generation{0};
+}  // namespace
+
+uint64_t scratch_generation() { return g_scratch_generation; }
+
 void* scratch(int slot, size_t bytes) {
     Scratch& s = g_scratch[slot];
     if (bytes > s.bytes) {
+        ++g_scratch_generation;  // captured CUDA graphs that used the old buffer are stale
         if (s.p) {
             DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));
             DSINFER_CUDA_CHECK(cudaFree(s.p));
@@ -111,6 +119,30 @@ struct Staging {
 };
 Staging g_staging;
 }  // namespace
+
+void begin_capture() { DSINFER_CUDA_CHECK(cudaStreamBeginCapture(cur_stream(), cudaStreamCaptureModeRelaxed)); }
+
+void* end_capture() {
+    cudaGraph_t graph = nullptr;
+    DSINFER_CUDA_CHECK(cudaStreamEndCapture(cur_stream(), &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    DSINFER_CUDA_CHECK(e);
+    return exec;
+}
+
+void abort_capture() {
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(cur_stream(), &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+    cudaGetLastError();  // clear the capture's error state
+}
+
+void launch_graph(void* exec) { DSINFER_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), cur_stream())); }
+
+void destroy_graph(void* exec) {
+    if (exec) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+}
 
 void* host_alloc(size_t bytes) {
     void* p = nullptr;

@@ -265,6 +265,54 @@ TEST(CudaReplay, RollbackRestoresTheDeviceState) {
     }
 }
 
+// CUDA graphs of the decode blocks' dense parts (captured on the second step of a shape, replayed
+// after) give bitwise the logits of eager launches, for one sequence and a batch of three, across
+// steps where compressed blocks complete and the attended lists grow.
+TEST(CudaReplay, GraphedDecodeMatchesEager) {
+    Dsv4Model& g = model();
+    auto eager = Dsv4Model::load(kDir, ModelOptions{});
+    cuda::CudaModelOptions o;
+    o.cuda_graphs = false;
+    eager->set_device(cuda::make_model_device(*eager, o));
+    const int64_t V = g.config().vocab_size;
+    for (int batch : {1, 3}) {
+        std::vector<std::unique_ptr<SequenceState>> a, b;
+        std::vector<int32_t> last;
+        for (int s = 0; s < batch; ++s) {
+            std::vector<int32_t> prompt;
+            for (int i = 0; i < 9 + 17 * s; ++i) prompt.push_back(int32_t((i * 31 + 7 * s + 1) % V));
+            a.push_back(g.new_sequence());
+            b.push_back(eager->new_sequence());
+            for (auto [m, st] : {std::pair{&g, a.back().get()}, std::pair{eager.get(), b.back().get()}}) {
+                ForwardItem it;
+                it.state = st;
+                it.tokens = prompt;
+                m->forward(std::span<ForwardItem>(&it, 1));
+            }
+            last.push_back(prompt.back());
+        }
+        const size_t nb = size_t(batch);
+        for (int step = 0; step < 10; ++step) {
+            std::vector<int32_t> tok(nb);
+            for (int s = 0; s < batch; ++s) tok[size_t(s)] = int32_t((last[size_t(s)] * 17 + step * 5 + s) % V);
+            std::vector<std::vector<float>> la(nb), lb(nb);
+            std::vector<ForwardItem> ia(nb), ib(nb);
+            for (int s = 0; s < batch; ++s) {
+                ia[size_t(s)].state = a[size_t(s)].get();
+                ib[size_t(s)].state = b[size_t(s)].get();
+                ia[size_t(s)].tokens = ib[size_t(s)].tokens = std::span<const int32_t>(&tok[size_t(s)], 1);
+                ia[size_t(s)].logits_out = &la[size_t(s)];
+                ib[size_t(s)].logits_out = &lb[size_t(s)];
+            }
+            g.forward(ia);
+            eager->forward(ib);
+            for (int s = 0; s < batch; ++s)
+                ASSERT_EQ(la[size_t(s)], lb[size_t(s)]) << "batch " << batch << " sequence " << s << " step " << step;
+            last = tok;
+        }
+    }
+}
+
 // The command line: replay --device cuda writes what compare accepts under the bars.
 TEST(CudaReplay, CliReplayThenCompare) {
     const std::string out = "/tmp/dsinfer_cuda_replay_" + std::to_string(::getpid()) + ".safetensors";
