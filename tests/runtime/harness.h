@@ -109,4 +109,32 @@ inline Result run_alone(const std::vector<int32_t>& prompt, SamplingParams p, Sc
     return h.results[id];
 }
 
+// Stops, eos and max_tokens over a scripted model that counts up from the last token and emits the
+// eos id 1 after token 20: four requests (plain until eos, a stop token id, max_tokens, eos ignored).
+struct StopCases {
+    uint64_t eos, stop_id, length, ignore_eos;
+};
+inline StopCases submit_stop_cases(Harness& h) {
+    StopCases c;
+    c.eos = h.submit({10}, Harness::greedy(100));
+    SamplingParams ps = Harness::greedy(100);
+    ps.stop_token_ids = {15};
+    c.stop_id = h.submit({10, 11}, ps);
+    c.length = h.submit({10, 12}, Harness::greedy(3));
+    SamplingParams pe = Harness::greedy(12);
+    pe.ignore_eos = true;
+    c.ignore_eos = h.submit({18}, pe);
+    return c;
+}
+inline void expect_stop_cases(Harness& h, const StopCases& c) {
+    EXPECT_EQ(h.results[c.eos].tokens, (std::vector<int32_t>{11, 12, 13, 14, 15, 16, 17, 18, 19, 20}));
+    EXPECT_EQ(h.results[c.eos].finish, FinishReason::stop);
+    EXPECT_EQ(h.results[c.stop_id].tokens, (std::vector<int32_t>{12, 13, 14}));
+    EXPECT_EQ(h.results[c.stop_id].finish, FinishReason::stop);
+    EXPECT_EQ(h.results[c.length].tokens, (std::vector<int32_t>{13, 14, 15}));
+    EXPECT_EQ(h.results[c.length].finish, FinishReason::length);
+    EXPECT_EQ(h.results[c.ignore_eos].tokens.size(), 12u);
+    EXPECT_EQ(h.results[c.ignore_eos].tokens[2], 1);  // eos kept as output when ignored
+}
+
 }  // namespace dsinfer::runtime::testing

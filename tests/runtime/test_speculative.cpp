@@ -260,24 +260,10 @@ TEST(Speculative, StopsAndMaxTokensWithSeveralTokensPerStep) {
     so.next_token = [](std::span<const int32_t> t) { return t.back() >= 20 ? 1 : t.back() + 1; };
     so.draft_token = so.next_token;
     Harness h(spec_opts(4), so);
-    uint64_t a = h.submit({10}, Harness::greedy(100));
-    SamplingParams ps = Harness::greedy(100);
-    ps.stop_token_ids = {15};
-    uint64_t b = h.submit({10, 11}, ps);
-    uint64_t c = h.submit({10, 12}, Harness::greedy(3));
-    SamplingParams pe = Harness::greedy(12);
-    pe.ignore_eos = true;
-    uint64_t d = h.submit({18}, pe);
+    const StopCases c = submit_stop_cases(h);
     h.run();
-    EXPECT_EQ(h.results[a].tokens, (std::vector<int32_t>{11, 12, 13, 14, 15, 16, 17, 18, 19, 20}));
-    EXPECT_EQ(h.results[a].finish, FinishReason::stop);
-    EXPECT_EQ(h.results[b].tokens, (std::vector<int32_t>{12, 13, 14}));
-    EXPECT_EQ(h.results[b].finish, FinishReason::stop);
-    EXPECT_EQ(h.results[c].tokens, (std::vector<int32_t>{13, 14, 15}));
-    EXPECT_EQ(h.results[c].finish, FinishReason::length);
-    EXPECT_EQ(h.results[d].tokens.size(), 12u);
-    EXPECT_EQ(h.results[d].tokens[2], 1);
-    for (uint64_t id : {a, b, c, d}) EXPECT_EQ(h.results[id].events_after_finish, 0);
+    expect_stop_cases(h, c);
+    for (uint64_t id : {c.eos, c.stop_id, c.length, c.ignore_eos}) EXPECT_EQ(h.results[id].events_after_finish, 0);
     EXPECT_EQ(h.sched->stats().draft_accepted, h.sched->stats().draft_tokens);
     EXPECT_EQ(h.runner->states_alive(), 0);
 }
