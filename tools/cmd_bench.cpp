@@ -275,10 +275,7 @@ int run(int argc, char** argv) {
     ModelOptions mo;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        auto val = [&]() -> std::string {
-            if (i + 1 >= argc) throw Error(a + " needs a value");
-            return argv[++i];
-        };
+        auto val = [&] { return dsinfer::cli::flag_value(argc, argv, i); };
         auto num = [&]() -> int { return parse_list(val(), a).at(0); };
         if (a == "--model")
             dir = val();

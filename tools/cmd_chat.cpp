@@ -35,10 +35,7 @@ int chat_main(int argc, char** argv) {
     eo.kv_cache_gb = 1;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        auto val = [&]() -> std::string {
-            if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-            return argv[++i];
-        };
+        auto val = [&] { return dsinfer::cli::flag_value(argc, argv, i); };
         if (a == "--help" || a == "-h") {
             std::fputs(kUsage, stdout);
             return 0;

@@ -379,10 +379,7 @@ int run(int argc, char** argv) {
     bool no_scale_fmt = false, no_expert_dtype = false, force = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        auto val = [&]() -> std::string {
-            if (i + 1 >= argc) throw Error(a + " needs a value");
-            return argv[++i];
-        };
+        auto val = [&] { return dsinfer::cli::flag_value(argc, argv, i); };
         auto num = [&]() -> int64_t {
             std::string v = val();
             try {

@@ -36,10 +36,7 @@ int perplexity_main(int argc, char** argv) {
     dsinfer::ModelOptions mo;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) throw dsinfer::Error(a + " needs a value");
-            return argv[++i];
-        };
+        auto value = [&] { return dsinfer::cli::flag_value(argc, argv, i); };
         if (a == "--model") model_dir = value();
         else if (a == "--text") text_path = value();
         else if (a == "--window") window = std::atoll(value().c_str());

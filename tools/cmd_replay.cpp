@@ -19,10 +19,7 @@ int replay_main(int argc, char** argv) {
     dsinfer::ModelOptions mo;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) throw dsinfer::Error(a + " needs a value");
-            return argv[++i];
-        };
+        auto value = [&] { return dsinfer::cli::flag_value(argc, argv, i); };
         if (a == "--model") model = value();
         else if (a == "--cases") cases = value();
         else if (a == "--out") out = value();
@@ -64,10 +61,7 @@ int compare_main(int argc, char** argv) {
     bool noquant = false, layerwise = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) throw dsinfer::Error(a + " needs a value");
-            return argv[++i];
-        };
+        auto value = [&] { return dsinfer::cli::flag_value(argc, argv, i); };
         if (a == "--golden") golden = value();
         else if (a == "--out") out = value();
         else if (a == "--noquant") noquant = true;

@@ -55,10 +55,7 @@ int serve_main(int argc, char** argv) {
     if (const char* k = std::getenv("DSINFER_API_KEY")) so.api_key = k;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
-        auto val = [&]() -> std::string {
-            if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-            return argv[++i];
-        };
+        auto val = [&] { return dsinfer::cli::flag_value(argc, argv, i); };
         auto num = [&]() -> long long {
             std::string v = val();
             char* end = nullptr;

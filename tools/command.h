@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+
 namespace dsinfer::cli {
 
 // argv[0] is the (last word of the) subcommand's name; flags follow. A name may be two words
@@ -25,6 +27,13 @@ std::vector<Command>& command_registry();
 inline std::string default_model_dir() {
     const char* env = std::getenv("DSINFER_MODEL");
     return env && *env ? std::string(env) : std::string("models/default");
+}
+
+// The value of the flag argv[i], i.e. argv[i + 1] (i moves to it); an Error naming the flag when the
+// command line ends first.
+inline std::string flag_value(int argc, char** argv, int& i) {
+    if (i + 1 >= argc) throw Error(std::string(argv[i]) + " needs a value");
+    return argv[++i];
 }
 
 struct CommandRegistrar {

@@ -109,6 +109,30 @@ inline Result run_alone(const std::vector<int32_t>& prompt, SamplingParams p, Sc
     return h.results[id];
 }
 
+// The preemption workload: six requests with growing prompts and staggered output lengths, submitted
+// at once to a pool that holds only three of them; each must come out as if it had run alone.
+struct PreemptionCases {
+    std::vector<std::vector<int32_t>> prompts;
+    std::vector<uint64_t> ids;
+    static SamplingParams params(int i) { return Harness::greedy(40 + 25 * i); }
+};
+inline PreemptionCases submit_preemption_cases(Harness& h) {
+    PreemptionCases c;
+    for (int i = 0; i < 6; ++i) {
+        c.prompts.push_back(make_prompt(100 + i, 50 + i));
+        c.ids.push_back(h.submit(c.prompts.back(), PreemptionCases::params(i)));
+    }
+    return c;
+}
+inline void expect_preemption_cases(Harness& h, const PreemptionCases& c) {
+    for (int i = 0; i < 6; ++i) {
+        const Result& r = h.results[c.ids[size_t(i)]];
+        EXPECT_EQ(r.tokens, run_alone(c.prompts[size_t(i)], PreemptionCases::params(i)).tokens) << i;
+        EXPECT_EQ(r.finish, FinishReason::length) << i;
+        EXPECT_EQ(r.events_after_finish, 0) << i;
+    }
+}
+
 // Stops, eos and max_tokens over a scripted model that counts up from the last token and emits the
 // eos id 1 after token 20: four requests (plain until eos, a stop token id, max_tokens, eos ignored).
 struct StopCases {

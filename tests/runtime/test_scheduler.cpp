@@ -58,8 +58,9 @@ TEST(Scheduler, BudgetAndChunkedPrefillNeverStallDecodes) {
         EXPECT_LE(total, o.max_batch_tokens);
         // Every short request still generating is in every step: the long prefill takes only what is left.
         for (uint64_t id : short_ids)
-            if (h.results[id].finish == FinishReason::none && h.results[id].tokens.size() < 40)
+            if (h.results[id].finish == FinishReason::none && h.results[id].tokens.size() < 40) {
                 EXPECT_TRUE(in_step.count(id)) << "decode of " << id << " stalled";
+            }
     }
     EXPECT_GE(steps_with_long, 300 / 16);  // it was chunked
     EXPECT_EQ(h.results[long_id].tokens, run_alone(long_prompt, Harness::greedy(5)).tokens);
@@ -108,12 +109,7 @@ TEST(Scheduler, PreemptionLosesAndReordersNothing) {
     BlockPool sizing(g, 1 << 30);
     o.kv_cache_gb = gb_for_blocks(g, 3 * (sizing.slot_blocks() + 1) + 1);
     Harness h(o, so);
-    std::vector<std::vector<int32_t>> prompts;
-    std::vector<uint64_t> ids;
-    for (int i = 0; i < 6; ++i) {
-        prompts.push_back(make_prompt(100 + i, 50 + i));
-        ids.push_back(h.submit(prompts.back(), Harness::greedy(40 + 25 * i)));  // staggered ends
-    }
+    const PreemptionCases cases = submit_preemption_cases(h);
     // Every sequence decoding at the start of a step gets its token in that step, unless the step
     // preempts it, even while a preempted (older) sequence recomputes its prefill.
     int steps = 0;
@@ -126,15 +122,12 @@ TEST(Scheduler, PreemptionLosesAndReordersNothing) {
         std::set<uint64_t> planned;
         for (auto& p : h.sched->last_plan()) planned.insert(p.id);
         for (uint64_t id : decoding)
-            if (h.results[id].finish == FinishReason::none && std::count(running.begin(), running.end(), id))
+            if (h.results[id].finish == FinishReason::none && std::count(running.begin(), running.end(), id)) {
                 EXPECT_TRUE(planned.count(id)) << "decode of " << id << " stalled in step " << steps;
+            }
     }
     EXPECT_GT(h.sched->stats().preemptions, 0);
-    for (int i = 0; i < 6; ++i) {
-        EXPECT_EQ(h.results[ids[i]].tokens, run_alone(prompts[i], Harness::greedy(40 + 25 * i)).tokens) << i;
-        EXPECT_EQ(h.results[ids[i]].finish, FinishReason::length);
-        EXPECT_EQ(h.results[ids[i]].events_after_finish, 0);
-    }
+    expect_preemption_cases(h, cases);
     EXPECT_EQ(h.sched->pool().used(), 0);
     EXPECT_EQ(h.runner->states_alive(), 0);
 }

@@ -155,18 +155,10 @@ TEST(Speculative, GreedyUnderPreemptionEqualsPlain) {
     // Room for three sequences of up to 128 tokens; growing past 128 needs one more block each.
     o.kv_cache_gb = gb_for_blocks(g, 3 * (sizing.slot_blocks() + 1) + 1);
     Harness h(o, drafting());
-    std::vector<std::vector<int32_t>> prompts;
-    std::vector<uint64_t> ids;
-    for (int i = 0; i < 6; ++i) {
-        prompts.push_back(make_prompt(100 + i, 50 + i));
-        ids.push_back(h.submit(prompts.back(), Harness::greedy(40 + 25 * i)));
-    }
+    const PreemptionCases cases = submit_preemption_cases(h);
     h.run();
     EXPECT_GT(h.sched->stats().preemptions, 0);
-    for (int i = 0; i < 6; ++i) {
-        EXPECT_EQ(h.results[ids[i]].tokens, run_alone(prompts[i], Harness::greedy(40 + 25 * i)).tokens) << i;
-        EXPECT_EQ(h.results[ids[i]].events_after_finish, 0);
-    }
+    expect_preemption_cases(h, cases);
     EXPECT_EQ(h.sched->pool().used(), 0);
     EXPECT_EQ(h.runner->states_alive(), 0);
 }
