@@ -92,8 +92,17 @@ struct LtKey {
     int kind;
     int64_t m, n, k, ld;
 };
-bool lt_matmul_cached(const LtKey& key, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
-                      cublasLtMatrixLayout_t d, const void* pa, const void* pb, void* pd);
+// The descriptors of D [n, m] (column-major, leading dimension ld, float32) = A·Bᵀ for A [n, k] and
+// B [m, k] row-major of type ab (TRANSA = T, TRANSB = N), float32 compute; freed with the object.
+struct LtDescs {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    LtDescs(cudaDataType_t ab, int64_t n, int64_t m, int64_t k, int64_t ld);
+    ~LtDescs();
+    LtDescs(const LtDescs&) = delete;
+    LtDescs& operator=(const LtDescs&) = delete;
+};
+bool lt_matmul_cached(const LtKey& key, const LtDescs& ds, const void* pa, const void* pb, void* pd);
 
 // BF16 tensor-core linear with float32 accuracy (gemm_bf16.cu). bf16_linear returns false, doing
 // nothing, when the weight cannot be expanded to bf16 exactly or cuBLASLt has no algorithm.

@@ -113,12 +113,6 @@ __global__ void scales_pow2_kernel(const float* s, int64_t n, int* flag) {
     if ((u & 0x807fffffu) != 0 || e == 0 || e == 0xff) atomicOr(flag, 1);
 }
 
-#define LT_CHECK(x)                                                                                              \
-    do {                                                                                                         \
-        cublasStatus_t st_ = (x);                                                                                \
-        if (st_ != CUBLAS_STATUS_SUCCESS) fail(std::string("cuBLASLt (bf16): ") + #x + " -> " + std::to_string(int(st_))); \
-    } while (0)
-
 struct State {
     std::mutex mu;
     std::map<const void*, bool> pow2;  // F32 scale pointer → all powers of two
@@ -146,28 +140,10 @@ bool scales_pow2(const Weight& w) {
     return s.pow2.emplace(w.scale, h == 0).first->second;
 }
 
-struct Descs {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-    ~Descs() {
-        if (d) cublasLtMatrixLayoutDestroy(d);
-        if (b) cublasLtMatrixLayoutDestroy(b);
-        if (a) cublasLtMatrixLayoutDestroy(a);
-        if (op) cublasLtMatmulDescDestroy(op);
-    }
-};
-
 // D[m3, nn] (row-major) = X[m3, k]·Wᵀ, W [nn, k] bf16 row-major. False when cuBLASLt has no algorithm.
 bool matmul(const uint16_t* wb, const __nv_bfloat16* xb, int64_t nn, int64_t m3, int64_t k, float* d) {
-    Descs ds;
-    LT_CHECK(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.a, CUDA_R_16BF, uint64_t(k), uint64_t(nn), k));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_16BF, uint64_t(k), uint64_t(m3), k));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.d, CUDA_R_32F, uint64_t(nn), uint64_t(m3), nn));
-    return lt_matmul_cached(LtKey{1, m3, nn, k, nn}, ds.op, ds.a, ds.b, ds.d, wb, xb, d);
+    const LtDescs ds(CUDA_R_16BF, nn, m3, k, nn);
+    return lt_matmul_cached(LtKey{1, m3, nn, k, nn}, ds, wb, xb, d);
 }
 
 }  // namespace

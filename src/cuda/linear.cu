@@ -614,8 +614,32 @@ constexpr size_t kLtWorkspace = 32u << 20;
 
 }  // namespace
 
-bool lt_matmul_cached(const LtKey& key, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
-                      cublasLtMatrixLayout_t d, const void* pa, const void* pb, void* pd) {
+#define LT_CHECK(x)                                                                                  \
+    do {                                                                                             \
+        cublasStatus_t st_ = (x);                                                                    \
+        if (st_ != CUBLAS_STATUS_SUCCESS) fail(std::string("cuBLASLt: ") + #x + " -> " + std::to_string(int(st_))); \
+    } while (0)
+
+LtDescs::LtDescs(cudaDataType_t ab, int64_t n, int64_t m, int64_t k, int64_t ld) {
+    LT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
+    LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)));
+    LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&a, ab, uint64_t(k), uint64_t(n), k));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&b, ab, uint64_t(k), uint64_t(m), k));
+    LT_CHECK(cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, uint64_t(n), uint64_t(m), ld));
+}
+
+LtDescs::~LtDescs() {
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+}
+
+bool lt_matmul_cached(const LtKey& key, const LtDescs& ds, const void* pa, const void* pb, void* pd) {
+    cublasLtMatmulDesc_t op = ds.op;
+    cublasLtMatrixLayout_t a = ds.a, b = ds.b, d = ds.d;
     Lt& l = lt();
     Lt::Algo* algo;
     {
@@ -652,43 +676,19 @@ bool lt_matmul_cached(const LtKey& key, cublasLtMatmulDesc_t op, cublasLtMatrixL
 
 namespace {
 
-#define LT_CHECK(x)                                                                                  \
-    do {                                                                                             \
-        cublasStatus_t st_ = (x);                                                                    \
-        if (st_ != CUBLAS_STATUS_SUCCESS) fail(std::string("cuBLASLt: ") + #x + " -> " + std::to_string(int(st_))); \
-    } while (0)
-
-struct LtDescs {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-    ~LtDescs() {
-        if (d) cublasLtMatrixLayoutDestroy(d);
-        if (b) cublasLtMatrixLayoutDestroy(b);
-        if (a) cublasLtMatrixLayoutDestroy(a);
-        if (op) cublasLtMatmulDescDestroy(op);
-    }
-};
 
 // D[nn, mpad] (col-major, ld ldd) = W[nn, k]·Xᵀ with W e4m3 [nn, k] row-major (scales [.., l4]) and
 // X e4m3 [mpad, k] (scales [k/128, mpad]). Returns false when cuBLASLt has no algorithm.
 bool lt_matmul(const uint8_t* wq, const float* wscale, const uint8_t* xq, const float* xscale, int64_t nn,
                int64_t mpad, int64_t k, float* d, int64_t ldd) {
-    LtDescs ds;
-    LT_CHECK(cublasLtMatmulDescCreate(&ds.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)));
+    LtDescs ds(CUDA_R_8F_E4M3, nn, mpad, k, ldd);
     const cublasLtMatmulMatrixScale_t amode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
     const cublasLtMatmulMatrixScale_t bmode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
     LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &amode, sizeof(amode)));
     LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bmode, sizeof(bmode)));
     LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &wscale, sizeof(wscale)));
     LT_CHECK(cublasLtMatmulDescSetAttribute(ds.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &xscale, sizeof(xscale)));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.a, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(nn), k));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.b, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(mpad), k));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&ds.d, CUDA_R_32F, uint64_t(nn), uint64_t(mpad), ldd));
-
-    if (lt_matmul_cached(LtKey{0, mpad, nn, k, ldd}, ds.op, ds.a, ds.b, ds.d, wq, xq, d)) return true;
+    if (lt_matmul_cached(LtKey{0, mpad, nn, k, ldd}, ds, wq, xq, d)) return true;
     static std::atomic<bool> warned{false};
     if (!warned.exchange(true))
         std::fprintf(stderr, "cuda: cuBLASLt has no block-scaled FP8 algorithm for m=%lld n=%lld k=%lld; using the "
