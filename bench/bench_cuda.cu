@@ -395,7 +395,7 @@ void bench_moe_decode(int64_t t) {
         std::snprintf(name, sizeof name, "moe_experts FP4 t=%lld k=6, %d rows/warp", (long long)t, rpw);
         print_decode(name, ms, bytes);
     }
-    cuda::set_grouped_gemv_rows_per_warp(8);
+    cuda::set_grouped_gemv_rows_per_warp(0);
     for (auto& e : ex) {
         cuda::free_weight(e.w1);
         cuda::free_weight(e.w3);
@@ -535,7 +535,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     for (bool b : {true, false}) {
         before = b;
         cuda::set_one_block_hc_finish(b);
-        cuda::set_grouped_gemv_rows_per_warp(b ? 2 : 8);
+        cuda::set_grouped_gemv_rows_per_warp(b ? 2 : 0);
         const double ms = time_ms(step, 50);
         // The same sequence captured once in a CUDA graph per layer, replayed.
         std::vector<cudaGraphExec_t> execs;
@@ -558,7 +558,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
                     gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);
     }
     cuda::set_one_block_hc_finish(false);
-    cuda::set_grouped_gemv_rows_per_warp(8);
+    cuda::set_grouped_gemv_rows_per_warp(0);
     for (auto& l : ls) {
         delete l.table;
         for (auto& e : l.ex) {

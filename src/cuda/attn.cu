@@ -19,9 +19,11 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     attn_partial_kernel(const float* q, int64_t h, const float* kv_a, int64_t na, const float* kv_b,
                         const int32_t* idx, int64_t nk, float scale, int64_t chunk, int splits, float* pm, float* pl,
                         float* po, const float* const* a_rows, const float* const* b_rows, const int32_t* qrow) {
+    pdl_wait();
+    pdl_release();
     constexpr int D = DPL * 32;
     __shared__ float4 keys4[kKeysPerStep * D / 4];
-    __shared__ int valid[kKeysPerStep];
+    __shared__ int32_t sid[kKeysPerStep];  // the step's key rows (-1: none)
     const float* keys = reinterpret_cast<const float*>(keys4);
     const int64_t i = blockIdx.x;
     const int s = blockIdx.z;
@@ -42,30 +44,37 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     float m = -INFINITY, l = 0.f;
     const int32_t* ix = idx + i * nk;
     const int64_t j0 = int64_t(s) * chunk, j1 = min(nk, j0 + chunk);
+    // Each thread moves PER float4 of the step's keys; the row ids go through shared memory first so
+    // that the key loads are independent of each other (all in flight at once).
+    constexpr int PER = kKeysPerStep * D / 4 / (kHeadsPerBlock * 32);
+    static_assert(PER * kHeadsPerBlock * 32 == kKeysPerStep * D / 4, "keys of a step split evenly over the threads");
     for (int64_t jb = j0; jb < j1; jb += kKeysPerStep) {
-        __syncthreads();
-        for (int e = threadIdx.x; e < kKeysPerStep * D / 4; e += blockDim.x) {
-            const int kk = e / (D / 4);
-            const int64_t j = jb + kk;
-            const int32_t id = j < j1 ? ix[j] : -1;
-            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (id >= 0) {
-                const float* row = id < na ? kv_a + int64_t(id) * D : kv_b + (int64_t(id) - na) * D;
-                v = reinterpret_cast<const float4*>(row)[e % (D / 4)];
-            }
-            keys4[e] = v;
-        }
+        __syncthreads();  // the previous step is done with keys4 and sid
         if (threadIdx.x < kKeysPerStep) {
             const int64_t j = jb + threadIdx.x;
-            valid[threadIdx.x] = (j < j1 && ix[j] >= 0);
+            sid[threadIdx.x] = j < j1 ? ix[j] : -1;
         }
+        __syncthreads();
+        float4 v[PER];
+#pragma unroll
+        for (int u = 0; u < PER; ++u) {
+            const int e = threadIdx.x + u * kHeadsPerBlock * 32;
+            const int32_t id = sid[e / (D / 4)];
+            v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (id >= 0) {
+                const float* row = id < na ? kv_a + int64_t(id) * D : kv_b + (int64_t(id) - na) * D;
+                v[u] = reinterpret_cast<const float4*>(row)[e % (D / 4)];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < PER; ++u) keys4[threadIdx.x + u * kHeadsPerBlock * 32] = v[u];
         __syncthreads();
         if (!live) continue;
         float sc[kKeysPerStep];
         float mx = m;
 #pragma unroll
         for (int kk = 0; kk < kKeysPerStep; ++kk) {
-            if (!valid[kk]) {
+            if (sid[kk] < 0) {
                 sc[kk] = -INFINITY;
                 continue;
             }
@@ -84,7 +93,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
         for (int c = 0; c < DPL; ++c) o[c] *= corr;
 #pragma unroll
         for (int kk = 0; kk < kKeysPerStep; ++kk) {
-            if (!valid[kk]) continue;
+            if (sid[kk] < 0) continue;
             const float p = expf(sc[kk] - mx);
             l += p;
 #pragma unroll
@@ -107,6 +116,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
 constexpr int kMaxSplits = 64;
 __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const float* sink, const float* pm,
                                     const float* pl, const float* po, float* out, const int32_t* qrow) {
+    pdl_wait();
+    pdl_release();
     const int64_t row = blockIdx.x;  // i * h + head
     const int64_t head = row % h;
     const int64_t orow = qrow ? int64_t(qrow[row / h]) * h + head : row;
@@ -164,14 +175,14 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     const dim3 grid{unsigned(t), unsigned(hgroups), unsigned(splits)};
     cudaStream_t st = cur_stream();
     switch (d) {
-        case 64: attn_partial_kernel<2><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
-        case 128: attn_partial_kernel<4><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
-        case 256: attn_partial_kernel<8><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
-        case 512: attn_partial_kernel<16><<<grid, kHeadsPerBlock * 32, 0, st>>>(q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
+        case 64: launch_pdl(attn_partial_kernel<2>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
+        case 128: launch_pdl(attn_partial_kernel<4>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
+        case 256: launch_pdl(attn_partial_kernel<8>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
+        case 512: launch_pdl(attn_partial_kernel<16>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
         default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
     }
     DSINFER_CUDA_LAUNCH();
-    attn_combine_kernel<<<unsigned(t * h), 256, 0, st>>>(h, d, splits, sink, pm, pl, po, out, qrow);
+    launch_pdl(attn_combine_kernel, unsigned(t * h), 256, 0, h, d, splits, sink, pm, pl, po, out, qrow);
     DSINFER_CUDA_LAUNCH();
 }
 

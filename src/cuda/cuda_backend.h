@@ -45,10 +45,16 @@ int64_t bf16_gemm_min_rows();
 void set_one_block_hc_finish(bool on);
 
 // Weight rows per warp of the grouped GEMV launches of moe_experts' decode path (FP8/FP4 experts):
-// 2, 4 or 8 (default 8: 64 rows per block, so each block's staged x is amortized over 64 rows).
+// 2, 4 or 8, or 0 (default): 4 for a single token's experts (up to 16 jobs: persistent blocks that
+// stage x once and loop over row blocks of 32 rows), 8 beyond (one block per 64-row block).
 // Results are bitwise the same for every value (only which block computes a row changes).
 // Process-wide; bench_cuda compares them.
 void set_grouped_gemv_rows_per_warp(int rows);
+
+// Which single-row linears (decode, m = 1) run the slice GEMV (x held in registers, linear.cu):
+// 0 none, 1 the shapes where it measured faster (default), 2 every one it can run. -1 returns to
+// the DSINFER_CUDA_SLICE_GEMV environment setting. Process-wide; tests use it to cover both kernels.
+void set_slice_gemv(int mode);
 
 // True when a CUDA device is usable.
 bool available();

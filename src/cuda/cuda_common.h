@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "ops/ops.h"
 
@@ -26,6 +27,41 @@ cudaStream_t cur_stream();
 // DSINFER_CUDA_LEGACY_DECODE=1 selects the earlier decode kernels for hc_pre's finish and rmsnorm, so
 // bench_cuda can show before/after on one card in one run. Read once.
 bool legacy_decode_kernels();
+
+// Programmatic dependent launch (Hopper). A kernel started with launch_pdl() may begin while the
+// kernel before it on the stream is still running: everything it does before pdl_wait() must touch
+// only memory no earlier kernel writes (weights, kernel parameters). pdl_wait() returns once the
+// previous kernel has finished and its writes are visible; pdl_release() lets the next kernel start
+// early. Every kernel given to launch_pdl() calls pdl_wait() before its first read of activations
+// and its first write. DSINFER_CUDA_PDL=0 turns the attribute off (plain stream order; pdl_wait()
+// and pdl_release() are then no-ops). Read once.
+bool pdl_enabled();
+#ifdef __CUDACC__
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+#endif
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args&&... args) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = cur_stream();
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    DSINFER_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
 
 // Growable device scratch buffers, one per slot (never shrunk; reallocation synchronizes).
 enum ScratchSlot : int {

@@ -27,6 +27,8 @@ __device__ __forceinline__ float round_e2m1_dev(float v) {
 }
 
 __global__ void fp4_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block) {
+    pdl_wait();
+    pdl_release();
     const int64_t nb = (cols + block - 1) / block;
     const int64_t warp_id = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -48,6 +50,8 @@ __global__ void fp4_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t l
 
 // One block per row; n ≤ 4096, power of two.
 __global__ void hadamard_kernel(float* x, int64_t n) {
+    pdl_wait();
+    pdl_release();
     extern __shared__ float v[];
     float* row = x + int64_t(blockIdx.x) * n;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) v[i] = row[i];
@@ -86,6 +90,8 @@ __device__ double block_sum_double(double s) {
 // load per thread; the old 256-thread scalar loop left a single SM walking the row serially.
 __global__ void __launch_bounds__(1024) rmsnorm_vec4_kernel(const float* x, int64_t dim, const float* w, float eps,
                                                             float* y) {
+    pdl_wait();
+    pdl_release();
     const float4* xr = reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * dim);
     float4* yr = reinterpret_cast<float4*>(y + int64_t(blockIdx.x) * dim);
     const float4* w4 = reinterpret_cast<const float4*>(w);
@@ -121,6 +127,8 @@ __global__ void __launch_bounds__(1024) rmsnorm_vec4_kernel(const float* x, int6
 }
 
 __global__ void rmsnorm_kernel(const float* x, int64_t dim, const float* w, float eps, float* y) {
+    pdl_wait();
+    pdl_release();
     const float* xr = x + int64_t(blockIdx.x) * dim;
     float* yr = y + int64_t(blockIdx.x) * dim;
     double s = 0;
@@ -138,6 +146,8 @@ __global__ void rmsnorm_kernel(const float* x, int64_t dim, const float* w, floa
 // act_quant(rmsnorm(x)). y (optional) gets the plain norm; y or yq may be x (not each other).
 __global__ void __launch_bounds__(1024) rmsnorm_quant_kernel(const float* x, int64_t dim, const float* w, float eps,
                                                              float* y, float* yq, int b4, bool pow2) {
+    pdl_wait();
+    pdl_release();
     const float4* xr = reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * dim);
     float4* yr = y ? reinterpret_cast<float4*>(y + int64_t(blockIdx.x) * dim) : nullptr;
     float4* qr = reinterpret_cast<float4*>(yq + int64_t(blockIdx.x) * dim);
@@ -195,6 +205,8 @@ __global__ void __launch_bounds__(1024) rmsnorm_quant_kernel(const float* x, int
 // One block per row; thread i of the first half handles pair i of every head.
 __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int64_t* pos, const float* freqs,
                             int64_t rope_dim, bool inverse) {
+    pdl_wait();
+    pdl_release();
     const int64_t r = blockIdx.x, half = rope_dim / 2;
     for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
         const float ang = float(pos[r]) * freqs[i];
@@ -211,6 +223,8 @@ __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int
 }
 
 __global__ void embed_kernel(ops::WeightFormat fmt, const void* table, int64_t d, const int32_t* ids, float* out) {
+    pdl_wait();
+    pdl_release();
     const int64_t t = blockIdx.x;
     const int64_t row = ids[t];
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
@@ -225,6 +239,8 @@ __global__ void embed_kernel(ops::WeightFormat fmt, const void* table, int64_t d
 
 __global__ void swiglu_kernel(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit,
                               const float* row_w, float* h) {
+    pdl_wait();
+    pdl_release();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= rows * n) return;
     const int64_t r = i / n, c = i % n;
@@ -243,14 +259,14 @@ __global__ void swiglu_kernel(const float* gate, const float* up, int64_t ld, in
 void fp4_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block) {
     if (rows <= 0 || cols <= 0) return;
     const int64_t warps = rows * ceil_div(cols, block);
-    fp4_quant_kernel<<<unsigned(ceil_div(warps * 32, 256)), 256, 0, cur_stream()>>>(x, rows, cols, ld, block);
+    launch_pdl(fp4_quant_kernel, unsigned(ceil_div(warps * 32, 256)), 256, 0, x, rows, cols, ld, block);
     DSINFER_CUDA_LAUNCH();
 }
 
 void hadamard(float* x, int64_t rows, int64_t n) {
     if (rows <= 0) return;
     if (n > 4096 || (n & (n - 1))) fail("hadamard: n must be a power of two ≤ 4096, got " + std::to_string(n));
-    hadamard_kernel<<<unsigned(rows), 128, size_t(n) * 4, cur_stream()>>>(x, n);
+    launch_pdl(hadamard_kernel, unsigned(rows), 128, size_t(n) * 4, x, n);
     DSINFER_CUDA_LAUNCH();
 }
 
@@ -262,9 +278,9 @@ void rmsnorm(const float* x, int64_t rows, int64_t dim, const float* w, float ep
         // Enough threads for one float4 per thread where the row allows (up to 1024), at least a warp.
         const int64_t n4 = dim / 4;
         const int threads = int(std::min<int64_t>(1024, std::max<int64_t>(32, (n4 + 31) / 32 * 32)));
-        rmsnorm_vec4_kernel<<<unsigned(rows), threads, 0, cur_stream()>>>(x, dim, w, eps, y);
+        launch_pdl(rmsnorm_vec4_kernel, unsigned(rows), threads, 0, x, dim, w, eps, y);
     } else {
-        rmsnorm_kernel<<<unsigned(rows), 256, 0, cur_stream()>>>(x, dim, w, eps, y);
+        launch_pdl(rmsnorm_kernel, unsigned(rows), 256, 0, x, dim, w, eps, y);
     }
     DSINFER_CUDA_LAUNCH();
 }
@@ -292,14 +308,14 @@ void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w
     // The thread count rmsnorm() uses for this width, so the sums are rmsnorm's.
     const int64_t n4 = dim / 4;
     const int threads = int(std::min<int64_t>(1024, std::max<int64_t>(32, (n4 + 31) / 32 * 32)));
-    rmsnorm_quant_kernel<<<unsigned(rows), threads, 0, cur_stream()>>>(x, dim, w, eps, y, yq, int(b4), pow2);
+    launch_pdl(rmsnorm_quant_kernel, unsigned(rows), threads, 0, x, dim, w, eps, y, yq, int(b4), pow2);
     DSINFER_CUDA_LAUNCH();
 }
 
 void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const int64_t* pos, const ops::RopeFreqs& f,
           bool inverse) {
     if (rows <= 0) return;
-    rope_kernel<<<unsigned(rows), 64, 0, cur_stream()>>>(x, heads, head_dim, pos, f.freqs, f.rope_dim, inverse);
+    launch_pdl(rope_kernel, unsigned(rows), 64, 0, x, heads, head_dim, pos, f.freqs, f.rope_dim, inverse);
     DSINFER_CUDA_LAUNCH();
 }
 
@@ -307,14 +323,14 @@ void embed(const ops::Weight& table, const int32_t* ids, int64_t t, float* out) 
     if (t <= 0) return;
     if (table.fmt != ops::WeightFormat::BF16 && table.fmt != ops::WeightFormat::F32)
         fail("embed: table must be BF16 or F32");
-    embed_kernel<<<unsigned(t), 256, 0, cur_stream()>>>(table.fmt, table.data, table.k, ids, out);
+    launch_pdl(embed_kernel, unsigned(t), 256, 0, table.fmt, table.data, table.k, ids, out);
     DSINFER_CUDA_LAUNCH();
 }
 
 void swiglu(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit, const float* row_w,
             float* h) {
     if (rows <= 0 || n <= 0) return;
-    swiglu_kernel<<<unsigned(ceil_div(rows * n, 256)), 256, 0, cur_stream()>>>(gate, up, ld, rows, n, limit, row_w, h);
+    launch_pdl(swiglu_kernel, unsigned(ceil_div(rows * n, 256)), 256, 0, gate, up, ld, rows, n, limit, row_w, h);
     DSINFER_CUDA_LAUNCH();
 }
 

@@ -56,6 +56,8 @@ __device__ __forceinline__ uint16_t bf16_bits_exact(float f) {
 // consecutive elements of a row.
 __global__ void expand_weight_kernel(const uint8_t* w, WeightFormat fmt, const void* scale, ScaleKind sk,
                                      int64_t scale_cols, int64_t n0, int64_t nn, int64_t k, uint16_t* out) {
+    pdl_wait();
+    pdl_release();
     const int64_t groups = k / 8;
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= nn * groups) return;
@@ -83,6 +85,8 @@ __global__ void expand_weight_kernel(const uint8_t* w, WeightFormat fmt, const v
 
 // x [m, ldx] float32 → [3m, k] bf16: rows [0, m) hi, [m, 2m) mid, [2m, 3m) lo, x = hi + mid + lo.
 __global__ void split_x_kernel(const float* x, int64_t m, int64_t k, int64_t ldx, __nv_bfloat16* out) {
+    pdl_wait();
+    pdl_release();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= m * k) return;
     const int64_t r = i / k, c = i % k;
@@ -98,6 +102,8 @@ __global__ void split_x_kernel(const float* x, int64_t m, int64_t k, int64_t ldx
 
 // y[r, j] = (D[2m + r, j] + D[m + r, j]) + D[r, j]; D is [3m, nn] row-major.
 __global__ void sum_terms_kernel(const float* d, int64_t m, int64_t nn, float* y, int64_t ldy) {
+    pdl_wait();
+    pdl_release();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= m * nn) return;
     const int64_t r = i / nn, j = i % nn;
@@ -106,6 +112,8 @@ __global__ void sum_terms_kernel(const float* d, int64_t m, int64_t nn, float* y
 
 // 1 in *flag when some F32 scale is not a power of two (or not finite and positive).
 __global__ void scales_pow2_kernel(const float* s, int64_t n, int* flag) {
+    pdl_wait();
+    pdl_release();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const uint32_t u = __float_as_uint(s[i]);
@@ -131,7 +139,7 @@ bool scales_pow2(const Weight& w) {
     const int64_t n = w.fmt == WeightFormat::FP8 ? ceil_div(w.n, 128) * w.scale_cols : w.n * w.scale_cols;
     int* flag = static_cast<int*>(dmalloc(4));
     DSINFER_CUDA_CHECK(cudaMemsetAsync(flag, 0, 4, cur_stream()));
-    scales_pow2_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, cur_stream()>>>(static_cast<const float*>(w.scale), n,
+    launch_pdl(scales_pow2_kernel, unsigned(ceil_div(n, 256)), 256, 0, static_cast<const float*>(w.scale), n,
                                                                              flag);
     DSINFER_CUDA_LAUNCH();
     int h = 0;
@@ -172,17 +180,17 @@ bool bf16_linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t
         if (reinterpret_cast<uintptr_t>(wb) % 16) return false;
     } else {
         uint16_t* e = static_cast<uint16_t*>(scratch(kScratchBf16W, size_t(nn * k) * 2));
-        expand_weight_kernel<<<unsigned(ceil_div(nn * (k / 8), 256)), 256, 0, st>>>(
+        launch_pdl(expand_weight_kernel, unsigned(ceil_div(nn * (k / 8), 256)), 256, 0, 
             static_cast<const uint8_t*>(w.data), w.fmt, w.scale, w.scale_kind, w.scale_cols, n0, nn, k, e);
         DSINFER_CUDA_LAUNCH();
         wb = e;
     }
     __nv_bfloat16* xb = static_cast<__nv_bfloat16*>(scratch(kScratchBf16X, size_t(3 * m * k) * 2));
-    split_x_kernel<<<unsigned(ceil_div(m * k, 256)), 256, 0, st>>>(x, m, k, k, xb);
+    launch_pdl(split_x_kernel, unsigned(ceil_div(m * k, 256)), 256, 0, x, m, k, k, xb);
     DSINFER_CUDA_LAUNCH();
     float* d = static_cast<float*>(scratch(kScratchBf16Out, size_t(3 * m * nn) * 4));
     if (!matmul(wb, xb, nn, 3 * m, k, d)) return false;
-    sum_terms_kernel<<<unsigned(ceil_div(m * nn, 256)), 256, 0, st>>>(d, m, nn, y, ldy);
+    launch_pdl(sum_terms_kernel, unsigned(ceil_div(m * nn, 256)), 256, 0, d, m, nn, y, ldy);
     DSINFER_CUDA_LAUNCH();
     return true;
 }

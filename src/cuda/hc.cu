@@ -141,6 +141,8 @@ __global__ void __launch_bounds__(kHcThreads) hc_pre_kernel(const float* x, int6
                                                             const float* scale, const float* base, int iters,
                                                             float hc_eps, float norm_eps, float* y, float* post,
                                                             float* comb) {
+    pdl_wait();
+    pdl_release();
     constexpr int MIX = (2 + HC) * HC;
     const int64_t t = blockIdx.x, width = HC * d;
     const float* xi = x + t * width;
@@ -161,6 +163,8 @@ template <int HC>
 __global__ void __launch_bounds__(kHcThreads) hc_head_kernel(const float* x, int64_t d, const float* fn,
                                                              const float* scale, const float* base, float hc_eps,
                                                              float norm_eps, float* y) {
+    pdl_wait();
+    pdl_release();
     const int64_t t = blockIdx.x, width = HC * d;
     const float* xi = x + t * width;
     __shared__ float mixes[HC], pre[HC], rs;
@@ -182,6 +186,8 @@ constexpr int kHcSplit = 64;
 template <int MIX>
 __global__ void __launch_bounds__(kHcThreads) hc_partial_kernel(const float* x, int64_t width, const float* fn,
                                                                 float* part, double* part_ss) {
+    pdl_wait();
+    pdl_release();
     const int64_t t = blockIdx.x;
     const int sidx = blockIdx.y;
     const int64_t chunk = (width + kHcSplit - 1) / kHcSplit;
@@ -228,6 +234,8 @@ __global__ void __launch_bounds__(kHcThreads) hc_finish_kernel(const float* x, i
                                                                const float* base, int iters, float hc_eps,
                                                                float norm_eps, float* y, float* post, float* comb,
                                                                bool legacy) {
+    pdl_wait();
+    pdl_release();
     constexpr int MIX = (2 + HC) * HC;
     const int64_t t = blockIdx.x, width = HC * d;
     const float* xi = x + t * width;
@@ -282,6 +290,8 @@ __global__ void __launch_bounds__(kHcThreads) hc_finish_wide_kernel(const float*
                                                                     const float* base, int iters, float hc_eps,
                                                                     float norm_eps, float* y, float* post,
                                                                     float* comb) {
+    pdl_wait();
+    pdl_release();
     constexpr int MIX = (2 + HC) * HC;
     const int64_t t = blockIdx.x, width = HC * d;
     const bool sinkhorn_block = blockIdx.y == gridDim.y - 1;
@@ -319,6 +329,8 @@ __global__ void __launch_bounds__(kHcThreads) hc_finish_wide_kernel(const float*
 
 __global__ void hc_post_kernel(const float* f, const float* res, const float* post, const float* comb, int64_t t,
                                int64_t hc, int64_t d, float* out) {
+    pdl_wait();
+    pdl_release();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= t * hc * d) return;
     const int64_t c = i % d, k = (i / d) % hc, tt = i / (d * hc);
@@ -347,20 +359,20 @@ void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, c
         float* part = static_cast<float*>(scratch(kScratchHc, size_t(t * kHcSplit) * (kMix * 4 + 8)));
         double* part_ss = reinterpret_cast<double*>(part + t * kHcSplit * kMix);
         const dim3 grid{unsigned(t), unsigned(kHcSplit)};
-        hc_partial_kernel<kMix><<<grid, kHcThreads, 0, cur_stream()>>>(x, hc * d, fn, part, part_ss);
+        launch_pdl(hc_partial_kernel<kMix>, grid, kHcThreads, 0, x, hc * d, fn, part, part_ss);
         DSINFER_CUDA_LAUNCH();
         if (legacy_decode_kernels() || one_block_hc_finish()) {
-            hc_finish_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(
+            launch_pdl(hc_finish_kernel<4>, unsigned(t), kHcThreads, 0, 
                 x, d, part, part_ss, scale, base, iters, hc_eps, norm_eps, y, post, comb, legacy_decode_kernels());
         } else {
             const dim3 fgrid{unsigned(t), unsigned(ceil_div(d, kHcThreads) + 1)};
-            hc_finish_wide_kernel<4><<<fgrid, kHcThreads, 0, cur_stream()>>>(x, d, part, part_ss, scale, base, iters,
+            launch_pdl(hc_finish_wide_kernel<4>, fgrid, kHcThreads, 0, x, d, part, part_ss, scale, base, iters,
                                                                             hc_eps, norm_eps, y, post, comb);
         }
         DSINFER_CUDA_LAUNCH();
         return;
     }
-    hc_pre_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(x, d, fn, scale, base, iters, hc_eps, norm_eps, y,
+    launch_pdl(hc_pre_kernel<4>, unsigned(t), kHcThreads, 0, x, d, fn, scale, base, iters, hc_eps, norm_eps, y,
                                                                   post, comb);
     DSINFER_CUDA_LAUNCH();
 }
@@ -369,14 +381,14 @@ void hc_head(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, 
              float hc_eps, float norm_eps, float* y) {
     if (t <= 0) return;
     if (hc != kMaxHc) fail("hc_head: only hc_mult = 4 is built, got " + std::to_string(hc));
-    hc_head_kernel<4><<<unsigned(t), kHcThreads, 0, cur_stream()>>>(x, d, fn, scale, base, hc_eps, norm_eps, y);
+    launch_pdl(hc_head_kernel<4>, unsigned(t), kHcThreads, 0, x, d, fn, scale, base, hc_eps, norm_eps, y);
     DSINFER_CUDA_LAUNCH();
 }
 
 void hc_post(const float* f, const float* res, const float* post, const float* comb, int64_t t, int64_t hc, int64_t d,
              float* out) {
     if (t <= 0) return;
-    hc_post_kernel<<<unsigned(ceil_div(t * hc * d, 256)), 256, 0, cur_stream()>>>(f, res, post, comb, t, hc, d, out);
+    launch_pdl(hc_post_kernel, unsigned(ceil_div(t * hc * d, 256)), 256, 0, f, res, post, comb, t, hc, d, out);
     DSINFER_CUDA_LAUNCH();
 }
 

@@ -15,27 +15,37 @@ constexpr int kThreads = 256;
 unsigned blocks_for(int64_t n) { return unsigned(std::min<int64_t>(ceil_div(n, kThreads), 65535)); }
 
 __global__ void scale_kernel(float* x, int64_t n, float s) {
+    pdl_wait();
+    pdl_release();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         x[i] *= s;
 }
 
 __global__ void add_kernel(float* out, const float* a, int64_t n) {
+    pdl_wait();
+    pdl_release();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         out[i] += a[i];
 }
 
 __global__ void add_to_kernel(const float* a, const float* b, int64_t n, float* out) {
+    pdl_wait();
+    pdl_release();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         out[i] = a[i] + b[i];
 }
 
 __global__ void fill_kernel(float* x, int64_t n, float v) {
+    pdl_wait();
+    pdl_release();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         x[i] = v;
 }
 
 // x [n, hc, d]: x[i, h, k] = e[i, k] + (add ? add[i, h, k] : 0).
 __global__ void expand_kernel(const float* e, const float* add, int64_t n, int64_t hc, int64_t d, float* x) {
+    pdl_wait();
+    pdl_release();
     const int64_t total = n * hc * d;
     for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total; j += int64_t(gridDim.x) * blockDim.x) {
         const int64_t i = j / (hc * d), k = j % d;
@@ -45,6 +55,8 @@ __global__ void expand_kernel(const float* e, const float* add, int64_t n, int64
 
 __global__ void sel_to_idx_kernel(const int32_t* sel, int64_t t, int64_t k, int32_t* idx, int64_t nk, int64_t off,
                                   int32_t base) {
+    pdl_wait();
+    pdl_release();
     const int64_t total = t * k;
     for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < total; j += int64_t(gridDim.x) * blockDim.x) {
         const int64_t i = j / k, c = j % k;
@@ -55,6 +67,8 @@ __global__ void sel_to_idx_kernel(const int32_t* sel, int64_t t, int64_t k, int3
 
 // Block (chunk, job): up to kThreads·4 floats of one job.
 __global__ void copy_jobs_kernel(const CopyJob* jobs) {
+    pdl_wait();
+    pdl_release();
     const CopyJob jb = jobs[blockIdx.y];
     for (int64_t i = int64_t(blockIdx.x) * kThreads * 4 + threadIdx.x, e = min(jb.n, int64_t(blockIdx.x + 1) * kThreads * 4);
          i < e; i += kThreads)
@@ -67,37 +81,37 @@ void copy_jobs(const CopyJob* jobs_dev, int64_t njobs, int64_t max_n) {
     if (njobs <= 0 || max_n <= 0) return;
     if (njobs > 65535) fail("copy_jobs: more than 65535 jobs");
     const dim3 grid(unsigned(ceil_div(max_n, kThreads * 4)), unsigned(njobs));
-    copy_jobs_kernel<<<grid, kThreads, 0, cur_stream()>>>(jobs_dev);
+    launch_pdl(copy_jobs_kernel, grid, kThreads, 0, jobs_dev);
     DSINFER_CUDA_LAUNCH();
 }
 
 void scale(float* x, int64_t n, float s) {
     if (n <= 0) return;
-    scale_kernel<<<blocks_for(n), kThreads, 0, cur_stream()>>>(x, n, s);
+    launch_pdl(scale_kernel, blocks_for(n), kThreads, 0, x, n, s);
     DSINFER_CUDA_LAUNCH();
 }
 
 void add(float* out, const float* a, int64_t n) {
     if (n <= 0) return;
-    add_kernel<<<blocks_for(n), kThreads, 0, cur_stream()>>>(out, a, n);
+    launch_pdl(add_kernel, blocks_for(n), kThreads, 0, out, a, n);
     DSINFER_CUDA_LAUNCH();
 }
 
 void add_to(const float* a, const float* b, int64_t n, float* out) {
     if (n <= 0) return;
-    add_to_kernel<<<blocks_for(n), kThreads, 0, cur_stream()>>>(a, b, n, out);
+    launch_pdl(add_to_kernel, blocks_for(n), kThreads, 0, a, b, n, out);
     DSINFER_CUDA_LAUNCH();
 }
 
 void fill(float* x, int64_t n, float v) {
     if (n <= 0) return;
-    fill_kernel<<<blocks_for(n), kThreads, 0, cur_stream()>>>(x, n, v);
+    launch_pdl(fill_kernel, blocks_for(n), kThreads, 0, x, n, v);
     DSINFER_CUDA_LAUNCH();
 }
 
 void expand_hc(const float* e, const float* add, int64_t n, int64_t hc, int64_t d, float* x) {
     if (n <= 0) return;
-    expand_kernel<<<blocks_for(n * hc * d), kThreads, 0, cur_stream()>>>(e, add, n, hc, d, x);
+    launch_pdl(expand_kernel, blocks_for(n * hc * d), kThreads, 0, e, add, n, hc, d, x);
     DSINFER_CUDA_LAUNCH();
 }
 
@@ -109,7 +123,7 @@ void copy_rows(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t r
 
 void sel_to_idx(const int32_t* sel, int64_t t, int64_t k, int32_t* idx, int64_t nk, int64_t off, int32_t base) {
     if (t <= 0 || k <= 0) return;
-    sel_to_idx_kernel<<<blocks_for(t * k), kThreads, 0, cur_stream()>>>(sel, t, k, idx, nk, off, base);
+    launch_pdl(sel_to_idx_kernel, blocks_for(t * k), kThreads, 0, sel, t, k, idx, nk, off, base);
     DSINFER_CUDA_LAUNCH();
 }
 

@@ -30,6 +30,8 @@ constexpr int64_t kGroupedMaxPairs = 2048;
 __global__ void build_jobs_kernel(const ExpertPtrs* ex, const int32_t* ids, int64_t pairs, int64_t k, const float* x,
                                   int64_t d, int64_t inter, float* gu, const float* h, float* y, GemvJob* jobs_up,
                                   GemvJob* jobs_down) {
+    pdl_wait();
+    pdl_release();
     const int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (p >= pairs) return;
     const ExpertPtrs e = ex[ids[p]];
@@ -43,6 +45,8 @@ __global__ void build_jobs_kernel(const ExpertPtrs* ex, const int32_t* ids, int6
 // of sums); pos = identity or the inverse permutation. k ≤ 16.
 __global__ void combine_kernel(const float* y, const int32_t* ids, const int32_t* inv, int64_t t, int64_t k,
                                int64_t d, float* out) {
+    pdl_wait();
+    pdl_release();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= t * d) return;
     const int64_t tok = i / d, c = i % d;
@@ -64,6 +68,8 @@ __global__ void combine_kernel(const float* y, const int32_t* ids, const int32_t
 
 __global__ void gather_kernel(const float* x, const float* w, const int32_t* order, int64_t pairs, int64_t k,
                               int64_t d, float* xg, float* wg) {
+    pdl_wait();
+    pdl_release();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= pairs * d) return;
     const int64_t p = i / d, c = i % d;
@@ -103,7 +109,7 @@ void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t 
 
     if (pairs <= kGroupedMaxPairs && gemv_grouped_ok(w1) && gemv_grouped_ok(w2) && d % 4 == 0 && inter % 4 == 0) {
         GemvJob* jobs = static_cast<GemvJob*>(scratch(kScratchMoeIdx, size_t(3 * pairs) * sizeof(GemvJob)));
-        build_jobs_kernel<<<unsigned(ceil_div(pairs, 64)), 64, 0, st>>>(
+        launch_pdl(build_jobs_kernel, unsigned(ceil_div(pairs, 64)), 64, 0, 
             static_cast<const ExpertPtrs*>(experts.device()), ids, pairs, k, x, d, inter, gu, h, y, jobs,
             jobs + 2 * pairs);
         DSINFER_CUDA_LAUNCH();
@@ -111,7 +117,7 @@ void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t 
         swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h);
         if (quant_h) act_quant(h, pairs, inter, inter, 128, true);
         gemv_grouped(w2, d, jobs + 2 * pairs, pairs, inter, 0);
-        combine_kernel<<<unsigned(ceil_div(t * d, 256)), 256, 0, st>>>(y, ids, nullptr, t, k, d, out);
+        launch_pdl(combine_kernel, unsigned(ceil_div(t * d, 256)), 256, 0, y, ids, nullptr, t, k, d, out);
         DSINFER_CUDA_LAUNCH();
         return;
     }
@@ -140,7 +146,7 @@ void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t 
     h2d(perm + pairs, inv.data(), size_t(pairs) * 4);
     float* xg = static_cast<float*>(scratch(kScratchMoeX, size_t(pairs * (d + 1)) * 4));
     float* wg = xg + pairs * d;
-    gather_kernel<<<unsigned(ceil_div(pairs * d, 256)), 256, 0, st>>>(x, w, perm, pairs, k, d, xg, wg);
+    launch_pdl(gather_kernel, unsigned(ceil_div(pairs * d, 256)), 256, 0, x, w, perm, pairs, k, d, xg, wg);
     DSINFER_CUDA_LAUNCH();
     for (int64_t e = 0; e < ne; ++e) {
         const int64_t off = count[size_t(e)], cnt = count[size_t(e) + 1] - off;
@@ -156,7 +162,7 @@ void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t 
         if (!cnt) continue;
         linear(h + off * inter, cnt, experts.host(e).w2, 0, d, y + off * d, d);
     }
-    combine_kernel<<<unsigned(ceil_div(t * d, 256)), 256, 0, st>>>(y, ids, perm + pairs, t, k, d, out);
+    launch_pdl(combine_kernel, unsigned(ceil_div(t * d, 256)), 256, 0, y, ids, perm + pairs, t, k, d, out);
     DSINFER_CUDA_LAUNCH();
 }
 

@@ -48,6 +48,13 @@ cudaStream_t cur_stream() {
 }
 void* stream() { return cur_stream(); }
 
+bool pdl_enabled() {
+    static const bool on = [] {
+        const char* v = std::getenv("DSINFER_CUDA_PDL");
+        return !(v && v[0] == '0');
+    }();
+    return on;
+}
 bool legacy_decode_kernels() {
     static const bool legacy = [] {
         const char* v = std::getenv("DSINFER_CUDA_LEGACY_DECODE");
@@ -184,6 +191,8 @@ void h2d_staged(void* dst, const void* src, size_t bytes) {
 
 namespace {
 __global__ void fill_kernel(float* p, size_t n, float v) {
+    pdl_wait();
+    pdl_release();
     for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) p[i] = v;
 }
 }  // namespace
@@ -191,7 +200,7 @@ __global__ void fill_kernel(float* p, size_t n, float v) {
 void dfill_nan(float* p, size_t count) {
     if (!count) return;
     const int blocks = int(std::min<size_t>((count + 255) / 256, 4096));
-    fill_kernel<<<blocks, 256, 0, cur_stream()>>>(p, count, std::numeric_limits<float>::quiet_NaN());
+    launch_pdl(fill_kernel, blocks, 256, 0, p, count, std::numeric_limits<float>::quiet_NaN());
     DSINFER_CUDA_LAUNCH();
 }
 

@@ -14,6 +14,8 @@ namespace {
 
 __global__ void compress_pool_kernel(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap,
                                      float* z) {
+    pdl_wait();
+    pdl_release();
     const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (c >= d) return;
     const int64_t coff = overlap ? 2 : 1, width = coff * d, nrows = coff * ratio;
@@ -44,6 +46,8 @@ constexpr int kIdxKeys = 16;
 __global__ void index_scores_kernel(const float* q, const float* w, int64_t h, int64_t dh, const float* keys,
                                     int64_t n, const int32_t* valid, float* scores, const float* const* keys_rows,
                                     const int32_t* qrow) {
+    pdl_wait();
+    pdl_release();
     extern __shared__ float sm[];
     float* qs = sm;
     float* ks = qs + h * (dh + 1);
@@ -95,6 +99,8 @@ constexpr int kTopkThreads = 1024;
 // with the CPU's PyTorch tie order (topk below).
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores, int64_t n_all, const int32_t* valid,
                                                             int64_t k, int32_t* idx, int32_t* tie) {
+    pdl_wait();
+    pdl_release();
     using Scan = cub::BlockScan<int, kTopkThreads>;
     __shared__ typename Scan::TempStorage scan_tmp;
     __shared__ int hist[256];
@@ -173,6 +179,8 @@ constexpr int kRouteThreads = 256;
 __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* logits, int64_t e, const float* bias,
                                                                   const int32_t* hash_ids, int64_t k,
                                                                   float route_scale, int32_t* ids, float* w) {
+    pdl_wait();
+    pdl_release();
     extern __shared__ float sm[];
     float* sc = sm;
     float* sel = sm + e;
@@ -236,14 +244,14 @@ void index_scores_launch(const float* q, const float* w, const int32_t* qrow, in
         DSINFER_CUDA_CHECK(cudaFuncSetAttribute(index_scores_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 int(smem)));
     dim3 grid(unsigned(t), unsigned(ceil_div(n, kIdxKeys)));
-    index_scores_kernel<<<grid, 256, smem, cur_stream()>>>(q, w, h, dh, keys, n, valid, scores, keys_rows, qrow);
+    launch_pdl(index_scores_kernel, grid, 256, smem, q, w, h, dh, keys, n, valid, scores, keys_rows, qrow);
     DSINFER_CUDA_LAUNCH();
 }
 
 }  // namespace
 
 void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap, float* z) {
-    compress_pool_kernel<<<unsigned(ceil_div(d, 128)), 128, 0, cur_stream()>>>(kv, score, ratio, d, overlap, z);
+    launch_pdl(compress_pool_kernel, unsigned(ceil_div(d, 128)), 128, 0, kv, score, ratio, d, overlap, z);
     DSINFER_CUDA_LAUNCH();
 }
 
@@ -260,7 +268,7 @@ void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t 
 void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx) {
     if (t <= 0 || k <= 0) return;
     int32_t* tie = static_cast<int32_t*>(scratch(kScratchTopkTie, size_t(t) * sizeof(int32_t)));
-    topk_kernel<<<unsigned(t), kTopkThreads, 0, cur_stream()>>>(scores, n, valid, k, idx, tie);
+    launch_pdl(topk_kernel, unsigned(t), kTopkThreads, 0, scores, n, valid, k, idx, tie);
     DSINFER_CUDA_LAUNCH();
     // Rows whose k-th score ties with candidates left out: PyTorch's CPU topk picks among them by
     // its selection algorithm (indexer scores tie exactly at zero), so those rows are redone on the
@@ -287,7 +295,7 @@ void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, con
                float route_scale, int32_t* ids, float* w) {
     if (t <= 0) return;
     if (k > 64) fail("moe_route: top-k above 64");
-    moe_route_kernel<<<unsigned(t), kRouteThreads, size_t(2 * e) * 4, cur_stream()>>>(logits, e, bias, hash_ids, k,
+    launch_pdl(moe_route_kernel, unsigned(t), kRouteThreads, size_t(2 * e) * 4, logits, e, bias, hash_ids, k,
                                                                                       route_scale, ids, w);
     DSINFER_CUDA_LAUNCH();
 }

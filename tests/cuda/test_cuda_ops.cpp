@@ -796,7 +796,7 @@ TEST_F(CudaOps, LinearPairMatchesLinear) {
 }
 
 // The MoE decode path's grouped GEMVs give bitwise the same output for 2, 4 and 8 weight rows per
-// warp (the default 8 is checked against the CPU by MoeExperts).
+// warp (the default choice is checked against the CPU by MoeExperts).
 TEST_F(CudaOps, MoeGroupedRowsPerWarpBitwise) {
     for (auto [t, d, inter, ne, k, fmt] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, WeightFormat>>{
              {1, 4096, 2048, 16, 6, WeightFormat::FP4},   // Flash decode
@@ -819,7 +819,7 @@ TEST_F(CudaOps, MoeGroupedRowsPerWarpBitwise) {
                 out[r] = dout.get<float>();
                 for (float v : out[r]) ASSERT_TRUE(std::isfinite(v)) << "rows per warp " << rpw[r];
             }
-            cuda::set_grouped_gemv_rows_per_warp(8);
+            cuda::set_grouped_gemv_rows_per_warp(0);
             EXPECT_SAME_BITS(out[1], out[0]);
             EXPECT_SAME_BITS(out[2], out[0]);
         }
@@ -887,4 +887,66 @@ TEST_F(CudaOps, RmsnormActQuantFused) {
     cuda::backend().act_quant(dref.f(), 2, 4096, 4096, 128, true);
     cuda::rmsnorm_act_quant(dx.f(), 2, 4096, dw.f(), 1e-6f, dy.f(), dx.f(), 128, true);
     EXPECT_SAME_BITS(dx.get<float>(), dref.get<float>());
+}
+
+// Single-row linears (the slice GEMV with x in registers): every slice count from one to sixteen
+// warps, slices cut short by k, row counts that leave a round part-filled, row windows [n0, n1),
+// and a launch small enough that the grid has one block.
+TEST_F(CudaOps, LinearSingleRowShapes) {
+    Bf16Scope gemv_only(false);
+    for (int mode : {2, 1, 0}) {  // every launch on the slice GEMV, the default choice, none
+    std::printf("  slice gemv mode %d\n", mode);
+    cuda::set_slice_gemv(mode);
+    check_linear(WeightFormat::FP8, 1, 4096, 8192, true, 1e-5);     // wo_b: 8 slices
+    check_linear(WeightFormat::FP8, 1, 1024, 16384, true, 1e-5);    // Pro wo_b: 16 slices, 16-warp blocks
+    check_linear(WeightFormat::FP8, 1, 301, 7168, true, 1e-5);      // Pro hidden: 7 slices, odd row count
+    check_linear(WeightFormat::FP8, 1, 640, 1536, false, 1e-5, ScaleKind::F32, 128, 512);  // half a slice, rows window
+    check_linear(WeightFormat::FP4, 1, 4096, 2048, true, 1e-5);     // routed w2
+    check_linear(WeightFormat::FP4, 1, 3072, 7168, true, 1e-5);     // Pro routed w1
+    check_linear(WeightFormat::FP4, 1, 130, 1056, true, 1e-5);      // 32 elements into the second slice
+    check_linear(WeightFormat::BF16, 1, 1000, 4096, false, 1e-5, ScaleKind::E8M0, 200, 1000);  // head window
+    check_linear(WeightFormat::BF16, 1, 77, 2056, false, 1e-5);     // 3 slices, the last 8 elements long
+    check_linear(WeightFormat::FP8, 1, 3, 128, true, 1e-5);         // one block, most of its groups idle
+    }
+    cuda::set_slice_gemv(-1);
+}
+
+// The routed experts' grouped launches (device job arrays, x per token) on the slice GEMV, against
+// the CPU composition as in MoeExperts; at t = 200 there are more jobs than slice groups, so runs of
+// chunks cross from job to job (x reloaded).
+TEST_F(CudaOps, MoeExpertsSliceGemv) {
+    cuda::set_slice_gemv(2);
+    for (auto [t, fmt] : std::vector<std::pair<int64_t, WeightFormat>>{{1, WeightFormat::FP4}, {3, WeightFormat::FP8},
+                                                                      {40, WeightFormat::FP4},
+                                                                      {200, WeightFormat::FP4}}) {  // more jobs than groups
+        SCOPED_TRACE(testing::Message() << "t " << t);
+        const int64_t d = 1024, inter = 512, ne = 8, k = 6;
+        MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
+        auto& [hw, dev, x, ids, w] = md;
+        std::vector<float> ref(size_t(t * d), 0.f);
+        for (int64_t e = 0; e < ne; ++e)
+            for (int64_t i = 0; i < t; ++i)
+                for (int64_t j = 0; j < k; ++j) {
+                    if (ids[size_t(i * k + j)] != e) continue;
+                    std::vector<float> gu(size_t(2 * inter)), h(static_cast<size_t>(inter)), o(static_cast<size_t>(d));
+                    cpu::linear(x.data() + i * d, 1, hw[size_t(3 * e)].w, 0, inter, gu.data(), 2 * inter);
+                    cpu::linear(x.data() + i * d, 1, hw[size_t(3 * e + 1)].w, 0, inter, gu.data() + inter, 2 * inter);
+                    cpu::swiglu(gu.data(), gu.data() + inter, 2 * inter, 1, inter, 10.f, &w[size_t(i * k + j)], h.data());
+                    cpu::linear(h.data(), 1, hw[size_t(3 * e + 2)].w, 0, d, o.data(), d);
+                    for (int64_t c = 0; c < d; ++c) ref[size_t(i * d + c)] += o[size_t(c)];
+                }
+        {
+            cuda::ExpertTable table(dev);
+            Dev dx(x), di(ids), dw(w);
+            Dev dout = poisoned(ref.size());
+            cuda::moe_experts(table, dx.f(), t, d, inter, di.i(), dw.f(), k, 10.f, false, dout.f());
+            EXPECT_REL(dout.get<float>(), ref, 1e-5);
+        }
+        for (auto& e : dev) {
+            cuda::free_weight(e.w1);
+            cuda::free_weight(e.w3);
+            cuda::free_weight(e.w2);
+        }
+    }
+    cuda::set_slice_gemv(-1);
 }
