@@ -48,11 +48,14 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     // that the key loads are independent of each other (all in flight at once).
     constexpr int PER = kKeysPerStep * D / 4 / (kHeadsPerBlock * 32);
     static_assert(PER * kHeadsPerBlock * 32 == kKeysPerStep * D / 4, "keys of a step split evenly over the threads");
+    // The next step's ids are read a step ahead (in a register of the first kKeysPerStep threads).
+    int32_t next_id = (threadIdx.x < kKeysPerStep && j0 + threadIdx.x < j1) ? ix[j0 + threadIdx.x] : -1;
     for (int64_t jb = j0; jb < j1; jb += kKeysPerStep) {
         __syncthreads();  // the previous step is done with keys4 and sid
         if (threadIdx.x < kKeysPerStep) {
-            const int64_t j = jb + threadIdx.x;
-            sid[threadIdx.x] = j < j1 ? ix[j] : -1;
+            sid[threadIdx.x] = next_id;
+            const int64_t j = jb + kKeysPerStep + threadIdx.x;
+            next_id = j < j1 ? ix[j] : -1;
         }
         __syncthreads();
         float4 v[PER];
@@ -111,8 +114,9 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     for (int c = 0; c < DPL; ++c) po[slot * D + c * 32 + lane] = o[c];
 }
 
-// Merges the splits of one (query, head): weights exp(m_s − M)/Z computed once into shared memory,
-// then every thread sums its channels over the splits with independent loads.
+// Merges the splits of one (query, head) for 128 of its channels (blockIdx.y): one warp computes the
+// weights exp(m_s − M) and the normalizer Z (with the sink) into shared memory, then every thread sums
+// its channel over the splits (loads unrolled, all in flight).
 constexpr int kMaxSplits = 64;
 __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const float* sink, const float* pm,
                                     const float* pl, const float* po, float* out, const int32_t* qrow) {
@@ -121,38 +125,50 @@ __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const floa
     const int64_t row = blockIdx.x;  // i * h + head
     const int64_t head = row % h;
     const int64_t orow = qrow ? int64_t(qrow[row / h]) * h + head : row;
-    __shared__ float ms[kMaxSplits], wgt[kMaxSplits];
+    __shared__ float wgt[kMaxSplits];
     __shared__ float mx_s, z_s;
-    for (int s = threadIdx.x; s < splits; s += blockDim.x) ms[s] = pm[row * splits + s];
-    __syncthreads();
-    if (threadIdx.x == 0) {
+    if (threadIdx.x < 32) {  // one warp: the splits' maximum, weights and normalizer (lanes, then shuffles)
+        const int lane = threadIdx.x;
+        float msv[kMaxSplits / 32], plv[kMaxSplits / 32];
         float mx = -INFINITY;
-        for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ms[s]);
-        mx_s = mx;
-        float z = 0.f;
-        if (mx != -INFINITY) {
-            for (int s = 0; s < splits; ++s)
-                if (ms[s] != -INFINITY) z += pl[row * splits + s] * expf(ms[s] - mx);
-            z += expf(sink[head] - mx);
+#pragma unroll
+        for (int u = 0; u < kMaxSplits / 32; ++u) {
+            const int s = lane + 32 * u;
+            msv[u] = s < splits ? pm[row * splits + s] : -INFINITY;
+            plv[u] = s < splits ? pl[row * splits + s] : 0.f;
+            mx = fmaxf(mx, msv[u]);
         }
-        z_s = z;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+        float z = 0.f;
+#pragma unroll
+        for (int u = 0; u < kMaxSplits / 32; ++u) {
+            const int s = lane + 32 * u;
+            const float w = msv[u] == -INFINITY ? 0.f : expf(msv[u] - mx);
+            if (s < splits) wgt[s] = w;
+            z += plv[u] * w;
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) z += __shfl_xor_sync(0xffffffffu, z, off);
+        if (lane == 0) {
+            mx_s = mx;
+            z_s = mx == -INFINITY ? 0.f : z + expf(sink[head] - mx);
+        }
     }
     __syncthreads();
     const float mx = mx_s;
-    for (int s = threadIdx.x; s < splits; s += blockDim.x) wgt[s] = ms[s] == -INFINITY ? 0.f : expf(ms[s] - mx);
-    __syncthreads();
+    // This block's channels: [blockIdx.y · blockDim.x, + blockDim.x).
     float* o = out + orow * d;
+    const int64_t c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+    if (c >= d) return;
     if (mx == -INFINITY) {
-        for (int64_t c = threadIdx.x; c < d; c += blockDim.x) o[c] = 0.f;
+        o[c] = 0.f;
         return;
     }
-    const float z = z_s;
-    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
-        float acc = 0.f;
-#pragma unroll 8
-        for (int s = 0; s < splits; ++s) acc += po[(row * splits + s) * d + c] * wgt[s];
-        o[c] = acc / z;
-    }
+    float acc = 0.f;
+#pragma unroll 16
+    for (int s = 0; s < splits; ++s) acc += po[(row * splits + s) * d + c] * wgt[s];
+    o[c] = acc / z_s;
 }
 
 }  // namespace
@@ -182,7 +198,8 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
         default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
     }
     DSINFER_CUDA_LAUNCH();
-    launch_pdl(attn_combine_kernel, unsigned(t * h), 256, 0, h, d, splits, sink, pm, pl, po, out, qrow);
+    launch_pdl(attn_combine_kernel, dim3(unsigned(t * h), unsigned(ceil_div(d, 128))), 128, 0, h, d, splits, sink, pm,
+               pl, po, out, qrow);
     DSINFER_CUDA_LAUNCH();
 }
 
