@@ -181,16 +181,20 @@ struct GemvJobList {
 };
 static_assert(kMaxInlineJobs >= kMaxLinearGroups, "linear_groups needs one inline job per group");
 
-// One block: RPW·kGemvWarps weight rows (RPW per warp) × one k chunk (split s = blockIdx.y) × one job
-// (blockIdx.z). The chunk of x (up to MT rows) is staged in shared memory, transposed so that lane
+// One block: row blocks of RPW·kGemvWarps weight rows (RPW per warp; blockIdx.x, + gridDim.x, ...) × one
+// k chunk (split s = blockIdx.y) × one job (blockIdx.z). The chunk of x (up to MT rows) is staged in
+// shared memory once per block, transposed so that lane
 // i's element j of a 16-byte weight load sits at j·(kchunk/EPL) + i: conflict-free reads.
 // A row's sum depends only on kchunk (lane and unroll order within a chunk, then chunks in split
 // order), not on RPW, the unroll or the job count: every RPW gives bitwise the same y.
 // RPW = 8 unrolls once instead of twice (8 loads in flight per lane either way), which keeps the
 // FP8/FP4 single-row kernels at 128 registers (ptxas -v, nvcc 13.0): two resident blocks per SM,
-// so one block's x staging overlaps the other's weight stream.
+// so one block's x staging overlaps the other's weight stream. The launch bounds ask for two resident
+// blocks per SM (≤ 128 registers; without them nvcc 13.0 gives the 4-row FP8 variant 188 registers,
+// one block per SM), except for the 4-row FP4 variant, which would spill 300 bytes.
 template <int FMT, int MT, int RPW = kRowsPerWarp>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemvParams p, GemvJobList inl, const GemvJob* jobs) {
+__global__ void __launch_bounds__(kGemvThreads, (FMT == int(WeightFormat::FP4) && MT == 4) ? 1 : 2)
+    gemv_kernel(GemvParams p, GemvJobList inl, const GemvJob* jobs) {
     pdl_wait();
     pdl_release();
     constexpr int UNR = RPW >= 8 ? 1 : kGemvUnroll;
