@@ -236,6 +236,34 @@ MoeData make_moe_data(int64_t t, int64_t d, int64_t inter, int64_t ne, int64_t k
     return m;
 }
 
+// The CPU composition of the routed experts (the model's run_expert): experts in ascending id, each on
+// its rows (w1, w3, SwiGLU with the routing weight, act_quant of h when quant_h, w2); out += expert output.
+std::vector<float> moe_reference(const MoeData& md, int64_t t, int64_t d, int64_t inter, int64_t ne, int64_t k,
+                                 bool quant_h) {
+    std::vector<float> ref(size_t(t * d), 0.f);
+    for (int64_t e = 0; e < ne; ++e)
+        for (int64_t i = 0; i < t; ++i)
+            for (int64_t j = 0; j < k; ++j) {
+                if (md.ids[size_t(i * k + j)] != e) continue;
+                std::vector<float> gu(size_t(2 * inter)), h(static_cast<size_t>(inter)), o(static_cast<size_t>(d));
+                cpu::linear(md.x.data() + i * d, 1, md.hw[size_t(3 * e)].w, 0, inter, gu.data(), 2 * inter);
+                cpu::linear(md.x.data() + i * d, 1, md.hw[size_t(3 * e + 1)].w, 0, inter, gu.data() + inter, 2 * inter);
+                cpu::swiglu(gu.data(), gu.data() + inter, 2 * inter, 1, inter, 10.f, &md.w[size_t(i * k + j)], h.data());
+                if (quant_h) cpu::act_quant(h.data(), 1, inter, inter, 128, true);
+                cpu::linear(h.data(), 1, md.hw[size_t(3 * e + 2)].w, 0, d, o.data(), d);
+                for (int64_t c = 0; c < d; ++c) ref[size_t(i * d + c)] += o[size_t(c)];
+            }
+    return ref;
+}
+
+void free_moe_weights(MoeData& md) {
+    for (auto& e : md.dev) {
+        cuda::free_weight(e.w1);
+        cuda::free_weight(e.w3);
+        cuda::free_weight(e.w2);
+    }
+}
+
 }  // namespace
 
 // Sets the BF16 tensor-core switch (and its row threshold) for one scope.
@@ -581,20 +609,7 @@ TEST_F(CudaOps, MoeExperts) {
         const bool quant_h = t != 96;
         MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
         auto& [hw, dev, x, ids, w] = md;
-        // CPU: experts in ascending id, each on its rows; out += expert output.
-        std::vector<float> ref(size_t(t * d), 0.f);
-        for (int64_t e = 0; e < ne; ++e)
-            for (int64_t i = 0; i < t; ++i)
-                for (int64_t j = 0; j < k; ++j) {
-                    if (ids[size_t(i * k + j)] != e) continue;
-                    std::vector<float> gu(size_t(2 * inter)), h(static_cast<size_t>(inter)), o(static_cast<size_t>(d));
-                    cpu::linear(x.data() + i * d, 1, hw[size_t(3 * e)].w, 0, inter, gu.data(), 2 * inter);
-                    cpu::linear(x.data() + i * d, 1, hw[size_t(3 * e + 1)].w, 0, inter, gu.data() + inter, 2 * inter);
-                    cpu::swiglu(gu.data(), gu.data() + inter, 2 * inter, 1, inter, 10.f, &w[size_t(i * k + j)], h.data());
-                    if (quant_h) cpu::act_quant(h.data(), 1, inter, inter, 128, true);
-                    cpu::linear(h.data(), 1, hw[size_t(3 * e + 2)].w, 0, d, o.data(), d);
-                    for (int64_t c = 0; c < d; ++c) ref[size_t(i * d + c)] += o[size_t(c)];
-                }
+        const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, quant_h);
         {
             cuda::ExpertTable table(dev);
             Dev dx(x), di(ids), dw(w);
@@ -606,11 +621,7 @@ TEST_F(CudaOps, MoeExperts) {
             // for the few elements near a rounding boundary: measured 3e-3, bar 1e-2.
             EXPECT_REL(dout.get<float>(), ref, t * k > 2048 ? 1e-2 : 1e-5);
         }
-        for (auto& e : dev) {
-            cuda::free_weight(e.w1);
-            cuda::free_weight(e.w3);
-            cuda::free_weight(e.w2);
-        }
+        free_moe_weights(md);
     }
 }
 
@@ -823,11 +834,7 @@ TEST_F(CudaOps, MoeGroupedRowsPerWarpBitwise) {
             EXPECT_SAME_BITS(out[1], out[0]);
             EXPECT_SAME_BITS(out[2], out[0]);
         }
-        for (auto& e : dev) {
-            cuda::free_weight(e.w1);
-            cuda::free_weight(e.w3);
-            cuda::free_weight(e.w2);
-        }
+        free_moe_weights(md);
     }
 }
 
@@ -922,31 +929,15 @@ TEST_F(CudaOps, MoeExpertsSliceGemv) {
         SCOPED_TRACE(testing::Message() << "t " << t);
         const int64_t d = 1024, inter = 512, ne = 8, k = 6;
         MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
-        auto& [hw, dev, x, ids, w] = md;
-        std::vector<float> ref(size_t(t * d), 0.f);
-        for (int64_t e = 0; e < ne; ++e)
-            for (int64_t i = 0; i < t; ++i)
-                for (int64_t j = 0; j < k; ++j) {
-                    if (ids[size_t(i * k + j)] != e) continue;
-                    std::vector<float> gu(size_t(2 * inter)), h(static_cast<size_t>(inter)), o(static_cast<size_t>(d));
-                    cpu::linear(x.data() + i * d, 1, hw[size_t(3 * e)].w, 0, inter, gu.data(), 2 * inter);
-                    cpu::linear(x.data() + i * d, 1, hw[size_t(3 * e + 1)].w, 0, inter, gu.data() + inter, 2 * inter);
-                    cpu::swiglu(gu.data(), gu.data() + inter, 2 * inter, 1, inter, 10.f, &w[size_t(i * k + j)], h.data());
-                    cpu::linear(h.data(), 1, hw[size_t(3 * e + 2)].w, 0, d, o.data(), d);
-                    for (int64_t c = 0; c < d; ++c) ref[size_t(i * d + c)] += o[size_t(c)];
-                }
+        const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, false);
         {
-            cuda::ExpertTable table(dev);
-            Dev dx(x), di(ids), dw(w);
+            cuda::ExpertTable table(md.dev);
+            Dev dx(md.x), di(md.ids), dw(md.w);
             Dev dout = poisoned(ref.size());
             cuda::moe_experts(table, dx.f(), t, d, inter, di.i(), dw.f(), k, 10.f, false, dout.f());
             EXPECT_REL(dout.get<float>(), ref, 1e-5);
         }
-        for (auto& e : dev) {
-            cuda::free_weight(e.w1);
-            cuda::free_weight(e.w3);
-            cuda::free_weight(e.w2);
-        }
+        free_moe_weights(md);
     }
     cuda::set_slice_gemv(-1);
 }
