@@ -17,7 +17,9 @@ const std::string kModel = DSINFER_TEST_DATA "/dsv4-tiny-flash";
 // finish by length with exactly max_tokens tokens, and the pool must end empty.
 void run_requests(EngineOptions o, int n, int prompt0, int prompt_step, int max_tokens) {
     auto runner = make_dsv4_runner(kModel, "cuda");
-    if (o.speculative) EXPECT_EQ(runner->draft_unavailable(), "");
+    if (o.speculative) {
+        EXPECT_EQ(runner->draft_unavailable(), "");
+    }
     Scheduler sched(*runner, o);
     std::vector<std::shared_ptr<OutputChannel>> ch;
     for (int i = 0; i < n; ++i) {
