@@ -86,21 +86,15 @@ __device__ double block_sum_double(double s) {
     return red[0];
 }
 
-// One block per row. Decode (few rows) launches 1024 threads with float4 loads so a 4096-wide row is one
-// load per thread; the old 256-thread scalar loop left a single SM walking the row serially.
-__global__ void __launch_bounds__(1024) rmsnorm_vec4_kernel(const float* x, int64_t dim, const float* w, float eps,
-                                                            float* y) {
-    pdl_wait();
-    pdl_release();
-    const float4* xr = reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * dim);
-    float4* yr = reinterpret_cast<float4*>(y + int64_t(blockIdx.x) * dim);
-    const float4* w4 = reinterpret_cast<const float4*>(w);
-    const int64_t n4 = dim / 4;
-    constexpr int kMaxPerThread = 4;  // dim ≤ 16384
-    float4 v[kMaxPerThread];
+// The float4 norm kernels' shared first half: thread i loads float4s i + j·blockDim of the row into v
+// and the block returns 1 / rms (sum of squares in double, as the CPU). Both kernels run this same code,
+// which is what makes rmsnorm_quant_kernel's norm bitwise rmsnorm_vec4_kernel's.
+constexpr int kRmsMaxPerThread = 4;  // dim ≤ 16384 at 1024 threads
+__device__ __forceinline__ float row_inv_rms_vec4(const float4* xr, int64_t n4, int64_t dim, float eps,
+                                                  float4 (&v)[kRmsMaxPerThread]) {
     double s = 0;
 #pragma unroll
-    for (int j = 0; j < kMaxPerThread; ++j) {
+    for (int j = 0; j < kRmsMaxPerThread; ++j) {
         const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
         if (i < n4) {
             v[j] = xr[i];
@@ -111,9 +105,23 @@ __global__ void __launch_bounds__(1024) rmsnorm_vec4_kernel(const float* x, int6
         }
     }
     s = block_sum_double(s);
-    const float rs = 1.f / sqrtf(float(s / double(dim)) + eps);
+    return 1.f / sqrtf(float(s / double(dim)) + eps);
+}
+
+// One block per row. Decode (few rows) launches 1024 threads with float4 loads so a 4096-wide row is one
+// load per thread; the old 256-thread scalar loop left a single SM walking the row serially.
+__global__ void __launch_bounds__(1024) rmsnorm_vec4_kernel(const float* x, int64_t dim, const float* w, float eps,
+                                                            float* y) {
+    pdl_wait();
+    pdl_release();
+    const float4* xr = reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * dim);
+    float4* yr = reinterpret_cast<float4*>(y + int64_t(blockIdx.x) * dim);
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    const int64_t n4 = dim / 4;
+    float4 v[kRmsMaxPerThread];
+    const float rs = row_inv_rms_vec4(xr, n4, dim, eps, v);
 #pragma unroll
-    for (int j = 0; j < kMaxPerThread; ++j) {
+    for (int j = 0; j < kRmsMaxPerThread; ++j) {
         const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
         if (i < n4) {
             float4 o{v[j].x * rs, v[j].y * rs, v[j].z * rs, v[j].w * rs};
@@ -153,24 +161,10 @@ __global__ void __launch_bounds__(1024) rmsnorm_quant_kernel(const float* x, int
     float4* qr = reinterpret_cast<float4*>(yq + int64_t(blockIdx.x) * dim);
     const float4* w4 = reinterpret_cast<const float4*>(w);
     const int64_t n4 = dim / 4;
-    constexpr int kMaxPerThread = 4;  // dim ≤ 16384
-    float4 v[kMaxPerThread];
-    double s = 0;
+    float4 v[kRmsMaxPerThread];
+    const float rs = row_inv_rms_vec4(xr, n4, dim, eps, v);
 #pragma unroll
-    for (int j = 0; j < kMaxPerThread; ++j) {
-        const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
-        if (i < n4) {
-            v[j] = xr[i];
-            s += double(v[j].x) * double(v[j].x);
-            s += double(v[j].y) * double(v[j].y);
-            s += double(v[j].z) * double(v[j].z);
-            s += double(v[j].w) * double(v[j].w);
-        }
-    }
-    s = block_sum_double(s);
-    const float rs = 1.f / sqrtf(float(s / double(dim)) + eps);
-#pragma unroll
-    for (int j = 0; j < kMaxPerThread; ++j) {
+    for (int j = 0; j < kRmsMaxPerThread; ++j) {
         if (int64_t(j) * blockDim.x >= n4) break;  // block-uniform: every lane of a warp reaches the shuffles
         const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
         const bool live = i < n4;
