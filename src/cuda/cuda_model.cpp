@@ -790,15 +790,11 @@ void CudaModel::attention_core(const DevBlock& bw, Rows& rows, const AttnIn& in)
 
         // Attended set per query (§6.4): window positions, then compressed entries.
         const int64_t n_win = std::min<int64_t>(W, P + T);
-        int64_t n_cmp = 0;
-        if (bw.ratio == 4)
-            n_cmp = std::min<int64_t>(c.index_topk, n_entries);
-        else if (bw.ratio)
-            n_cmp = n_entries;
+        // With take_all the list is known without scoring, and without topk's host sync.
+        const CompressedPick pick = compressed_pick(bw.ratio, c.index_topk, n_entries);
+        const int64_t n_cmp = pick.count;
         const int64_t nk = n_win + n_cmp;
-        // With at most index_topk complete entries the indexer keeps every one of them, in index order
-        // (what topk returns then): the list is known without scoring, and without topk's host sync.
-        const bool take_all = bw.ratio == 4 && n_entries <= c.index_topk;
+        const bool take_all = pick.take_all;
         std::vector<int32_t> idx(static_cast<size_t>(T * nk), -1);
         for (int64_t t = 0; t < T; ++t) {
             const int64_t p = P + t;
@@ -912,15 +908,12 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
     // Key lists [S, nk]: ring slots of the window positions, then compressed entries.
     int64_t max_entries = 0;
     for (size_t s : seqs) max_entries = std::max<int64_t>(max_entries, cw ? cache(s).ckv.size() / hd : 0);
-    int64_t n_cmp = 0;
-    if (bw.ratio == 4)
-        n_cmp = std::min<int64_t>(c.index_topk, max_entries);
-    else if (bw.ratio)
-        n_cmp = max_entries;
+    // take_all when no sequence has more than index_topk complete entries: no scores, no topk (nor its
+    // host sync).
+    const CompressedPick pick = compressed_pick(bw.ratio, c.index_topk, max_entries);
+    const int64_t n_cmp = pick.count;
     const int64_t nk = W + n_cmp;
-    // No sequence has more than index_topk complete entries: the indexer keeps all of them, in index
-    // order (what topk returns then), so the list needs no scores and no topk (nor its host sync).
-    const bool take_all = bw.ratio == 4 && max_entries <= c.index_topk;
+    const bool take_all = pick.take_all;
     const size_t nS = size_t(S);
     std::vector<int32_t> idx(size_t(S * nk), -1), qrow(nS), valid(nS);
     std::vector<const float*> a_rows(nS), b_rows(nS), k_rows(nS);

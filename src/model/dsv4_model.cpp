@@ -509,11 +509,7 @@ void Dsv4Model::attention(const BlockWeights& bw, Rows& rows, const float* y, fl
 
         // Attended set per query (§6.4): window positions, then compressed entries.
         const int64_t n_win = std::min<int64_t>(W, P + T);
-        int64_t n_cmp = 0;
-        if (bw.ratio == 4)
-            n_cmp = std::min<int64_t>(c.index_topk, n_entries);
-        else if (bw.ratio)
-            n_cmp = n_entries;
+        const int64_t n_cmp = compressed_pick(bw.ratio, c.index_topk, n_entries).count;
         const int64_t nk = n_win + n_cmp;
         std::vector<int32_t> idx(static_cast<size_t>(T * nk), -1);
         for (int64_t t = 0; t < T; ++t) {

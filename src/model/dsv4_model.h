@@ -5,6 +5,7 @@
 // The math is dsv4-model.md §4-§11 in float32 with the model's quantization steps (docs/model.md).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -23,6 +24,18 @@ struct ModelOptions {
     bool quant_sim = true;  // false: no activation/KV/indexer quantization (weights still dequantized exactly)
     int threads = 0;        // 0: OpenMP default; otherwise sets the process's OpenMP thread count
 };
+
+// Compressed entries a query attends (§6.4) when n_entries are complete: a ratio-4 layer the indexer's
+// top index_topk of them (all of them while there are no more, in index order, which is what top-k
+// returns then: take_all, no scoring needed), a ratio-128 layer every one, a window-only layer none.
+struct CompressedPick {
+    int64_t count = 0;
+    bool take_all = false;
+};
+inline CompressedPick compressed_pick(int ratio, int64_t index_topk, int64_t n_entries) {
+    if (ratio == 4) return {std::min<int64_t>(index_topk, n_entries), n_entries <= index_topk};
+    return {ratio ? n_entries : 0, false};
+}
 
 // Streaming state of one compressor (§7.3), reference layout: [coff·ratio, coff·d] values and
 // scores (g + ape); slots [0, ratio) the previous block (overlap) or the current one.

@@ -240,3 +240,19 @@ TEST(Batching, MarkAndRollback) {
     m.forward(std::span<ForwardItem>(&it, 1));
     EXPECT_THROW(st->rollback(small), std::exception);
 }
+
+// The attended compressed entries per layer kind (§6.4), shared by the CPU and GPU forwards.
+TEST(CompressedPick, ByLayerKind) {
+    const auto none = compressed_pick(0, 512, 40);
+    EXPECT_EQ(none.count, 0);
+    EXPECT_FALSE(none.take_all);
+    const auto all128 = compressed_pick(128, 512, 9000);
+    EXPECT_EQ(all128.count, 9000);
+    EXPECT_FALSE(all128.take_all);
+    const auto few = compressed_pick(4, 512, 512);  // every entry fits: kept without scoring
+    EXPECT_EQ(few.count, 512);
+    EXPECT_TRUE(few.take_all);
+    const auto many = compressed_pick(4, 512, 513);  // the indexer chooses
+    EXPECT_EQ(many.count, 512);
+    EXPECT_FALSE(many.take_all);
+}
