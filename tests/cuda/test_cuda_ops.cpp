@@ -236,6 +236,16 @@ MoeData make_moe_data(int64_t t, int64_t d, int64_t inter, int64_t ne, int64_t k
     return m;
 }
 
+// top-k results [t, k] compared row by row as sets (the order within a row is not part of the op).
+void expect_same_rows_as_sets(const std::vector<int32_t>& ref, const std::vector<int32_t>& got, int64_t t, int64_t n,
+                              int64_t k) {
+    for (int64_t i = 0; i < t; ++i) {
+        std::multiset<int32_t> a(ref.begin() + i * k, ref.begin() + (i + 1) * k),
+            b(got.begin() + i * k, got.begin() + (i + 1) * k);
+        EXPECT_EQ(a, b) << "row " << i << " (t " << t << " n " << n << " k " << k << ")";
+    }
+}
+
 // The CPU composition of the routed experts (the model's run_expert): experts in ascending id, each on
 // its rows (w1, w3, SwiGLU with the routing weight, act_quant of h when quant_h, w2); out += expert output.
 std::vector<float> moe_reference(const MoeData& md, int64_t t, int64_t d, int64_t inter, int64_t ne, int64_t k,
@@ -506,11 +516,7 @@ TEST_F(CudaOps, IndexerScoresTopk) {
         Dev didx(size_t(t * k) * 4);
         cuda::backend().topk(dsc.f(), t, n, dv.i(), k, didx.i());
         auto gi = didx.get<int32_t>();
-        for (int64_t i = 0; i < t; ++i) {
-            std::multiset<int32_t> a(ref.begin() + i * k, ref.begin() + (i + 1) * k),
-                b(gi.begin() + i * k, gi.begin() + (i + 1) * k);
-            EXPECT_EQ(a, b) << "row " << i << " (t " << t << " n " << n << " k " << k << ")";
-        }
+        expect_same_rows_as_sets(ref, gi, t, n, k);
     }
 }
 
@@ -540,11 +546,7 @@ TEST_F(CudaOps, TopkTiesMatchCpu) {
         Dev di(size_t(t * k) * 4);
         cuda::backend().topk(ds.f(), t, n, dv.i(), k, di.i());
         auto got = di.get<int32_t>();
-        for (int64_t i = 0; i < t; ++i) {
-            std::multiset<int32_t> a(ref.begin() + i * k, ref.begin() + (i + 1) * k),
-                b(got.begin() + i * k, got.begin() + (i + 1) * k);
-            EXPECT_EQ(a, b) << "row " << i << " (t " << t << " n " << n << " k " << k << ")";
-        }
+        expect_same_rows_as_sets(ref, got, t, n, k);
     }
 }
 

@@ -109,6 +109,16 @@ inline Result run_alone(const std::vector<int32_t>& prompt, SamplingParams p, Sc
     return h.results[id];
 }
 
+// Five other sampled requests submitted before the one under test (prompts of 10..14 tokens, seeds
+// 1000..1004, otherwise p), so that it shares its steps with them.
+inline void submit_seeded_neighbours(Harness& h, const SamplingParams& p) {
+    for (int i = 0; i < 5; ++i) {
+        SamplingParams q = p;
+        q.seed = 1000 + i;
+        h.submit(make_prompt(10 + i, 70 + i), q);
+    }
+}
+
 // The preemption workload: six requests with growing prompts and staggered output lengths, submitted
 // at once to a pool that holds only three of them; each must come out as if it had run alone.
 struct PreemptionCases {

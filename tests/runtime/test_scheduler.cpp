@@ -145,11 +145,7 @@ TEST(Scheduler, SeededSamplingIndependentOfBatch) {
     EngineOptions o;
     o.max_batch_tokens = 13;
     Harness h(o, so);
-    for (int i = 0; i < 5; ++i) {
-        SamplingParams q = p;
-        q.seed = 1000 + i;
-        h.submit(make_prompt(10 + i, 70 + i), q);
-    }
+    submit_seeded_neighbours(h, p);
     uint64_t id = h.submit(prompt, p);
     h.run();
     EXPECT_EQ(h.results[id].tokens, alone.tokens);

@@ -178,11 +178,7 @@ TEST(Speculative, SeededSamplingIndependentOfBatch) {
     uint64_t a = alone.submit(prompt, p);
     alone.run();
     Harness h(spec_opts(3, 16), so);
-    for (int i = 0; i < 5; ++i) {
-        SamplingParams q = p;
-        q.seed = 1000 + i;
-        h.submit(make_prompt(10 + i, 70 + i), q);
-    }
+    submit_seeded_neighbours(h, p);
     uint64_t id = h.submit(prompt, p);
     h.run();
     EXPECT_EQ(h.results[id].tokens, alone.results[a].tokens);
