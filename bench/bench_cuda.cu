@@ -273,6 +273,13 @@ void print_decode(const char* name, double ms, double bytes) {
                 100.0 * gbs / g_copy_gbs);
 }
 
+// The earlier and the current launches of one decode op, a line each: "<what>, <old_way>", "<what>, <new_way>".
+void print_decode_pair(const std::string& what, const char* old_way, double ms_old, const char* new_way, double ms_new,
+                       double bytes) {
+    print_decode((what + ", " + old_way).c_str(), ms_old, bytes);
+    print_decode((what + ", " + new_way).c_str(), ms_new, bytes);
+}
+
 // hc_pre at decode (t tokens, Flash d = 4096, hc = 4): the one-block-per-token finish against the
 // finish over d/256 + 1 blocks per token (bitwise the same results). Bytes: fn, x, y.
 void bench_hc_pre(int64_t t) {
@@ -318,11 +325,7 @@ void bench_wo_a(int64_t m) {
             }
         },
         200);
-    char name[96];
-    std::snprintf(name, sizeof name, "wo_a FP8 m=%lld, 8 slice linears", (long long)m);
-    print_decode(name, ms_old, bytes);
-    std::snprintf(name, sizeof name, "wo_a FP8 m=%lld, linear_groups", (long long)m);
-    print_decode(name, ms_new, bytes);
+    print_decode_pair("wo_a FP8 m=" + std::to_string(m), "8 slice linears", ms_old, "linear_groups", ms_new, bytes);
     for (auto& w : ws) cuda::free_weight(w);
     for (float* p : {o, xs, u}) cuda::dfree(p);
 }
@@ -354,11 +357,7 @@ void bench_shared_w13(int64_t m) {
             }
         },
         200);
-    char name[96];
-    std::snprintf(name, sizeof name, "shared w1+w3 FP8 m=%lld, 2 linears", (long long)m);
-    print_decode(name, ms_old, bytes);
-    std::snprintf(name, sizeof name, "shared w1+w3 FP8 m=%lld, linear_pair", (long long)m);
-    print_decode(name, ms_new, bytes);
+    print_decode_pair("shared w1+w3 FP8 m=" + std::to_string(m), "2 linears", ms_old, "linear_pair", ms_new, bytes);
     for (auto& w : w1) cuda::free_weight(w);
     for (auto& w : w3) cuda::free_weight(w);
     for (float* p : {x, gu}) cuda::dfree(p);
@@ -420,11 +419,8 @@ void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
         },
         200);
     const double ms_new = time_ms([&](int) { cuda::rmsnorm_act_quant(x, rows, dim, w, 1e-6f, y, yq, 128, true); }, 200);
-    char name[96];
-    std::snprintf(name, sizeof name, "rmsnorm+act_quant %lldx%lld, 3 launches", (long long)rows, (long long)dim);
-    print_decode(name, ms_old, bytes);
-    std::snprintf(name, sizeof name, "rmsnorm+act_quant %lldx%lld, fused", (long long)rows, (long long)dim);
-    print_decode(name, ms_new, bytes);
+    print_decode_pair("rmsnorm+act_quant " + std::to_string(rows) + "x" + std::to_string(dim), "3 launches", ms_old,
+                      "fused", ms_new, bytes);
     for (float* p : {x, w, y, yq}) cuda::dfree(p);
 }
 
