@@ -191,10 +191,22 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     const dim3 grid{unsigned(t), unsigned(hgroups), unsigned(splits)};
     cudaStream_t st = cur_stream();
     switch (d) {
-        case 64: launch_pdl(attn_partial_kernel<2>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
-        case 128: launch_pdl(attn_partial_kernel<4>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
-        case 256: launch_pdl(attn_partial_kernel<8>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
-        case 512: launch_pdl(attn_partial_kernel<16>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows, b_rows, qrow); break;
+        case 64:
+            launch_pdl(attn_partial_kernel<2>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale,
+                       chunk, splits, pm, pl, po, a_rows, b_rows, qrow);
+            break;
+        case 128:
+            launch_pdl(attn_partial_kernel<4>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale,
+                       chunk, splits, pm, pl, po, a_rows, b_rows, qrow);
+            break;
+        case 256:
+            launch_pdl(attn_partial_kernel<8>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale,
+                       chunk, splits, pm, pl, po, a_rows, b_rows, qrow);
+            break;
+        case 512:
+            launch_pdl(attn_partial_kernel<16>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale,
+                       chunk, splits, pm, pl, po, a_rows, b_rows, qrow);
+            break;
         default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
     }
     DSINFER_CUDA_LAUNCH();

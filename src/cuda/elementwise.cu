@@ -110,8 +110,8 @@ __device__ __forceinline__ float row_inv_rms_vec4(const float4* xr, int64_t n4, 
 
 // One block per row. Decode (few rows) launches 1024 threads with float4 loads so a 4096-wide row is one
 // load per thread; the old 256-thread scalar loop left a single SM walking the row serially.
-__global__ void __launch_bounds__(1024) rmsnorm_vec4_kernel(const float* x, int64_t dim, const float* w, float eps,
-                                                            float* y) {
+__global__ void __launch_bounds__(1024)
+    rmsnorm_vec4_kernel(const float* x, int64_t dim, const float* w, float eps, float* y) {
     pdl_wait();
     pdl_release();
     const float4* xr = reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * dim);

@@ -139,8 +139,7 @@ bool scales_pow2(const Weight& w) {
     const int64_t n = w.fmt == WeightFormat::FP8 ? ceil_div(w.n, 128) * w.scale_cols : w.n * w.scale_cols;
     int* flag = static_cast<int*>(dmalloc(4));
     DSINFER_CUDA_CHECK(cudaMemsetAsync(flag, 0, 4, cur_stream()));
-    launch_pdl(scales_pow2_kernel, unsigned(ceil_div(n, 256)), 256, 0, static_cast<const float*>(w.scale), n,
-                                                                             flag);
+    launch_pdl(scales_pow2_kernel, unsigned(ceil_div(n, 256)), 256, 0, static_cast<const float*>(w.scale), n, flag);
     DSINFER_CUDA_LAUNCH();
     int h = 0;
     d2h(&h, flag, 4);
@@ -180,8 +179,8 @@ bool bf16_linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t
         if (reinterpret_cast<uintptr_t>(wb) % 16) return false;
     } else {
         uint16_t* e = static_cast<uint16_t*>(scratch(kScratchBf16W, size_t(nn * k) * 2));
-        launch_pdl(expand_weight_kernel, unsigned(ceil_div(nn * (k / 8), 256)), 256, 0, 
-            static_cast<const uint8_t*>(w.data), w.fmt, w.scale, w.scale_kind, w.scale_cols, n0, nn, k, e);
+        launch_pdl(expand_weight_kernel, unsigned(ceil_div(nn * (k / 8), 256)), 256, 0,
+                   static_cast<const uint8_t*>(w.data), w.fmt, w.scale, w.scale_kind, w.scale_cols, n0, nn, k, e);
         DSINFER_CUDA_LAUNCH();
         wb = e;
     }

@@ -362,18 +362,18 @@ void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, c
         launch_pdl(hc_partial_kernel<kMix>, grid, kHcThreads, 0, x, hc * d, fn, part, part_ss);
         DSINFER_CUDA_LAUNCH();
         if (legacy_decode_kernels() || one_block_hc_finish()) {
-            launch_pdl(hc_finish_kernel<4>, unsigned(t), kHcThreads, 0, 
-                x, d, part, part_ss, scale, base, iters, hc_eps, norm_eps, y, post, comb, legacy_decode_kernels());
+            launch_pdl(hc_finish_kernel<4>, unsigned(t), kHcThreads, 0, x, d, part, part_ss, scale, base, iters, hc_eps,
+                       norm_eps, y, post, comb, legacy_decode_kernels());
         } else {
             const dim3 fgrid{unsigned(t), unsigned(ceil_div(d, kHcThreads) + 1)};
-            launch_pdl(hc_finish_wide_kernel<4>, fgrid, kHcThreads, 0, x, d, part, part_ss, scale, base, iters,
-                                                                            hc_eps, norm_eps, y, post, comb);
+            launch_pdl(hc_finish_wide_kernel<4>, fgrid, kHcThreads, 0, x, d, part, part_ss, scale, base, iters, hc_eps,
+                       norm_eps, y, post, comb);
         }
         DSINFER_CUDA_LAUNCH();
         return;
     }
-    launch_pdl(hc_pre_kernel<4>, unsigned(t), kHcThreads, 0, x, d, fn, scale, base, iters, hc_eps, norm_eps, y,
-                                                                  post, comb);
+    launch_pdl(hc_pre_kernel<4>, unsigned(t), kHcThreads, 0, x, d, fn, scale, base, iters, hc_eps, norm_eps, y, post,
+               comb);
     DSINFER_CUDA_LAUNCH();
 }
 

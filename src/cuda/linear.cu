@@ -14,9 +14,9 @@
 #include <cuda_fp8.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <cstdio>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -256,7 +256,8 @@ __global__ void __launch_bounds__(kGemvThreads, (FMT == int(WeightFormat::FP4) &
 #pragma unroll
                 for (int rr = 0; rr < RPW; ++rr)
                     if (kk < klen && live[rr])
-                        q[u][rr] = __ldg(reinterpret_cast<const uint4*>(wrow[rr] + (k0 + kk) * Epl<FMT>::num / Epl<FMT>::den));
+                        q[u][rr] =
+                            __ldg(reinterpret_cast<const uint4*>(wrow[rr] + (k0 + kk) * Epl<FMT>::num / Epl<FMT>::den));
             }
 #pragma unroll
             for (int u = 0; u < UNR; ++u) {
@@ -275,7 +276,8 @@ __global__ void __launch_bounds__(kGemvThreads, (FMT == int(WeightFormat::FP4) &
 #pragma unroll
                     for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
-                        for (int j = 0; j < NJ; ++j) xv[mi][j] = xs[mi * p.kchunk + (g * 8 + dec_pos<FMT>(j)) * stride + xb];
+                        for (int j = 0; j < NJ; ++j)
+                            xv[mi][j] = xs[mi * p.kchunk + (g * 8 + dec_pos<FMT>(j)) * stride + xb];
 #pragma unroll
                     for (int rr = 0; rr < RPW; ++rr) {
                         if (!live[rr]) continue;
@@ -292,8 +294,10 @@ __global__ void __launch_bounds__(kGemvThreads, (FMT == int(WeightFormat::FP4) &
                     if (!live[rr]) continue;
                     float sc = 1.f;
                     const int64_t n = jn0 + r0 + rr, kg = k0 + kk;
-                    if constexpr (FMT == int(WeightFormat::FP8)) sc = scale_dev(job.s, p.sk, (n / 128) * p.scale_cols + kg / 128);
-                    if constexpr (FMT == int(WeightFormat::FP4)) sc = scale_dev(job.s, p.sk, n * p.scale_cols + kg / 32);
+                    if constexpr (FMT == int(WeightFormat::FP8))
+                        sc = scale_dev(job.s, p.sk, (n / 128) * p.scale_cols + kg / 128);
+                    if constexpr (FMT == int(WeightFormat::FP4))
+                        sc = scale_dev(job.s, p.sk, n * p.scale_cols + kg / 32);
 #pragma unroll
                     for (int mi = 0; mi < MT; ++mi) acc[rr][mi] += part[rr][mi] * sc;
                 }
@@ -313,8 +317,10 @@ __global__ void __launch_bounds__(kGemvThreads, (FMT == int(WeightFormat::FP4) &
 #pragma unroll
                 for (int mi = 0; mi < MT; ++mi) {
                     if (mi >= p.m) break;
-                    if (p.splits == 1) job.y[mi * p.ldy + r] = acc[rr][mi];
-                    else p.partial[((job_i * p.splits + s) * p.m + mi) * p.n_rows + r] = acc[rr][mi];
+                    if (p.splits == 1)
+                        job.y[mi * p.ldy + r] = acc[rr][mi];
+                    else
+                        p.partial[((job_i * p.splits + s) * p.m + mi) * p.n_rows + r] = acc[rr][mi];
                 }
             }
         }
@@ -519,24 +525,24 @@ constexpr int kSliceMaxK = 16 * kSliceK;
 
 template <int FMT>
 struct SliceFmt {
-    static constexpr int EPL = Epl<FMT>::v;          // elements per 16-byte load
-    static constexpr int KL = 32 / EPL;              // loads a lane per row (32 elements a lane)
-    static constexpr int R = KL >= 4 ? 1 : 4 / KL;   // rows a round: FP8 2, FP4 4, BF16 1, F32 1
+    static constexpr int EPL = Epl<FMT>::v;         // elements per 16-byte load
+    static constexpr int KL = 32 / EPL;             // loads a lane per row (32 elements a lane)
+    static constexpr int R = KL >= 4 ? 1 : 4 / KL;  // rows a round: FP8 2, FP4 4, BF16 1, F32 1
 };
 
 struct SliceParams {
     int64_t k, n_rows, n0, scale_cols;
     int64_t chunks_per_job, chunks;  // ceil(n_rows / R); njobs · that
     ScaleKind sk;
-    int slices;                      // ceil(k / kSliceK)
+    int slices;  // ceil(k / kSliceK)
 };
 
 // The chunks of group gi (of G): start, start + stride, ... (count of them). With at least as many
 // groups as jobs, each job gets G / njobs groups, which take its chunks in turn: at any time the
 // grid reads one contiguous stretch of each job's rows, and a group never changes x. Otherwise
 // (many jobs: batched MoE pairs) each group takes a contiguous run of the job-major chunk list.
-__device__ __forceinline__ void slice_span(const SliceParams& p, int64_t G, int64_t gi, int64_t& start,
-                                           int64_t& stride, int64_t& count) {
+__device__ __forceinline__ void slice_span(const SliceParams& p, int64_t G, int64_t gi, int64_t& start, int64_t& stride,
+                                           int64_t& count) {
     const int64_t njobs = p.chunks / p.chunks_per_job;
     if (njobs <= G) {
         const int64_t gj = G / njobs, job = gi / gj, w = gi % gj;
@@ -552,7 +558,8 @@ __device__ __forceinline__ void slice_span(const SliceParams& p, int64_t G, int6
 }
 
 template <int FMT, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, 16 / WARPS) slice_gemv_kernel(SliceParams p, GemvJobList inl, const GemvJob* jobs) {
+__global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
+    slice_gemv_kernel(SliceParams p, GemvJobList inl, const GemvJob* jobs) {
     using F = SliceFmt<FMT>;
     constexpr int EPL = F::EPL, KL = F::KL, R = F::R;
     constexpr int NUM = Epl<FMT>::num, DEN = Epl<FMT>::den;
@@ -574,7 +581,7 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS) slice_gemv_kernel(Slic
     const int64_t row_bytes = p.k * NUM / DEN;
 
     // Loads the weights (and their scales) of chunk c for this warp's slice.
-    auto load = [&](const GemvJob& job, int64_t c, uint4 (&q)[R][KL], float (&sc)[R][KL]) {
+    auto load = [&](const GemvJob& job, int64_t c, uint4(&q)[R][KL], float(&sc)[R][KL]) {
         const int64_t r0 = (c % p.chunks_per_job) * R;
 #pragma unroll
         for (int rr = 0; rr < R; ++rr) {
@@ -586,9 +593,12 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS) slice_gemv_kernel(Slic
                 if (row_ok && e0 < p.k) {
                     q[rr][j] = __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(job.w) + n * row_bytes +
                                                                     e0 * NUM / DEN));
-                    if constexpr (FMT == int(WeightFormat::FP8)) sc[rr][j] = scale_dev(job.s, p.sk, (n / 128) * p.scale_cols + e0 / 128);
-                    else if constexpr (FMT == int(WeightFormat::FP4)) sc[rr][j] = scale_dev(job.s, p.sk, n * p.scale_cols + e0 / 32);
-                    else sc[rr][j] = 1.f;
+                    if constexpr (FMT == int(WeightFormat::FP8))
+                        sc[rr][j] = scale_dev(job.s, p.sk, (n / 128) * p.scale_cols + e0 / 128);
+                    else if constexpr (FMT == int(WeightFormat::FP4))
+                        sc[rr][j] = scale_dev(job.s, p.sk, n * p.scale_cols + e0 / 32);
+                    else
+                        sc[rr][j] = 1.f;
                 } else {
                     q[rr][j] = make_uint4(0u, 0u, 0u, 0u);
                     sc[rr][j] = 0.f;
@@ -710,12 +720,12 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS) slice_gemv_kernel(Slic
     }
 }
 
-
 template <int FMT, int WARPS>
 void launch_slice_w(const SliceParams& p, const GemvJobList& inl, const GemvJob* jobs) {
     static const int per_sm = [] {
         int b = 0;
-        DSINFER_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, slice_gemv_kernel<FMT, WARPS>, WARPS * 32, 0));
+        DSINFER_CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, slice_gemv_kernel<FMT, WARPS>, WARPS * 32, 0));
         return b > 0 ? b : 1;
     }();
     const int64_t gb = WARPS / p.slices;
@@ -725,8 +735,10 @@ void launch_slice_w(const SliceParams& p, const GemvJobList& inl, const GemvJob*
 
 template <int FMT>
 void launch_slice_fmt(const SliceParams& p, const GemvJobList& inl, const GemvJob* jobs) {
-    if (p.slices <= 8) launch_slice_w<FMT, 8>(p, inl, jobs);
-    else launch_slice_w<FMT, 16>(p, inl, jobs);
+    if (p.slices <= 8)
+        launch_slice_w<FMT, 8>(p, inl, jobs);
+    else
+        launch_slice_w<FMT, 16>(p, inl, jobs);
 }
 
 // Which single-row launches take the slice GEMV. DSINFER_CUDA_SLICE_GEMV: 0 none, all every launch
@@ -747,10 +759,14 @@ int slice_mode() {
 
 int slice_rows(WeightFormat f) {
     switch (f) {
-        case WeightFormat::FP8: return SliceFmt<int(WeightFormat::FP8)>::R;
-        case WeightFormat::FP4: return SliceFmt<int(WeightFormat::FP4)>::R;
-        case WeightFormat::BF16: return SliceFmt<int(WeightFormat::BF16)>::R;
-        case WeightFormat::F32: return SliceFmt<int(WeightFormat::F32)>::R;
+        case WeightFormat::FP8:
+            return SliceFmt<int(WeightFormat::FP8)>::R;
+        case WeightFormat::FP4:
+            return SliceFmt<int(WeightFormat::FP4)>::R;
+        case WeightFormat::BF16:
+            return SliceFmt<int(WeightFormat::BF16)>::R;
+        case WeightFormat::F32:
+            return SliceFmt<int(WeightFormat::F32)>::R;
     }
     return 1;
 }
@@ -780,10 +796,18 @@ void launch_slice(const Weight& w, int64_t n_rows, int64_t n0, const GemvJobList
     p.chunks = p.chunks_per_job * njobs;
     if (p.chunks <= 0) return;
     switch (w.fmt) {
-        case WeightFormat::FP8: launch_slice_fmt<int(WeightFormat::FP8)>(p, inl, jobs); break;
-        case WeightFormat::FP4: launch_slice_fmt<int(WeightFormat::FP4)>(p, inl, jobs); break;
-        case WeightFormat::BF16: launch_slice_fmt<int(WeightFormat::BF16)>(p, inl, jobs); break;
-        case WeightFormat::F32: launch_slice_fmt<int(WeightFormat::F32)>(p, inl, jobs); break;
+        case WeightFormat::FP8:
+            launch_slice_fmt<int(WeightFormat::FP8)>(p, inl, jobs);
+            break;
+        case WeightFormat::FP4:
+            launch_slice_fmt<int(WeightFormat::FP4)>(p, inl, jobs);
+            break;
+        case WeightFormat::BF16:
+            launch_slice_fmt<int(WeightFormat::BF16)>(p, inl, jobs);
+            break;
+        case WeightFormat::F32:
+            launch_slice_fmt<int(WeightFormat::F32)>(p, inl, jobs);
+            break;
     }
 }
 
@@ -1056,7 +1080,7 @@ const float* cached_scale_f32(const Weight& w) {
     const int64_t rows = ceil_div(w.n, 128), cols = ceil_div(w.k, 128), l4 = ceil_div(cols, 4) * 4;
     float* dst = static_cast<float*>(dmalloc(size_t(rows * l4) * 4));
     launch_pdl(scale_to_f32_kernel, unsigned(ceil_div(rows * l4, 256)), 256, 0, w.scale, w.scale_kind, rows, cols,
-                                                                                      w.scale_cols, l4, dst);
+               w.scale_cols, l4, dst);
     DSINFER_CUDA_LAUNCH();
     l.scales.emplace(key, dst);
     return dst;
@@ -1095,7 +1119,7 @@ bool lt_linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n
         float* qs = static_cast<float*>(scratch(kScratchWeightS, size_t(ceil_div(nn, 128) * l4) * 4));
         dim3 grid(unsigned(ceil_div(nn, 128)), unsigned(nkb));
         launch_pdl(fp4_to_fp8_kernel, grid, 128, 0, static_cast<const uint8_t*>(w.data), w.scale, w.scale_kind,
-                                                          w.scale_cols, n0, nn, k, l4, q, qs);
+                   w.scale_cols, n0, nn, k, l4, q, qs);
         DSINFER_CUDA_LAUNCH();
         wq = q;
         wsc = qs;
@@ -1244,7 +1268,7 @@ bool linear_groups(const float* x, int64_t m, int64_t ldx, const Weight& w, int6
     if (m <= 0 || groups <= 0 || rows <= 0) return true;
     if (m > kGemvMaxRows || groups > kMaxLinearGroups || groups * rows > w.n || !gemv_ok(w, x, w.k)) return false;
     if (bf16_gemm() && m >= bf16_min_rows(w.fmt)) return false;  // linear() would take the BF16 path
-    if (m == 1 && slice_use(w, rows, false)) {  // as linear() takes one row (per group)
+    if (m == 1 && slice_use(w, rows, false)) {                   // as linear() takes one row (per group)
         GemvJobList l{};
         for (int64_t g = 0; g < groups; ++g) l.j[g] = GemvJob{x + g * w.k, w.data, w.scale, y + g * rows, g * rows};
         launch_slice(w, rows, 0, l, nullptr, groups);

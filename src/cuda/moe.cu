@@ -109,9 +109,9 @@ void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t 
 
     if (pairs <= kGroupedMaxPairs && gemv_grouped_ok(w1) && gemv_grouped_ok(w2) && d % 4 == 0 && inter % 4 == 0) {
         GemvJob* jobs = static_cast<GemvJob*>(scratch(kScratchMoeIdx, size_t(3 * pairs) * sizeof(GemvJob)));
-        launch_pdl(build_jobs_kernel, unsigned(ceil_div(pairs, 64)), 64, 0, 
-            static_cast<const ExpertPtrs*>(experts.device()), ids, pairs, k, x, d, inter, gu, h, y, jobs,
-            jobs + 2 * pairs);
+        launch_pdl(build_jobs_kernel, unsigned(ceil_div(pairs, 64)), 64, 0,
+                   static_cast<const ExpertPtrs*>(experts.device()), ids, pairs, k, x, d, inter, gu, h, y, jobs,
+                   jobs + 2 * pairs);
         DSINFER_CUDA_LAUNCH();
         gemv_grouped(w1, inter, jobs, 2 * pairs, d, 0);
         swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h);

@@ -296,7 +296,7 @@ void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, con
     if (t <= 0) return;
     if (k > 64) fail("moe_route: top-k above 64");
     launch_pdl(moe_route_kernel, unsigned(t), kRouteThreads, size_t(2 * e) * 4, logits, e, bias, hash_ids, k,
-                                                                                      route_scale, ids, w);
+               route_scale, ids, w);
     DSINFER_CUDA_LAUNCH();
 }
 

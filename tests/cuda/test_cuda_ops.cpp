@@ -258,7 +258,8 @@ std::vector<float> moe_reference(const MoeData& md, int64_t t, int64_t d, int64_
                 std::vector<float> gu(size_t(2 * inter)), h(static_cast<size_t>(inter)), o(static_cast<size_t>(d));
                 cpu::linear(md.x.data() + i * d, 1, md.hw[size_t(3 * e)].w, 0, inter, gu.data(), 2 * inter);
                 cpu::linear(md.x.data() + i * d, 1, md.hw[size_t(3 * e + 1)].w, 0, inter, gu.data() + inter, 2 * inter);
-                cpu::swiglu(gu.data(), gu.data() + inter, 2 * inter, 1, inter, 10.f, &md.w[size_t(i * k + j)], h.data());
+                cpu::swiglu(gu.data(), gu.data() + inter, 2 * inter, 1, inter, 10.f, &md.w[size_t(i * k + j)],
+                            h.data());
                 if (quant_h) cpu::act_quant(h.data(), 1, inter, inter, 128, true);
                 cpu::linear(h.data(), 1, md.hw[size_t(3 * e + 2)].w, 0, d, o.data(), d);
                 for (int64_t c = 0; c < d; ++c) ref[size_t(i * d + c)] += o[size_t(c)];
@@ -904,18 +905,19 @@ TEST_F(CudaOps, RmsnormActQuantFused) {
 TEST_F(CudaOps, LinearSingleRowShapes) {
     Bf16Scope gemv_only(false);
     for (int mode : {2, 1, 0}) {  // every launch on the slice GEMV, the default choice, none
-    std::printf("  slice gemv mode %d\n", mode);
-    cuda::set_slice_gemv(mode);
-    check_linear(WeightFormat::FP8, 1, 4096, 8192, true, 1e-5);     // wo_b: 8 slices
-    check_linear(WeightFormat::FP8, 1, 1024, 16384, true, 1e-5);    // Pro wo_b: 16 slices, 16-warp blocks
-    check_linear(WeightFormat::FP8, 1, 301, 7168, true, 1e-5);      // Pro hidden: 7 slices, odd row count
-    check_linear(WeightFormat::FP8, 1, 640, 1536, false, 1e-5, ScaleKind::F32, 128, 512);  // half a slice, rows window
-    check_linear(WeightFormat::FP4, 1, 4096, 2048, true, 1e-5);     // routed w2
-    check_linear(WeightFormat::FP4, 1, 3072, 7168, true, 1e-5);     // Pro routed w1
-    check_linear(WeightFormat::FP4, 1, 130, 1056, true, 1e-5);      // 32 elements into the second slice
-    check_linear(WeightFormat::BF16, 1, 1000, 4096, false, 1e-5, ScaleKind::E8M0, 200, 1000);  // head window
-    check_linear(WeightFormat::BF16, 1, 77, 2056, false, 1e-5);     // 3 slices, the last 8 elements long
-    check_linear(WeightFormat::FP8, 1, 3, 128, true, 1e-5);         // one block, most of its groups idle
+        std::printf("  slice gemv mode %d\n", mode);
+        cuda::set_slice_gemv(mode);
+        check_linear(WeightFormat::FP8, 1, 4096, 8192, true, 1e-5);   // wo_b: 8 slices
+        check_linear(WeightFormat::FP8, 1, 1024, 16384, true, 1e-5);  // Pro wo_b: 16 slices, 16-warp blocks
+        check_linear(WeightFormat::FP8, 1, 301, 7168, true, 1e-5);    // Pro hidden: 7 slices, odd row count
+        // half a slice, a window of rows
+        check_linear(WeightFormat::FP8, 1, 640, 1536, false, 1e-5, ScaleKind::F32, 128, 512);
+        check_linear(WeightFormat::FP4, 1, 4096, 2048, true, 1e-5);  // routed w2
+        check_linear(WeightFormat::FP4, 1, 3072, 7168, true, 1e-5);  // Pro routed w1
+        check_linear(WeightFormat::FP4, 1, 130, 1056, true, 1e-5);   // 32 elements into the second slice
+        check_linear(WeightFormat::BF16, 1, 1000, 4096, false, 1e-5, ScaleKind::E8M0, 200, 1000);  // head window
+        check_linear(WeightFormat::BF16, 1, 77, 2056, false, 1e-5);  // 3 slices, the last 8 elements long
+        check_linear(WeightFormat::FP8, 1, 3, 128, true, 1e-5);      // one block, most of its groups idle
     }
     cuda::set_slice_gemv(-1);
 }
@@ -925,9 +927,11 @@ TEST_F(CudaOps, LinearSingleRowShapes) {
 // chunks cross from job to job (x reloaded).
 TEST_F(CudaOps, MoeExpertsSliceGemv) {
     cuda::set_slice_gemv(2);
-    for (auto [t, fmt] : std::vector<std::pair<int64_t, WeightFormat>>{{1, WeightFormat::FP4}, {3, WeightFormat::FP8},
-                                                                      {40, WeightFormat::FP4},
-                                                                      {200, WeightFormat::FP4}}) {  // more jobs than groups
+    for (auto [t, fmt] :
+         std::vector<std::pair<int64_t, WeightFormat>>{{1, WeightFormat::FP4},
+                                                       {3, WeightFormat::FP8},
+                                                       {40, WeightFormat::FP4},
+                                                       {200, WeightFormat::FP4}}) {  // more jobs than groups
         SCOPED_TRACE(testing::Message() << "t " << t);
         const int64_t d = 1024, inter = 512, ne = 8, k = 6;
         MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
