@@ -179,7 +179,8 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     if (t <= 0 || h <= 0) return;
     const int64_t hgroups = ceil_div(h, kHeadsPerBlock);
     // Enough blocks for two per SM, each with at least 32 keys.
-    int splits = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(264, t * hgroups), ceil_div(nk, 32))));
+    int splits =
+        int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * sm_count(), t * hgroups), ceil_div(nk, 32))));
     splits = std::min(splits, kMaxSplits);
     const int64_t chunk = ceil_div(ceil_div(nk, splits), kKeysPerStep) * kKeysPerStep;
     splits = int(std::max<int64_t>(1, ceil_div(nk, chunk)));

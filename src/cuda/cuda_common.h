@@ -24,6 +24,9 @@ inline void check(cudaError_t e, const char* expr, const char* file, int line) {
 
 cudaStream_t cur_stream();
 
+// Streaming multiprocessors of the current device (read once); launches size their grids by it.
+int sm_count();
+
 // DSINFER_CUDA_LEGACY_DECODE=1 selects the earlier decode kernels for hc_pre's finish and rmsnorm, so
 // bench_cuda can show before/after on one card in one run. Read once.
 bool legacy_decode_kernels();

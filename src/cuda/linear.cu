@@ -350,16 +350,6 @@ __global__ void __launch_bounds__(kGemvThreads, (FMT == int(WeightFormat::FP4) &
     }
 }
 
-int sm_count() {
-    static const int n = [] {
-        int dev = 0, v = 0;
-        DSINFER_CUDA_CHECK(cudaGetDevice(&dev));
-        DSINFER_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-        return v;
-    }();
-    return n;
-}
-
 // Zeroed arrival counters for split-k GEMVs (grown on demand; the kernels leave them at zero).
 unsigned* gemv_counters(size_t n) {
     static unsigned* ctr = nullptr;
@@ -436,7 +426,7 @@ GemvParams gemv_params(const Weight& w, int64_t m, int64_t n_rows, int64_t n0, i
     const int64_t base_blocks = ceil_div(n_rows, kRowsPerBlock) * (split_jobs >= 0 ? split_jobs : jobs);
     int64_t splits = 1;
     while (splits < 16 && splits * 2 <= kb128 &&
-           (base_blocks * splits < 264 || mt * ceil_div(kb128, splits) * 128 * 4 > kGemvSmem))
+           (base_blocks * splits < 2 * sm_count() || mt * ceil_div(kb128, splits) * 128 * 4 > kGemvSmem))
         splits *= 2;
     p.kchunk = ceil_div(kb128, splits) * 128;
     p.splits = int(ceil_div(w.k, p.kchunk));

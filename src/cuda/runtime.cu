@@ -48,6 +48,16 @@ cudaStream_t cur_stream() {
 }
 void* stream() { return cur_stream(); }
 
+int sm_count() {
+    static const int n = [] {
+        int dev = 0, v = 0;
+        DSINFER_CUDA_CHECK(cudaGetDevice(&dev));
+        DSINFER_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+        return v;
+    }();
+    return n;
+}
+
 bool pdl_enabled() {
     static const bool on = [] {
         const char* v = std::getenv("DSINFER_CUDA_PDL");
