@@ -108,6 +108,26 @@ void forget_weight(const ops::Weight& w);
 // doing nothing, when the GEMV path does not apply (m > kGemvMaxRows, a weight the GEMV kernels
 // cannot stream, too many groups, or differing weight formats/shapes); the caller then runs linear().
 //
+// Tensor-core GEMV for one activation row (gemv_mma.cu), for x holding act_quant'ed values (each
+// 128-block e4m3 times a power of two; the model's quantized inputs with ue8m0 scales): products are
+// exact, sums float32 in another order than linear()'s. FP8/FP4 weights with k % 128 == 0 and
+// k ≤ 16384. Each returns false, launching nothing, when it does not apply (switched off, other
+// format, misaligned x or rows, fewer than 48 tiles of 16 rows); the caller then runs linear().
+// DSINFER_CUDA_MMA_GEMV=0 or set_mma_gemv(0) switches it off; set_mma_gemv(2) runs it for small
+// launches too (tests), 1 restores the default.
+bool mma_gemv_enabled();
+void set_mma_gemv(int mode);
+bool mma_gemv_ok(const ops::Weight& w);
+// y[r] = x·W[n0 + r] for r < n1 − n0.
+bool mma_gemv(const float* x, const ops::Weight& w, int64_t n0, int64_t n1, float* y);
+// ya = x·Waᵀ, yb = x·Wbᵀ in one launch (same layouts: the shared expert's w1 and w3).
+bool mma_gemv_pair(const float* x, const ops::Weight& wa, const ops::Weight& wb, float* ya, float* yb);
+
+// For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,
+// all n rows), on the activations a previous linear() of the same m and k quantized into the scratch;
+// false when it does not apply.
+bool lt_gemm_only(const ops::Weight& w, int64_t m, float* y);
+
 // linear_groups: for g < groups, y[i, g·rows + r] = Σ_kk x[i, g·w.k + kk] · W[g·rows + r, kk]
 // (i < m, r < rows; x row stride ldx, y row stride ldy) — DeepSeek's grouped wo_a (§6.6), equal to
 // linear(x_g, m, w, g·rows, (g+1)·rows, y + g·rows, ldy) with x_g the g-th column slice of x.
@@ -154,11 +174,13 @@ private:
 // out[t, d] = Σ_j expert(ids[t,j])(x[t]) with the routing weight w[t,j] applied before w2:
 //   g = x·w1ᵀ, u = x·w3ᵀ, h = swiglu(g, u, limit)·w, then act_quant(h) (128, pow2) when quant_h,
 //   out_j = h·w2ᵀ; out = Σ_j out_j in ascending expert id (the CPU model's order of sums).
-// x [t, d] is used as given (the model act_quant's the ffn input once for all experts).
+// x [t, d] is used as given (the model act_quant's the ffn input once for all experts); x_quant says
+// it holds act_quant'ed values with power-of-two scales, which lets the grouped GEMVs run on tensor
+// cores (gemv_mma.cu; likewise w2 when quant_h).
 // ids/w [t, k] device. Small t·k runs grouped GEMV kernels (graph-capturable, no host sync); larger
 // batches sort rows by expert on the host (one device→host copy of ids) and run one GEMM per expert.
-void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t d, int64_t inter, const int32_t* ids,
-                 const float* w, int64_t k, float limit, bool quant_h, float* out);
+void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64_t t, int64_t d, int64_t inter,
+                 const int32_t* ids, const float* w, int64_t k, float limit, bool quant_h, float* out);
 
 // ---- Batched decode of several sequences (beyond the op table) ----
 // sparse_attn where query row i has its own key arrays a_rows[i] (na rows) and b_rows[i], and reads

@@ -119,6 +119,12 @@ struct GemvJob {
 void gemv_grouped(const ops::Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs, int64_t ldx,
                   int64_t ldy);
 bool gemv_grouped_ok(const ops::Weight& like);
+// Same format, shape and scale layout (weights that one grouped launch may stream together).
+bool same_layout(const ops::Weight& a, const ops::Weight& b);
+
+// The tensor-core GEMV (gemv_mma.cu; declared with the rest in cuda_backend.h) over a device job
+// array (routed experts); false, launching nothing, when it does not apply.
+bool mma_gemv_grouped(const ops::Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs);
 
 // Drops the float32 copy of a weight's scales that the tensor-core path caches (keyed by pointer).
 void forget_weight_scales(const void* scale);

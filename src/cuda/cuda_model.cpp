@@ -396,6 +396,9 @@ private:
     // yq: y quantized for FP8/FP4 weights (§3.3), computed once per block (null without quantization).
     void moe(const DevBlock& b, Rows& rows, const float* y, const float* yq, float* out);
     void linear_q(const float* x, const float* xq, int64_t m, const ops::Weight& w, float* y);
+    // linear of an act_quant'ed input xq: the tensor-core GEMV when it applies (one row, power-of-two
+    // scales), else the backend's linear.
+    void linear_xq(const float* xq, int64_t m, const ops::Weight& w, float* y);
     // rmsnorm of x in place, and its quantized copy into xq when xq is not null (one launch).
     void norm_q(float* x, int64_t rows, int64_t dim, const float* w, float* xq);
     struct LogitsRequest {
@@ -625,9 +628,14 @@ CudaState* CudaModel::check(const Item& it) {
 
 // As Dsv4Model::linear: FP8-quantize x per 128 columns first for FP8/FP4 weights (§3.3).
 // linear with the input's quantized copy already made (xq; null: none was needed).
+void CudaModel::linear_xq(const float* xq, int64_t m, const ops::Weight& w, float* y) {
+    if (m == 1 && pow2_ && mma_gemv(xq, w, 0, w.n, y)) return;
+    be_.linear(xq, m, w, 0, w.n, y, w.n);
+}
+
 void CudaModel::linear_q(const float* x, const float* xq, int64_t m, const ops::Weight& w, float* y) {
     if (quant_ && quantized(w) && xq)
-        be_.linear(xq, m, w, 0, w.n, y, w.n);
+        linear_xq(xq, m, w, y);
     else
         linear(x, m, w, y, true);
 }
@@ -644,7 +652,7 @@ void CudaModel::linear(const float* x, int64_t m, const ops::Weight& w, float* y
         float* xq = layer_.f(m * w.k);
         d2d(xq, x, size_t(m * w.k) * sizeof(float));
         be_.act_quant(xq, m, w.k, w.k, 128, pow2_);
-        be_.linear(xq, m, w, 0, w.n, y, w.n);
+        linear_xq(xq, m, w, y);
     } else {
         be_.linear(x, m, w, 0, w.n, y, w.n);
     }
@@ -1003,7 +1011,8 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     // Routed experts: summed in ascending expert id per row (the host model's order of sums).
     if (!pow2_ && quant_ && bw.experts_quant_h)
         throw Error("cuda: the fused MoE quantizes expert activations with power-of-two scales only");
-    moe_experts(*bw.experts, expert_input(bw.experts_quant_in), n, D, I, ids, rw, K, float(c.swiglu_limit),
+    const bool x_quant = quant_ && bw.experts_quant_in && pow2_;
+    moe_experts(*bw.experts, expert_input(bw.experts_quant_in), x_quant, n, D, I, ids, rw, K, float(c.swiglu_limit),
                 quant_ && bw.experts_quant_h, out);
     mark("moe.experts");
 
@@ -1014,13 +1023,19 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     float* h = A.f(n * I);
     float* so = A.f(n * D);
     // Decode: w1 and w3 in one launch (same numbers as the two linears).
-    if (sh.w1.n != I || !linear_pair(xs, n, sh.w1, sh.w3, gu, gu + I, 2 * I)) {
+    const bool xs_quant = quant_ && quantized(sh.w1) && pow2_;
+    const bool pair_mma = n == 1 && xs_quant && sh.w1.n == I && mma_gemv_pair(xs, sh.w1, sh.w3, gu, gu + I);
+    if (!pair_mma && (sh.w1.n != I || !linear_pair(xs, n, sh.w1, sh.w3, gu, gu + I, 2 * I))) {
         be.linear(xs, n, sh.w1, 0, I, gu, 2 * I);
         be.linear(xs, n, sh.w3, 0, I, gu + I, 2 * I);
     }
     be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
-    if (quant_ && quantized(sh.w2)) be.act_quant(h, n, I, I, 128, pow2_);
-    be.linear(h, n, sh.w2, 0, D, so, D);
+    if (quant_ && quantized(sh.w2)) {
+        be.act_quant(h, n, I, I, 128, pow2_);
+        linear_xq(h, n, sh.w2, so);
+    } else {
+        be.linear(h, n, sh.w2, 0, D, so, D);
+    }
     add(out, so, n * D);
     mark("moe.shared");
 }

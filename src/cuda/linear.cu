@@ -1133,6 +1133,18 @@ bool lt_linear(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n
     return true;
 }
 
+}  // namespace
+
+bool lt_gemm_only(const Weight& w, int64_t m, float* y) {
+    if (w.fmt != WeightFormat::FP8 || w.k % 128 || w.n % 16) return false;
+    const int64_t mpad = ceil_div(m, 16) * 16, nkb = w.k / 128;
+    const uint8_t* xq = static_cast<const uint8_t*>(scratch(kScratchActQ, size_t(mpad * w.k)));
+    const float* xs = static_cast<const float*>(scratch(kScratchActS, size_t(nkb * mpad) * 4));
+    return lt_matmul(static_cast<const uint8_t*>(w.data), cached_scale_f32(w), xq, xs, w.n, mpad, w.k, y, w.n);
+}
+
+namespace {
+
 // ---------------------------------------------------------------------------------------------
 // act_quant (in place FP8 quantize-dequantize per block)
 // ---------------------------------------------------------------------------------------------
@@ -1246,12 +1258,10 @@ void set_grouped_gemv_rows_per_warp(int rows) {
     g_grouped_rpw = rows;
 }
 
-namespace {
 bool same_layout(const Weight& a, const Weight& b) {
     return a.fmt == b.fmt && a.n == b.n && a.k == b.k && a.scale_kind == b.scale_kind && a.scale_cols == b.scale_cols &&
            (a.scale == nullptr) == (b.scale == nullptr);
 }
-}  // namespace
 
 bool linear_groups(const float* x, int64_t m, int64_t ldx, const Weight& w, int64_t groups, int64_t rows, float* y,
                    int64_t ldy) {

@@ -1,7 +1,8 @@
 // Routed experts of one MoE layer (§10.2) with routing, permute and combine.
 //
 // Decode (few token·slot pairs): one grouped GEMV launch computes gate and up for every pair, each
-// block reading its expert's FP4/FP8 rows in place; SwiGLU + routing weight + FP8 quantization; a
+// block reading its expert's FP4/FP8 rows in place (on tensor cores when the input is act_quant'ed:
+// gemv_mma.cu); SwiGLU + routing weight + FP8 quantization; a
 // second grouped GEMV for w2; then a combine kernel sums the k slots of each token in slot order.
 // No host synchronization, so a decode step can be captured in a CUDA graph.
 // Prefill (many pairs): ids are copied to the host, pairs are sorted by expert, inputs gathered,
@@ -92,8 +93,8 @@ ExpertTable::~ExpertTable() {
     if (dev_) cudaFree(dev_);
 }
 
-void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t d, int64_t inter, const int32_t* ids,
-                 const float* w, int64_t k, float limit, bool quant_h, float* out) {
+void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64_t t, int64_t d, int64_t inter,
+                 const int32_t* ids, const float* w, int64_t k, float limit, bool quant_h, float* out) {
     if (t <= 0) return;
     if (k > 16) fail("moe_experts: more than 16 experts per token");
     if (experts.size() == 0) fail("moe_experts: empty expert table");
@@ -113,10 +114,11 @@ void moe_experts(const ExpertTable& experts, const float* x, int64_t t, int64_t 
                    static_cast<const ExpertPtrs*>(experts.device()), ids, pairs, k, x, d, inter, gu, h, y, jobs,
                    jobs + 2 * pairs);
         DSINFER_CUDA_LAUNCH();
-        gemv_grouped(w1, inter, jobs, 2 * pairs, d, 0);
+        if (!(x_quant && mma_gemv_grouped(w1, inter, jobs, 2 * pairs))) gemv_grouped(w1, inter, jobs, 2 * pairs, d, 0);
         swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h);
         if (quant_h) act_quant(h, pairs, inter, inter, 128, true);
-        gemv_grouped(w2, d, jobs + 2 * pairs, pairs, inter, 0);
+        if (!(quant_h && mma_gemv_grouped(w2, d, jobs + 2 * pairs, pairs)))
+            gemv_grouped(w2, d, jobs + 2 * pairs, pairs, inter, 0);
         launch_pdl(combine_kernel, unsigned(ceil_div(t * d, 256)), 256, 0, y, ids, nullptr, t, k, d, out);
         DSINFER_CUDA_LAUNCH();
         return;

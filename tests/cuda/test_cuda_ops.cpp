@@ -105,7 +105,10 @@ struct HostWeight {
     Weight w;
 };
 
-HostWeight make_weight(WeightFormat fmt, int64_t n, int64_t k, ScaleKind sk = ScaleKind::E8M0) {
+// narrow: codes and scales from a narrow range (FP8 magnitudes 1..7.5, block scales 2^-7 or 2^-6), so
+// that with make_moe_data's inputs every product is a multiple of one quantum and every sum over
+// k ≤ 4096 is exact in float32, whatever the order.
+HostWeight make_weight(WeightFormat fmt, int64_t n, int64_t k, ScaleKind sk = ScaleKind::E8M0, bool narrow = false) {
     HostWeight h;
     std::uniform_int_distribution<int> byte(0, 255);
     h.w.fmt = fmt;
@@ -132,11 +135,12 @@ HostWeight make_weight(WeightFormat fmt, int64_t n, int64_t k, ScaleKind sk = Sc
             for (auto& b : h.data) {
                 do b = uint8_t(byte(rng()));
                 while ((b & 0x7f) == 0x7f);  // no NaN codes
+                if (narrow) b = uint8_t((b & 0x87) | ((7 + (b >> 3) % 3) << 3));  // exponent field 7..9
             }
             const int64_t sr = (n + 127) / 128, sc = (k + 127) / 128;
             h.w.scale_cols = sc;
             h.w.scale_kind = sk;
-            std::uniform_int_distribution<int> e(118, 124);
+            std::uniform_int_distribution<int> e(narrow ? 120 : 118, narrow ? 121 : 124);
             if (sk == ScaleKind::E8M0) {
                 h.scale.resize(size_t(sr * sc));
                 for (auto& s : h.scale) s = uint8_t(e(rng()));
@@ -156,7 +160,7 @@ HostWeight make_weight(WeightFormat fmt, int64_t n, int64_t k, ScaleKind sk = Sc
             h.w.scale_cols = k / 32;
             h.w.scale_kind = ScaleKind::E8M0;
             h.scale.resize(size_t(n * k / 32));
-            std::uniform_int_distribution<int> e(118, 125);
+            std::uniform_int_distribution<int> e(narrow ? 120 : 118, narrow ? 121 : 125);
             for (auto& s : h.scale) s = uint8_t(e(rng()));
             break;
         }
@@ -202,6 +206,11 @@ void check_linear(WeightFormat fmt, int64_t m, int64_t n, int64_t k, bool quant_
 
 // Routed experts for the MoE tests: ne experts (w1, w3 [inter, d], w2 [d, inter]) on the host and the
 // device, act_quant'ed inputs x [t, d], and k distinct expert ids per token with weights.
+// The data make w1/w3 exact in float32 in any summation order: x = ±(8..15)/8 (e4m3 values that
+// act_quant leaves as they are) and narrow weights (make_weight) give products that are multiples of
+// one quantum (2^-13 for FP8, 2^-11 for FP4) below 2^-2, so sums over d ≤ 4096 stay below 2^23 quanta.
+// g and u are then bitwise the CPU's, and h differs only by the ulps of the activation's exp.
+// w2's sums are float32 in another order (its input h spans many binades).
 struct MoeData {
     std::vector<HostWeight> hw;
     std::vector<cuda::ExpertWeights> dev;
@@ -213,15 +222,19 @@ struct MoeData {
 MoeData make_moe_data(int64_t t, int64_t d, int64_t inter, int64_t ne, int64_t k, WeightFormat fmt) {
     MoeData m;
     for (int64_t e = 0; e < ne; ++e) {
-        m.hw.push_back(make_weight(fmt, inter, d));
-        m.hw.push_back(make_weight(fmt, inter, d));
-        m.hw.push_back(make_weight(fmt, d, inter));
+        m.hw.push_back(make_weight(fmt, inter, d, ScaleKind::E8M0, true));
+        m.hw.push_back(make_weight(fmt, inter, d, ScaleKind::E8M0, true));
+        m.hw.push_back(make_weight(fmt, d, inter, ScaleKind::E8M0, true));
     }
     for (int64_t e = 0; e < ne; ++e)
         m.dev.push_back({cuda::upload_weight(m.hw[size_t(3 * e)].w), cuda::upload_weight(m.hw[size_t(3 * e + 1)].w),
                          cuda::upload_weight(m.hw[size_t(3 * e + 2)].w)});
-    m.x = randn(size_t(t * d));
+    std::uniform_int_distribution<int> mant(8, 15), sign(0, 1);
+    m.x.resize(size_t(t * d));
+    for (auto& v : m.x) v = float(mant(rng())) / 8.f * (sign(rng()) ? -1.f : 1.f);
+    const std::vector<float> before = m.x;
     cpu::act_quant(m.x.data(), t, d, d, 128, true);
+    if (m.x != before) ADD_FAILURE() << "make_moe_data: act_quant changed x";
     m.ids.resize(size_t(t * k));
     m.w.resize(size_t(t * k));
     for (int64_t i = 0; i < t; ++i) {
@@ -265,6 +278,38 @@ std::vector<float> moe_reference(const MoeData& md, int64_t t, int64_t d, int64_
                 for (int64_t c = 0; c < d; ++c) ref[size_t(i * d + c)] += o[size_t(c)];
             }
     return ref;
+}
+
+// Scales routing weights (by 1.001, as often as needed) until no element of any pair's h lies within a
+// relative 1e-5 of an e4m3 rounding boundary or of a change of its block's power-of-two scale, so
+// that the ulp-level differences of the activation (exp on the GPU and on the CPU) cannot turn into
+// whole e4m3 steps (1/16 relative) when h is act_quant'ed. Returns how many pairs were moved.
+int nudge_off_e4m3_boundaries(MoeData& md, int64_t t, int64_t d, int64_t inter, int64_t k) {
+    int moved = 0;
+    for (int64_t p = 0; p < t * k; ++p) {
+        const int64_t e = md.ids[size_t(p)], i = p / k;
+        std::vector<float> gu(size_t(2 * inter));
+        cpu::linear(md.x.data() + i * d, 1, md.hw[size_t(3 * e)].w, 0, inter, gu.data(), 2 * inter);
+        cpu::linear(md.x.data() + i * d, 1, md.hw[size_t(3 * e + 1)].w, 0, inter, gu.data() + inter, 2 * inter);
+        for (int tries = 0;; ++tries) {
+            std::vector<float> h(static_cast<size_t>(inter));
+            cpu::swiglu(gu.data(), gu.data() + inter, 2 * inter, 1, inter, 10.f, &md.w[size_t(p)], h.data());
+            std::vector<float> q = h, lo = h, hi = h;
+            for (auto& v : lo) v *= 1.f - 1e-5f;
+            for (auto& v : hi) v *= 1.f + 1e-5f;
+            cpu::act_quant(q.data(), 1, inter, inter, 128, true);
+            cpu::act_quant(lo.data(), 1, inter, inter, 128, true);
+            cpu::act_quant(hi.data(), 1, inter, inter, 128, true);
+            if (q == lo && q == hi) break;
+            if (tries == 0) ++moved;
+            if (tries == 200) {
+                ADD_FAILURE() << "pair " << p << " stays near an e4m3 boundary";
+                break;
+            }
+            md.w[size_t(p)] *= 1.001f;
+        }
+    }
+    return moved;
 }
 
 void free_moe_weights(MoeData& md) {
@@ -597,27 +642,29 @@ TEST_F(CudaOps, MoeRoute) {
 
 // Fused routed experts against the CPU composition of the same ops (the model's run_expert).
 TEST_F(CudaOps, MoeExperts) {
-    for (auto [t, d, inter, ne, k, fmt] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, WeightFormat>>{
-             {1, 4096, 2048, 16, 6, WeightFormat::FP4},    // Flash decode (16 of the 256 experts)
-             {4, 4096, 2048, 16, 6, WeightFormat::FP4},    // decode batch 4
-             {2, 4096, 2048, 8, 6, WeightFormat::FP8},     // Flash-Base experts
-             {96, 4096, 2048, 8, 6, WeightFormat::FP4},    // decode batch 96: still grouped GEMV (576 pairs; h unquantized, below)
-             {360, 4096, 2048, 8, 6, WeightFormat::FP4},   // prefill (2160 pairs): sorted by expert, tensor cores
-             {9, 256, 128, 8, 2, WeightFormat::FP8}}) {    // tiny model
+    for (auto [t, d, inter, ne, k, fmt] :
+         std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, WeightFormat>>{
+             {1, 4096, 2048, 16, 6, WeightFormat::FP4},   // Flash decode (16 of the 256 experts)
+             {4, 4096, 2048, 16, 6, WeightFormat::FP4},   // decode batch 4
+             {2, 4096, 2048, 8, 6, WeightFormat::FP8},    // Flash-Base experts
+             {96, 4096, 2048, 8, 6, WeightFormat::FP4},   // decode batch 96: still grouped GEMV (576 pairs)
+             {360, 4096, 2048, 8, 6, WeightFormat::FP4},  // prefill (2160 pairs): sorted by expert, tensor cores
+             {9, 256, 128, 8, 2, WeightFormat::FP8}}) {   // tiny model
         SCOPED_TRACE(testing::Message() << "t " << t << " d " << d << " inter " << inter);
-        // The FP8 quantization of h turns float32 summation-order differences into whole e4m3 steps for
-        // elements that sit on a rounding boundary; over the 1.2M elements of h at t = 96 one such step
-        // is likely (measured 5e-5), so that case checks the grouped path's float32 math with h
-        // unquantized. The decode cases keep the quantization.
-        const bool quant_h = t != 96;
+        // h is quantized in every case: w1/w3 are exact on make_moe_data's data and the routing weights
+        // are moved off e4m3 boundaries, so no element of h can flip a whole e4m3 step.
+        const bool quant_h = true;
         MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
+        if (t * k <= 2048)
+            std::printf("  pairs moved off e4m3 boundaries: %d of %lld\n",
+                        nudge_off_e4m3_boundaries(md, t, d, inter, k), (long long)(t * k));
         auto& [hw, dev, x, ids, w] = md;
         const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, quant_h);
         {
             cuda::ExpertTable table(dev);
             Dev dx(x), di(ids), dw(w);
             Dev dout = poisoned(ref.size());
-            cuda::moe_experts(table, dx.f(), t, d, inter, di.i(), dw.f(), k, 10.f, quant_h, dout.f());
+            cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, quant_h, dout.f());
             // Up to 2048 pairs (grouped GEMV) it is float32 math up to summation order (measured ~1e-7).
             // Beyond, the prefill path runs w1/w3 on FP8 tensor cores (2e-4, see LinearTensorCore); the FP8
             // quantization of h then turns those small differences into whole e4m3 steps (1/16 relative)
@@ -829,7 +876,8 @@ TEST_F(CudaOps, MoeGroupedRowsPerWarpBitwise) {
             for (int r = 0; r < 3; ++r) {
                 cuda::set_grouped_gemv_rows_per_warp(rpw[r]);
                 Dev dout = poisoned(size_t(t * d));
-                cuda::moe_experts(table, dx.f(), t, d, inter, di.i(), dw.f(), k, 10.f, quant_h, dout.f());
+                // x_quant false: the multi-row GEMV whose rows per warp this test varies.
+                cuda::moe_experts(table, dx.f(), false, t, d, inter, di.i(), dw.f(), k, 10.f, quant_h, dout.f());
                 out[r] = dout.get<float>();
                 for (float v : out[r]) ASSERT_TRUE(std::isfinite(v)) << "rows per warp " << rpw[r];
             }
@@ -940,10 +988,101 @@ TEST_F(CudaOps, MoeExpertsSliceGemv) {
             cuda::ExpertTable table(md.dev);
             Dev dx(md.x), di(md.ids), dw(md.w);
             Dev dout = poisoned(ref.size());
-            cuda::moe_experts(table, dx.f(), t, d, inter, di.i(), dw.f(), k, 10.f, false, dout.f());
+            cuda::moe_experts(table, dx.f(), false, t, d, inter, di.i(), dw.f(), k, 10.f, false, dout.f());
             EXPECT_REL(dout.get<float>(), ref, 1e-5);
         }
         free_moe_weights(md);
     }
     cuda::set_slice_gemv(-1);
+}
+
+// The tensor-core GEMV (gemv_mma.cu) against the CPU linear on act_quant'ed x: the real Flash/Pro
+// shapes, a tile split over 8 warps (wo_b), row counts that leave the last tile part-filled, a row
+// window, F32 scales, x blocks that are all zero or tiny, and the pair launch of the shared expert.
+TEST_F(CudaOps, MmaGemv) {
+    struct Case {
+        WeightFormat fmt;
+        int64_t n, k, n0, n1;
+        ScaleKind sk;
+    };
+    const Case cases[] = {
+        {WeightFormat::FP4, 2048, 4096, 0, 2048, ScaleKind::E8M0},    // routed w1 / w3
+        {WeightFormat::FP4, 4096, 2048, 0, 4096, ScaleKind::E8M0},    // routed w2
+        {WeightFormat::FP4, 3072, 7168, 0, 3072, ScaleKind::E8M0},    // Pro routed w1
+        {WeightFormat::FP4, 130, 1024, 0, 130, ScaleKind::E8M0},      // last tile two rows long
+        {WeightFormat::FP4, 300, 384, 37, 300, ScaleKind::E8M0},      // window starting inside a tile
+        {WeightFormat::FP8, 1024, 4096, 0, 1024, ScaleKind::E8M0},    // wq_a
+        {WeightFormat::FP8, 32768, 1024, 0, 32768, ScaleKind::E8M0},  // wq_b
+        {WeightFormat::FP8, 4096, 8192, 0, 4096, ScaleKind::E8M0},    // wo_b: 8 warps a tile
+        {WeightFormat::FP8, 1024, 16384, 0, 1024, ScaleKind::E8M0},   // Pro wo_b: the largest k
+        {WeightFormat::FP8, 640, 1536, 128, 512, ScaleKind::F32},     // F32 scales (Flash-Base), window
+        {WeightFormat::FP8, 3, 128, 0, 3, ScaleKind::E8M0},           // one round, one part-filled tile
+    };
+    cuda::set_mma_gemv(2);  // the small cases too
+    for (const Case& cs : cases) {
+        SCOPED_TRACE(testing::Message() << "fmt " << int(cs.fmt) << " n " << cs.n << " k " << cs.k << " rows [" << cs.n0
+                                        << "," << cs.n1 << ")");
+        HostWeight hw = make_weight(cs.fmt, cs.n, cs.k, cs.sk);
+        auto x = randn(size_t(cs.k));
+        std::fill(x.begin(), x.begin() + 128, 0.f);  // a zero block
+        if (cs.k >= 384)
+            for (int64_t i = 256; i < 384; ++i) x[size_t(i)] *= 1e-6f;  // a tiny block
+        cpu::act_quant(x.data(), 1, cs.k, cs.k, 128, true);
+        const int64_t nn = cs.n1 - cs.n0;
+        std::vector<float> ref(static_cast<size_t>(nn));
+        cpu::linear(x.data(), 1, hw.w, cs.n0, cs.n1, ref.data(), nn);
+        DevWeight dw(hw.w);
+        Dev dx(x);
+        Dev dy = poisoned(static_cast<size_t>(nn + 8));
+        ASSERT_TRUE(cuda::mma_gemv(dx.f(), dw.w, cs.n0, cs.n1, dy.f()));
+        auto got = dy.get<float>();
+        for (int64_t i = nn; i < nn + 8; ++i)  // nothing written past the window
+            EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
+        got.resize(static_cast<size_t>(nn));
+        EXPECT_REL(got, ref, 1e-5);
+    }
+    // The pair launch (shared expert w1 and w3).
+    HostWeight ha = make_weight(WeightFormat::FP8, 2048, 4096), hb = make_weight(WeightFormat::FP8, 2048, 4096);
+    auto x = randn(4096);
+    cpu::act_quant(x.data(), 1, 4096, 4096, 128, true);
+    std::vector<float> ra(2048), rb(2048);
+    cpu::linear(x.data(), 1, ha.w, 0, 2048, ra.data(), 2048);
+    cpu::linear(x.data(), 1, hb.w, 0, 2048, rb.data(), 2048);
+    DevWeight da(ha.w), db(hb.w);
+    Dev dx(x);
+    Dev ya = poisoned(2048), yb = poisoned(2048);
+    ASSERT_TRUE(cuda::mma_gemv_pair(dx.f(), da.w, db.w, ya.f(), yb.f()));
+    EXPECT_REL(ya.get<float>(), ra, 1e-5);
+    EXPECT_REL(yb.get<float>(), rb, 1e-5);
+    // Switched off, for a weight it cannot stream, or (by default) too small a launch, it launches
+    // nothing and says so.
+    cuda::set_mma_gemv(0);
+    EXPECT_FALSE(cuda::mma_gemv(dx.f(), da.w, 0, 2048, ya.f()));
+    cuda::set_mma_gemv(1);
+    EXPECT_FALSE(cuda::mma_gemv(dx.f(), da.w, 0, 512, ya.f()));
+    HostWeight hbf = make_weight(WeightFormat::BF16, 64, 4096);
+    DevWeight dbf(hbf.w);
+    EXPECT_FALSE(cuda::mma_gemv(dx.f(), dbf.w, 0, 64, ya.f()));
+}
+
+// The routed experts with and without the tensor-core GEMV (act_quant'ed x, quantized h) agree with
+// the CPU composition; with it off the multi-row GEMV runs.
+TEST_F(CudaOps, MoeExpertsMmaOnOff) {
+    const int64_t t = 2, d = 4096, inter = 2048, ne = 8, k = 6;
+    MoeData md = make_moe_data(t, d, inter, ne, k, WeightFormat::FP4);
+    nudge_off_e4m3_boundaries(md, t, d, inter, k);
+    const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
+    {
+        cuda::ExpertTable table(md.dev);
+        Dev dx(md.x), di(md.ids), dw(md.w);
+        for (bool on : {true, false}) {
+            SCOPED_TRACE(testing::Message() << "mma " << on);
+            cuda::set_mma_gemv(on ? 1 : 0);
+            Dev dout = poisoned(ref.size());
+            cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
+            EXPECT_REL(dout.get<float>(), ref, 1e-5);
+        }
+        cuda::set_mma_gemv(1);
+    }
+    free_moe_weights(md);
 }

@@ -1,0 +1,388 @@
+// Tensor-core GEMV for one activation row of FP8-quantized values (decode, m = 1).
+//
+// The weight-streaming GEMV of linear.cu decodes every FP4/FP8 weight to float32 and multiplies on
+// the CUDA cores: for FP4 experts that is ~4 instructions an element, and the kernel runs out of
+// issue slots before HBM runs out of bytes. Here weights are decoded to f16 in registers (FP8 with
+// one cvt per pair, FP4 with two shifts and two logic ops per pair) and multiplied with
+// mma.sync m16n8k16 (f16 in, float32 accumulation): ~2 instructions an element.
+//
+// Exactness. The caller guarantees x holds act_quant'ed values: each 128-block of x is e4m3 times a
+// power of two (§3.3, ue8m0 scales). The kernel re-derives one power of two per 128-block that puts
+// the block's largest magnitude in [2^14, 2^15), so x / s is exactly an f16 (an e4m3 value times a
+// power of two; the block's smallest nonzero element is ≥ 2^-18 of its largest). FP4 codes are
+// decoded as e2m1 · 2^-14 (exact f16, subnormals included); FP8 codes as e4m3 (exact). Every product
+// is exact; sums are float32 inside the tensor core and on the accumulators.
+//
+// Layout. A warp owns a tile of 16 weight rows; lane (g, c) = (lane / 4, lane % 4) holds rows g and
+// g + 8 and loads 16 bytes of each per round: the four lanes of a quad read 64 contiguous bytes of a
+// row (FP4: four 32-element scale blocks, one a lane; FP8: 64 elements of one 128x128 scale block).
+// The k order inside an MMA is free (A and B use the same one), so a lane feeds its own bytes.
+// Scales per (row, block) cannot be applied inside an MMA that mixes four lanes' blocks, so the
+// B operand spreads the blocks over columns: B[k, n] = x[k] if k belongs to lane c = n's block,
+// else 0. Column n of the accumulator is then row·x over block n alone; after a round each column
+// is multiplied by its block's weight scale and x scale and added to a float32 total. Lanes whose
+// B column holds no block (n ≠ c) read 16 zero bytes instead of x.
+// A block of 8 warps holds 8 / ks tiles, each split over ks warps along k (partials added in warp
+// order: deterministic). x is staged once per block in shared memory as f16, in the order the
+// lanes read it (conflict-free 16-byte reads).
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/cuda_common.h"
+
+namespace dsinfer::cuda {
+
+using ops::ScaleKind;
+using ops::Weight;
+using ops::WeightFormat;
+
+namespace {
+
+constexpr int kMmaWarps = 8;
+constexpr int kMmaThreads = kMmaWarps * 32;
+constexpr int64_t kMmaMaxK = 16384;  // x staged as f16: 32 KB of shared memory
+constexpr int kMmaMaxInline = 8;
+
+struct MmaParams {
+    int64_t k, n_rows, n0, scale_cols;
+    ScaleKind sk;
+    int ks;      // warps per tile (k split inside the block): 1, 2, 4 or 8
+    int rounds;  // k / round_k
+    int tiles;   // ceil(n_rows / 16)
+    int cfg;     // kernel variant (mma_cfg)
+    bool device_jobs;
+};
+struct MmaJobs {
+    GemvJob j[kMmaMaxInline];
+};
+
+template <int FMT>
+struct MmaFmt;
+template <>
+struct MmaFmt<int(WeightFormat::FP4)> {
+    static constexpr int EPW = 8;           // elements per 32-bit word
+    static constexpr int RK = 4 * 4 * EPW;  // k per round: 4 lanes × 16 bytes
+};
+template <>
+struct MmaFmt<int(WeightFormat::FP8)> {
+    static constexpr int EPW = 4;
+    static constexpr int RK = 4 * 4 * EPW;
+};
+
+// Position of element j of a word's EPW elements in the staged x (the order the decoded pairs take:
+// FP4 pairs are codes (0,4), (1,5), (2,6), (3,7); FP8 pairs (0,1), (2,3)).
+template <int FMT>
+__device__ __forceinline__ int mma_xpos(int j) {
+    if constexpr (FMT == int(WeightFormat::FP4)) return (j & 3) * 2 + (j >> 2);
+    return j;
+}
+
+// Four FP4 codes pairs of a word as f16x2 holding e2m1 · 2^-14: magnitude bits to 9..11 (exponent
+// LSBs + mantissa: subnormal for e = 0, exact), sign to 15.
+__device__ __forceinline__ void fp4_word_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
+    constexpr uint32_t M = 0x0E000E00u, S = 0x80008000u;
+    h[0] = ((w << 9) & M) | ((w << 12) & S);  // codes 0, 4
+    h[1] = ((w << 5) & M) | ((w << 8) & S);   // codes 1, 5
+    h[2] = ((w << 1) & M) | ((w << 4) & S);   // codes 2, 6
+    h[3] = ((w >> 3) & M) | (w & S);          // codes 3, 7
+}
+
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
+    return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+__device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                        uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// DEPTH: rounds of weight loads in flight per lane (2 × 16 bytes each); MINB: resident blocks per SM
+// the registers are fitted to (4, 2: 128 registers; 3, 3: 80).
+template <int FMT, int DEPTH, int MINB>
+__global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs) {
+    constexpr bool F4 = FMT == int(WeightFormat::FP4);
+    constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
+    extern __shared__ uint4 smem[];
+    __shared__ uint4 zero16;
+    __half* xh = reinterpret_cast<__half*>(smem);     // [k] f16, lane order
+    float* xsc = reinterpret_cast<float*>(xh + p.k);  // [k / 128] x scales
+    float* part = xsc + p.k / 128;                    // [8 warps][16] partials
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int tpb = kMmaWarps / p.ks;
+    const int tib = warp % tpb, ksp = warp / tpb;
+    const int tile = int(blockIdx.x) * tpb + tib;
+    const int64_t row_bytes = F4 ? p.k / 2 : p.k;
+
+    if (p.device_jobs) pdl_wait();  // the job array is written by the kernel before
+    const GemvJob job = p.device_jobs ? jobs[blockIdx.z] : inl.j[blockIdx.z];
+    const int64_t jn0 = p.n0 + job.n0;
+    const int64_t ra = int64_t(tile) * 16 + g, rb = ra + 8;
+    const int64_t last = p.n_rows - 1;
+    const uint8_t* wa = static_cast<const uint8_t*>(job.w) + (jn0 + min(ra, last)) * row_bytes + c * 16;
+    const uint8_t* wb = static_cast<const uint8_t*>(job.w) + (jn0 + min(rb, last)) * row_bytes + c * 16;
+    const bool live = tile < p.tiles;
+    // This warp's rounds: an even split of the tile's rounds over its ks warps.
+    const int per = (p.rounds + p.ks - 1) / p.ks;
+    const int r_begin = min(p.rounds, ksp * per), r_end = live ? min(p.rounds, r_begin + per) : r_begin;
+
+    uint4 qa[DEPTH], qb[DEPTH];
+#pragma unroll
+    for (int i = 0; i < DEPTH; ++i)
+        if (r_begin + i < r_end) {
+            qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r_begin + i) * 64));
+            qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r_begin + i) * 64));
+        }
+    if (!p.device_jobs) pdl_wait();
+    pdl_release();
+
+    // Stage x: warp-wide per 128-block (4 elements a lane), one power of two per block.
+    if (threadIdx.x == 0) zero16 = make_uint4(0, 0, 0, 0);
+    for (int64_t b = warp; b < p.k / 128; b += kMmaWarps) {
+        const float4 v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+        // s = 2^(E - 14) with E the exponent of amax: amax / s in [2^14, 2^15).
+        int e = int((__float_as_uint(amax) >> 23) & 0xff) - 14;
+        e = max(1, min(254, e));
+        const float s = amax > 0.f ? __uint_as_float(uint32_t(e) << 23) : 1.f;
+        const float inv = 1.f / s;  // exact: a power of two
+        if (lane == 0) xsc[b] = s;
+        const float vals[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int64_t el = b * 128 + lane * 4 + i;
+            const int64_t r = el / RK, o = el % RK;
+            const int cc = int(o / (4 * EPW)), w = int((o / EPW) % 4), j = int(o % EPW);
+            xh[r * RK + (w * 4 + cc) * EPW + mma_xpos<FMT>(j)] = __float2half_rn(vals[i] * inv);
+        }
+    }
+    __syncthreads();
+
+    // Lanes (g, c) with g == c feed block c's x as column c of B; the others read 16 zero bytes
+    // (stride 0).
+    const bool feeds = g == c;
+    // Slots are 2·EPW bytes (FP4 16, FP8 8): slot w·4 + c of round r holds lane c's word w.
+    using Slot = std::conditional_t<F4, uint4, uint2>;
+    const Slot* xbase = feeds ? reinterpret_cast<const Slot*>(smem) + c : reinterpret_cast<const Slot*>(&zero16);
+    const int xstep = feeds ? 4 : 0;                            // slots between words
+    const int xround = feeds ? RK * 2 / int(sizeof(Slot)) : 0;  // slots between rounds
+    const int64_t sia = F4 ? (jn0 + min(ra, last)) * p.scale_cols : ((jn0 + min(ra, last)) / 128) * p.scale_cols;
+    const int64_t sib = F4 ? (jn0 + min(rb, last)) * p.scale_cols : sia;
+    float tot[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int r0 = r_begin; r0 < r_end; r0 += DEPTH) {
+#pragma unroll
+        for (int i = 0; i < DEPTH; ++i) {
+            const int r = r0 + i;
+            if (r >= r_end) break;
+            const uint4 a = qa[i], bq = qb[i];
+            if (r + DEPTH < r_end) {
+                qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
+                qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
+            }
+            const uint32_t wda[4] = {a.x, a.y, a.z, a.w}, wdb[4] = {bq.x, bq.y, bq.z, bq.w};
+            float d[4] = {0.f, 0.f, 0.f, 0.f};
+            if constexpr (F4) {
+                const Slot* xr = xbase + r * xround;
+#pragma unroll
+                for (int w = 0; w < 4; ++w) {
+                    const uint4 xv = xr[w * xstep];
+                    uint32_t ha[4], hb[4];
+                    fp4_word_to_f16x2(wda[w], ha);
+                    fp4_word_to_f16x2(wdb[w], hb);
+                    mma_f16(d, ha[0], hb[0], ha[1], hb[1], xv.x, xv.y);
+                    mma_f16(d, ha[2], hb[2], ha[3], hb[3], xv.z, xv.w);
+                }
+            } else {
+                const Slot* xr = xbase + r * xround;
+#pragma unroll
+                for (int w = 0; w < 4; ++w) {
+                    const uint2 xv = xr[w * xstep];
+                    mma_f16(d, e4m3x2_to_f16x2(wda[w]), e4m3x2_to_f16x2(wdb[w]), e4m3x2_to_f16x2(wda[w] >> 16),
+                            e4m3x2_to_f16x2(wdb[w] >> 16), xv.x, xv.y);
+                }
+            }
+            // Columns 2c, 2c + 1 hold blocks 2c, 2c + 1 (c < 2; lanes c ≥ 2 hold empty columns).
+            const int k0 = r * RK;
+            const float sx = xsc[k0 / 128];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                float swa, swb;
+                if constexpr (F4) {
+                    const int kb = r * 4 + ((2 * c + h) & 3);
+                    swa = scale_dev(job.s, p.sk, sia + kb) * 16384.f;
+                    swb = scale_dev(job.s, p.sk, sib + kb) * 16384.f;
+                } else {
+                    swa = swb = scale_dev(job.s, p.sk, sia + k0 / 128);
+                }
+                tot[h] += d[h] * (swa * sx);
+                tot[2 + h] += d[2 + h] * (swb * sx);
+            }
+        }
+    }
+    // Row g: columns 0..3 of lanes c = 0, 1 (in that order); row g + 8 likewise.
+    float va = tot[0] + tot[1], vb = tot[2] + tot[3];
+    va += __shfl_xor_sync(0xffffffffu, va, 1);
+    vb += __shfl_xor_sync(0xffffffffu, vb, 1);
+    if (p.ks == 1) {
+        if (live && c == 0) {
+            if (ra < p.n_rows) job.y[ra] = va;
+            if (rb < p.n_rows) job.y[rb] = vb;
+        }
+        return;
+    }
+    if (c == 0) {
+        part[warp * 16 + g] = va;
+        part[warp * 16 + g + 8] = vb;
+    }
+    __syncthreads();
+    if (ksp == 0 && live && lane < 16) {
+        float s = 0.f;
+        for (int q = 0; q < p.ks; ++q) s += part[(q * tpb + tib) * 16 + lane];
+        const int64_t row = int64_t(tile) * 16 + lane;
+        if (row < p.n_rows) job.y[row] = s;
+    }
+}
+
+std::atomic<int> g_mma_mode{-1};  // -1: DSINFER_CUDA_MMA_GEMV (default on), 0 off, 1 on, 2 on for small launches too
+
+// Registers and depth: 4 rounds in flight with 2 blocks per SM (cfg 0), or 3 rounds with 3 blocks
+// (cfg 1). H100, bench_cuda: cfg 1 wins for one token's routed experts (12 jobs: 55 against 65 µs),
+// cfg 0 for single linears (wo_b 19.8 against 21.1 µs) and for many jobs (batched decode). Chosen per
+// launch; DSINFER_CUDA_MMA_CFG=0|1 forces one (read once).
+int mma_cfg(bool device_jobs, int64_t njobs) {
+    static const int forced = [] {
+        const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
+        return v && (v[0] == '0' || v[0] == '1') ? v[0] - '0' : -1;
+    }();
+    if (forced >= 0) return forced;
+    return device_jobs && njobs <= 16 ? 1 : 0;
+}
+
+template <int FMT, int DEPTH, int MINB>
+void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs) {
+    const int tpb = kMmaWarps / p.ks;
+    const size_t smem = size_t(p.k) * 2 + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4;
+    static bool attr = false;
+    if (!attr) {
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_mma_kernel<FMT, DEPTH, MINB>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4)));
+        attr = true;
+    }
+    const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
+    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB>, grid, kMmaThreads, smem, p, inl, jobs);
+    DSINFER_CUDA_LAUNCH();
+}
+
+template <int FMT>
+void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs) {
+    if (p.cfg == 1) return launch_mma_cfg<FMT, 3, 3>(p, inl, jobs, njobs);
+    launch_mma_cfg<FMT, 4, 2>(p, inl, jobs, njobs);
+}
+
+void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& inl, const GemvJob* jobs,
+                int64_t njobs) {
+    MmaParams p{};
+    p.k = like.k;
+    p.n_rows = n_rows;
+    p.n0 = n0;
+    p.scale_cols = like.scale_cols;
+    p.sk = like.scale_kind;
+    p.rounds = int(like.k / (like.fmt == WeightFormat::FP4 ? MmaFmt<int(WeightFormat::FP4)>::RK
+                                                           : MmaFmt<int(WeightFormat::FP8)>::RK));
+    p.tiles = int(ceil_div(n_rows, 16));
+    p.device_jobs = jobs != nullptr;
+    p.cfg = mma_cfg(p.device_jobs, njobs);
+    // Warps per tile: the split whose waves of resident blocks (two or three per SM) times rounds per warp is
+    // least (fewer warps per tile on ties). DSINFER_CUDA_MMA_KS=1|2|4|8 forces one (read once).
+    static const int forced = [] {
+        const char* v = std::getenv("DSINFER_CUDA_MMA_KS");
+        const int x = v ? std::atoi(v) : 0;
+        return (x == 1 || x == 2 || x == 4 || x == 8) ? x : 0;
+    }();
+    p.ks = forced;
+    if (!p.ks) {
+        int64_t best = -1;
+        for (int ks = 1; ks <= kMmaWarps; ks *= 2) {
+            if (ks > 1 && p.rounds < ks * 2) break;
+            const int64_t blocks = ceil_div(p.tiles, kMmaWarps / ks) * njobs;
+            const int64_t slots = int64_t(p.cfg == 1 ? 3 : 2) * sm_count();
+            const int64_t cost = ceil_div(blocks, slots) * ceil_div(p.rounds, ks);
+            if (best < 0 || cost < best) best = cost, p.ks = ks;
+        }
+    }
+    if (like.fmt == WeightFormat::FP4)
+        launch_mma_fmt<int(WeightFormat::FP4)>(p, inl, jobs, njobs);
+    else
+        launch_mma_fmt<int(WeightFormat::FP8)>(p, inl, jobs, njobs);
+}
+
+}  // namespace
+
+bool mma_gemv_enabled() {
+    int m = g_mma_mode.load();
+    if (m < 0) {
+        const char* v = std::getenv("DSINFER_CUDA_MMA_GEMV");
+        m = (v && v[0] == '0') ? 0 : 1;
+        g_mma_mode = m;
+    }
+    return m >= 1;
+}
+void set_mma_gemv(int mode) {
+    if (mode < 0 || mode > 2) fail("set_mma_gemv: 0, 1 or 2, got " + std::to_string(mode));
+    g_mma_mode = mode;
+}
+
+bool mma_gemv_ok(const Weight& w) {
+    if (w.fmt != WeightFormat::FP4 && w.fmt != WeightFormat::FP8) return false;
+    if (!w.scale || w.k % 128 != 0 || w.k > kMmaMaxK) return false;
+    if (w.fmt == WeightFormat::FP4 && w.scale_cols != w.k / 32) return false;
+    if (w.fmt == WeightFormat::FP8 && w.scale_cols != w.k / 128) return false;
+    return reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
+}
+
+// Below this many 16-row tiles a launch fills too few SMs (it has no k split across blocks): the
+// multi-row GEMV, which splits k over blocks, is faster (H100: wkv [512 x 4096] 6.5 µs against 4.5).
+constexpr int64_t kMmaMinTiles = 48;
+
+bool mma_gemv(const float* x, const Weight& w, int64_t n0, int64_t n1, float* y) {
+    if (!mma_gemv_enabled() || !mma_gemv_ok(w) || n1 <= n0) return false;
+    if (g_mma_mode != 2 && ceil_div(n1 - n0, 16) < kMmaMinTiles) return false;
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+    if (w.fmt == WeightFormat::FP8 && n0 % 16 != 0) return false;  // a tile stays in one 128-row scale block
+    MmaJobs l{};
+    l.j[0] = GemvJob{x, w.data, w.scale, y};
+    launch_mma(w, n1 - n0, n0, l, nullptr, 1);
+    return true;
+}
+
+bool mma_gemv_pair(const float* x, const Weight& wa, const Weight& wb, float* ya, float* yb) {
+    if (!mma_gemv_enabled() || !mma_gemv_ok(wa) || !mma_gemv_ok(wb) || !same_layout(wa, wb)) return false;
+    if (g_mma_mode != 2 && 2 * ceil_div(wa.n, 16) < kMmaMinTiles) return false;
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+    MmaJobs l{};
+    l.j[0] = GemvJob{x, wa.data, wa.scale, ya};
+    l.j[1] = GemvJob{x, wb.data, wb.scale, yb};
+    launch_mma(wa, wa.n, 0, l, nullptr, 2);
+    return true;
+}
+
+bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs) {
+    if (!mma_gemv_enabled() || !mma_gemv_ok(like) || njobs <= 0) return false;
+    launch_mma(like, n_rows, 0, MmaJobs{}, jobs_dev, njobs);
+    return true;
+}
+
+}  // namespace dsinfer::cuda
