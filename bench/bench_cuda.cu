@@ -204,11 +204,18 @@ void bench_linear_decode(const char* name, WeightFormat fmt, int64_t n, int64_t 
     float* x = rand_floats(size_t(m * k));
     cuda::backend().act_quant(x, m, k, k, 128, true);
     float* y = rand_floats(size_t(m * n));
-    const double ms = time_ms([&](int i) { cuda::backend().linear(x, m, ws[size_t(i % copies)], 0, n, y, n); }, 200);
     const double bytes = double(wb) + double(m * k * 4 + m * n * 4);
-    const double gbs = bytes / (ms * 1e-3) / 1e9;
-    std::printf("decode   %-28s m=%-3lld [%6lld x %6lld] %5.1f MB  %8.2f us  %6.0f GB/s  %5.1f%% of copy\n", name,
-                (long long)m, (long long)n, (long long)k, bytes / 1e6, ms * 1e3, gbs, 100.0 * gbs / g_copy_gbs);
+    auto line = [&](const char* how, double ms) {
+        const double gbs = bytes / (ms * 1e-3) / 1e9;
+        std::printf("decode   %-28s m=%-3lld [%6lld x %6lld] %5.1f MB  %8.2f us  %6.0f GB/s  %5.1f%% of copy%s\n", name,
+                    (long long)m, (long long)n, (long long)k, bytes / 1e6, ms * 1e3, gbs, 100.0 * gbs / g_copy_gbs,
+                    how);
+    };
+    line("", time_ms([&](int i) { cuda::backend().linear(x, m, ws[size_t(i % copies)], 0, n, y, n); }, 200));
+    // The tensor-core GEMV on the same act_quant'ed x (what the model runs for one row), where it
+    // applies (the model takes it then).
+    if (m == 1 && cuda::mma_gemv(x, ws[0], 0, n, y))
+        line("  (tensor-core GEMV)", time_ms([&](int i) { cuda::mma_gemv(x, ws[size_t(i % copies)], 0, n, y); }, 200));
     for (auto& w : ws) cuda::free_weight(w);
     cuda::dfree(x);
     cuda::dfree(y);
@@ -224,6 +231,16 @@ void bench_linear_prefill(const char* name, WeightFormat fmt, int64_t n, int64_t
     std::printf("prefill  %-28s m=%-5lld [%6lld x %6lld]  %8.3f ms  %6.0f TFLOP/s  %5.1f%% of cuBLASLt FP8 peak\n",
                 name, (long long)m, (long long)n, (long long)k, ms, tf, 100.0 * tf / g_fp8_tflops);
     if (fmt == WeightFormat::FP8 && tf > g_fp8_block_tflops) g_fp8_block_tflops = tf;
+    // The same block-scaled FP8 GEMM alone: activations already in FP8 (the line above includes
+    // quantizing float32 x, reading 4 bytes and writing 1 per element).
+    if (fmt == WeightFormat::FP8 && cuda::fp8_tensor_cores() && cuda::lt_gemm_only(w, m, y)) {
+        const double gms = time_ms([&](int) { cuda::lt_gemm_only(w, m, y); }, 10);
+        const double gtf = 2.0 * double(m) * double(n) * double(k) / (gms * 1e-3) / 1e12;
+        std::printf(
+            "prefill  %-28s m=%-5lld [%6lld x %6lld]  %8.3f ms  %6.0f TFLOP/s  %5.1f%% of cuBLASLt FP8 peak  (GEMM "
+            "alone)\n",
+            name, (long long)m, (long long)n, (long long)k, gms, gtf, 100.0 * gtf / g_fp8_tflops);
+    }
     cuda::free_weight(w);
     cuda::dfree(x);
     cuda::dfree(y);
@@ -386,14 +403,20 @@ void bench_moe_decode(int64_t t) {
     float *x = rand_floats(size_t(t * D)), *rw = rand_floats(size_t(t * K), 0.5f), *out = rand_floats(size_t(t * D));
     cuda::backend().act_quant(x, t, D, D, 128, true);
     const double bytes = double(K) * double(weight_bytes(ex[0].w1) * 3) + double(2 * t * D * 4);
-    for (int rpw : {2, 4, 8}) {
+    for (int rpw : {2, 4, 8, 0}) {  // 0: the tensor-core GEMV
+        cuda::set_mma_gemv(rpw == 0 ? 1 : 0);
         cuda::set_grouped_gemv_rows_per_warp(rpw);
         const double ms = time_ms(
-            [&](int i) { cuda::moe_experts(table, x, t, D, I, ids[size_t(i % sets)], rw, K, 10.f, true, out); }, 100);
+            [&](int i) { cuda::moe_experts(table, x, true, t, D, I, ids[size_t(i % sets)], rw, K, 10.f, true, out); },
+            100);
         char name[96];
-        std::snprintf(name, sizeof name, "moe_experts FP4 t=%lld k=6, %d rows/warp", (long long)t, rpw);
+        if (rpw)
+            std::snprintf(name, sizeof name, "moe_experts FP4 t=%lld k=6, %d rows/warp", (long long)t, rpw);
+        else
+            std::snprintf(name, sizeof name, "moe_experts FP4 t=%lld k=6, tensor-core GEMV", (long long)t);
         print_decode(name, ms, bytes);
     }
+    cuda::set_mma_gemv(1);
     cuda::set_grouped_gemv_rows_per_warp(0);
     for (auto& e : ex) {
         cuda::free_weight(e.w1);
@@ -484,38 +507,44 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     const ops::Backend& be = cuda::backend();
     const float* kv_b = nullptr;
     bool before = false;  // the earlier launch sequence (see above)
+    bool mma = true;      // the tensor-core GEMV for act_quant'ed inputs (the model's linear_xq)
+    auto lin_q = [&](const float* xin, const Weight& w, float* yout) {
+        if (mma && cuda::mma_gemv(xin, w, 0, w.n, yout)) return;
+        be.linear(xin, 1, w, 0, w.n, yout, w.n);
+    };
     auto step = [&](int it) {
         const L& l = ls[size_t(it % layers)];
         kv_b = l.kv + 128 * hd;
         be.hc_pre(x, 1, 4, D, l.fn_a, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
         be.rmsnorm(y, 1, D, nw, 1e-6f, y);
         be.act_quant(y, 1, D, D, 128, true);
-        be.linear(y, 1, l.wq_a, 0, ql, qr, ql);
+        lin_q(y, l.wq_a, qr);
         be.rmsnorm(qr, 1, ql, nw, 1e-6f, qr);
         be.act_quant(qr, 1, ql, ql, 128, true);
-        be.linear(qr, 1, l.wq_b, 0, H * hd, q, H * hd);
+        lin_q(qr, l.wq_b, q);
         be.rmsnorm(q, H, hd, nullptr, 1e-6f, q);
-        be.linear(y, 1, l.wkv, 0, hd, kvn, hd);
+        lin_q(y, l.wkv, kvn);
         be.sparse_attn(q, 1, H, hd, l.kv, 128, kv_b, idx, nk, sink, 1.f / std::sqrt(float(hd)), o);
         if (before || !cuda::linear_groups(o, 1, H * hd, l.wo_a, G, olr, u, G * olr))
             for (int64_t g = 0; g < G; ++g)
                 be.linear(o + g * (H * hd / G), 1, l.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
         be.act_quant(u, 1, G * olr, G * olr, 128, true);
-        be.linear(u, 1, l.wo_b, 0, D, a, D);
+        lin_q(u, l.wo_b, a);
         be.hc_post(a, x, post, comb, 1, 4, D, x2);
         be.hc_pre(x2, 1, 4, D, l.fn_f, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
         be.rmsnorm(y, 1, D, nw, 1e-6f, y);
         be.linear(y, 1, l.gate, 0, E, logits, E);
         be.moe_route(logits, 1, E, nullptr, ids, K, 1.5f, ids, rw);  // fixed (hash-style) ids keep the bytes known
         be.act_quant(y, 1, D, D, 128, true);
-        cuda::moe_experts(*l.table, y, 1, D, I, ids, rw, K, 10.f, true, f);
-        if (before || !cuda::linear_pair(y, 1, l.sw1, l.sw3, gu, gu + I, 2 * I)) {
+        cuda::moe_experts(*l.table, y, true, 1, D, I, ids, rw, K, 10.f, true, f);
+        if (!(mma && cuda::mma_gemv_pair(y, l.sw1, l.sw3, gu, gu + I)) &&
+            (before || !cuda::linear_pair(y, 1, l.sw1, l.sw3, gu, gu + I, 2 * I))) {
             be.linear(y, 1, l.sw1, 0, I, gu, 2 * I);
             be.linear(y, 1, l.sw3, 0, I, gu + I, 2 * I);
         }
         be.swiglu(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h);
         be.act_quant(h, 1, I, I, 128, true);
-        be.linear(h, 1, l.sw2, 0, D, a, D);
+        lin_q(h, l.sw2, a);
         be.hc_post(f, x2, post, comb, 1, 4, D, x);
     };
     if (profile) {  // one step between cudaProfilerStart/Stop, for ncu --profile-from-start off
@@ -528,8 +557,11 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         return;
     }
     std::printf("layer    Flash ratio-4 layer decode, batch 1, %lld keys: %.1f MB to read\n", (long long)nk, layer_bytes / 1e6);
-    for (bool b : {true, false}) {
+    for (int variant = 0; variant < 3; ++variant) {  // before; grouped launches; + tensor-core GEMVs
+        const bool b = variant == 0;
         before = b;
+        mma = variant == 2;
+        cuda::set_mma_gemv(mma ? 1 : 0);
         cuda::set_one_block_hc_finish(b);
         cuda::set_grouped_gemv_rows_per_warp(b ? 2 : 0);
         const double ms = time_ms(step, 50);
@@ -548,13 +580,16 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         const double gms = time_ms([&](int i) { CK(cudaGraphLaunch(execs[size_t(i % layers)], st())); }, 50);
         for (auto e : execs) CK(cudaGraphExecDestroy(e));
         const double gbs = layer_bytes / (ms * 1e-3) / 1e9, ggbs = layer_bytes / (gms * 1e-3) / 1e9;
-        std::printf("layer    %s\n", b ? "before grouped decode launches:" : "grouped decode launches (current):");
+        std::printf("layer    %s\n", variant == 0   ? "before grouped decode launches:"
+                                     : variant == 1 ? "grouped decode launches, multi-row/slice GEMVs:"
+                                                    : "grouped decode launches + tensor-core GEMVs (current):");
         std::printf("layer      stream launches: %8.1f us  %6.0f GB/s  %5.1f%% of copy\n", ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
         std::printf("layer      CUDA graph     : %8.1f us  %6.0f GB/s  %5.1f%% of copy  -> 43 layers %.2f ms/token\n",
                     gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);
     }
     cuda::set_one_block_hc_finish(false);
     cuda::set_grouped_gemv_rows_per_warp(0);
+    cuda::set_mma_gemv(1);
     for (auto& l : ls) {
         delete l.table;
         for (auto& e : l.ex) {
