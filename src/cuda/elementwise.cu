@@ -196,23 +196,34 @@ __global__ void __launch_bounds__(1024) rmsnorm_quant_kernel(const float* x, int
     }
 }
 
-// One block per row; thread i of the first half handles pair i of every head.
-__global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int64_t* pos, const float* freqs,
-                            int64_t rope_dim, bool inverse) {
+// Block (row, head group): the first rope_dim / 2 threads compute the pair angles' cos and sin once
+// (in double, as the CPU op), then every thread rotates one (head, pair) of the group's
+// kRopeHeads heads. The earlier one-block-per-row kernel walked all heads serially: 30 µs for the
+// 64 query heads of a decode token on an H100, now one pass.
+constexpr int kRopeThreads = 256;
+constexpr int kRopeMaxHalf = kRopeThreads;
+
+__global__ void __launch_bounds__(kRopeThreads)
+    rope_kernel(float* x, int64_t heads, int64_t head_dim, const int64_t* pos, const float* freqs, int64_t rope_dim,
+                bool inverse, int heads_per_block) {
     pdl_wait();
     pdl_release();
+    __shared__ float cs[kRopeMaxHalf], sn[kRopeMaxHalf];
     const int64_t r = blockIdx.x, half = rope_dim / 2;
     for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
         const float ang = float(pos[r]) * freqs[i];
-        const float c = float(cos(double(ang)));
-        float s = float(sin(double(ang)));
-        if (inverse) s = -s;
-        for (int64_t hh = 0; hh < heads; ++hh) {
-            float* v = x + (r * heads + hh) * head_dim + (head_dim - rope_dim);
-            const float a = v[2 * i], b = v[2 * i + 1];
-            v[2 * i] = a * c - b * s;
-            v[2 * i + 1] = a * s + b * c;
-        }
+        cs[i] = float(cos(double(ang)));
+        const float s = float(sin(double(ang)));
+        sn[i] = inverse ? -s : s;
+    }
+    __syncthreads();
+    const int64_t h0 = int64_t(blockIdx.y) * heads_per_block, h1 = min(heads, h0 + heads_per_block);
+    for (int64_t e = threadIdx.x; e < (h1 - h0) * half; e += blockDim.x) {
+        const int64_t hh = h0 + e / half, i = e % half;
+        float* v = x + (r * heads + hh) * head_dim + (head_dim - rope_dim);
+        const float a = v[2 * i], b = v[2 * i + 1], c = cs[i], s = sn[i];
+        v[2 * i] = a * c - b * s;
+        v[2 * i + 1] = a * s + b * c;
     }
 }
 
@@ -308,8 +319,12 @@ void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w
 
 void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const int64_t* pos, const ops::RopeFreqs& f,
           bool inverse) {
-    if (rows <= 0) return;
-    launch_pdl(rope_kernel, unsigned(rows), 64, 0, x, heads, head_dim, pos, f.freqs, f.rope_dim, inverse);
+    if (rows <= 0 || heads <= 0) return;
+    const int64_t half = f.rope_dim / 2;
+    if (half > kRopeMaxHalf) fail("rope: rope_dim above " + std::to_string(2 * kRopeMaxHalf));
+    const int hpb = int(std::max<int64_t>(1, kRopeThreads / std::max<int64_t>(half, 1)));
+    const dim3 grid{unsigned(rows), unsigned(ceil_div(heads, hpb))};
+    launch_pdl(rope_kernel, grid, kRopeThreads, 0, x, heads, head_dim, pos, f.freqs, f.rope_dim, inverse, hpb);
     DSINFER_CUDA_LAUNCH();
 }
 

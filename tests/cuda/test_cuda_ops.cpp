@@ -440,7 +440,10 @@ TEST_F(CudaOps, RmsnormRope) {
         EXPECT_REL(dy.get<float>(), ref, 1e-6);
     }
     for (auto [rows, heads, hd, base, yarn] : std::vector<std::tuple<int64_t, int64_t, int64_t, double, bool>>{
-             {1, 64, 512, 160000.0, true}, {5, 1, 512, 10000.0, false}, {9, 64, 128, 160000.0, true}}) {
+             {1, 64, 512, 160000.0, true},
+             {5, 1, 512, 10000.0, false},
+             {9, 64, 128, 160000.0, true},
+             {3, 13, 192, 10000.0, false}}) {  // a part-filled group of heads
         std::vector<float> freqs(32);
         cpu::rope_freqs(64, base, yarn ? 65536 : 0, 16, 32, 1, freqs.data());
         std::vector<int64_t> pos(static_cast<size_t>(rows));
