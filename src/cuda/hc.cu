@@ -284,17 +284,17 @@ __global__ void __launch_bounds__(kHcThreads) hc_finish_kernel(const float* x, i
 // weights from the partials itself (no inter-block sync), with the same reductions in the same order
 // as the last block, so every block holds bitwise the same pre. Block y = ny runs the Sinkhorn warp
 // (post, comb). Each y element is s = 0, s += pre_h·x_h for h = 0..HC-1, as in hc_finish_kernel.
-template <int HC>
-__global__ void __launch_bounds__(kHcThreads) hc_finish_wide_kernel(const float* x, int64_t d, const float* part,
-                                                                    const double* part_ss, const float* scale,
-                                                                    const float* base, int iters, float hc_eps,
-                                                                    float norm_eps, float* y, float* post,
-                                                                    float* comb) {
+// MIX = HC is hc_head's finish (partials of its HC mixes only): no Sinkhorn block, grid (t, ny); the
+// one-block-per-token hc_head kernel took 40 µs per decode token under ncu.
+template <int HC, int MIX>
+__global__ void __launch_bounds__(kHcThreads)
+    hc_finish_wide_kernel(const float* x, int64_t d, const float* part, const double* part_ss, const float* scale,
+                          const float* base, int iters, float hc_eps, float norm_eps, float* y, float* post,
+                          float* comb) {
     pdl_wait();
     pdl_release();
-    constexpr int MIX = (2 + HC) * HC;
     const int64_t t = blockIdx.x, width = HC * d;
-    const bool sinkhorn_block = blockIdx.y == gridDim.y - 1;
+    const bool sinkhorn_block = MIX > HC && blockIdx.y == gridDim.y - 1;
     __shared__ float mixes[MIX], pre[HC];
     __shared__ float rs;
     if (threadIdx.x < 32) {  // rs exactly as hc_finish_kernel (non-legacy) computes it
@@ -311,48 +311,13 @@ __global__ void __launch_bounds__(kHcThreads) hc_finish_wide_kernel(const float*
         mixes[threadIdx.x] = s * rs;
     }
     __syncthreads();
-    if (sinkhorn_block) {
-        if (threadIdx.x < 32)
-            split_sinkhorn_warp<HC>(mixes, scale, base, iters, hc_eps, pre, post + t * HC, comb + t * HC * HC);
-        return;
+    if constexpr (MIX > HC) {
+        if (sinkhorn_block) {
+            if (threadIdx.x < 32)
+                split_sinkhorn_warp<HC>(mixes, scale, base, iters, hc_eps, pre, post + t * HC, comb + t * HC * HC);
+            return;
+        }
     }
-    if (threadIdx.x < HC) pre[threadIdx.x] = pre_weight(mixes, scale, base, hc_eps, threadIdx.x);
-    __syncthreads();
-    const int64_t c = int64_t(blockIdx.y) * kHcThreads + threadIdx.x;
-    if (c >= d) return;
-    const float* xi = x + t * width;
-    float s = 0.f;
-#pragma unroll
-    for (int h = 0; h < HC; ++h) s += pre[h] * xi[h * d + c];
-    y[t * d + c] = s;
-}
-
-// hc_head at decode: the HC mixes come from hc_partial_kernel<HC> (split over kHcSplit blocks per
-// token, as hc_pre's); grid (t, ceil(d / kHcThreads)), each block recomputes rs and the pre weights
-// from the partials (same reductions in every block) and writes its columns. The one-block-per-token
-// kernel read 80 KB per token on one SM: 40 µs under ncu for a decode token.
-template <int HC>
-__global__ void __launch_bounds__(kHcThreads)
-    hc_head_finish_kernel(const float* x, int64_t d, const float* part, const double* part_ss, const float* scale,
-                          const float* base, float hc_eps, float norm_eps, float* y) {
-    pdl_wait();
-    pdl_release();
-    const int64_t t = blockIdx.x, width = HC * d;
-    __shared__ float mixes[HC], pre[HC];
-    __shared__ float rs;
-    if (threadIdx.x < 32) {
-        double s = 0;
-        for (int b = threadIdx.x; b < kHcSplit; b += 32) s += part_ss[t * kHcSplit + b];
-        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (threadIdx.x == 0) rs = 1.f / sqrtf(float(s / double(width)) + norm_eps);
-    }
-    __syncthreads();
-    if (threadIdx.x < HC) {
-        float s = 0.f;
-        for (int b = 0; b < kHcSplit; ++b) s += part[(t * kHcSplit + b) * HC + threadIdx.x];
-        mixes[threadIdx.x] = s * rs;
-    }
-    __syncthreads();
     if (threadIdx.x < HC) pre[threadIdx.x] = pre_weight(mixes, scale, base, hc_eps, threadIdx.x);
     __syncthreads();
     const int64_t c = int64_t(blockIdx.y) * kHcThreads + threadIdx.x;
@@ -403,8 +368,8 @@ void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, c
                        norm_eps, y, post, comb, legacy_decode_kernels());
         } else {
             const dim3 fgrid{unsigned(t), unsigned(ceil_div(d, kHcThreads) + 1)};
-            launch_pdl(hc_finish_wide_kernel<4>, fgrid, kHcThreads, 0, x, d, part, part_ss, scale, base, iters, hc_eps,
-                       norm_eps, y, post, comb);
+            launch_pdl(hc_finish_wide_kernel<4, kMix>, fgrid, kHcThreads, 0, x, d, part, part_ss, scale, base, iters,
+                       hc_eps, norm_eps, y, post, comb);
         }
         DSINFER_CUDA_LAUNCH();
         return;
@@ -424,8 +389,8 @@ void hc_head(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, 
         launch_pdl(hc_partial_kernel<kMaxHc>, dim3{unsigned(t), unsigned(kHcSplit)}, kHcThreads, 0, x, hc * d, fn, part,
                    part_ss);
         DSINFER_CUDA_LAUNCH();
-        launch_pdl(hc_head_finish_kernel<kMaxHc>, dim3{unsigned(t), unsigned(ceil_div(d, kHcThreads))}, kHcThreads, 0,
-                   x, d, part, part_ss, scale, base, hc_eps, norm_eps, y);
+        launch_pdl(hc_finish_wide_kernel<kMaxHc, kMaxHc>, dim3{unsigned(t), unsigned(ceil_div(d, kHcThreads))},
+                   kHcThreads, 0, x, d, part, part_ss, scale, base, 0, hc_eps, norm_eps, y, nullptr, nullptr);
         DSINFER_CUDA_LAUNCH();
         return;
     }
