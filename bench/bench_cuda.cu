@@ -512,18 +512,39 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         if (mma && cuda::mma_gemv(xin, w, 0, w.n, yout)) return;
         be.linear(xin, 1, w, 0, w.n, yout, w.n);
     };
+    // Two streams: the window-KV projection beside the query path, the shared expert beside the routed
+    // experts (independent work; the side stream forks from and joins the main one by events).
+    bool fork = false;
+    auto shared_expert = [&](const L& l) {
+        if (!(mma && cuda::mma_gemv_pair(y, l.sw1, l.sw3, gu, gu + I)) &&
+            (before || !cuda::linear_pair(y, 1, l.sw1, l.sw3, gu, gu + I, 2 * I))) {
+            be.linear(y, 1, l.sw1, 0, I, gu, 2 * I);
+            be.linear(y, 1, l.sw3, 0, I, gu + I, 2 * I);
+        }
+        be.swiglu(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h);
+        be.act_quant(h, 1, I, I, 128, true);
+        lin_q(h, l.sw2, a);
+    };
     auto step = [&](int it) {
         const L& l = ls[size_t(it % layers)];
         kv_b = l.kv + 128 * hd;
         be.hc_pre(x, 1, 4, D, l.fn_a, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
         be.rmsnorm(y, 1, D, nw, 1e-6f, y);
         be.act_quant(y, 1, D, D, 128, true);
+        if (fork) {
+            cuda::side_begin();
+            lin_q(y, l.wkv, kvn);
+            cuda::side_end();
+        }
         lin_q(y, l.wq_a, qr);
         be.rmsnorm(qr, 1, ql, nw, 1e-6f, qr);
         be.act_quant(qr, 1, ql, ql, 128, true);
         lin_q(qr, l.wq_b, q);
         be.rmsnorm(q, H, hd, nullptr, 1e-6f, q);
-        lin_q(y, l.wkv, kvn);
+        if (fork)
+            cuda::side_join();
+        else
+            lin_q(y, l.wkv, kvn);
         be.sparse_attn(q, 1, H, hd, l.kv, 128, kv_b, idx, nk, sink, 1.f / std::sqrt(float(hd)), o);
         if (before || !cuda::linear_groups(o, 1, H * hd, l.wo_a, G, olr, u, G * olr))
             for (int64_t g = 0; g < G; ++g)
@@ -536,15 +557,16 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         be.linear(y, 1, l.gate, 0, E, logits, E);
         be.moe_route(logits, 1, E, nullptr, ids, K, 1.5f, ids, rw);  // fixed (hash-style) ids keep the bytes known
         be.act_quant(y, 1, D, D, 128, true);
-        cuda::moe_experts(*l.table, y, true, 1, D, I, ids, rw, K, 10.f, true, f);
-        if (!(mma && cuda::mma_gemv_pair(y, l.sw1, l.sw3, gu, gu + I)) &&
-            (before || !cuda::linear_pair(y, 1, l.sw1, l.sw3, gu, gu + I, 2 * I))) {
-            be.linear(y, 1, l.sw1, 0, I, gu, 2 * I);
-            be.linear(y, 1, l.sw3, 0, I, gu + I, 2 * I);
+        if (fork) {
+            cuda::side_begin();
+            shared_expert(l);
+            cuda::side_end();
         }
-        be.swiglu(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h);
-        be.act_quant(h, 1, I, I, 128, true);
-        lin_q(h, l.sw2, a);
+        cuda::moe_experts(*l.table, y, true, 1, D, I, ids, rw, K, 10.f, true, f);
+        if (fork)
+            cuda::side_join();
+        else
+            shared_expert(l);
         be.hc_post(f, x2, post, comb, 1, 4, D, x);
     };
     if (profile) {  // one step between cudaProfilerStart/Stop, for ncu --profile-from-start off
@@ -557,10 +579,11 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         return;
     }
     std::printf("layer    Flash ratio-4 layer decode, batch 1, %lld keys: %.1f MB to read\n", (long long)nk, layer_bytes / 1e6);
-    for (int variant = 0; variant < 3; ++variant) {  // before; grouped launches; + tensor-core GEMVs
+    for (int variant = 0; variant < 4; ++variant) {  // before; grouped launches; + tensor-core GEMVs; + 2 streams
         const bool b = variant == 0;
         before = b;
-        mma = variant == 2;
+        mma = variant >= 2;
+        fork = variant == 3;
         cuda::set_mma_gemv(mma ? 1 : 0);
         cuda::set_one_block_hc_finish(b);
         cuda::set_grouped_gemv_rows_per_warp(b ? 2 : 0);
@@ -582,7 +605,8 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         const double gbs = layer_bytes / (ms * 1e-3) / 1e9, ggbs = layer_bytes / (gms * 1e-3) / 1e9;
         std::printf("layer    %s\n", variant == 0   ? "before grouped decode launches:"
                                      : variant == 1 ? "grouped decode launches, multi-row/slice GEMVs:"
-                                                    : "grouped decode launches + tensor-core GEMVs (current):");
+                                     : variant == 2 ? "grouped decode launches + tensor-core GEMVs (current):"
+                                                    : "+ wkv and the shared expert on a second stream:");
         std::printf("layer      stream launches: %8.1f us  %6.0f GB/s  %5.1f%% of copy\n", ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
         std::printf("layer      CUDA graph     : %8.1f us  %6.0f GB/s  %5.1f%% of copy  -> 43 layers %.2f ms/token\n",
                     gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);

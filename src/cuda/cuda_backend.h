@@ -93,6 +93,16 @@ void h2d_staged(void* dst, const void* src, size_t bytes);
 // The stream every op enqueues on (default: a stream owned by the backend).
 void* stream();
 void set_stream(void* cuda_stream);
+// A second stream for independent work inside a step. side_begin(): the side stream waits for
+// everything enqueued so far and becomes stream(); ops then take their scratch buffers from a second
+// set, so side and main work never share one. side_end(): stream() is the main stream again (the
+// side's work goes on). side_join(): the main stream waits for the side's work. Works eagerly and
+// under graph capture (the fork and join become graph edges). One side at a time.
+void side_begin();
+void side_end();
+void side_join();
+// After an exception inside side_begin .. side_end: stream() is the main stream again.
+void side_abort();
 
 // A weight copied to the device in its stored format (data and scale both), with the view to pass
 // to ops. Owned by the caller (free with free_weight).

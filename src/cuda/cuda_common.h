@@ -66,6 +66,10 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, A
     DSINFER_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
+// 0 on the main stream, 1 between side_begin() and side_end(): which set of scratch buffers (and
+// other per-stream device state) ops use.
+int scratch_lane();
+
 // Growable device scratch buffers, one per slot (never shrunk; reallocation synchronizes).
 enum ScratchSlot : int {
     kScratchActQ = 0,     // FP8 activations for tensor-core GEMMs

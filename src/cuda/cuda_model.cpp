@@ -82,6 +82,17 @@ void mark(const char* name) { Sections::get().mark(name); }
 
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
+// Independent parts of a step on a second stream (side_begin/side_end/side_join): at decode sizes,
+// where each part alone leaves the GPU partly idle. Not while the section profiler times parts.
+// `option`: CudaModelOptions::side_stream; DSINFER_CUDA_SIDE_STREAM=1 turns it on for every model.
+bool fork_rows(bool option, int64_t n) {
+    static const bool env = [] {
+        const char* v = std::getenv("DSINFER_CUDA_SIDE_STREAM");
+        return v && v[0] == '1';
+    }();
+    return (option || env) && n <= 16 && !Sections::get().on();
+}
+
 // A growable float array in device memory (caches that grow with the sequence).
 class DevVec {
 public:
@@ -701,15 +712,10 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     const int64_t* pos = rows.pos_d;
     Arena& A = layer_;
 
-    // Query path (§6.2).
-    float* qr = A.f(n * ql);
-    float* q = A.f(n * H * hd);
-    float* qrq = quant_ ? A.f(n * ql) : nullptr;
-    linear_q(y, yq, n, bw.wq_a, qr);
-    norm_q(qr, n, ql, bw.q_norm, qrq);
-    linear_q(qr, qrq, n, bw.wq_b, q);
-    be.rmsnorm(q, n * H, hd, nullptr, eps, q);
-    be.rope(q, n, H, hd, pos, rf, false);
+    // The window-KV path and the projections of y (compressor, indexer weights and compressor) are
+    // independent of the query path: at decode they run on the side stream beside it.
+    const bool fork = fork_rows(o_.side_stream, n);
+    if (fork) side_begin();
 
     // Window KV path (§6.3).
     float* kv = A.f(n * hd);
@@ -718,7 +724,7 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     be.rope(kv, n, 1, hd, pos, rf, false);
     if (quant_) be.act_quant(kv, n, hd - rd, hd, 64, pow2_);
 
-    // Compressor projections (§7.1) and the indexer's query side (§8).
+    // Compressor projections (§7.1) and the indexer's weights and compressor.
     const DevCompressor* cw = bw.compressor.get();
     const DevIndexer* iw = bw.indexer.get();
     float *ca = nullptr, *cg = nullptr, *iq = nullptr, *iwt = nullptr, *ia = nullptr, *ig = nullptr;
@@ -732,11 +738,6 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
         linear_q(y, yq, n, cw->wgate, cg);
     }
     if (iw) {
-        iq = A.f(n * nih * ihd);
-        linear_q(qr, qrq, n, iw->wq_b, iq);
-        be.rope(iq, n, nih, ihd, pos, rf, false);
-        be.hadamard(iq, n * nih, ihd);
-        if (quant_) be.fp4_quant(iq, n * nih, ihd, ihd, 32);
         iwt = A.f(n * nih);
         linear_q(y, yq, n, iw->weights_proj, iwt);
         const float ws = float(std::pow(double(ihd), -0.5) * std::pow(double(nih), -0.5));
@@ -746,6 +747,25 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
         linear_q(y, yq, n, iw->compressor.wkv, ia);
         linear_q(y, yq, n, iw->compressor.wgate, ig);
     }
+    if (fork) side_end();
+
+    // Query path (§6.2) and the indexer's query side (§8).
+    float* qr = A.f(n * ql);
+    float* q = A.f(n * H * hd);
+    float* qrq = quant_ ? A.f(n * ql) : nullptr;
+    linear_q(y, yq, n, bw.wq_a, qr);
+    norm_q(qr, n, ql, bw.q_norm, qrq);
+    linear_q(qr, qrq, n, bw.wq_b, q);
+    be.rmsnorm(q, n * H, hd, nullptr, eps, q);
+    be.rope(q, n, H, hd, pos, rf, false);
+    if (iw) {
+        iq = A.f(n * nih * ihd);
+        linear_q(qr, qrq, n, iw->wq_b, iq);
+        be.rope(iq, n, nih, ihd, pos, rf, false);
+        be.hadamard(iq, n * nih, ihd);
+        if (quant_) be.fp4_quant(iq, n * nih, ihd, ihd, 32);
+    }
+    if (fork) side_join();
 
     mark("attn.proj");
     return AttnIn{q, kv, ca, cg, iq, iwt, ia, ig, cwidth, iwidth, A.f(n * H * hd)};
@@ -1008,17 +1028,13 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
         return yq;
     };
 
-    // Routed experts: summed in ascending expert id per row (the host model's order of sums).
-    if (!pow2_ && quant_ && bw.experts_quant_h)
-        throw Error("cuda: the fused MoE quantizes expert activations with power-of-two scales only");
-    const bool x_quant = quant_ && bw.experts_quant_in && pow2_;
-    moe_experts(*bw.experts, expert_input(bw.experts_quant_in), x_quant, n, D, I, ids, rw, K, float(c.swiglu_limit),
-                quant_ && bw.experts_quant_h, out);
-    mark("moe.experts");
-
-    // Shared expert (§10.3), added last.
+    // The shared expert (§10.3) is independent of the routed experts: at decode it runs on the side
+    // stream beside them. Its output is added last, as on the CPU.
+    const float* xr = expert_input(bw.experts_quant_in);
     const ExpertWeights& sh = bw.shared;
     const float* xs = expert_input(quantized(sh.w1));
+    const bool fork = fork_rows(o_.side_stream, n);
+    if (fork) side_begin();
     float* gu = A.f(n * 2 * I);
     float* h = A.f(n * I);
     float* so = A.f(n * D);
@@ -1036,8 +1052,18 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     } else {
         be.linear(h, n, sh.w2, 0, D, so, D);
     }
-    add(out, so, n * D);
+    if (fork) side_end();
     mark("moe.shared");
+
+    // Routed experts: summed in ascending expert id per row (the host model's order of sums).
+    if (!pow2_ && quant_ && bw.experts_quant_h)
+        throw Error("cuda: the fused MoE quantizes expert activations with power-of-two scales only");
+    const bool x_quant = quant_ && bw.experts_quant_in && pow2_;
+    moe_experts(*bw.experts, xr, x_quant, n, D, I, ids, rw, K, float(c.swiglu_limit), quant_ && bw.experts_quant_h,
+                out);
+    mark("moe.experts");
+    if (fork) side_join();
+    add(out, so, n * D);
 }
 
 // DSINFER_CUDA_GRAPHS=0: no CUDA graphs (every kernel launched one by one). Read once.
@@ -1081,6 +1107,7 @@ std::vector<float*> CudaModel::graphed(const GraphKey& key, bool enabled, const 
             g.exec = end_capture();
         } catch (const std::exception& e) {
             // Something in the part cannot be captured: run it eagerly from now on.
+            side_abort();
             abort_capture();
             std::fprintf(stderr, "cuda: decode layer %d part %d runs without a CUDA graph (%s)\n", key.layer,
                          key.part, e.what());

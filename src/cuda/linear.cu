@@ -350,10 +350,13 @@ __global__ void __launch_bounds__(kGemvThreads, (FMT == int(WeightFormat::FP4) &
     }
 }
 
-// Zeroed arrival counters for split-k GEMVs (grown on demand; the kernels leave them at zero).
+// Zeroed arrival counters for split-k GEMVs (grown on demand; the kernels leave them at zero). One
+// set per scratch lane: GEMVs on the main and the side stream may run at the same time.
 unsigned* gemv_counters(size_t n) {
-    static unsigned* ctr = nullptr;
-    static size_t have = 0;
+    static unsigned* ctrs[2] = {nullptr, nullptr};
+    static size_t haves[2] = {0, 0};
+    unsigned*& ctr = ctrs[scratch_lane()];
+    size_t& have = haves[scratch_lane()];
     if (n > have) {
         if (ctr) {
             DSINFER_CUDA_CHECK(cudaStreamSynchronize(cur_stream()));

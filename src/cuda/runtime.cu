@@ -21,7 +21,10 @@ struct Scratch {
     void* p = nullptr;
     size_t bytes = 0;
 };
-Scratch g_scratch[kScratchCount];
+Scratch g_scratch[2][kScratchCount];  // [0] main stream, [1] side stream (side_begin .. side_end)
+int g_lane = 0;
+cudaStream_t g_main = nullptr, g_side = nullptr;
+cudaEvent_t g_fork = nullptr, g_join = nullptr;
 std::mutex g_mutex;
 }  // namespace
 
@@ -83,9 +86,12 @@ std::atomic<uint64_t> g_scratch_generation{0};
 }  // namespace
 
 uint64_t scratch_generation() { return g_scratch_generation; }
+int scratch_lane() {
+    return g_lane;
+}
 
 void* scratch(int slot, size_t bytes) {
-    Scratch& s = g_scratch[slot];
+    Scratch& s = g_scratch[g_lane][slot];
     if (bytes > s.bytes) {
         ++g_scratch_generation;  // captured CUDA graphs that used the old buffer are stale
         if (s.p) {
@@ -255,6 +261,42 @@ void free_weight(ops::Weight& w) {
     dfree(const_cast<void*>(w.scale));
     w.data = nullptr;
     w.scale = nullptr;
+}
+
+}  // namespace dsinfer::cuda
+
+namespace dsinfer::cuda {
+
+void side_begin() {
+    if (g_lane) fail("side_begin: the side stream is already open");
+    if (!g_side) {
+        DSINFER_CUDA_CHECK(cudaStreamCreateWithFlags(&g_side, cudaStreamNonBlocking));
+        DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
+        DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&g_join, cudaEventDisableTiming));
+    }
+    g_main = cur_stream();
+    DSINFER_CUDA_CHECK(cudaEventRecord(g_fork, g_main));
+    DSINFER_CUDA_CHECK(cudaStreamWaitEvent(g_side, g_fork, 0));
+    set_stream(g_side);
+    g_lane = 1;
+}
+
+void side_end() {
+    if (!g_lane) fail("side_end: no side stream is open");
+    DSINFER_CUDA_CHECK(cudaEventRecord(g_join, g_side));
+    set_stream(g_main);
+    g_lane = 0;
+}
+
+void side_abort() {
+    if (!g_lane) return;
+    set_stream(g_main);
+    g_lane = 0;
+}
+
+void side_join() {
+    if (g_lane) fail("side_join: the side stream is still open");
+    if (g_join) DSINFER_CUDA_CHECK(cudaStreamWaitEvent(cur_stream(), g_join, 0));
 }
 
 }  // namespace dsinfer::cuda

@@ -265,15 +265,10 @@ TEST(CudaReplay, RollbackRestoresTheDeviceState) {
     }
 }
 
-// CUDA graphs of the decode blocks' dense parts (captured on the second step of a shape, replayed
-// after) give bitwise the logits of eager launches, for one sequence and a batch of three, across
-// steps where compressed blocks complete and the attended lists grow.
-TEST(CudaReplay, GraphedDecodeMatchesEager) {
-    Dsv4Model& g = model();
-    auto eager = Dsv4Model::load(kDir, ModelOptions{});
-    cuda::CudaModelOptions o;
-    o.cuda_graphs = false;
-    eager->set_device(cuda::make_model_device(*eager, o));
+// Decodes the same tokens with g and with `eager` (models with other device options):
+// bitwise the same logits, for one sequence and a batch of three, across steps where compressed blocks
+// complete and the attended lists grow.
+void decode_matches(Dsv4Model& g, Dsv4Model* eager) {
     const int64_t V = g.config().vocab_size;
     for (int batch : {1, 3}) {
         std::vector<std::unique_ptr<SequenceState>> a, b;
@@ -283,7 +278,7 @@ TEST(CudaReplay, GraphedDecodeMatchesEager) {
             for (int i = 0; i < 9 + 17 * s; ++i) prompt.push_back(int32_t((i * 31 + 7 * s + 1) % V));
             a.push_back(g.new_sequence());
             b.push_back(eager->new_sequence());
-            for (auto [m, st] : {std::pair{&g, a.back().get()}, std::pair{eager.get(), b.back().get()}}) {
+            for (auto [m, st] : {std::pair{&g, a.back().get()}, std::pair{eager, b.back().get()}}) {
                 ForwardItem it;
                 it.state = st;
                 it.tokens = prompt;
@@ -311,6 +306,26 @@ TEST(CudaReplay, GraphedDecodeMatchesEager) {
             last = tok;
         }
     }
+}
+
+// CUDA graphs of the decode blocks' dense parts (captured on the second step of a shape, replayed
+// after) give bitwise the logits of eager launches.
+TEST(CudaReplay, GraphedDecodeMatchesEager) {
+    auto eager = Dsv4Model::load(kDir, ModelOptions{});
+    cuda::CudaModelOptions o;
+    o.cuda_graphs = false;
+    eager->set_device(cuda::make_model_device(*eager, o));
+    decode_matches(model(), eager.get());
+}
+
+// The independent parts of a decode step on a second stream give bitwise the logits of one stream
+// (the default): no shared scratch or counters between the streams, fork and join in the right places.
+TEST(CudaReplay, SideStreamDecodeMatchesOneStream) {
+    auto two = Dsv4Model::load(kDir, ModelOptions{});
+    cuda::CudaModelOptions o;
+    o.side_stream = true;
+    two->set_device(cuda::make_model_device(*two, o));
+    decode_matches(*two, &model());
 }
 
 // The command line: replay --device cuda writes what compare accepts under the bars.
