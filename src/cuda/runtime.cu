@@ -263,10 +263,6 @@ void free_weight(ops::Weight& w) {
     w.scale = nullptr;
 }
 
-}  // namespace dsinfer::cuda
-
-namespace dsinfer::cuda {
-
 void side_begin() {
     if (g_lane) fail("side_begin: the side stream is already open");
     if (!g_side) {

@@ -265,10 +265,10 @@ TEST(CudaReplay, RollbackRestoresTheDeviceState) {
     }
 }
 
-// Decodes the same tokens with g and with `eager` (models with other device options):
+// Decodes the same tokens with g and with `other` (models with other device options):
 // bitwise the same logits, for one sequence and a batch of three, across steps where compressed blocks
 // complete and the attended lists grow.
-void decode_matches(Dsv4Model& g, Dsv4Model* eager) {
+void decode_matches(Dsv4Model& g, Dsv4Model* other) {
     const int64_t V = g.config().vocab_size;
     for (int batch : {1, 3}) {
         std::vector<std::unique_ptr<SequenceState>> a, b;
@@ -277,8 +277,8 @@ void decode_matches(Dsv4Model& g, Dsv4Model* eager) {
             std::vector<int32_t> prompt;
             for (int i = 0; i < 9 + 17 * s; ++i) prompt.push_back(int32_t((i * 31 + 7 * s + 1) % V));
             a.push_back(g.new_sequence());
-            b.push_back(eager->new_sequence());
-            for (auto [m, st] : {std::pair{&g, a.back().get()}, std::pair{eager, b.back().get()}}) {
+            b.push_back(other->new_sequence());
+            for (auto [m, st] : {std::pair{&g, a.back().get()}, std::pair{other, b.back().get()}}) {
                 ForwardItem it;
                 it.state = st;
                 it.tokens = prompt;
@@ -300,7 +300,7 @@ void decode_matches(Dsv4Model& g, Dsv4Model* eager) {
                 ib[size_t(s)].logits_out = &lb[size_t(s)];
             }
             g.forward(ia);
-            eager->forward(ib);
+            other->forward(ib);
             for (int s = 0; s < batch; ++s)
                 ASSERT_EQ(la[size_t(s)], lb[size_t(s)]) << "batch " << batch << " sequence " << s << " step " << step;
             last = tok;
