@@ -97,7 +97,9 @@ void set_stream(void* cuda_stream);
 // everything enqueued so far and becomes stream(); ops then take their scratch buffers from a second
 // set, so side and main work never share one. side_end(): stream() is the main stream again (the
 // side's work goes on). side_join(): the main stream waits for the side's work. Works eagerly and
-// under graph capture (the fork and join become graph edges). One side at a time.
+// under graph capture (the fork and join become graph edges). One side at a time; another
+// side_begin() after side_end() and before the join appends a second segment (it runs after the first,
+// and after the main stream's work up to that point), and one side_join() waits for both.
 void side_begin();
 void side_end();
 void side_join();
@@ -132,6 +134,11 @@ bool mma_gemv_ok(const ops::Weight& w);
 bool mma_gemv(const float* x, const ops::Weight& w, int64_t n0, int64_t n1, float* y);
 // ya = x·Waᵀ, yb = x·Wbᵀ in one launch (same layouts: the shared expert's w1 and w3).
 bool mma_gemv_pair(const float* x, const ops::Weight& wa, const ops::Weight& wb, float* ya, float* yb);
+// Split mode, for any float32 x (each element as two f16 terms; gemv_mma.cu): for g < groups,
+// y[g·rows + r] = x[g·w.k ..]·W[g·rows + r] for r < rows — linear_groups at one row (wo_a). k ≤ 8192.
+// DSINFER_CUDA_MMA_SPLIT=0 or set_mma_split(false) switches it off (the slice GEMV runs instead).
+bool mma_gemv_groups_split(const float* x, const ops::Weight& w, int64_t groups, int64_t rows, float* y);
+void set_mma_split(bool on);
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,
 // all n rows), on the activations a previous linear() of the same m and k quantized into the scratch;
@@ -140,7 +147,9 @@ bool lt_gemm_only(const ops::Weight& w, int64_t m, float* y);
 
 // linear_groups: for g < groups, y[i, g·rows + r] = Σ_kk x[i, g·w.k + kk] · W[g·rows + r, kk]
 // (i < m, r < rows; x row stride ldx, y row stride ldy) — DeepSeek's grouped wo_a (§6.6), equal to
-// linear(x_g, m, w, g·rows, (g+1)·rows, y + g·rows, ldy) with x_g the g-th column slice of x.
+// linear(x_g, m, w, g·rows, (g+1)·rows, y + g·rows, ldy) with x_g the g-th column slice of x — except
+// at m = 1 with y contiguous, where the split tensor-core GEMV runs when it applies (same values within
+// float32 order, not bitwise).
 constexpr int64_t kMaxLinearGroups = 8;
 bool linear_groups(const float* x, int64_t m, int64_t ldx, const ops::Weight& w, int64_t groups, int64_t rows,
                    float* y, int64_t ldy);
@@ -148,6 +157,11 @@ bool linear_groups(const float* x, int64_t m, int64_t ldx, const ops::Weight& w,
 // ldy) — the shared expert's w1 and w3 (§10.3). Wa and Wb must have the same format, shape and scales.
 bool linear_pair(const float* x, int64_t m, const ops::Weight& wa, const ops::Weight& wb, float* ya, float* yb,
                  int64_t ldy);
+
+// ---- act_quant into another buffer, beyond the op table ----
+// y = act_quant(x) ([rows, cols] contiguous; x unchanged, y ≠ x): bitwise a copy then act_quant(), in
+// one launch (the model's "quantized copy of a linear's input").
+void act_quant_copy(const float* x, float* y, int64_t rows, int64_t cols, int64_t block, bool pow2);
 
 // ---- Fused rmsnorm + act_quant, beyond the op table ----
 // yq = act_quant(rmsnorm(x, w, eps), block, pow2) over whole rows ([rows, dim], row stride dim), and

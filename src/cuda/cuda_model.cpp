@@ -84,13 +84,14 @@ bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 ||
 
 // Independent parts of a step on a second stream (side_begin/side_end/side_join): at decode sizes,
 // where each part alone leaves the GPU partly idle. Not while the section profiler times parts.
-// `option`: CudaModelOptions::side_stream; DSINFER_CUDA_SIDE_STREAM=1 turns it on for every model.
+// `option`: CudaModelOptions::side_stream; DSINFER_CUDA_SIDE_STREAM=1 or 0 turns it on or off for every
+// model.
 bool fork_rows(bool option, int64_t n) {
-    static const bool env = [] {
+    static const int env = [] {
         const char* v = std::getenv("DSINFER_CUDA_SIDE_STREAM");
-        return v && v[0] == '1';
+        return v && (v[0] == '0' || v[0] == '1') ? v[0] - '0' : -1;
     }();
-    return (option || env) && n <= 16 && !Sections::get().on();
+    return (env >= 0 ? env == 1 : option) && n <= 16 && !Sections::get().on();
 }
 
 // A growable float array in device memory (caches that grow with the sequence).
@@ -661,8 +662,7 @@ void CudaModel::norm_q(float* x, int64_t rows, int64_t dim, const float* w, floa
 void CudaModel::linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input) {
     if (quant_input && quant_ && quantized(w)) {
         float* xq = layer_.f(m * w.k);
-        d2d(xq, x, size_t(m * w.k) * sizeof(float));
-        be_.act_quant(xq, m, w.k, w.k, 128, pow2_);
+        act_quant_copy(x, xq, m, w.k, 128, pow2_);
         linear_xq(xq, m, w, y);
     } else {
         be_.linear(x, m, w, 0, w.n, y, w.n);
@@ -755,16 +755,18 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     float* qrq = quant_ ? A.f(n * ql) : nullptr;
     linear_q(y, yq, n, bw.wq_a, qr);
     norm_q(qr, n, ql, bw.q_norm, qrq);
-    linear_q(qr, qrq, n, bw.wq_b, q);
-    be.rmsnorm(q, n * H, hd, nullptr, eps, q);
-    be.rope(q, n, H, hd, pos, rf, false);
-    if (iw) {
+    if (iw) {  // the indexer's query, from qr too: on the side stream after the projections above
+        if (fork) side_begin();
         iq = A.f(n * nih * ihd);
         linear_q(qr, qrq, n, iw->wq_b, iq);
         be.rope(iq, n, nih, ihd, pos, rf, false);
         be.hadamard(iq, n * nih, ihd);
         if (quant_) be.fp4_quant(iq, n * nih, ihd, ihd, 32);
+        if (fork) side_end();
     }
+    linear_q(qr, qrq, n, bw.wq_b, q);
+    be.rmsnorm(q, n * H, hd, nullptr, eps, q);
+    be.rope(q, n, H, hd, pos, rf, false);
     if (fork) side_join();
 
     mark("attn.proj");

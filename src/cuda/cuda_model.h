@@ -22,11 +22,11 @@ struct CudaModelOptions {
     // CUDA graphs, captured the second time a shape is seen; attention's per-step core runs eagerly.
     // Same kernels, same results. DSINFER_CUDA_GRAPHS=0 turns them off process-wide.
     bool cuda_graphs = true;
-    // Decode calls of up to 16 rows run independent parts of a block (the window-KV and compressor /
-    // indexer projections beside the query path; the shared expert beside the routed experts) on a
-    // second stream. Same kernels, same results. Off by default until its GPU tests have run green
-    // (docs/notes.md); DSINFER_CUDA_SIDE_STREAM=1 turns it on process-wide.
-    bool side_stream = false;
+    // Calls of up to 16 rows run independent parts of a block (the window-KV and compressor / indexer
+    // projections beside the query path, the indexer's query beside wq_b; the shared expert beside the
+    // routed experts) on a second stream. Same kernels, same results (docs/cuda.md, "Second stream at
+    // decode"). DSINFER_CUDA_SIDE_STREAM=0 or 1 turns it off or on process-wide.
+    bool side_stream = true;
 };
 
 // Uploads the model's weights; the model must outlive the returned object (it reads the model's

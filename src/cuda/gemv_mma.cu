@@ -25,6 +25,14 @@
 // A block of 8 warps holds 8 / ks tiles, each split over ks warps along k (partials added in warp
 // order: deterministic). x is staged once per block in shared memory as f16, in the order the
 // lanes read it (conflict-free 16-byte reads).
+//
+// Any float32 x (split mode: wo_a's input, the attention output). x / s is written as hi + lo, two
+// f16 (hi = f16(x / s), lo = f16(x / s − hi), the difference exact in float32), and lanes (g, c) with
+// g == c + 4 feed lane c's lo terms as column c + 4 of B, which the one-term mode leaves empty: one
+// MMA still does a step, the lanes holding columns 4..7 scale and sum the lo parts, and one more
+// shuffle adds them to the hi parts. hi + lo carries 22 significant bits of each element (relative
+// error ≤ 2^-22 on elements within 2^-13 of their block's largest; smaller ones lose bits below
+// 2^-38 of the largest to f16 subnormals), against float32's 24 and the 1e-5 bars.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
@@ -108,15 +116,15 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1,
 }
 
 // DEPTH: rounds of weight loads in flight per lane (2 × 16 bytes each); MINB: resident blocks per SM
-// the registers are fitted to (4, 2: 128 registers; 3, 3: 80).
-template <int FMT, int DEPTH, int MINB>
+// the registers are fitted to (4, 2: 128 registers; 3, 3: 80). SPLIT: x as hi + lo terms (header).
+template <int FMT, int DEPTH, int MINB, bool SPLIT>
 __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs) {
     constexpr bool F4 = FMT == int(WeightFormat::FP4);
     constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
-    __half* xh = reinterpret_cast<__half*>(smem);     // [k] f16, lane order
-    float* xsc = reinterpret_cast<float*>(xh + p.k);  // [k / 128] x scales
+    __half* xh = reinterpret_cast<__half*>(smem);  // [k] f16, lane order; split: then [k] lo terms
+    float* xsc = reinterpret_cast<float*>(xh + (SPLIT ? 2 * p.k : p.k));  // [k / 128] x scales
     float* part = xsc + p.k / 128;                    // [8 warps][16] partials
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int tpb = kMmaWarps / p.ks;
@@ -165,17 +173,23 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
             const int64_t el = b * 128 + lane * 4 + i;
             const int64_t r = el / RK, o = el % RK;
             const int cc = int(o / (4 * EPW)), w = int((o / EPW) % 4), j = int(o % EPW);
-            xh[r * RK + (w * 4 + cc) * EPW + mma_xpos<FMT>(j)] = __float2half_rn(vals[i] * inv);
+            const int64_t at = r * RK + (w * 4 + cc) * EPW + mma_xpos<FMT>(j);
+            const float v = vals[i] * inv;
+            const __half hi = __float2half_rn(v);
+            xh[at] = hi;
+            if constexpr (SPLIT) xh[p.k + at] = __float2half_rn(v - __half2float(hi));
         }
     }
     __syncthreads();
 
-    // Lanes (g, c) with g == c feed block c's x as column c of B; the others read 16 zero bytes
-    // (stride 0).
-    const bool feeds = g == c;
+    // Lanes (g, c) with g == c feed block c's x as column c of B (split: g == c + 4 its lo terms as
+    // column c + 4); the others read 16 zero bytes (stride 0).
+    const bool feeds_lo = SPLIT && g == c + 4;
+    const bool feeds = g == c || feeds_lo;
     // Slots are 2·EPW bytes (FP4 16, FP8 8): slot w·4 + c of round r holds lane c's word w.
     using Slot = std::conditional_t<F4, uint4, uint2>;
-    const Slot* xbase = feeds ? reinterpret_cast<const Slot*>(smem) + c : reinterpret_cast<const Slot*>(&zero16);
+    const Slot* xbase =
+        feeds ? reinterpret_cast<const Slot*>(xh + (feeds_lo ? p.k : 0)) + c : reinterpret_cast<const Slot*>(&zero16);
     const int xstep = feeds ? 4 : 0;                            // slots between words
     const int xround = feeds ? RK * 2 / int(sizeof(Slot)) : 0;  // slots between rounds
     const int64_t sia = F4 ? (jn0 + min(ra, last)) * p.scale_cols : ((jn0 + min(ra, last)) / 128) * p.scale_cols;
@@ -213,7 +227,8 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
                             e4m3x2_to_f16x2(wdb[w] >> 16), xv.x, xv.y);
                 }
             }
-            // Columns 2c, 2c + 1 hold blocks 2c, 2c + 1 (c < 2; lanes c ≥ 2 hold empty columns).
+            // Columns 2c, 2c + 1 hold blocks 2c, 2c + 1 for c < 2; for c ≥ 2 the lo terms of blocks
+            // 2c − 4, 2c − 3 (split) or nothing.
             const int k0 = r * RK;
             const float sx = xsc[k0 / 128];
 #pragma unroll
@@ -235,6 +250,10 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
     float va = tot[0] + tot[1], vb = tot[2] + tot[3];
     va += __shfl_xor_sync(0xffffffffu, va, 1);
     vb += __shfl_xor_sync(0xffffffffu, vb, 1);
+    if constexpr (SPLIT) {  // hi parts (lanes c = 0, 1) plus lo parts (c = 2, 3)
+        va += __shfl_xor_sync(0xffffffffu, va, 2);
+        vb += __shfl_xor_sync(0xffffffffu, vb, 2);
+    }
     if (p.ks == 1) {
         if (live && c == 0) {
             if (ra < p.n_rows) job.y[ra] = va;
@@ -256,6 +275,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
 }
 
 std::atomic<int> g_mma_mode{-1};  // -1: DSINFER_CUDA_MMA_GEMV (default on), 0 off, 1 on, 2 on for small launches too
+std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see below), 0 off, 1 on
 
 // Registers and depth: 4 rounds in flight with 2 blocks per SM (cfg 0), or 3 rounds with 3 blocks
 // (cfg 1). H100, bench_cuda: cfg 1 wins for one token's routed experts (12 jobs: 55 against 65 µs),
@@ -270,30 +290,30 @@ int mma_cfg(bool device_jobs, int64_t njobs) {
     return device_jobs && njobs <= 16 ? 1 : 0;
 }
 
-template <int FMT, int DEPTH, int MINB>
+template <int FMT, int DEPTH, int MINB, bool SPLIT>
 void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs) {
     const int tpb = kMmaWarps / p.ks;
-    const size_t smem = size_t(p.k) * 2 + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4;
+    const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4;
     static bool attr = false;
     if (!attr) {
-        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_mma_kernel<FMT, DEPTH, MINB>,
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4)));
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
-    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB>, grid, kMmaThreads, smem, p, inl, jobs);
+    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT>, grid, kMmaThreads, smem, p, inl, jobs);
     DSINFER_CUDA_LAUNCH();
 }
 
-template <int FMT>
+template <int FMT, bool SPLIT>
 void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs) {
-    if (p.cfg == 1) return launch_mma_cfg<FMT, 3, 3>(p, inl, jobs, njobs);
-    launch_mma_cfg<FMT, 4, 2>(p, inl, jobs, njobs);
+    if (p.cfg == 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs);
+    launch_mma_cfg<FMT, 4, 2, SPLIT>(p, inl, jobs, njobs);
 }
 
-void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& inl, const GemvJob* jobs,
-                int64_t njobs) {
+void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs,
+                bool split = false) {
     MmaParams p{};
     p.k = like.k;
     p.n_rows = n_rows;
@@ -323,10 +343,15 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
             if (best < 0 || cost < best) best = cost, p.ks = ks;
         }
     }
-    if (like.fmt == WeightFormat::FP4)
-        launch_mma_fmt<int(WeightFormat::FP4)>(p, inl, jobs, njobs);
+    const bool f4 = like.fmt == WeightFormat::FP4;
+    if (split && f4)
+        launch_mma_fmt<int(WeightFormat::FP4), true>(p, inl, jobs, njobs);
+    else if (split)
+        launch_mma_fmt<int(WeightFormat::FP8), true>(p, inl, jobs, njobs);
+    else if (f4)
+        launch_mma_fmt<int(WeightFormat::FP4), false>(p, inl, jobs, njobs);
     else
-        launch_mma_fmt<int(WeightFormat::FP8)>(p, inl, jobs, njobs);
+        launch_mma_fmt<int(WeightFormat::FP8), false>(p, inl, jobs, njobs);
 }
 
 }  // namespace
@@ -376,6 +401,33 @@ bool mma_gemv_pair(const float* x, const Weight& wa, const Weight& wb, float* ya
     l.j[0] = GemvJob{x, wa.data, wa.scale, ya};
     l.j[1] = GemvJob{x, wb.data, wb.scale, yb};
     launch_mma(wa, wa.n, 0, l, nullptr, 2);
+    return true;
+}
+
+// On unless DSINFER_CUDA_MMA_SPLIT=0 or set_mma_split(false).
+bool mma_split_enabled() {
+    int m = g_mma_split.load();
+    if (m < 0) {
+        const char* v = std::getenv("DSINFER_CUDA_MMA_SPLIT");
+        m = (v && v[0] == '0') ? 0 : 1;
+        g_mma_split = m;
+    }
+    return m == 1 && mma_gemv_enabled();
+}
+void set_mma_split(bool on) {
+    g_mma_split = on ? 1 : 0;
+}
+
+bool mma_gemv_groups_split(const float* x, const Weight& w, int64_t groups, int64_t rows, float* y) {
+    if (!mma_split_enabled() || !mma_gemv_ok(w) || w.k > kMmaMaxK / 2) return false;
+    if (groups <= 0 || groups > kMmaMaxInline || rows <= 0 || groups * rows > w.n) return false;
+    if (g_mma_mode != 2 && groups * ceil_div(rows, 16) < kMmaMinTiles) return false;
+    if (w.fmt == WeightFormat::FP8 && groups > 1 && rows % 16 != 0) return false;  // a tile in one scale block
+    for (int64_t g = 0; g < groups; ++g)
+        if (reinterpret_cast<uintptr_t>(x + g * w.k) % 16 != 0) return false;
+    MmaJobs l{};
+    for (int64_t g = 0; g < groups; ++g) l.j[g] = GemvJob{x + g * w.k, w.data, w.scale, y + g * rows, g * rows};
+    launch_mma(w, rows, 0, l, nullptr, groups, true);
     return true;
 }
 

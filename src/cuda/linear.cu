@@ -811,7 +811,9 @@ void launch_slice(const Weight& w, int64_t n_rows, int64_t n0, const GemvJobList
 constexpr int kTileM = 64, kTileN = 64, kTileK = 32;
 
 // only_if: when given, the kernel does nothing unless *only_if != 0 (exact fallback of the
-// tensor-core path, decided on the device).
+// tensor-core path, decided on the device). Blocks walk the tiles (n-tile fastest) with a stride of
+// the grid, which launch_tiled caps: a fallback that finds nothing to do then costs a few waves of
+// blocks instead of one block per tile (65536 for an 8192-token wq_b).
 __global__ void __launch_bounds__(256) tiled_kernel(const float* x, int64_t m, WeightDev w, int64_t n0, int64_t nn,
                                                     float* y, int64_t ldy, const int* only_if) {
     pdl_wait();
@@ -820,17 +822,19 @@ __global__ void __launch_bounds__(256) tiled_kernel(const float* x, int64_t m, W
     __shared__ float xs[kTileK][kTileM];
     __shared__ float ws[kTileK][kTileN];
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    const int64_t mb = int64_t(blockIdx.y) * kTileM, nb = int64_t(blockIdx.x) * kTileN;
-    float acc[4][4] = {};
-    for (int64_t k0 = 0; k0 < w.k; k0 += kTileK) {
-        for (int i = threadIdx.x; i < kTileM * kTileK; i += 256) {
-            const int row = i / kTileK, kk = i % kTileK;
-            const int64_t gm = mb + row, gk = k0 + kk;
-            xs[kk][row] = (gm < m && gk < w.k) ? x[gm * w.k + gk] : 0.f;
-            const int64_t gn = nb + row;
-            ws[kk][row] = (gn < nn && gk < w.k) ? weight_elem(w, n0 + gn, gk) : 0.f;
-        }
-        __syncthreads();
+    const int64_t ntn = (nn + kTileN - 1) / kTileN, ntiles = ntn * ((m + kTileM - 1) / kTileM);
+    for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        const int64_t mb = (t / ntn) * kTileM, nb = (t % ntn) * kTileN;
+        float acc[4][4] = {};
+        for (int64_t k0 = 0; k0 < w.k; k0 += kTileK) {
+            for (int i = threadIdx.x; i < kTileM * kTileK; i += 256) {
+                const int row = i / kTileK, kk = i % kTileK;
+                const int64_t gm = mb + row, gk = k0 + kk;
+                xs[kk][row] = (gm < m && gk < w.k) ? x[gm * w.k + gk] : 0.f;
+                const int64_t gn = nb + row;
+                ws[kk][row] = (gn < nn && gk < w.k) ? weight_elem(w, n0 + gn, gk) : 0.f;
+            }
+            __syncthreads();
 #pragma unroll 8
         for (int kk = 0; kk < kTileK; ++kk) {
             const float4 a = *reinterpret_cast<const float4*>(&xs[kk][ty * 4]);
@@ -842,7 +846,7 @@ __global__ void __launch_bounds__(256) tiled_kernel(const float* x, int64_t m, W
                 for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
         }
         __syncthreads();
-    }
+        }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const int64_t gm = mb + ty * 4 + i;
@@ -853,6 +857,7 @@ __global__ void __launch_bounds__(256) tiled_kernel(const float* x, int64_t m, W
             if (gn < nn) y[gm * ldy + gn] = acc[i][j];
         }
     }
+    }
 }
 
 WeightDev to_dev(const Weight& w) { return WeightDev{w.fmt, w.data, w.k, w.scale, w.scale_kind, w.scale_cols}; }
@@ -860,8 +865,9 @@ WeightDev to_dev(const Weight& w) { return WeightDev{w.fmt, w.data, w.k, w.scale
 void launch_tiled(const float* x, int64_t m, const Weight& w, int64_t n0, int64_t n1, float* y, int64_t ldy,
                   const int* only_if = nullptr) {
     const int64_t nn = n1 - n0;
-    dim3 grid(unsigned(ceil_div(nn, kTileN)), unsigned(ceil_div(m, kTileM)));
-    launch_pdl(tiled_kernel, grid, 256, 0, x, m, to_dev(w), n0, nn, y, ldy, only_if);
+    const int64_t tiles = ceil_div(nn, kTileN) * ceil_div(m, kTileM);
+    const unsigned grid = unsigned(std::min<int64_t>(tiles, int64_t(sm_count()) * 8));  // 8: 256 threads, 16 KB
+    launch_pdl(tiled_kernel, dim3(grid), 256, 0, x, m, to_dev(w), n0, nn, y, ldy, only_if);
     DSINFER_CUDA_LAUNCH();
 }
 
@@ -1152,7 +1158,9 @@ namespace {
 // act_quant (in place FP8 quantize-dequantize per block)
 // ---------------------------------------------------------------------------------------------
 
-__global__ void act_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2) {
+// Reads src (x itself, or a copy's source with the same row stride) and writes x.
+__global__ void act_quant_kernel(const float* src, float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block,
+                                 bool pow2) {
     pdl_wait();
     pdl_release();
     const int64_t nb = (cols + block - 1) / block;
@@ -1160,17 +1168,18 @@ __global__ void act_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t l
     const int lane = threadIdx.x & 31;
     if (warp_id >= rows * nb) return;
     const int64_t r = warp_id / nb, b = warp_id % nb;
+    const float* sp = src + r * ld + b * block;
     float* p = x + r * ld + b * block;
     const int64_t len = min(block, cols - b * block);
     float amax = 0.f;
-    for (int64_t i = lane; i < len; i += 32) amax = fmaxf(amax, fabsf(p[i]));
+    for (int64_t i = lane; i < len; i += 32) amax = fmaxf(amax, fabsf(sp[i]));
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
     amax = fmaxf(amax, 1e-4f);
     float s = amax / 448.f;
     if (pow2) s = pow2ceil_dev(s);
     for (int64_t i = lane; i < len; i += 32) {
-        const float v = fminf(fmaxf(p[i] / s, -448.f), 448.f);
+        const float v = fminf(fmaxf(sp[i] / s, -448.f), 448.f);
         const __nv_fp8_storage_t q = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
         p[i] = e4m3_dev(q) * s;
     }
@@ -1181,7 +1190,15 @@ __global__ void act_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t l
 void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2) {
     if (rows <= 0 || cols <= 0) return;
     const int64_t warps = rows * ceil_div(cols, block);
-    launch_pdl(act_quant_kernel, unsigned(ceil_div(warps * 32, 256)), 256, 0, x, rows, cols, ld, block, pow2);
+    launch_pdl(act_quant_kernel, unsigned(ceil_div(warps * 32, 256)), 256, 0, static_cast<const float*>(x), x, rows,
+               cols, ld, block, pow2);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void act_quant_copy(const float* x, float* y, int64_t rows, int64_t cols, int64_t block, bool pow2) {
+    if (rows <= 0 || cols <= 0) return;
+    const int64_t warps = rows * ceil_div(cols, block);
+    launch_pdl(act_quant_kernel, unsigned(ceil_div(warps * 32, 256)), 256, 0, x, y, rows, cols, cols, block, pow2);
     DSINFER_CUDA_LAUNCH();
 }
 
@@ -1271,6 +1288,7 @@ bool linear_groups(const float* x, int64_t m, int64_t ldx, const Weight& w, int6
     if (m <= 0 || groups <= 0 || rows <= 0) return true;
     if (m > kGemvMaxRows || groups > kMaxLinearGroups || groups * rows > w.n || !gemv_ok(w, x, w.k)) return false;
     if (bf16_gemm() && m >= bf16_min_rows(w.fmt)) return false;  // linear() would take the BF16 path
+    if (m == 1 && ldy == groups * rows && mma_gemv_groups_split(x, w, groups, rows, y)) return true;
     if (m == 1 && slice_use(w, rows, false)) {                   // as linear() takes one row (per group)
         GemvJobList l{};
         for (int64_t g = 0; g < groups; ++g) l.j[g] = GemvJob{x + g * w.k, w.data, w.scale, y + g * rows, g * rows};

@@ -375,6 +375,7 @@ TEST_F(CudaOps, LinearTensorCoreFlashShapes) {
     check_linear(WeightFormat::FP8, 40, 1024, 4096, true, 5e-4, ScaleKind::E8M0, 256, 512);
     // x not on the FP8 grid (wo_a is fed unquantized): the device detects it and redoes it exactly.
     check_linear(WeightFormat::FP8, 64, 1024, 4096, false, 1e-5);
+    check_linear(WeightFormat::FP8, 1200, 4096, 256, false, 1e-5);       // more tiles (1216) than the fallback's grid
     check_linear(WeightFormat::BF16, 70, 384, 512, false, 1e-5);         // tiled float32 path
 }
 
@@ -409,6 +410,12 @@ TEST_F(CudaOps, ActQuantFp4QuantHadamard) {
         Dev d(x);
         cuda::backend().act_quant(d.f(), rows, cols, cols, block, pow2);
         EXPECT_REL(d.get<float>(), ref, 1e-7);
+        // Into another buffer: bitwise the in-place result, the source untouched.
+        Dev src(x), dst = poisoned(x.size());
+        cuda::act_quant_copy(src.f(), dst.f(), rows, cols, block, pow2);
+        const auto got = dst.get<float>(), inplace = d.get<float>(), kept = src.get<float>();
+        EXPECT_EQ(std::memcmp(got.data(), inplace.data(), got.size() * sizeof(float)), 0);
+        EXPECT_EQ(std::memcmp(kept.data(), x.data(), x.size() * sizeof(float)), 0);
     }
     for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{64, 128}, {3, 100}, {256, 128}}) {
         auto x = randn(size_t(rows * cols));
@@ -754,6 +761,7 @@ TEST_F(CudaOps, HcPreWideFinishBitwise) {
 // copied column slices, as the model ran it: bitwise equal, and within the GEMV bar of the CPU.
 TEST_F(CudaOps, LinearGroupsMatchLinear) {
     Bf16Scope gemv_only(false);  // linear() on the GEMV path, which these launches group
+    cuda::set_mma_split(false);  // one row: else the split tensor-core GEMV (MmaGemvSplit) runs
     struct Case {
         WeightFormat fmt;
         ScaleKind sk;
@@ -814,6 +822,7 @@ TEST_F(CudaOps, LinearGroupsMatchLinear) {
     EXPECT_FALSE(cuda::linear_groups(dx.f(), 17, 4 * 256, dw.w, 4, 128, dy.f(), 4 * 128));
     EXPECT_FALSE(cuda::linear_groups(dx.f(), 1, 9 * 256, dw.w, 9, 32, dy.f(), 9 * 32));  // > kMaxLinearGroups
     EXPECT_FALSE(cuda::linear_groups(dx.f(), 1, 4 * 256, dw.w, 4, 256, dy.f(), 4 * 256));  // rows past w.n
+    cuda::set_mma_split(true);                                                             // the default
 }
 
 // linear_pair (shared expert w1 and w3 in one launch) against two linear() calls: bitwise equal.
@@ -1066,6 +1075,66 @@ TEST_F(CudaOps, MmaGemv) {
     HostWeight hbf = make_weight(WeightFormat::BF16, 64, 4096);
     DevWeight dbf(hbf.w);
     EXPECT_FALSE(cuda::mma_gemv(dx.f(), dbf.w, 0, 64, ya.f()));
+}
+
+// The tensor-core GEMV's split mode (any float32 x as two f16 terms) through linear_groups at one row,
+// against the CPU linear per group: Flash and Pro wo_a, an FP4 weight, rows that leave a tile part-filled,
+// x with wide-ranging magnitudes inside a block, a zero block and a tiny block. Its error must stay at
+// float32 level: x as one f16 term (what dropping the lo terms leaves) is ≈ 2^-12 relative, far past the
+// 1e-5 bar.
+TEST_F(CudaOps, MmaGemvSplit) {
+    struct Case {
+        WeightFormat fmt;
+        int64_t groups, rows, gin;
+        ScaleKind sk;
+    };
+    const Case cases[] = {
+        {WeightFormat::FP8, 8, 1024, 4096, ScaleKind::E8M0},  // Flash wo_a
+        {WeightFormat::FP8, 8, 1024, 8192, ScaleKind::E8M0},  // k at the split mode's limit
+        {WeightFormat::FP8, 8, 1536, 4096, ScaleKind::F32},   // Flash-Base scales
+        {WeightFormat::FP8, 3, 48, 256, ScaleKind::E8M0},     // rows on 16 but not 128
+        {WeightFormat::FP4, 2, 130, 1024, ScaleKind::E8M0},   // last tile two rows long
+    };
+    cuda::set_mma_gemv(2);  // the small cases too
+    cuda::set_mma_split(true);
+    for (const Case& c : cases) {
+        SCOPED_TRACE(testing::Message() << "fmt " << int(c.fmt) << " groups " << c.groups << " rows " << c.rows
+                                        << " gin " << c.gin);
+        HostWeight hw = make_weight(c.fmt, c.groups * c.rows, c.gin, c.sk);
+        auto x = randn(size_t(c.groups * c.gin));
+        for (size_t i = 0; i < x.size(); ++i) x[i] *= std::ldexp(1.f, int(i % 17) - 8);  // 2^-8 .. 2^8 in a block
+        std::fill(x.begin(), x.begin() + 128, 0.f);                                      // a zero block
+        for (int64_t i = 256; i < 384; ++i) x[size_t(i)] *= 1e-6f;                       // a tiny block
+        const int64_t ny = c.groups * c.rows;
+        std::vector<float> ref(static_cast<size_t>(ny));
+        for (int64_t g = 0; g < c.groups; ++g)
+            cpu::linear(x.data() + g * c.gin, 1, hw.w, g * c.rows, (g + 1) * c.rows, ref.data() + g * c.rows, ny);
+        DevWeight dw(hw.w);
+        Dev dx(x);
+        Dev dy = poisoned(size_t(ny + 8));
+        ASSERT_TRUE(cuda::mma_gemv_groups_split(dx.f(), dw.w, c.groups, c.rows, dy.f()));
+        auto got = dy.get<float>();
+        for (int64_t i = ny; i < ny + 8; ++i) EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
+        got.resize(size_t(ny));
+        EXPECT_REL(got, ref, 1e-5);
+        // linear_groups at one row takes it (bitwise the same launch).
+        Dev dy2 = poisoned(size_t(ny));
+        ASSERT_TRUE(cuda::linear_groups(dx.f(), 1, c.groups * c.gin, dw.w, c.groups, c.rows, dy2.f(), ny));
+        EXPECT_SAME_BITS(dy2.get<float>(), got);
+    }
+    // Declines: switched off, k past 8192, rows across a 16-row tile of two groups.
+    cuda::set_mma_split(false);
+    HostWeight hw = make_weight(WeightFormat::FP8, 8 * 1024, 4096);
+    DevWeight dw(hw.w);
+    Dev dx = poisoned(size_t(8 * 4096)), dy = poisoned(size_t(8 * 1024));
+    EXPECT_FALSE(cuda::mma_gemv_groups_split(dx.f(), dw.w, 8, 1024, dy.f()));
+    cuda::set_mma_split(true);
+    HostWeight hk = make_weight(WeightFormat::FP8, 256, 16384);
+    DevWeight dk(hk.w);
+    Dev dxk = poisoned(size_t(16384));
+    EXPECT_FALSE(cuda::mma_gemv_groups_split(dxk.f(), dk.w, 1, 256, dy.f()));
+    EXPECT_FALSE(cuda::mma_gemv_groups_split(dx.f(), dw.w, 2, 24, dy.f()));
+    cuda::set_mma_gemv(1);
 }
 
 // The routed experts with and without the tensor-core GEMV (act_quant'ed x, quantized h) agree with

@@ -318,14 +318,17 @@ TEST(CudaReplay, GraphedDecodeMatchesEager) {
     decode_matches(model(), eager.get());
 }
 
-// The independent parts of a decode step on a second stream give bitwise the logits of one stream
-// (the default): no shared scratch or counters between the streams, fork and join in the right places.
+// The independent parts of a decode step on a second stream (the default) give bitwise the logits of
+// one stream: no shared scratch or counters between the streams, fork and join in the right places.
+// (DSINFER_CUDA_SIDE_STREAM set in the environment would override both options.)
 TEST(CudaReplay, SideStreamDecodeMatchesOneStream) {
-    auto two = Dsv4Model::load(kDir, ModelOptions{});
+    auto one = Dsv4Model::load(kDir, ModelOptions{}), two = Dsv4Model::load(kDir, ModelOptions{});
     cuda::CudaModelOptions o;
+    o.side_stream = false;
+    one->set_device(cuda::make_model_device(*one, o));
     o.side_stream = true;
     two->set_device(cuda::make_model_device(*two, o));
-    decode_matches(*two, &model());
+    decode_matches(*two, one.get());
 }
 
 // The command line: replay --device cuda writes what compare accepts under the bars.
