@@ -3,11 +3,12 @@
 // each with its bytes / FLOPs and the ratio to the ceiling, and one Flash-shape layer's decode
 // sequence (a ratio-4 layer) timed as a whole.
 //
-// Usage: bench_cuda [--quick]
+// Usage: bench_cuda [--quick | --layer | --layer-profile | --paths | --prefill]
 #include <cublasLt.h>
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -142,6 +143,142 @@ void ceiling_copy() {
     std::printf("ceiling  d2d copy 2 GiB: %.3f ms  -> %.0f GB/s (read + write)\n", ms, g_copy_gbs);
     cuda::dfree(a);
     cuda::dfree(b);
+}
+
+// A plain streaming read of `bytes` (16-byte loads, four in flight a thread, one word out per block):
+// what a kernel that only reads its weights once reaches at the sizes a decode step's linears have,
+// launch and ramp included. Buffers rotate over more than the L2 holds so every read comes from HBM.
+__global__ void read_kernel(const uint4* __restrict__ p, size_t n16, uint32_t* out) {
+    uint32_t acc = 0;
+    const size_t stride = size_t(gridDim.x) * blockDim.x;
+    size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+    for (; i + 3 * stride < n16; i += 4 * stride) {
+        uint4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = __ldg(p + i + u * stride);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    for (; i < n16; i += stride) {
+        const uint4 v = __ldg(p + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;  // keeps the loads; practically never taken
+}
+void ceiling_read() {
+    int sms = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    uint32_t* out = static_cast<uint32_t*>(cuda::dmalloc(size_t(sms) * 8 * 4));
+    for (double mb : {2.1, 4.2, 8.4, 33.6, 80.2}) {
+        const size_t bytes = size_t(mb * 1e6) / 16 * 16;
+        const int nbuf = int(std::max<double>(2.0, std::ceil(400.0 / mb)));
+        std::vector<void*> bufs;
+        for (int i = 0; i < nbuf; ++i) {
+            bufs.push_back(cuda::dmalloc(bytes));
+            rand_bytes(bufs.back(), bytes, 0);
+        }
+        const double ms = time_ms(
+            [&](int i) {
+                read_kernel<<<sms * 8, 256, 0, st()>>>(static_cast<const uint4*>(bufs[size_t(i % nbuf)]), bytes / 16,
+                                                       out);
+            },
+            200);
+        const double gbs = double(bytes) / (ms * 1e-3) / 1e9;
+        std::printf("ceiling  read %5.1f MB (back-to-back launches): %7.2f us  %6.0f GB/s  %5.1f%% of copy\n", mb,
+                    ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
+        for (void* b : bufs) cuda::dfree(b);
+    }
+    cuda::dfree(out);
+}
+
+// The tensor-core GEMV's weight access pattern alone (no arithmetic): a warp owns 16 rows, lane
+// (g, c) reads rows g and g + 8, CHUNK bytes of each at offset round · 4 · CHUNK + c · CHUNK (CHUNK 16:
+// gemv_mma.cu's layout, a quad reading 64 contiguous bytes of a row per round; 32: 128 bytes), DEPTH
+// rounds in flight. Against read_kernel it tells how much of the GEMV's distance from the copy is
+// the pattern itself.
+template <int CHUNK, int DEPTH>
+__global__ void __launch_bounds__(256)
+    pattern_kernel(const uint8_t* __restrict__ w, int64_t rows, int64_t row_bytes, int ks, uint32_t* out) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int tpb = 8 / ks;  // tiles a block; each split over ks warps along k, as gemv_mma.cu does
+    const int64_t tile = int64_t(blockIdx.x) * tpb + warp % tpb;
+    if (tile * 16 >= rows) return;
+    const int per = int(row_bytes / (4 * CHUNK)) / ks;
+    const uint8_t* ra = w + (tile * 16 + g) * row_bytes + c * CHUNK + int64_t(warp / tpb) * per * 4 * CHUNK;
+    const uint8_t* rb = ra + 8 * row_bytes;
+    const int rounds = per;
+    constexpr int V = CHUNK / 16;
+    uint4 qa[DEPTH][V], qb[DEPTH][V];
+    uint32_t acc = 0;
+#pragma unroll
+    for (int i = 0; i < DEPTH; ++i)
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            qa[i][v] = __ldg(reinterpret_cast<const uint4*>(ra + int64_t(i) * 4 * CHUNK) + v);
+            qb[i][v] = __ldg(reinterpret_cast<const uint4*>(rb + int64_t(i) * 4 * CHUNK) + v);
+        }
+    for (int r0 = 0; r0 < rounds; r0 += DEPTH) {
+#pragma unroll
+        for (int i = 0; i < DEPTH; ++i) {
+            const int r = r0 + i;
+            if (r >= rounds) break;
+#pragma unroll
+            for (int v = 0; v < V; ++v) acc ^= qa[i][v].x ^ qa[i][v].w ^ qb[i][v].y ^ qb[i][v].z;
+            if (r + DEPTH < rounds)
+#pragma unroll
+                for (int v = 0; v < V; ++v) {
+                    qa[i][v] = __ldg(reinterpret_cast<const uint4*>(ra + int64_t(r + DEPTH) * 4 * CHUNK) + v);
+                    qb[i][v] = __ldg(reinterpret_cast<const uint4*>(rb + int64_t(r + DEPTH) * 4 * CHUNK) + v);
+                }
+        }
+    }
+    if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;
+}
+void ceiling_pattern() {
+    uint32_t* out = static_cast<uint32_t*>(cuda::dmalloc(size_t(1) << 20));
+    struct S {
+        const char* name;
+        int64_t rows, row_bytes;
+    };
+    for (const S& sh : {S{"wq_b-like 32768 rows x 1024 B", 32768, 1024}, S{"wo_b-like 4096 rows x 8192 B", 4096, 8192},
+                        S{"expert w1+w3-like 24576 rows x 2048 B", 24576, 2048}}) {
+        const size_t bytes = size_t(sh.rows * sh.row_bytes);
+        const int nbuf = int(std::max<size_t>(2, (size_t(400) << 20) / bytes + 1));
+        std::vector<void*> bufs;
+        for (int i = 0; i < nbuf; ++i) {
+            bufs.push_back(cuda::dmalloc(bytes));
+            rand_bytes(bufs.back(), bytes, 0);
+        }
+        auto run = [&](auto kern, const char* what) {
+            // Warps per tile as gemv_mma.cu chooses them (two blocks per SM, 16-byte chunks).
+            const int64_t tiles = sh.rows / 16, rounds = sh.row_bytes / 64;
+            auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+            int sms = 0;
+            CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+            int ks = 1;
+            int64_t best = -1;
+            for (int k2 = 1; k2 <= 8; k2 *= 2) {
+                if (k2 > 1 && rounds < k2 * 2) break;
+                const int64_t cost = ceil_div(ceil_div(tiles, 8 / k2), 2 * sms) * ceil_div(rounds, k2);
+                if (best < 0 || cost < best) best = cost, ks = k2;
+            }
+            const unsigned grid = unsigned(ceil_div(tiles, 8 / ks));
+            const double ms = time_ms(
+                [&](int i) {
+                    kern<<<grid, 256, 0, st()>>>(static_cast<const uint8_t*>(bufs[size_t(i % nbuf)]), sh.rows,
+                                                 sh.row_bytes, ks, out);
+                },
+                200);
+            const double gbs = double(bytes) / (ms * 1e-3) / 1e9;
+            std::printf("pattern  %-38s %-22s ks %d %7.2f us  %6.0f GB/s  %5.1f%% of copy\n", sh.name, what, ks,
+                        ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
+        };
+        run(pattern_kernel<16, 4>, "16 B a lane, depth 4");
+        run(pattern_kernel<16, 8>, "16 B a lane, depth 8");
+        run(pattern_kernel<32, 4>, "32 B a lane, depth 4");
+        for (void* b : bufs) cuda::dfree(b);
+    }
+    cuda::dfree(out);
 }
 
 // Plain FP8 GEMM (tensor-wide scales) through cuBLASLt: the card's FP8 peak as cuBLAS reaches it.
@@ -328,21 +465,28 @@ void bench_wo_a(int64_t m) {
     for (int i = 0; i < copies; ++i) ws.push_back(dev_weight(WeightFormat::FP8, G * olr, gin));
     float *o = rand_floats(size_t(m * H * hd)), *xs = rand_floats(size_t(m * gin)), *u = rand_floats(size_t(m * G * olr));
     const double bytes = double(wb) + double(m * H * hd * 4 + m * G * olr * 4);
-    const double ms_old = time_ms(
-        [&](int i) {
-            for (int64_t g = 0; g < G; ++g)
-                cuda::backend().linear(xs, m, ws[size_t(i % copies)], g * olr, (g + 1) * olr, u + g * olr, G * olr);
-        },
-        200);
-    const double ms_new = time_ms(
-        [&](int i) {
-            if (!cuda::linear_groups(o, m, H * hd, ws[size_t(i % copies)], G, olr, u, G * olr)) {
-                std::fprintf(stderr, "bench_cuda: linear_groups declined wo_a\n");
-                std::exit(1);
-            }
-        },
-        200);
-    print_decode_pair("wo_a FP8 m=" + std::to_string(m), "8 slice linears", ms_old, "linear_groups", ms_new, bytes);
+    const auto grouped = [&](int i) {
+        if (!cuda::linear_groups(o, m, H * hd, ws[size_t(i % copies)], G, olr, u, G * olr)) {
+            std::fprintf(stderr, "bench_cuda: linear_groups declined wo_a\n");
+            std::exit(1);
+        }
+    };
+    double ms_old;
+    if (m == 1) {  // one row: the slice GEMV against the split tensor-core GEMV, both one launch
+        cuda::set_mma_split(false);
+        ms_old = time_ms(grouped, 200);
+        cuda::set_mma_split(true);
+    } else {
+        ms_old = time_ms(
+            [&](int i) {
+                for (int64_t g = 0; g < G; ++g)
+                    cuda::backend().linear(xs, m, ws[size_t(i % copies)], g * olr, (g + 1) * olr, u + g * olr, G * olr);
+            },
+            200);
+    }
+    const double ms_new = time_ms(grouped, 200);
+    print_decode_pair("wo_a FP8 m=" + std::to_string(m), m == 1 ? "slice GEMV" : "8 slice linears", ms_old,
+                      m == 1 ? "tensor-core, split x" : "linear_groups", ms_new, bytes);
     for (auto& w : ws) cuda::free_weight(w);
     for (float* p : {o, xs, u}) cuda::dfree(p);
 }
@@ -450,10 +594,12 @@ void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
 // One Flash ratio-4 layer's decode (batch 1) as the model runs it, minus the CPU-side glue:
 // hc_pre, rmsnorm, wq_a, wq_b, wkv, attention over 640 keys, wo_a (8 group slices), wo_b, hc_post,
 // hc_pre, rmsnorm, gate, routing, 6 routed experts (FP4) + shared expert (FP8), hc_post.
-// `layers` distinct weight sets rotate so weights come from HBM. Timed twice: as the model ran it
-// before the grouped decode launches (8 wo_a slice linears, shared w1 and w3 apart, one-block hc_pre
-// finish, 2 rows per warp in the expert GEMVs) and as it runs now (linear_groups, linear_pair, wide
-// hc_pre finish, 8 rows per warp); --layer-profile profiles the current sequence.
+// `layers` distinct weight sets rotate so weights come from HBM. Timed five times, each step adding to
+// the one before: as the model ran before the grouped decode launches (8 wo_a slice linears, shared
+// w1 and w3 apart, one-block hc_pre finish, 2 rows per warp in the expert GEMVs); grouped launches
+// (linear_groups, linear_pair, wide hc_pre finish); the tensor-core GEMV for act_quant'ed inputs;
+// wo_a on its split mode; wkv and the shared expert on a second stream (the model's default now).
+// --layer-profile profiles the sequence with the tensor-core GEMVs and split wo_a on one stream.
 void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     const int64_t D = 4096, H = 64, hd = 512, ql = 1024, G = 8, olr = 1024, I = 2048, E = 256, K = 6;
     struct L {
@@ -579,12 +725,14 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         return;
     }
     std::printf("layer    Flash ratio-4 layer decode, batch 1, %lld keys: %.1f MB to read\n", (long long)nk, layer_bytes / 1e6);
-    for (int variant = 0; variant < 4; ++variant) {  // before; grouped launches; + tensor-core GEMVs; + 2 streams
+    // before; grouped launches; + tensor-core GEMVs; + wo_a on them (split x); + 2 streams
+    for (int variant = 0; variant < 5; ++variant) {
         const bool b = variant == 0;
         before = b;
         mma = variant >= 2;
-        fork = variant == 3;
+        fork = variant == 4;
         cuda::set_mma_gemv(mma ? 1 : 0);
+        cuda::set_mma_split(variant >= 3);
         cuda::set_one_block_hc_finish(b);
         cuda::set_grouped_gemv_rows_per_warp(b ? 2 : 0);
         const double ms = time_ms(step, 50);
@@ -605,8 +753,9 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         const double gbs = layer_bytes / (ms * 1e-3) / 1e9, ggbs = layer_bytes / (gms * 1e-3) / 1e9;
         std::printf("layer    %s\n", variant == 0   ? "before grouped decode launches:"
                                      : variant == 1 ? "grouped decode launches, multi-row/slice GEMVs:"
-                                     : variant == 2 ? "grouped decode launches + tensor-core GEMVs (current):"
-                                                    : "+ wkv and the shared expert on a second stream:");
+                                     : variant == 2 ? "grouped decode launches + tensor-core GEMVs:"
+                                     : variant == 3 ? "+ wo_a on the tensor-core GEMV, x as two f16 terms:"
+                                                    : "+ wkv and the shared expert on a second stream (current):");
         std::printf("layer      stream launches: %8.1f us  %6.0f GB/s  %5.1f%% of copy\n", ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
         std::printf("layer      CUDA graph     : %8.1f us  %6.0f GB/s  %5.1f%% of copy  -> 43 layers %.2f ms/token\n",
                     gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);
@@ -614,6 +763,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     cuda::set_one_block_hc_finish(false);
     cuda::set_grouped_gemv_rows_per_warp(0);
     cuda::set_mma_gemv(1);
+    cuda::set_mma_split(true);
     for (auto& l : ls) {
         delete l.table;
         for (auto& e : l.ex) {
@@ -665,8 +815,19 @@ int main(int argc, char** argv) {
         bench_linear_paths("head BF16", WeightFormat::BF16, 129280, 4096, {1, 2, 4, 8, 16, 64, 256});
         return 0;
     }
+    if (argc > 1 && std::strcmp(argv[1], "--prefill") == 0) {  // FP8 GEMM ceiling + the FP8 prefill linears
+        ceiling_fp8_gemm(8192, 8192, 8192, true);
+        ceiling_fp8_gemm(8192, 8192, 8192, false);
+        bench_linear_prefill("wo_b FP8", WeightFormat::FP8, 4096, 8192, 8192);
+        bench_linear_prefill("wq_b FP8", WeightFormat::FP8, 32768, 1024, 8192);
+        bench_linear_prefill("wq_a FP8", WeightFormat::FP8, 1024, 4096, 8192);
+        bench_linear_prefill("square FP8", WeightFormat::FP8, 8192, 8192, 8192);
+        return 0;
+    }
     if (argc > 1 && std::strcmp(argv[1], "--layer") == 0) {  // copy ceiling + the layer decode only
         ceiling_copy();
+        ceiling_read();
+        ceiling_pattern();
         bench_layer_decode(4, 1024);
         return 0;
     }
