@@ -383,6 +383,14 @@ void bench_linear_prefill(const char* name, WeightFormat fmt, int64_t n, int64_t
     cuda::dfree(y);
 }
 
+// The FP8 prefill linears at m = 8192: Flash's wo_b, wq_b, wq_a and a square 8192³.
+void bench_fp8_prefill() {
+    bench_linear_prefill("wo_b FP8", WeightFormat::FP8, 4096, 8192, 8192);
+    bench_linear_prefill("wq_b FP8", WeightFormat::FP8, 32768, 1024, 8192);
+    bench_linear_prefill("wq_a FP8", WeightFormat::FP8, 1024, 4096, 8192);
+    bench_linear_prefill("square FP8", WeightFormat::FP8, 8192, 8192, 8192);
+}
+
 // The exact paths of linear() side by side for batched decode and prefill (tensor cores off, as the
 // model forward runs by default): m ≤ 16 weight-streaming GEMV or tiled float32 GEMM, against the BF16
 // tensor-core path with float32 accuracy (gemm_bf16.cu). Bytes: weight + x + y (traffic of an ideal
@@ -818,10 +826,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && std::strcmp(argv[1], "--prefill") == 0) {  // FP8 GEMM ceiling + the FP8 prefill linears
         ceiling_fp8_gemm(8192, 8192, 8192, true);
         ceiling_fp8_gemm(8192, 8192, 8192, false);
-        bench_linear_prefill("wo_b FP8", WeightFormat::FP8, 4096, 8192, 8192);
-        bench_linear_prefill("wq_b FP8", WeightFormat::FP8, 32768, 1024, 8192);
-        bench_linear_prefill("wq_a FP8", WeightFormat::FP8, 1024, 4096, 8192);
-        bench_linear_prefill("square FP8", WeightFormat::FP8, 8192, 8192, 8192);
+        bench_fp8_prefill();
         return 0;
     }
     if (argc > 1 && std::strcmp(argv[1], "--layer") == 0) {  // copy ceiling + the layer decode only
@@ -860,10 +865,7 @@ int main(int argc, char** argv) {
     bench_attention(1, 128 + 8192);
     if (!quick) bench_attention(512, 640);
 
-    bench_linear_prefill("wo_b FP8", WeightFormat::FP8, 4096, 8192, 8192);
-    bench_linear_prefill("wq_b FP8", WeightFormat::FP8, 32768, 1024, 8192);
-    bench_linear_prefill("wq_a FP8", WeightFormat::FP8, 1024, 4096, 8192);
-    bench_linear_prefill("square FP8", WeightFormat::FP8, 8192, 8192, 8192);
+    bench_fp8_prefill();
     bench_linear_prefill("routed w1 FP4 (256 rows)", WeightFormat::FP4, 2048, 4096, 256);
     bench_linear_prefill("routed w1 FP4 (2048 rows)", WeightFormat::FP4, 2048, 4096, 2048);
 

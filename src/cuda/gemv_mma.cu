@@ -356,14 +356,21 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
 
 }  // namespace
 
-bool mma_gemv_enabled() {
-    int m = g_mma_mode.load();
+namespace {
+// A switch's mode: what was set, else (read once) 0 if the environment variable starts with '0', else 1.
+int mode_or_env(std::atomic<int>& mode, const char* var) {
+    int m = mode.load();
     if (m < 0) {
-        const char* v = std::getenv("DSINFER_CUDA_MMA_GEMV");
+        const char* v = std::getenv(var);
         m = (v && v[0] == '0') ? 0 : 1;
-        g_mma_mode = m;
+        mode = m;
     }
-    return m >= 1;
+    return m;
+}
+}  // namespace
+
+bool mma_gemv_enabled() {
+    return mode_or_env(g_mma_mode, "DSINFER_CUDA_MMA_GEMV") >= 1;
 }
 void set_mma_gemv(int mode) {
     if (mode < 0 || mode > 2) fail("set_mma_gemv: 0, 1 or 2, got " + std::to_string(mode));
@@ -406,13 +413,7 @@ bool mma_gemv_pair(const float* x, const Weight& wa, const Weight& wb, float* ya
 
 // On unless DSINFER_CUDA_MMA_SPLIT=0 or set_mma_split(false).
 bool mma_split_enabled() {
-    int m = g_mma_split.load();
-    if (m < 0) {
-        const char* v = std::getenv("DSINFER_CUDA_MMA_SPLIT");
-        m = (v && v[0] == '0') ? 0 : 1;
-        g_mma_split = m;
-    }
-    return m == 1 && mma_gemv_enabled();
+    return mode_or_env(g_mma_split, "DSINFER_CUDA_MMA_SPLIT") == 1 && mma_gemv_enabled();
 }
 void set_mma_split(bool on) {
     g_mma_split = on ? 1 : 0;
