@@ -606,7 +606,8 @@ void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
 // the one before: as the model ran before the grouped decode launches (8 wo_a slice linears, shared
 // w1 and w3 apart, one-block hc_pre finish, 2 rows per warp in the expert GEMVs); grouped launches
 // (linear_groups, linear_pair, wide hc_pre finish); the tensor-core GEMV for act_quant'ed inputs;
-// wo_a on its split mode; wkv and the shared expert on a second stream (the model's default now).
+// wo_a on its split mode; wkv and the shared expert on a second stream (the model's default now); the
+// FP4 experts decoded through e4m3 (off by default).
 // --layer-profile profiles the sequence with the tensor-core GEMVs and split wo_a on one stream.
 void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     const int64_t D = 4096, H = 64, hd = 512, ql = 1024, G = 8, olr = 1024, I = 2048, E = 256, K = 6;
@@ -733,14 +734,15 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         return;
     }
     std::printf("layer    Flash ratio-4 layer decode, batch 1, %lld keys: %.1f MB to read\n", (long long)nk, layer_bytes / 1e6);
-    // before; grouped launches; + tensor-core GEMVs; + wo_a on them (split x); + 2 streams
-    for (int variant = 0; variant < 5; ++variant) {
+    // before; grouped launches; + tensor-core GEMVs; + wo_a on them (split x); + 2 streams; + FP4 through e4m3
+    for (int variant = 0; variant < 6; ++variant) {
         const bool b = variant == 0;
         before = b;
         mma = variant >= 2;
-        fork = variant == 4;
+        fork = variant >= 4;
         cuda::set_mma_gemv(mma ? 1 : 0);
         cuda::set_mma_split(variant >= 3);
+        cuda::set_mma_fp4_e4m3(variant == 5);
         cuda::set_one_block_hc_finish(b);
         cuda::set_grouped_gemv_rows_per_warp(b ? 2 : 0);
         const double ms = time_ms(step, 50);
@@ -763,7 +765,8 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
                                      : variant == 1 ? "grouped decode launches, multi-row/slice GEMVs:"
                                      : variant == 2 ? "grouped decode launches + tensor-core GEMVs:"
                                      : variant == 3 ? "+ wo_a on the tensor-core GEMV, x as two f16 terms:"
-                                                    : "+ wkv and the shared expert on a second stream (current):");
+                                     : variant == 4 ? "+ wkv and the shared expert on a second stream (current):"
+                                                    : "+ FP4 experts decoded through e4m3 (DSINFER_CUDA_MMA_FP4E4=1):");
         std::printf("layer      stream launches: %8.1f us  %6.0f GB/s  %5.1f%% of copy\n", ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
         std::printf("layer      CUDA graph     : %8.1f us  %6.0f GB/s  %5.1f%% of copy  -> 43 layers %.2f ms/token\n",
                     gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);
@@ -772,6 +775,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     cuda::set_grouped_gemv_rows_per_warp(0);
     cuda::set_mma_gemv(1);
     cuda::set_mma_split(true);
+    cuda::set_mma_fp4_e4m3(false);
     for (auto& l : ls) {
         delete l.table;
         for (auto& e : l.ex) {

@@ -139,6 +139,10 @@ bool mma_gemv_pair(const float* x, const ops::Weight& wa, const ops::Weight& wb,
 // DSINFER_CUDA_MMA_SPLIT=0 or set_mma_split(false) switches it off (the slice GEMV runs instead).
 bool mma_gemv_groups_split(const float* x, const ops::Weight& w, int64_t groups, int64_t rows, float* y);
 void set_mma_split(bool on);
+// FP4 weights decoded through e4m3 inside the tensor-core GEMV (products exact either way, float32 sums
+// in another order; ≈ 11 instructions per 8 codes against ≈ 16). Off by default until it has run on a GPU;
+// DSINFER_CUDA_MMA_FP4E4=1 or set_mma_fp4_e4m3(true) switches it on.
+void set_mma_fp4_e4m3(bool on);
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,
 // all n rows), on the activations a previous linear() of the same m and k quantized into the scratch;

@@ -82,12 +82,18 @@ struct MmaFmt<int(WeightFormat::FP8)> {
     static constexpr int EPW = 4;
     static constexpr int RK = 4 * 4 * EPW;
 };
+// FP4 weights decoded through e4m3 (fp4_word_to_f16x2_e4): the layout of FP4, another pair order.
+constexpr int kFmtFp4E4 = 100;
+template <>
+struct MmaFmt<kFmtFp4E4> : MmaFmt<int(WeightFormat::FP4)> {};
 
 // Position of element j of a word's EPW elements in the staged x (the order the decoded pairs take:
-// FP4 pairs are codes (0,4), (1,5), (2,6), (3,7); FP8 pairs (0,1), (2,3)).
+// FP4 pairs are codes (0,4), (1,5), (2,6), (3,7); through e4m3 (0,2), (4,6), (1,3), (5,7); FP8 pairs
+// (0,1), (2,3)).
 template <int FMT>
 __device__ __forceinline__ int mma_xpos(int j) {
     if constexpr (FMT == int(WeightFormat::FP4)) return (j & 3) * 2 + (j >> 2);
+    if constexpr (FMT == kFmtFp4E4) return (j & 1) ? 4 + (j >> 1) : (j >> 1);
     return j;
 }
 
@@ -106,6 +112,20 @@ __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
     return uint32_t(h.x) | (uint32_t(h.y) << 16);
 }
 
+// The same eight codes through e4m3: a code's magnitude bits (e1 e0 m) moved to bits 4..2 of a byte
+// and its sign to bit 7 make the e4m3 byte of e2m1 · 2^-6 (exponent field e, subnormal for e = 0:
+// exact), four codes a word in two shift-and-merge steps; then the hardware's e4m3 pair → f16 pair
+// conversion, one instruction a pair. Pairs: codes (0,2), (4,6), (1,3), (5,7).
+__device__ __forceinline__ void fp4_word_to_f16x2_e4(uint32_t w, uint32_t (&h)[4]) {
+    constexpr uint32_t M = 0x1C1C1C1Cu, S = 0x80808080u;
+    const uint32_t even = ((w << 2) & M) | ((w << 4) & S);  // codes 0, 2, 4, 6 (low nibbles)
+    const uint32_t odd = ((w >> 2) & M) | (w & S);          // codes 1, 3, 5, 7 (high nibbles)
+    h[0] = e4m3x2_to_f16x2(even);
+    h[1] = e4m3x2_to_f16x2(even >> 16);
+    h[2] = e4m3x2_to_f16x2(odd);
+    h[3] = e4m3x2_to_f16x2(odd >> 16);
+}
+
 __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                         uint32_t b1) {
     asm volatile(
@@ -119,7 +139,9 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1,
 // the registers are fitted to (4, 2: 128 registers; 3, 3: 80). SPLIT: x as hi + lo terms (header).
 template <int FMT, int DEPTH, int MINB, bool SPLIT>
 __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs) {
-    constexpr bool F4 = FMT == int(WeightFormat::FP4);
+    constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
+    constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
+    constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
     constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
@@ -213,8 +235,13 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
                 for (int w = 0; w < 4; ++w) {
                     const uint4 xv = xr[w * xstep];
                     uint32_t ha[4], hb[4];
-                    fp4_word_to_f16x2(wda[w], ha);
-                    fp4_word_to_f16x2(wdb[w], hb);
+                    if constexpr (E4) {
+                        fp4_word_to_f16x2_e4(wda[w], ha);
+                        fp4_word_to_f16x2_e4(wdb[w], hb);
+                    } else {
+                        fp4_word_to_f16x2(wda[w], ha);
+                        fp4_word_to_f16x2(wdb[w], hb);
+                    }
                     mma_f16(d, ha[0], hb[0], ha[1], hb[1], xv.x, xv.y);
                     mma_f16(d, ha[2], hb[2], ha[3], hb[3], xv.z, xv.w);
                 }
@@ -236,8 +263,8 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
                 float swa, swb;
                 if constexpr (F4) {
                     const int kb = r * 4 + ((2 * c + h) & 3);
-                    swa = scale_dev(job.s, p.sk, sia + kb) * 16384.f;
-                    swb = scale_dev(job.s, p.sk, sib + kb) * 16384.f;
+                    swa = scale_dev(job.s, p.sk, sia + kb) * kW;
+                    swb = scale_dev(job.s, p.sk, sib + kb) * kW;
                 } else {
                     swa = swb = scale_dev(job.s, p.sk, sia + k0 / 128);
                 }
@@ -275,6 +302,17 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
 }
 
 std::atomic<int> g_mma_mode{-1};  // -1: DSINFER_CUDA_MMA_GEMV (default on), 0 off, 1 on, 2 on for small launches too
+std::atomic<int> g_mma_fp4e4{-1};  // -1: DSINFER_CUDA_MMA_FP4E4 (read once; on only if '1'), 0 off, 1 on
+// FP4 weights decoded through e4m3 (fewer instructions a word; compiled, not yet run on a GPU: off).
+bool mma_fp4_e4m3() {
+    int m = g_mma_fp4e4.load();
+    if (m < 0) {
+        const char* v = std::getenv("DSINFER_CUDA_MMA_FP4E4");
+        m = (v && v[0] == '1') ? 1 : 0;
+        g_mma_fp4e4 = m;
+    }
+    return m == 1;
+}
 std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see below), 0 off, 1 on
 
 // Registers and depth: 4 rounds in flight with 2 blocks per SM (cfg 0), or 3 rounds with 3 blocks
@@ -343,11 +381,15 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
             if (best < 0 || cost < best) best = cost, p.ks = ks;
         }
     }
-    const bool f4 = like.fmt == WeightFormat::FP4;
-    if (split && f4)
+    const bool f4 = like.fmt == WeightFormat::FP4, e4 = f4 && mma_fp4_e4m3();
+    if (split && e4)
+        launch_mma_fmt<kFmtFp4E4, true>(p, inl, jobs, njobs);
+    else if (split && f4)
         launch_mma_fmt<int(WeightFormat::FP4), true>(p, inl, jobs, njobs);
     else if (split)
         launch_mma_fmt<int(WeightFormat::FP8), true>(p, inl, jobs, njobs);
+    else if (e4)
+        launch_mma_fmt<kFmtFp4E4, false>(p, inl, jobs, njobs);
     else if (f4)
         launch_mma_fmt<int(WeightFormat::FP4), false>(p, inl, jobs, njobs);
     else
@@ -414,6 +456,9 @@ bool mma_gemv_pair(const float* x, const Weight& wa, const Weight& wb, float* ya
 // On unless DSINFER_CUDA_MMA_SPLIT=0 or set_mma_split(false).
 bool mma_split_enabled() {
     return mode_or_env(g_mma_split, "DSINFER_CUDA_MMA_SPLIT") == 1 && mma_gemv_enabled();
+}
+void set_mma_fp4_e4m3(bool on) {
+    g_mma_fp4e4 = on ? 1 : 0;
 }
 void set_mma_split(bool on) {
     g_mma_split = on ? 1 : 0;

@@ -1031,28 +1031,32 @@ TEST_F(CudaOps, MmaGemv) {
         {WeightFormat::FP8, 3, 128, 0, 3, ScaleKind::E8M0},           // one round, one part-filled tile
     };
     cuda::set_mma_gemv(2);  // the small cases too
-    for (const Case& cs : cases) {
-        SCOPED_TRACE(testing::Message() << "fmt " << int(cs.fmt) << " n " << cs.n << " k " << cs.k << " rows [" << cs.n0
-                                        << "," << cs.n1 << ")");
-        HostWeight hw = make_weight(cs.fmt, cs.n, cs.k, cs.sk);
-        auto x = randn(size_t(cs.k));
-        std::fill(x.begin(), x.begin() + 128, 0.f);  // a zero block
-        if (cs.k >= 384)
-            for (int64_t i = 256; i < 384; ++i) x[size_t(i)] *= 1e-6f;  // a tiny block
-        cpu::act_quant(x.data(), 1, cs.k, cs.k, 128, true);
-        const int64_t nn = cs.n1 - cs.n0;
-        std::vector<float> ref(static_cast<size_t>(nn));
-        cpu::linear(x.data(), 1, hw.w, cs.n0, cs.n1, ref.data(), nn);
-        DevWeight dw(hw.w);
-        Dev dx(x);
-        Dev dy = poisoned(static_cast<size_t>(nn + 8));
-        ASSERT_TRUE(cuda::mma_gemv(dx.f(), dw.w, cs.n0, cs.n1, dy.f()));
-        auto got = dy.get<float>();
-        for (int64_t i = nn; i < nn + 8; ++i)  // nothing written past the window
-            EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
-        got.resize(static_cast<size_t>(nn));
-        EXPECT_REL(got, ref, 1e-5);
-    }
+    for (const Case& cs : cases)
+        for (bool e4 : {false, true}) {  // FP4 decoded by shifts to f16, or through e4m3
+            if (e4 && cs.fmt != WeightFormat::FP4) continue;
+            cuda::set_mma_fp4_e4m3(e4);
+            SCOPED_TRACE(testing::Message() << "fmt " << int(cs.fmt) << " n " << cs.n << " k " << cs.k << " rows ["
+                                            << cs.n0 << "," << cs.n1 << ") e4m3 " << e4);
+            HostWeight hw = make_weight(cs.fmt, cs.n, cs.k, cs.sk);
+            auto x = randn(size_t(cs.k));
+            std::fill(x.begin(), x.begin() + 128, 0.f);  // a zero block
+            if (cs.k >= 384)
+                for (int64_t i = 256; i < 384; ++i) x[size_t(i)] *= 1e-6f;  // a tiny block
+            cpu::act_quant(x.data(), 1, cs.k, cs.k, 128, true);
+            const int64_t nn = cs.n1 - cs.n0;
+            std::vector<float> ref(static_cast<size_t>(nn));
+            cpu::linear(x.data(), 1, hw.w, cs.n0, cs.n1, ref.data(), nn);
+            DevWeight dw(hw.w);
+            Dev dx(x);
+            Dev dy = poisoned(static_cast<size_t>(nn + 8));
+            ASSERT_TRUE(cuda::mma_gemv(dx.f(), dw.w, cs.n0, cs.n1, dy.f()));
+            auto got = dy.get<float>();
+            for (int64_t i = nn; i < nn + 8; ++i)  // nothing written past the window
+                EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
+            got.resize(static_cast<size_t>(nn));
+            EXPECT_REL(got, ref, 1e-5);
+        }
+    cuda::set_mma_fp4_e4m3(false);  // the default
     // The pair launch (shared expert w1 and w3).
     HostWeight ha = make_weight(WeightFormat::FP8, 2048, 4096), hb = make_weight(WeightFormat::FP8, 2048, 4096);
     auto x = randn(4096);
@@ -1097,31 +1101,35 @@ TEST_F(CudaOps, MmaGemvSplit) {
     };
     cuda::set_mma_gemv(2);  // the small cases too
     cuda::set_mma_split(true);
-    for (const Case& c : cases) {
-        SCOPED_TRACE(testing::Message() << "fmt " << int(c.fmt) << " groups " << c.groups << " rows " << c.rows
-                                        << " gin " << c.gin);
-        HostWeight hw = make_weight(c.fmt, c.groups * c.rows, c.gin, c.sk);
-        auto x = randn(size_t(c.groups * c.gin));
-        for (size_t i = 0; i < x.size(); ++i) x[i] *= std::ldexp(1.f, int(i % 17) - 8);  // 2^-8 .. 2^8 in a block
-        std::fill(x.begin(), x.begin() + 128, 0.f);                                      // a zero block
-        for (int64_t i = 256; i < 384; ++i) x[size_t(i)] *= 1e-6f;                       // a tiny block
-        const int64_t ny = c.groups * c.rows;
-        std::vector<float> ref(static_cast<size_t>(ny));
-        for (int64_t g = 0; g < c.groups; ++g)
-            cpu::linear(x.data() + g * c.gin, 1, hw.w, g * c.rows, (g + 1) * c.rows, ref.data() + g * c.rows, ny);
-        DevWeight dw(hw.w);
-        Dev dx(x);
-        Dev dy = poisoned(size_t(ny + 8));
-        ASSERT_TRUE(cuda::mma_gemv_groups_split(dx.f(), dw.w, c.groups, c.rows, dy.f()));
-        auto got = dy.get<float>();
-        for (int64_t i = ny; i < ny + 8; ++i) EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
-        got.resize(size_t(ny));
-        EXPECT_REL(got, ref, 1e-5);
-        // linear_groups at one row takes it (bitwise the same launch).
-        Dev dy2 = poisoned(size_t(ny));
-        ASSERT_TRUE(cuda::linear_groups(dx.f(), 1, c.groups * c.gin, dw.w, c.groups, c.rows, dy2.f(), ny));
-        EXPECT_SAME_BITS(dy2.get<float>(), got);
-    }
+    for (const Case& c : cases)
+        for (bool e4 : {false, true}) {  // FP4 decoded by shifts to f16, or through e4m3
+            if (e4 && c.fmt != WeightFormat::FP4) continue;
+            cuda::set_mma_fp4_e4m3(e4);
+            SCOPED_TRACE(testing::Message() << "fmt " << int(c.fmt) << " groups " << c.groups << " rows " << c.rows
+                                            << " gin " << c.gin << " e4m3 " << e4);
+            HostWeight hw = make_weight(c.fmt, c.groups * c.rows, c.gin, c.sk);
+            auto x = randn(size_t(c.groups * c.gin));
+            for (size_t i = 0; i < x.size(); ++i) x[i] *= std::ldexp(1.f, int(i % 17) - 8);  // 2^-8 .. 2^8 in a block
+            std::fill(x.begin(), x.begin() + 128, 0.f);                                      // a zero block
+            for (int64_t i = 256; i < 384; ++i) x[size_t(i)] *= 1e-6f;                       // a tiny block
+            const int64_t ny = c.groups * c.rows;
+            std::vector<float> ref(static_cast<size_t>(ny));
+            for (int64_t g = 0; g < c.groups; ++g)
+                cpu::linear(x.data() + g * c.gin, 1, hw.w, g * c.rows, (g + 1) * c.rows, ref.data() + g * c.rows, ny);
+            DevWeight dw(hw.w);
+            Dev dx(x);
+            Dev dy = poisoned(size_t(ny + 8));
+            ASSERT_TRUE(cuda::mma_gemv_groups_split(dx.f(), dw.w, c.groups, c.rows, dy.f()));
+            auto got = dy.get<float>();
+            for (int64_t i = ny; i < ny + 8; ++i) EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
+            got.resize(size_t(ny));
+            EXPECT_REL(got, ref, 1e-5);
+            // linear_groups at one row takes it (bitwise the same launch).
+            Dev dy2 = poisoned(size_t(ny));
+            ASSERT_TRUE(cuda::linear_groups(dx.f(), 1, c.groups * c.gin, dw.w, c.groups, c.rows, dy2.f(), ny));
+            EXPECT_SAME_BITS(dy2.get<float>(), got);
+        }
+    cuda::set_mma_fp4_e4m3(false);
     // Declines: switched off, k past 8192, rows across a 16-row tile of two groups.
     cuda::set_mma_split(false);
     HostWeight hw = make_weight(WeightFormat::FP8, 8 * 1024, 4096);
@@ -1147,14 +1155,16 @@ TEST_F(CudaOps, MoeExpertsMmaOnOff) {
     {
         cuda::ExpertTable table(md.dev);
         Dev dx(md.x), di(md.ids), dw(md.w);
-        for (bool on : {true, false}) {
-            SCOPED_TRACE(testing::Message() << "mma " << on);
-            cuda::set_mma_gemv(on ? 1 : 0);
+        for (int mode : {1, 2, 0}) {  // tensor-core GEMV (FP4 by shifts, through e4m3), off
+            SCOPED_TRACE(testing::Message() << "mode " << mode);
+            cuda::set_mma_gemv(mode ? 1 : 0);
+            cuda::set_mma_fp4_e4m3(mode == 2);
             Dev dout = poisoned(ref.size());
             cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
             EXPECT_REL(dout.get<float>(), ref, 1e-5);
         }
         cuda::set_mma_gemv(1);
+        cuda::set_mma_fp4_e4m3(false);
     }
     free_moe_weights(md);
 }
