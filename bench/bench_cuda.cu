@@ -165,18 +165,25 @@ __global__ void read_kernel(const uint4* __restrict__ p, size_t n16, uint32_t* o
     }
     if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;  // keeps the loads; practically never taken
 }
+// Random-filled buffers of `bytes` each, together over 400 MB (past the L2), at least two.
+std::vector<void*> rotating_buffers(size_t bytes) {
+    const size_t n = std::max<size_t>(2, (size_t(400) << 20) / bytes + 1);
+    std::vector<void*> bufs;
+    for (size_t i = 0; i < n; ++i) {
+        bufs.push_back(cuda::dmalloc(bytes));
+        rand_bytes(bufs.back(), bytes, 0);
+    }
+    return bufs;
+}
+
 void ceiling_read() {
     int sms = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     uint32_t* out = static_cast<uint32_t*>(cuda::dmalloc(size_t(sms) * 8 * 4));
     for (double mb : {2.1, 4.2, 8.4, 33.6, 80.2}) {
         const size_t bytes = size_t(mb * 1e6) / 16 * 16;
-        const int nbuf = int(std::max<double>(2.0, std::ceil(400.0 / mb)));
-        std::vector<void*> bufs;
-        for (int i = 0; i < nbuf; ++i) {
-            bufs.push_back(cuda::dmalloc(bytes));
-            rand_bytes(bufs.back(), bytes, 0);
-        }
+        const std::vector<void*> bufs = rotating_buffers(bytes);
+        const int nbuf = int(bufs.size());
         const double ms = time_ms(
             [&](int i) {
                 read_kernel<<<sms * 8, 256, 0, st()>>>(static_cast<const uint4*>(bufs[size_t(i % nbuf)]), bytes / 16,
@@ -243,12 +250,8 @@ void ceiling_pattern() {
     for (const S& sh : {S{"wq_b-like 32768 rows x 1024 B", 32768, 1024}, S{"wo_b-like 4096 rows x 8192 B", 4096, 8192},
                         S{"expert w1+w3-like 24576 rows x 2048 B", 24576, 2048}}) {
         const size_t bytes = size_t(sh.rows * sh.row_bytes);
-        const int nbuf = int(std::max<size_t>(2, (size_t(400) << 20) / bytes + 1));
-        std::vector<void*> bufs;
-        for (int i = 0; i < nbuf; ++i) {
-            bufs.push_back(cuda::dmalloc(bytes));
-            rand_bytes(bufs.back(), bytes, 0);
-        }
+        const std::vector<void*> bufs = rotating_buffers(bytes);
+        const int nbuf = int(bufs.size());
         auto run = [&](auto kern, const char* what) {
             // Warps per tile as gemv_mma.cu chooses them (two blocks per SM, 16-byte chunks).
             const int64_t tiles = sh.rows / 16, rounds = sh.row_bytes / 64;

@@ -1023,8 +1023,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
         if (!quant_ || !quant_in) return y;
         if (!yq) {
             float* q = A.f(n * D);
-            d2d(q, y, size_t(n * D) * sizeof(float));
-            be.act_quant(q, n, D, D, 128, pow2_);
+            act_quant_copy(y, q, n, D, 128, pow2_);
             yq = q;
         }
         return yq;

@@ -305,9 +305,9 @@ void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w
         float* dst = y ? y : yq;
         rmsnorm(x, rows, dim, w, eps, dst);
         if (yq != dst)
-            DSINFER_CUDA_CHECK(cudaMemcpyAsync(yq, dst, size_t(rows * dim) * sizeof(float), cudaMemcpyDeviceToDevice,
-                                               cur_stream()));
-        act_quant(yq, rows, dim, dim, block, pow2);
+            act_quant_copy(dst, yq, rows, dim, block, pow2);
+        else
+            act_quant(yq, rows, dim, dim, block, pow2);
         return;
     }
     // The thread count rmsnorm() uses for this width, so the sums are rmsnorm's.

@@ -302,16 +302,22 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
 }
 
 std::atomic<int> g_mma_mode{-1};  // -1: DSINFER_CUDA_MMA_GEMV (default on), 0 off, 1 on, 2 on for small launches too
+// A switch's mode: what was set, else (read once) 0 or 1 if the environment variable starts with '0' or
+// '1', else `dflt`.
+int mode_or_env(std::atomic<int>& mode, const char* var, int dflt = 1) {
+    int m = mode.load();
+    if (m < 0) {
+        const char* v = std::getenv(var);
+        m = (v && (v[0] == '0' || v[0] == '1')) ? v[0] - '0' : dflt;
+        mode = m;
+    }
+    return m;
+}
+
 std::atomic<int> g_mma_fp4e4{-1};  // -1: DSINFER_CUDA_MMA_FP4E4 (read once; on only if '1'), 0 off, 1 on
 // FP4 weights decoded through e4m3 (fewer instructions a word; compiled, not yet run on a GPU: off).
 bool mma_fp4_e4m3() {
-    int m = g_mma_fp4e4.load();
-    if (m < 0) {
-        const char* v = std::getenv("DSINFER_CUDA_MMA_FP4E4");
-        m = (v && v[0] == '1') ? 1 : 0;
-        g_mma_fp4e4 = m;
-    }
-    return m == 1;
+    return mode_or_env(g_mma_fp4e4, "DSINFER_CUDA_MMA_FP4E4", 0) == 1;
 }
 std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see below), 0 off, 1 on
 
@@ -396,19 +402,6 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
         launch_mma_fmt<int(WeightFormat::FP8), false>(p, inl, jobs, njobs);
 }
 
-}  // namespace
-
-namespace {
-// A switch's mode: what was set, else (read once) 0 if the environment variable starts with '0', else 1.
-int mode_or_env(std::atomic<int>& mode, const char* var) {
-    int m = mode.load();
-    if (m < 0) {
-        const char* v = std::getenv(var);
-        m = (v && v[0] == '0') ? 0 : 1;
-        mode = m;
-    }
-    return m;
-}
 }  // namespace
 
 bool mma_gemv_enabled() {

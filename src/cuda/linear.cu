@@ -836,27 +836,27 @@ __global__ void __launch_bounds__(256) tiled_kernel(const float* x, int64_t m, W
             }
             __syncthreads();
 #pragma unroll 8
-        for (int kk = 0; kk < kTileK; ++kk) {
-            const float4 a = *reinterpret_cast<const float4*>(&xs[kk][ty * 4]);
-            const float4 b = *reinterpret_cast<const float4*>(&ws[kk][tx * 4]);
-            const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+            for (int kk = 0; kk < kTileK; ++kk) {
+                const float4 a = *reinterpret_cast<const float4*>(&xs[kk][ty * 4]);
+                const float4 b = *reinterpret_cast<const float4*>(&ws[kk][tx * 4]);
+                const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
 #pragma unroll
-            for (int i = 0; i < 4; ++i)
+                for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+                    for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+            }
+            __syncthreads();
         }
-        __syncthreads();
-        }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int64_t gm = mb + ty * 4 + i;
-        if (gm >= m) continue;
+        for (int i = 0; i < 4; ++i) {
+            const int64_t gm = mb + ty * 4 + i;
+            if (gm >= m) continue;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int64_t gn = nb + tx * 4 + j;
-            if (gn < nn) y[gm * ldy + gn] = acc[i][j];
+            for (int j = 0; j < 4; ++j) {
+                const int64_t gn = nb + tx * 4 + j;
+                if (gn < nn) y[gm * ldy + gn] = acc[i][j];
+            }
         }
-    }
     }
 }
 
@@ -1187,19 +1187,21 @@ __global__ void act_quant_kernel(const float* src, float* x, int64_t rows, int64
 
 }  // namespace
 
-void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2) {
+namespace {
+void launch_act_quant(const float* src, float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2) {
     if (rows <= 0 || cols <= 0) return;
     const int64_t warps = rows * ceil_div(cols, block);
-    launch_pdl(act_quant_kernel, unsigned(ceil_div(warps * 32, 256)), 256, 0, static_cast<const float*>(x), x, rows,
-               cols, ld, block, pow2);
+    launch_pdl(act_quant_kernel, unsigned(ceil_div(warps * 32, 256)), 256, 0, src, x, rows, cols, ld, block, pow2);
     DSINFER_CUDA_LAUNCH();
+}
+}  // namespace
+
+void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2) {
+    launch_act_quant(x, x, rows, cols, ld, block, pow2);
 }
 
 void act_quant_copy(const float* x, float* y, int64_t rows, int64_t cols, int64_t block, bool pow2) {
-    if (rows <= 0 || cols <= 0) return;
-    const int64_t warps = rows * ceil_div(cols, block);
-    launch_pdl(act_quant_kernel, unsigned(ceil_div(warps * 32, 256)), 256, 0, x, y, rows, cols, cols, block, pow2);
-    DSINFER_CUDA_LAUNCH();
+    launch_act_quant(x, y, rows, cols, cols, block, pow2);
 }
 
 namespace {
