@@ -605,12 +605,15 @@ void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
 // One Flash ratio-4 layer's decode (batch 1) as the model runs it, minus the CPU-side glue:
 // hc_pre, rmsnorm, wq_a, wq_b, wkv, attention over 640 keys, wo_a (8 group slices), wo_b, hc_post,
 // hc_pre, rmsnorm, gate, routing, 6 routed experts (FP4) + shared expert (FP8), hc_post.
-// `layers` distinct weight sets rotate so weights come from HBM. Timed five times, each step adding to
-// the one before: as the model ran before the grouped decode launches (8 wo_a slice linears, shared
-// w1 and w3 apart, one-block hc_pre finish, 2 rows per warp in the expert GEMVs); grouped launches
-// (linear_groups, linear_pair, wide hc_pre finish); the tensor-core GEMV for act_quant'ed inputs;
-// wo_a on its split mode; wkv and the shared expert on a second stream (the model's default now); the
-// FP4 experts decoded through e4m3 (off by default).
+// `layers` distinct weight sets rotate so weights come from HBM. Timed seven times, the first six each
+// adding to the one before: as the model ran before the grouped decode launches (8 wo_a slice linears,
+// shared w1 and w3 apart, one-block hc_pre finish, 2 rows per warp in the expert GEMVs); grouped
+// launches (linear_groups, linear_pair, wide hc_pre finish); the tensor-core GEMV for act_quant'ed
+// inputs; wo_a on its split mode; wkv and the shared expert on a second stream; the FP4 experts decoded
+// through e4m3 (off by default). The seventh is the fifth with the fused epilogues (the model's default
+// now): hc_post folded into hc_pre and into the MoE combine (which also adds the shared expert's
+// output), the shared expert's SwiGLU + quantization in one launch. (The routed experts' SwiGLU +
+// quantization is one launch in every line: moe_experts always fuses it.)
 // --layer-profile profiles the sequence with the tensor-core GEMVs and split wo_a on one stream.
 void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     const int64_t D = 4096, H = 64, hd = 512, ql = 1024, G = 8, olr = 1024, I = 2048, E = 256, K = 6;
@@ -673,14 +676,19 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
     // Two streams: the window-KV projection beside the query path, the shared expert beside the routed
     // experts (independent work; the side stream forks from and joins the main one by events).
     bool fork = false;
+    bool fused = false;  // the fused epilogues (hc_post into hc_pre and the MoE combine, SwiGLU + quant)
     auto shared_expert = [&](const L& l) {
         if (!(mma && cuda::mma_gemv_pair(y, l.sw1, l.sw3, gu, gu + I)) &&
             (before || !cuda::linear_pair(y, 1, l.sw1, l.sw3, gu, gu + I, 2 * I))) {
             be.linear(y, 1, l.sw1, 0, I, gu, 2 * I);
             be.linear(y, 1, l.sw3, 0, I, gu + I, 2 * I);
         }
-        be.swiglu(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h);
-        be.act_quant(h, 1, I, I, 128, true);
+        if (fused) {
+            cuda::swiglu_act_quant(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h, 128, true);
+        } else {
+            be.swiglu(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h);
+            be.act_quant(h, 1, I, I, 128, true);
+        }
         lin_q(h, l.sw2, a);
     };
     auto step = [&](int it) {
@@ -709,8 +717,12 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
                 be.linear(o + g * (H * hd / G), 1, l.wo_a, g * olr, (g + 1) * olr, u + g * olr, G * olr);
         be.act_quant(u, 1, G * olr, G * olr, 128, true);
         lin_q(u, l.wo_b, a);
-        be.hc_post(a, x, post, comb, 1, 4, D, x2);
-        be.hc_pre(x2, 1, 4, D, l.fn_f, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
+        if (fused) {
+            cuda::hc_post_pre(a, x, post, comb, 1, 4, D, x2, l.fn_f, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
+        } else {
+            be.hc_post(a, x, post, comb, 1, 4, D, x2);
+            be.hc_pre(x2, 1, 4, D, l.fn_f, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
+        }
         be.rmsnorm(y, 1, D, nw, 1e-6f, y);
         be.linear(y, 1, l.gate, 0, E, logits, E);
         be.moe_route(logits, 1, E, nullptr, ids, K, 1.5f, ids, rw);  // fixed (hash-style) ids keep the bytes known
@@ -719,6 +731,17 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
             cuda::side_begin();
             shared_expert(l);
             cuda::side_end();
+        }
+        if (fused) {  // the combine adds the shared expert's output and applies hc_post
+            cuda::MoeTail tail;
+            tail.before_combine = [] { cuda::side_join(); };
+            tail.add = a;
+            tail.res = x2;
+            tail.post = post;
+            tail.comb = comb;
+            tail.hc = 4;
+            cuda::moe_experts(*l.table, y, true, 1, D, I, ids, rw, K, 10.f, true, x, &tail);
+            return;
         }
         cuda::moe_experts(*l.table, y, true, 1, D, I, ids, rw, K, 10.f, true, f);
         if (fork)
@@ -737,12 +760,14 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
         return;
     }
     std::printf("layer    Flash ratio-4 layer decode, batch 1, %lld keys: %.1f MB to read\n", (long long)nk, layer_bytes / 1e6);
-    // before; grouped launches; + tensor-core GEMVs; + wo_a on them (split x); + 2 streams; + FP4 through e4m3
-    for (int variant = 0; variant < 6; ++variant) {
+    // before; grouped launches; + tensor-core GEMVs; + wo_a on them (split x); + 2 streams; + FP4 through
+    // e4m3; 2 streams + fused epilogues (FP4 by shifts)
+    for (int variant = 0; variant < 7; ++variant) {
         const bool b = variant == 0;
         before = b;
         mma = variant >= 2;
         fork = variant >= 4;
+        fused = variant == 6;
         cuda::set_mma_gemv(mma ? 1 : 0);
         cuda::set_mma_split(variant >= 3);
         cuda::set_mma_fp4_e4m3(variant == 5);
@@ -768,8 +793,9 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
                                      : variant == 1 ? "grouped decode launches, multi-row/slice GEMVs:"
                                      : variant == 2 ? "grouped decode launches + tensor-core GEMVs:"
                                      : variant == 3 ? "+ wo_a on the tensor-core GEMV, x as two f16 terms:"
-                                     : variant == 4 ? "+ wkv and the shared expert on a second stream (current):"
-                                                    : "+ FP4 experts decoded through e4m3 (DSINFER_CUDA_MMA_FP4E4=1):");
+                                     : variant == 4 ? "+ wkv and the shared expert on a second stream:"
+                                     : variant == 5 ? "+ FP4 experts decoded through e4m3 (DSINFER_CUDA_MMA_FP4E4=1):"
+                                                    : "second stream + fused epilogues, FP4 by shifts (current):");
         std::printf("layer      stream launches: %8.1f us  %6.0f GB/s  %5.1f%% of copy\n", ms * 1e3, gbs, 100 * gbs / g_copy_gbs);
         std::printf("layer      CUDA graph     : %8.1f us  %6.0f GB/s  %5.1f%% of copy  -> 43 layers %.2f ms/token\n",
                     gms * 1e3, ggbs, 100 * ggbs / g_copy_gbs, 43 * gms);

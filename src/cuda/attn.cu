@@ -118,8 +118,15 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
 // weights exp(m_s − M) and the normalizer Z (with the sink) into shared memory, then every thread sums
 // its channel over the splits (loads unrolled, all in flight).
 constexpr int kMaxSplits = 64;
+// With rp.pos set, the output rows then get the inverse RoPE of the op table's rope (its last rope_dim
+// channels at position pos[output row / h]); the two channels of a pair sit in adjacent lanes.
+struct OutRope {
+    const int64_t* pos;
+    const float* freqs;
+    int64_t rope_dim;
+};
 __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const float* sink, const float* pm,
-                                    const float* pl, const float* po, float* out, const int32_t* qrow) {
+                                    const float* pl, const float* po, float* out, const int32_t* qrow, OutRope rp) {
     pdl_wait();
     pdl_release();
     const int64_t row = blockIdx.x;  // i * h + head
@@ -160,22 +167,35 @@ __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const floa
     // This block's channels: [blockIdx.y · blockDim.x, + blockDim.x).
     float* o = out + orow * d;
     const int64_t c = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
-    if (c >= d) return;
-    if (mx == -INFINITY) {
-        o[c] = 0.f;
-        return;
-    }
-    float acc = 0.f;
+    float v = 0.f;
+    if (c < d && mx != -INFINITY) {
+        float acc = 0.f;
 #pragma unroll 16
-    for (int s = 0; s < splits; ++s) acc += po[(row * splits + s) * d + c] * wgt[s];
-    o[c] = acc / z_s;
+        for (int s = 0; s < splits; ++s) acc += po[(row * splits + s) * d + c] * wgt[s];
+        v = acc / z_s;
+    }
+    if (rp.pos) {  // block-uniform; d and rope_dim even, so a pair never straddles a warp
+        const float partner = __shfl_xor_sync(0xffffffffu, v, 1);
+        const int64_t first = d - rp.rope_dim;
+        if (c < d && c >= first) {
+            float cs, sn;
+            rope_cos_sin(rp.pos[orow / h], rp.freqs[(c - first) / 2], true, cs, sn);
+            float a = (c & 1) ? partner : v, b = (c & 1) ? v : partner;
+            rope_rotate(a, b, cs, sn);
+            v = (c & 1) ? b : a;
+        }
+    }
+    if (c < d) o[c] = v;
 }
 
 }  // namespace
 
 void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
                       const int32_t* idx, int64_t nk, const float* sink, float scale, float* out,
-                      const float* const* a_rows, const float* const* b_rows, const int32_t* qrow) {
+                      const float* const* a_rows, const float* const* b_rows, const int32_t* qrow,
+                      const int64_t* rope_pos, const ops::RopeFreqs* rope) {
+    if (rope_pos && (!rope || rope->rope_dim % 2 || d % 2 || rope->rope_dim > d))
+        fail("sparse_attn_rows: inverse RoPE needs an even rope_dim ≤ d");
     if (t <= 0 || h <= 0) return;
     const int64_t hgroups = ceil_div(h, kHeadsPerBlock);
     // Enough blocks for two per SM, each with at least 32 keys.
@@ -211,14 +231,16 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
         default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
     }
     DSINFER_CUDA_LAUNCH();
+    const OutRope rp{rope_pos, rope_pos ? rope->freqs : nullptr, rope_pos ? rope->rope_dim : 0};
     launch_pdl(attn_combine_kernel, dim3(unsigned(t * h), unsigned(ceil_div(d, 128))), 128, 0, h, d, splits, sink, pm,
-               pl, po, out, qrow);
+               pl, po, out, qrow, rp);
     DSINFER_CUDA_LAUNCH();
 }
 
 void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
                  const int32_t* idx, int64_t nk, const float* sink, float scale, float* out) {
-    sparse_attn_rows(q, t, h, d, kv_a, na, kv_b, idx, nk, sink, scale, out, nullptr, nullptr, nullptr);
+    sparse_attn_rows(q, t, h, d, kv_a, na, kv_b, idx, nk, sink, scale, out, nullptr, nullptr, nullptr, nullptr,
+                     nullptr);
 }
 
 }  // namespace dsinfer::cuda

@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "ops/ops.h"
@@ -177,6 +178,43 @@ void act_quant_copy(const float* x, float* y, int64_t rows, int64_t cols, int64_
 void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y, float* yq,
                        int64_t block, bool pow2);
 
+// ---- Fused per-row epilogues, beyond the op table ----
+// What head_post applies to each row of x [rows, dim] in place, in this order: rmsnorm (weight norm_w
+// or none); rope of the last rope_dim columns at pos[row / heads] (when pos is set; the op table's
+// rope with `heads` heads per position); the Hadamard transform; a quantize-dequantize: E4m3 as
+// act_quant over the first qcols columns in blocks of qblock (pow2 scales or not), Fp4 as fp4_quant
+// over the whole row in blocks of qblock (32). Bitwise the results of those ops run one after another,
+// in one launch where the row fits (dim % 4 == 0, dim ≤ 16384, 16-byte aligned x and norm_w, rope_dim
+// % 4 == 0, a Hadamard width a power of two ≤ 4096, qblock / 4 a power of two ≤ 32); else by those ops.
+// The model's q (norm, rope), window KV (norm, rope, act_quant), indexer query (rope, Hadamard, FP4)
+// and compressed entries (all four steps).
+struct HeadPost {
+    enum class Quant { None, E4m3, Fp4 };
+    bool norm = false;
+    const float* norm_w = nullptr;
+    float eps = 0.f;
+    const int64_t* pos = nullptr;
+    const float* freqs = nullptr;
+    int64_t rope_dim = 0;
+    bool inverse = false;
+    int64_t heads = 1;
+    bool hadamard = false;
+    Quant quant = Quant::None;
+    int64_t qcols = 0, qblock = 0;
+    bool pow2 = true;
+};
+void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p);
+// h = act_quant(swiglu(gate, up, limit, row_w), block, pow2) ([rows, n], contiguous): bitwise swiglu()
+// then act_quant(), in one launch for block ≤ 128.
+void swiglu_act_quant(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit,
+                      const float* row_w, float* h, int64_t block, bool pow2);
+// out = hc_post(f, res, post_in, comb_in) [t, hc, d], then hc_pre(out, ...) into y, post, comb (which may
+// be post_in and comb_in): bitwise the two ops, with the hc_post folded into hc_pre's first kernel at
+// decode sizes (t ≤ 32).
+void hc_post_pre(const float* f, const float* res, const float* post_in, const float* comb_in, int64_t t, int64_t hc,
+                 int64_t d, float* out, const float* fn, const float* scale, const float* base, int iters, float hc_eps,
+                 float norm_eps, float* y, float* post, float* comb);
+
 // ---- Fused MoE experts (§10.2), beyond the op table ----
 // Routed experts of one layer as device weight views, uploaded once (w1 gate, w3 up [inter, d];
 // w2 down [d, inter]).
@@ -207,15 +245,29 @@ private:
 // cores (gemv_mma.cu; likewise w2 when quant_h).
 // ids/w [t, k] device. Small t·k runs grouped GEMV kernels (graph-capturable, no host sync); larger
 // batches sort rows by expert on the host (one device→host copy of ids) and run one GEMM per expert.
+// With `tail`, what the layer does next is folded into the final combine kernel (bitwise the same as
+// running it after): tail->before_combine() is called first (on the host, before the combine is
+// enqueued: e.g. to join a side stream that computes `add`); then f = Σ_j out_j + add (add [t, d], when
+// set) and, when res is set, out = hc_post(f, res, post, comb) [t, hc, d] instead of f.
+struct MoeTail {
+    std::function<void()> before_combine;
+    const float* add = nullptr;
+    const float *res = nullptr, *post = nullptr, *comb = nullptr;
+    int64_t hc = 0;
+};
 void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64_t t, int64_t d, int64_t inter,
-                 const int32_t* ids, const float* w, int64_t k, float limit, bool quant_h, float* out);
+                 const int32_t* ids, const float* w, int64_t k, float limit, bool quant_h, float* out,
+                 const MoeTail* tail = nullptr);
 
 // ---- Batched decode of several sequences (beyond the op table) ----
 // sparse_attn where query row i has its own key arrays a_rows[i] (na rows) and b_rows[i], and reads
-// q / writes out at row qrow[i] (all three device arrays of t entries).
+// q / writes out at row qrow[i] (all three device arrays of t entries). With rope_pos, the output then
+// gets rope(out, ..., rope_pos, *rope, inverse = true) (positions per output row, as the op table's
+// rope takes them) in the same launch, bitwise the separate op.
 void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
                       const int32_t* idx, int64_t nk, const float* sink, float scale, float* out,
-                      const float* const* a_rows, const float* const* b_rows, const int32_t* qrow);
+                      const float* const* a_rows, const float* const* b_rows, const int32_t* qrow,
+                      const int64_t* rope_pos = nullptr, const ops::RopeFreqs* rope = nullptr);
 // index_scores where row i scores keys_rows[i] (its first valid[i] entries; scores row stride n) with
 // q / w rows qrow[i].
 void index_scores_rows(const float* q, const float* w, const int32_t* qrow, int64_t t, int64_t h, int64_t dh,

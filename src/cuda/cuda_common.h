@@ -66,6 +66,34 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, A
     DSINFER_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
+#ifdef __CUDACC__
+// One element of hc_post (§5): out[tt, k, c] = post[tt, k]·f + Σ_j comb[tt, j, k]·res[tt, j, c], f the
+// layer output f[tt, c]. Shared by every kernel that computes it, so they all round alike.
+__device__ __forceinline__ float hc_post_elem(float f, const float* res, const float* post, const float* comb,
+                                              int64_t tt, int64_t hc, int64_t d, int64_t k, int64_t c) {
+    const float* ci = comb + tt * hc * hc;
+    const float* ri = res + tt * hc * d;
+    float s = 0.f;
+    for (int64_t j = 0; j < hc; ++j) s += ci[j * hc + k] * ri[j * d + c];
+    return post[tt * hc + k] * f + s;
+}
+// One RoPE pair's rotation, shared by every kernel that applies RoPE. The roundings are spelled out
+// (one product rounded, then a fused multiply-add) so that no kernel's compiler may contract them
+// differently: every kernel gets bitwise the same pair.
+__device__ __forceinline__ void rope_rotate(float& x0, float& x1, float c, float s) {
+    const float a = x0, b = x1;
+    x0 = __fmaf_rn(a, c, -__fmul_rn(b, s));
+    x1 = __fmaf_rn(a, s, __fmul_rn(b, c));
+}
+// The pair angle's cosine and sine as rope_kernel computes them (in double; sine negated for the inverse).
+__device__ __forceinline__ void rope_cos_sin(int64_t pos, float freq, bool inverse, float& c, float& s) {
+    const float ang = float(pos) * freq;
+    c = float(cos(double(ang)));
+    const float sv = float(sin(double(ang)));
+    s = inverse ? -sv : sv;
+}
+#endif
+
 // 0 on the main stream, 1 between side_begin() and side_end(): which set of scratch buffers (and
 // other per-stream device state) ops use.
 int scratch_lane();
@@ -163,5 +191,26 @@ void linear(const float* x, int64_t m, const ops::Weight& w, int64_t n0, int64_t
 void act_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block, bool pow2);
 void swiglu(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit, const float* row_w,
             float* h);
+// The other op table entries (backend.cu lists them all).
+void fp4_quant(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block);
+void hadamard(float* x, int64_t rows, int64_t n);
+void rmsnorm(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y);
+void rope(float* x, int64_t rows, int64_t heads, int64_t head_dim, const int64_t* pos, const ops::RopeFreqs& f,
+          bool inverse);
+void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
+            int iters, float hc_eps, float norm_eps, float* y, float* post, float* comb);
+void hc_post(const float* f, const float* res, const float* post, const float* comb, int64_t t, int64_t hc, int64_t d,
+             float* out);
+void hc_head(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale, const float* base,
+             float hc_eps, float norm_eps, float* y);
+void embed(const ops::Weight& table, const int32_t* ids, int64_t t, float* out);
+void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap, float* z);
+void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t dh, const float* keys, int64_t n,
+                  const int32_t* valid, float* scores);
+void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx);
+void sparse_attn(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
+                 const int32_t* idx, int64_t nk, const float* sink, float scale, float* out);
+void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, const int32_t* hash_ids, int64_t k,
+               float route_scale, int32_t* ids, float* w);
 
 }  // namespace dsinfer::cuda

@@ -94,6 +94,15 @@ bool fork_rows(bool option, int64_t n) {
     return (env >= 0 ? env == 1 : option) && n <= 16 && !Sections::get().on();
 }
 
+// CudaModelOptions::fused_epilogues, or DSINFER_CUDA_FUSED=1 / 0 for every model.
+bool fused_option(bool option) {
+    static const int env = [] {
+        const char* v = std::getenv("DSINFER_CUDA_FUSED");
+        return v && (v[0] == '0' || v[0] == '1') ? v[0] - '0' : -1;
+    }();
+    return env >= 0 ? env == 1 : option;
+}
+
 // A growable float array in device memory (caches that grow with the sequence).
 class DevVec {
 public:
@@ -400,13 +409,19 @@ private:
         float* o;
     };
     AttnIn attention_proj(const DevBlock& b, Rows& rows, const float* y, const float* yq);
+    // out_rope: the output's inverse RoPE is applied by the core (every row a decode row, fused
+    // epilogues on) instead of by attention_out.
+    bool out_rope_in_core(const Rows& rows) const;
     void attention_core(const DevBlock& b, Rows& rows, const AttnIn& in);
     void attention_out(const DevBlock& b, Rows& rows, float* o, float* out);
     void attention_decode(const DevBlock& b, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
-                          const ops::RopeFreqs& rf, float* o);
+                          const ops::RopeFreqs& rf, float* o, bool out_rope);
     void block_forward(const DevBlock& b, Rows& rows, float* x);
     // yq: y quantized for FP8/FP4 weights (§3.3), computed once per block (null without quantization).
-    void moe(const DevBlock& b, Rows& rows, const float* y, const float* yq, float* out);
+    // The FFN's output f (routed + shared experts) goes on through hc_post(f, res, post, comb) into
+    // x_out; f is its buffer where that is not folded into the experts' combine.
+    void moe(const DevBlock& b, Rows& rows, const float* y, const float* yq, float* f, const float* res,
+             const float* post, const float* comb, float* x_out);
     void linear_q(const float* x, const float* xq, int64_t m, const ops::Weight& w, float* y);
     // linear of an act_quant'ed input xq: the tensor-core GEMV when it applies (one row, power-of-two
     // scales), else the backend's linear.
@@ -427,6 +442,9 @@ private:
     const ops::Backend& be_;
     CudaModelOptions o_;
     bool quant_ = true, pow2_ = true;
+    bool fused_ = true;  // fused_option(o_.fused_epilogues)
+    // head_post of x [rows, dim] when fused_, else its steps one op at a time (the same results).
+    void post_rows(float* x, int64_t rows, int64_t dim, const HeadPost& p);
     std::vector<ops::Weight> weights_;  // uploaded, freed at the end
     std::vector<void*> buffers_;        // uploaded float tensors
     ops::Weight embed_, head_;
@@ -465,6 +483,7 @@ private:
 
 CudaModel::CudaModel(const Dsv4Model& m, const CudaModelOptions& o) : m_(m), c_(m.config()), be_(backend()), o_(o) {
     if (!available()) throw Error("cuda: no usable CUDA device");
+    fused_ = fused_option(o.fused_epilogues);
     const Dsv4Weights& w = m.weights();
     embed_ = up(w.embed);
     head_ = up(w.head);
@@ -691,21 +710,43 @@ void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& s
         d2d(kv.data(), kv.data() + r * width, size_t(r * width) * sizeof(float));
         d2d(score.data(), score.data() + r * width, size_t(r * width) * sizeof(float));
     }
-    be_.rmsnorm(z, 1, d, cw.norm, float(c_.norm_eps), z);
-    be_.rope(z, 1, 1, d, iota(p + 1 - r), rf, false);
-    if (indexer) {
-        be_.hadamard(z, 1, d);
-        if (quant_) be_.fp4_quant(z, 1, d, d, 32);
+    // rmsnorm, RoPE at the block's first position, then the indexer's Hadamard + FP4 or the entry's FP8.
+    HeadPost hp;
+    hp.norm = true;
+    hp.norm_w = cw.norm;
+    hp.eps = float(c_.norm_eps);
+    hp.pos = iota(p + 1 - r);
+    hp.freqs = rf.freqs;
+    hp.rope_dim = rf.rope_dim;
+    hp.hadamard = indexer;
+    if (quant_ && indexer) {
+        hp.quant = HeadPost::Quant::Fp4;
+        hp.qblock = 32;
     } else if (quant_) {
-        be_.act_quant(z, 1, d - rf.rope_dim, d, 64, pow2_);
+        hp.quant = HeadPost::Quant::E4m3;
+        hp.qcols = d - rf.rope_dim;
+        hp.qblock = 64;
+        hp.pow2 = pow2_;
     }
+    post_rows(z, 1, d, hp);
+}
+
+void CudaModel::post_rows(float* x, int64_t rows, int64_t dim, const HeadPost& p) {
+    if (fused_) {
+        head_post(x, rows, dim, p);
+        return;
+    }
+    if (p.norm) be_.rmsnorm(x, rows, dim, p.norm_w, p.eps, x);
+    if (p.pos) be_.rope(x, rows / p.heads, p.heads, dim, p.pos, ops::RopeFreqs{p.freqs, p.rope_dim}, p.inverse);
+    if (p.hadamard) be_.hadamard(x, rows, dim);
+    if (p.quant == HeadPost::Quant::E4m3) be_.act_quant(x, rows, p.qcols, dim, p.qblock, p.pow2);
+    if (p.quant == HeadPost::Quant::Fp4) be_.fp4_quant(x, rows, dim, dim, p.qblock);
 }
 
 // Attention (§6) in three parts: projections (dense, same shapes every decode step), the per-step
 // core (caches, index lists, sparse attention) and the output path (dense).
 CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, const float* y, const float* yq) {
     const ModelConfig& c = c_;
-    const ops::Backend& be = be_;
     const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, ql = c.q_lora_rank;
     const float eps = float(c.norm_eps);
     const ops::RopeFreqs rf{bw.ratio ? freqs_compressed_ : freqs_plain_, rd};
@@ -720,9 +761,22 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     // Window KV path (§6.3).
     float* kv = A.f(n * hd);
     linear_q(y, yq, n, bw.wkv, kv);
-    be.rmsnorm(kv, n, hd, bw.kv_norm, eps, kv);
-    be.rope(kv, n, 1, hd, pos, rf, false);
-    if (quant_) be.act_quant(kv, n, hd - rd, hd, 64, pow2_);
+    {  // rmsnorm, RoPE, FP8 of the non-RoPE part
+        HeadPost hp;
+        hp.norm = true;
+        hp.norm_w = bw.kv_norm;
+        hp.eps = eps;
+        hp.pos = pos;
+        hp.freqs = rf.freqs;
+        hp.rope_dim = rd;
+        if (quant_) {
+            hp.quant = HeadPost::Quant::E4m3;
+            hp.qcols = hd - rd;
+            hp.qblock = 64;
+            hp.pow2 = pow2_;
+        }
+        post_rows(kv, n, hd, hp);
+    }
 
     // Compressor projections (§7.1) and the indexer's weights and compressor.
     const DevCompressor* cw = bw.compressor.get();
@@ -759,18 +813,41 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
         if (fork) side_begin();
         iq = A.f(n * nih * ihd);
         linear_q(qr, qrq, n, iw->wq_b, iq);
-        be.rope(iq, n, nih, ihd, pos, rf, false);
-        be.hadamard(iq, n * nih, ihd);
-        if (quant_) be.fp4_quant(iq, n * nih, ihd, ihd, 32);
+        HeadPost hp;  // RoPE per head, Hadamard, FP4
+        hp.pos = pos;
+        hp.freqs = rf.freqs;
+        hp.rope_dim = rd;
+        hp.heads = nih;
+        hp.hadamard = true;
+        if (quant_) {
+            hp.quant = HeadPost::Quant::Fp4;
+            hp.qblock = 32;
+        }
+        post_rows(iq, n * nih, ihd, hp);
         if (fork) side_end();
     }
     linear_q(qr, qrq, n, bw.wq_b, q);
-    be.rmsnorm(q, n * H, hd, nullptr, eps, q);
-    be.rope(q, n, H, hd, pos, rf, false);
+    {  // rmsnorm per head (no weight), RoPE
+        HeadPost hp;
+        hp.norm = true;
+        hp.eps = eps;
+        hp.pos = pos;
+        hp.freqs = rf.freqs;
+        hp.rope_dim = rd;
+        hp.heads = H;
+        post_rows(q, n * H, hd, hp);
+    }
     if (fork) side_join();
 
     mark("attn.proj");
     return AttnIn{q, kv, ca, cg, iq, iwt, ia, ig, cwidth, iwidth, A.f(n * H * hd)};
+}
+
+bool CudaModel::out_rope_in_core(const Rows& rows) const {
+    if (!fused_ || per_sequence_decode()) return false;
+    for (const auto& sq : rows.seqs)
+        if (sq.count != 1) return false;
+    return true;
 }
 
 void CudaModel::attention_core(const DevBlock& bw, Rows& rows, const AttnIn& in) {
@@ -791,7 +868,7 @@ void CudaModel::attention_core(const DevBlock& bw, Rows& rows, const AttnIn& in)
     std::vector<size_t> one, chunks;
     for (size_t s = 0; s < rows.seqs.size(); ++s)
         (rows.seqs[s].count == 1 && !per_sequence_decode() ? one : chunks).push_back(s);
-    if (!one.empty()) attention_decode(bw, rows, one, in, rf, o);
+    if (!one.empty()) attention_decode(bw, rows, one, in, rf, o, out_rope_in_core(rows));
     for (size_t s : chunks) {
         const auto& sq = rows.seqs[s];
         DevCache& lc = bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
@@ -868,7 +945,7 @@ void CudaModel::attention_out(const DevBlock& bw, Rows& rows, float* o, float* o
     const int64_t n = rows.n, H = c.n_heads, hd = c.head_dim;
     const ops::RopeFreqs rf{bw.ratio ? freqs_compressed_ : freqs_plain_, c.rope_head_dim};
     Arena& A = layer_;
-    be.rope(o, n, H, hd, rows.pos_d, rf, true);
+    if (!out_rope_in_core(rows)) be.rope(o, n, H, hd, rows.pos_d, rf, true);
     const int64_t G = c.o_groups, gin = (H / G) * hd, olr = c.o_lora_rank;
     float* u = A.f(n * G * olr);
     // Decode: all G slices in one launch, reading o's column slices in place (same numbers as below).
@@ -888,7 +965,7 @@ void CudaModel::attention_out(const DevBlock& bw, Rows& rows, float* o, float* o
 // place: key ids [0, W) are ring slots, W + j compressed entry j. Keys are listed oldest first, as in
 // the chunk path, so every query attends the same keys in the same order.
 void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
-                                 const ops::RopeFreqs& rf, float* o) {
+                                 const ops::RopeFreqs& rf, float* o, bool out_rope) {
     const ModelConfig& c = c_;
     const ops::Backend& be = be_;
     const int64_t H = c.n_heads, hd = c.head_dim, W = c.window_size, S = int64_t(seqs.size());
@@ -984,11 +1061,13 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
         sel_to_idx(sel, S, n_cmp, idx_d, nk, W, int32_t(W));
     }
     mark("dec.index");
-    sparse_attn_rows(in.q, S, H, hd, nullptr, W, nullptr, idx_d, nk, bw.attn_sink, float(std::pow(double(hd), -0.5)),
-                     o, a_d, b_d, qrow_d);
+    // With out_rope, the output's inverse RoPE (§6.6) in the merge kernel.
+    sparse_attn_rows(in.q, S, H, hd, nullptr, W, nullptr, idx_d, nk, bw.attn_sink, float(std::pow(double(hd), -0.5)), o,
+                     a_d, b_d, qrow_d, out_rope ? rows.pos_d : nullptr, &rf);
 }
 
-void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float* yq_in, float* out) {
+void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float* yq_in, float* out, const float* res,
+                    const float* post, const float* comb, float* x_out) {
     const ModelConfig& c = c_;
     const ops::Backend& be = be_;
     const int64_t n = rows.n, D = c.dim, E = c.n_routed_experts, K = c.n_activated_experts, I = c.moe_inter_dim;
@@ -1046,11 +1125,16 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
         be.linear(xs, n, sh.w1, 0, I, gu, 2 * I);
         be.linear(xs, n, sh.w3, 0, I, gu + I, 2 * I);
     }
-    be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
     if (quant_ && quantized(sh.w2)) {
-        be.act_quant(h, n, I, I, 128, pow2_);
+        if (fused_) {
+            swiglu_act_quant(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h, 128, pow2_);
+        } else {
+            be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
+            be.act_quant(h, n, I, I, 128, pow2_);
+        }
         linear_xq(h, n, sh.w2, so);
     } else {
+        be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
         be.linear(h, n, sh.w2, 0, D, so, D);
     }
     if (fork) side_end();
@@ -1060,11 +1144,27 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     if (!pow2_ && quant_ && bw.experts_quant_h)
         throw Error("cuda: the fused MoE quantizes expert activations with power-of-two scales only");
     const bool x_quant = quant_ && bw.experts_quant_in && pow2_;
-    moe_experts(*bw.experts, xr, x_quant, n, D, I, ids, rw, K, float(c.swiglu_limit), quant_ && bw.experts_quant_h,
-                out);
+    const float limit = float(c.swiglu_limit);
+    const bool quant_h = quant_ && bw.experts_quant_h;
+    if (fused_) {
+        // The combine adds the shared expert's output (after the join) and applies hc_post.
+        MoeTail tail;
+        if (fork) tail.before_combine = [] { side_join(); };
+        tail.add = so;
+        tail.res = res;
+        tail.post = post;
+        tail.comb = comb;
+        tail.hc = c.hc_mult;
+        moe_experts(*bw.experts, xr, x_quant, n, D, I, ids, rw, K, limit, quant_h, x_out, &tail);
+        mark("moe.experts");
+        return;
+    }
+    moe_experts(*bw.experts, xr, x_quant, n, D, I, ids, rw, K, limit, quant_h, out);
     mark("moe.experts");
     if (fork) side_join();
     add(out, so, n * D);
+    be.hc_post(out, res, post, comb, n, c.hc_mult, D, x_out);
+    mark("hc_post");
 }
 
 // DSINFER_CUDA_GRAPHS=0: no CUDA graphs (every kernel launched one by one). Read once.
@@ -1171,15 +1271,18 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
 
     graphed(k2, decode && !bw.hash, inputs, [&] {
         attention_out(bw, rows, in.o, f);
-        be.hc_post(f, x, post, comb, n, hc, D, x2);
-        mark("hc_post");
-        be.hc_pre(x2, n, hc, D, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base, c.hc_sinkhorn_iters, hc_eps, eps, y,
-                  post, comb);
+        if (fused_) {
+            hc_post_pre(f, x, post, comb, n, hc, D, x2, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base,
+                        c.hc_sinkhorn_iters, hc_eps, eps, y, post, comb);
+        } else {
+            be.hc_post(f, x, post, comb, n, hc, D, x2);
+            mark("hc_post");
+            be.hc_pre(x2, n, hc, D, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base, c.hc_sinkhorn_iters, hc_eps, eps, y,
+                      post, comb);
+        }
         norm_q(y, n, D, bw.ffn_norm, yq);
         mark("hc_pre+norm");
-        moe(bw, rows, y, yq, f);
-        be.hc_post(f, x2, post, comb, n, hc, D, x);
-        mark("hc_post");
+        moe(bw, rows, y, yq, f, x2, post, comb, x);
         return std::vector<float*>{};
     });
 }

@@ -27,6 +27,12 @@ struct CudaModelOptions {
     // routed experts) on a second stream. Same kernels, same results (docs/cuda.md, "Second stream at
     // decode"). DSINFER_CUDA_SIDE_STREAM=0 or 1 turns it off or on process-wide.
     bool side_stream = true;
+    // Per-row epilogues in one launch each (cuda_backend.h): q's norm + RoPE, the window KV's norm +
+    // RoPE + quantization, the indexer query's RoPE + Hadamard + FP4, a compressed entry's four steps,
+    // SwiGLU + quantization, hc_post folded into the next hc_pre and into the MoE combine (with the
+    // shared expert's add). Bitwise the same results as the ops one by one. DSINFER_CUDA_FUSED=0 or 1
+    // turns them off or on process-wide.
+    bool fused_epilogues = true;
 };
 
 // Uploads the model's weights; the model must outlive the returned object (it reads the model's

@@ -26,6 +26,26 @@ __device__ __forceinline__ float round_e2m1_dev(float v) {
     return copysignf(r, v);
 }
 
+// fp4_quant's scale for a block of absolute maximum amax, and one element's quantize-dequantize.
+__device__ __forceinline__ float fp4_scale_dev(float amax) {
+    return pow2ceil_dev(fmaxf(amax, 6.f * 1.17549435e-38f) / 6.f);  // amax floored at 6·2^-126
+}
+__device__ __forceinline__ float fp4_qdq_dev(float v, float s) {
+    return round_e2m1_dev(fminf(fmaxf(v / s, -6.f), 6.f)) * s;
+}
+
+// act_quant's scale for a block of absolute maximum amax, and one element's quantize-dequantize
+// (the same expressions as act_quant_kernel in linear.cu).
+__device__ __forceinline__ float e4m3_scale_dev(float amax, bool pow2) {
+    const float s = fmaxf(amax, 1e-4f) / 448.f;
+    return pow2 ? pow2ceil_dev(s) : s;
+}
+__device__ __forceinline__ float e4m3_qdq_dev(float v, float s) {
+    const float q = fminf(fmaxf(v / s, -448.f), 448.f);
+    const __half_raw h = __nv_cvt_fp8_to_halfraw(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3), __NV_E4M3);
+    return __half2float(__half(h)) * s;
+}
+
 __global__ void fp4_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block) {
     pdl_wait();
     pdl_release();
@@ -40,12 +60,8 @@ __global__ void fp4_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t l
     for (int64_t i = lane; i < len; i += 32) amax = fmaxf(amax, fabsf(p[i]));
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-    amax = fmaxf(amax, 6.f * 1.17549435e-38f);  // 6·2^-126
-    const float s = pow2ceil_dev(amax / 6.f);
-    for (int64_t i = lane; i < len; i += 32) {
-        const float v = fminf(fmaxf(p[i] / s, -6.f), 6.f);
-        p[i] = round_e2m1_dev(v) * s;
-    }
+    const float s = fp4_scale_dev(amax);
+    for (int64_t i = lane; i < len; i += 32) p[i] = fp4_qdq_dev(p[i], s);
 }
 
 // One block per row; n ≤ 4096, power of two.
@@ -179,20 +195,9 @@ __global__ void __launch_bounds__(1024) rmsnorm_quant_kernel(const float* x, int
         }
         float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
         for (int off = b4 / 2; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-        amax = fmaxf(amax, 1e-4f);
-        float sc = amax / 448.f;
-        if (pow2) sc = pow2ceil_dev(sc);
-        if (live) {
-            float in[4] = {o.x, o.y, o.z, o.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float q = fminf(fmaxf(in[e] / sc, -448.f), 448.f);
-                const __nv_fp8_storage_t b = __nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3);
-                const __half_raw h = __nv_cvt_fp8_to_halfraw(b, __NV_E4M3);
-                in[e] = __half2float(__half(h)) * sc;
-            }
-            qr[i] = float4{in[0], in[1], in[2], in[3]};
-        }
+        const float sc = e4m3_scale_dev(amax, pow2);
+        if (live)
+            qr[i] = float4{e4m3_qdq_dev(o.x, sc), e4m3_qdq_dev(o.y, sc), e4m3_qdq_dev(o.z, sc), e4m3_qdq_dev(o.w, sc)};
     }
 }
 
@@ -201,6 +206,7 @@ __global__ void __launch_bounds__(1024) rmsnorm_quant_kernel(const float* x, int
 // kRopeHeads heads. The earlier one-block-per-row kernel walked all heads serially: 30 µs for the
 // 64 query heads of a decode token on an H100, now one pass.
 constexpr int kRopeThreads = 256;
+
 constexpr int kRopeMaxHalf = kRopeThreads;
 
 __global__ void __launch_bounds__(kRopeThreads)
@@ -210,20 +216,13 @@ __global__ void __launch_bounds__(kRopeThreads)
     pdl_release();
     __shared__ float cs[kRopeMaxHalf], sn[kRopeMaxHalf];
     const int64_t r = blockIdx.x, half = rope_dim / 2;
-    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-        const float ang = float(pos[r]) * freqs[i];
-        cs[i] = float(cos(double(ang)));
-        const float s = float(sin(double(ang)));
-        sn[i] = inverse ? -s : s;
-    }
+    for (int64_t i = threadIdx.x; i < half; i += blockDim.x) rope_cos_sin(pos[r], freqs[i], inverse, cs[i], sn[i]);
     __syncthreads();
     const int64_t h0 = int64_t(blockIdx.y) * heads_per_block, h1 = min(heads, h0 + heads_per_block);
     for (int64_t e = threadIdx.x; e < (h1 - h0) * half; e += blockDim.x) {
         const int64_t hh = h0 + e / half, i = e % half;
         float* v = x + (r * heads + hh) * head_dim + (head_dim - rope_dim);
-        const float a = v[2 * i], b = v[2 * i + 1], c = cs[i], s = sn[i];
-        v[2 * i] = a * c - b * s;
-        v[2 * i + 1] = a * s + b * c;
+        rope_rotate(v[2 * i], v[2 * i + 1], cs[i], sn[i]);
     }
 }
 
@@ -242,13 +241,9 @@ __global__ void embed_kernel(ops::WeightFormat fmt, const void* table, int64_t d
     }
 }
 
-__global__ void swiglu_kernel(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit,
-                              const float* row_w, float* h) {
-    pdl_wait();
-    pdl_release();
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= rows * n) return;
-    const int64_t r = i / n, c = i % n;
+// One SwiGLU output (row r, column c), shared by swiglu_kernel and swiglu_quant_kernel.
+__device__ __forceinline__ float swiglu_dev(const float* gate, const float* up, int64_t ld, int64_t r, int64_t c,
+                                            float limit, const float* row_w) {
     float g = gate[r * ld + c], u = up[r * ld + c];
     if (limit > 0.f) {
         u = fminf(fmaxf(u, -limit), limit);
@@ -256,7 +251,160 @@ __global__ void swiglu_kernel(const float* gate, const float* up, int64_t ld, in
     }
     float v = g / (1.f + expf(-g)) * u;
     if (row_w) v = row_w[r] * v;
-    h[i] = v;
+    return v;
+}
+
+__global__ void swiglu_kernel(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit,
+                              const float* row_w, float* h) {
+    pdl_wait();
+    pdl_release();
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= rows * n) return;
+    h[i] = swiglu_dev(gate, up, ld, i / n, i % n, limit, row_w);
+}
+
+// swiglu_kernel then act_quant_kernel over the result, in one pass: one warp per (row, quantization
+// block of ≤ 128 columns), lane l holding columns l, l + 32, ... of the block (act_quant's layout).
+constexpr int kSwigluQuantMaxPerLane = 4;
+__global__ void swiglu_quant_kernel(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n,
+                                    float limit, const float* row_w, float* h, int64_t block, bool pow2) {
+    pdl_wait();
+    pdl_release();
+    const int64_t nb = (n + block - 1) / block;
+    const int64_t warp_id = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (warp_id >= rows * nb) return;
+    const int64_t r = warp_id / nb, c0 = (warp_id % nb) * block;
+    const int64_t len = min(block, n - c0);
+    float v[kSwigluQuantMaxPerLane];
+    float amax = 0.f;
+#pragma unroll
+    for (int j = 0; j < kSwigluQuantMaxPerLane; ++j) {
+        const int64_t i = lane + 32 * j;
+        v[j] = i < len ? swiglu_dev(gate, up, ld, r, c0 + i, limit, row_w) : 0.f;
+        amax = fmaxf(amax, fabsf(v[j]));
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+    const float s = e4m3_scale_dev(amax, pow2);
+#pragma unroll
+    for (int j = 0; j < kSwigluQuantMaxPerLane; ++j) {
+        const int64_t i = lane + 32 * j;
+        if (i < len) h[r * n + c0 + i] = e4m3_qdq_dev(v[j], s);
+    }
+}
+
+// head_post_kernel's settings (HeadPost, as the kernel reads them).
+struct HeadPostArgs {
+    const float* norm_w;  // with norm: the weight, or null
+    float eps;
+    int norm, hadamard, quant;  // quant: 0 none, 1 e4m3 (act_quant) over the first qcols, 2 e2m1 (fp4_quant)
+    const int64_t* pos;         // rope positions per group of `heads` rows (null: no rope)
+    const float* freqs;
+    int rope_dim, inverse, qb4, pow2;
+    int64_t heads, qcols;
+};
+
+// rmsnorm, rope, Hadamard and a quantization of one row (a head vector) in one pass, each step as its
+// own kernel computes it: thread i holds float4s i + j·blockDim (rmsnorm_vec4_kernel's layout, same
+// thread count, so the same sums); rope rotates the pairs of the last rope_dim columns with
+// rope_kernel's angles; the Hadamard runs hadamard_kernel's butterflies in shared memory; the
+// quantization blocks are groups of lanes reduced by shuffles (max is order-free).
+__global__ void __launch_bounds__(1024) head_post_kernel(float* x, int64_t dim, HeadPostArgs a) {
+    pdl_wait();
+    pdl_release();
+    extern __shared__ float hsh[];
+    const int64_t r = blockIdx.x;
+    float4* xr = reinterpret_cast<float4*>(x + r * dim);
+    const int64_t n4 = dim / 4;
+    float4 v[kRmsMaxPerThread];
+    if (a.norm) {
+        const float rs = row_inv_rms_vec4(xr, n4, dim, a.eps, v);
+        const float4* w4 = reinterpret_cast<const float4*>(a.norm_w);
+#pragma unroll
+        for (int j = 0; j < kRmsMaxPerThread; ++j) {
+            const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+            if (i < n4) {
+                float4 o{v[j].x * rs, v[j].y * rs, v[j].z * rs, v[j].w * rs};
+                if (w4) {
+                    const float4 ww = w4[i];
+                    o = float4{ww.x * o.x, ww.y * o.y, ww.z * o.z, ww.w * o.w};
+                }
+                v[j] = o;
+            }
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < kRmsMaxPerThread; ++j) {
+            const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+            if (i < n4) v[j] = xr[i];
+        }
+    }
+    if (a.pos) {
+        const int64_t p = a.pos[r / a.heads], first = dim - a.rope_dim;
+#pragma unroll
+        for (int j = 0; j < kRmsMaxPerThread; ++j) {
+            const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+            if (i < n4 && 4 * i >= first) {
+                const int64_t pr = (4 * i - first) / 2;
+                float c, s;
+                rope_cos_sin(p, a.freqs[pr], a.inverse, c, s);
+                rope_rotate(v[j].x, v[j].y, c, s);
+                rope_cos_sin(p, a.freqs[pr + 1], a.inverse, c, s);
+                rope_rotate(v[j].z, v[j].w, c, s);
+            }
+        }
+    }
+    if (a.hadamard) {
+        float4* s4 = reinterpret_cast<float4*>(hsh);
+#pragma unroll
+        for (int j = 0; j < kRmsMaxPerThread; ++j) {
+            const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+            if (i < n4) s4[i] = v[j];
+        }
+        __syncthreads();
+        for (int64_t h = 1; h < dim; h <<= 1) {
+            for (int64_t q = threadIdx.x; q < dim / 2; q += blockDim.x) {
+                const int64_t k = (q / h) * 2 * h + (q % h);
+                const float b0 = hsh[k], b1 = hsh[k + h];
+                hsh[k] = b0 + b1;
+                hsh[k + h] = b0 - b1;
+            }
+            __syncthreads();
+        }
+        const float norm = 1.f / sqrtf(float(dim));
+#pragma unroll
+        for (int j = 0; j < kRmsMaxPerThread; ++j) {
+            const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+            if (i < n4) {
+                const float4 t = s4[i];
+                v[j] = float4{t.x * norm, t.y * norm, t.z * norm, t.w * norm};
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < kRmsMaxPerThread; ++j) {
+        if (int64_t(j) * blockDim.x >= n4) break;  // block-uniform: every lane of a warp reaches the shuffles
+        const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+        const bool live = i < n4;
+        float4 o = live ? v[j] : float4{0.f, 0.f, 0.f, 0.f};
+        if (a.quant) {
+            float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
+            for (int off = a.qb4 / 2; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+            if (a.quant == 1 && 4 * i < a.qcols) {
+                const float sc = e4m3_scale_dev(amax, a.pow2);
+                o = float4{e4m3_qdq_dev(o.x, sc), e4m3_qdq_dev(o.y, sc), e4m3_qdq_dev(o.z, sc), e4m3_qdq_dev(o.w, sc)};
+            } else if (a.quant == 2) {
+                const float sc = fp4_scale_dev(amax);
+                o = float4{fp4_qdq_dev(o.x, sc), fp4_qdq_dev(o.y, sc), fp4_qdq_dev(o.z, sc), fp4_qdq_dev(o.w, sc)};
+            }
+        }
+        if (live) xr[i] = o;
+    }
+}
+
+bool aligned16(const float* p) {
+    return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
 }  // namespace
@@ -289,10 +437,6 @@ void rmsnorm(const float* x, int64_t rows, int64_t dim, const float* w, float ep
     }
     DSINFER_CUDA_LAUNCH();
 }
-
-namespace {
-bool aligned16(const float* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-}  // namespace
 
 void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y, float* yq,
                        int64_t block, bool pow2) {
@@ -340,6 +484,60 @@ void swiglu(const float* gate, const float* up, int64_t ld, int64_t rows, int64_
             float* h) {
     if (rows <= 0 || n <= 0) return;
     launch_pdl(swiglu_kernel, unsigned(ceil_div(rows * n, 256)), 256, 0, gate, up, ld, rows, n, limit, row_w, h);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void swiglu_act_quant(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit,
+                      const float* row_w, float* h, int64_t block, bool pow2) {
+    if (rows <= 0 || n <= 0) return;
+    if (block < 1 || block > 32 * kSwigluQuantMaxPerLane) {
+        swiglu(gate, up, ld, rows, n, limit, row_w, h);
+        act_quant(h, rows, n, n, block, pow2);
+        return;
+    }
+    const int64_t warps = rows * ceil_div(n, block);
+    launch_pdl(swiglu_quant_kernel, unsigned(ceil_div(warps * 32, 256)), 256, 0, gate, up, ld, rows, n, limit, row_w, h,
+               block, pow2);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p) {
+    if (rows <= 0 || dim <= 0) return;
+    const int64_t qb4 = p.qblock / 4;
+    const bool rope_ok = !p.pos || (p.rope_dim % 4 == 0 && p.rope_dim <= dim && p.heads >= 1 && rows % p.heads == 0);
+    const bool had_ok = !p.hadamard || ((dim & (dim - 1)) == 0 && dim <= 4096);
+    const bool quant_ok =
+        p.quant == HeadPost::Quant::None ||
+        (p.qblock % 4 == 0 && qb4 >= 1 && qb4 <= 32 && (qb4 & (qb4 - 1)) == 0 &&
+         (p.quant == HeadPost::Quant::Fp4 ? p.qblock == 32 : p.qcols % p.qblock == 0 && p.qcols <= dim));
+    const bool fused = !legacy_decode_kernels() && dim % 4 == 0 && dim <= 4 * 4 * 1024 && aligned16(x) &&
+                       aligned16(p.norm_w) && rope_ok && had_ok && quant_ok;
+    if (!fused) {  // the ops one by one, in the same order
+        if (p.norm) rmsnorm(x, rows, dim, p.norm_w, p.eps, x);
+        if (p.pos) rope(x, rows / p.heads, p.heads, dim, p.pos, ops::RopeFreqs{p.freqs, p.rope_dim}, p.inverse);
+        if (p.hadamard) hadamard(x, rows, dim);
+        if (p.quant == HeadPost::Quant::E4m3) act_quant(x, rows, p.qcols, dim, p.qblock, p.pow2);
+        if (p.quant == HeadPost::Quant::Fp4) fp4_quant(x, rows, dim, dim, p.qblock);
+        return;
+    }
+    HeadPostArgs a{};
+    a.norm_w = p.norm_w;
+    a.eps = p.eps;
+    a.norm = p.norm;
+    a.hadamard = p.hadamard;
+    a.quant = p.quant == HeadPost::Quant::E4m3 ? 1 : p.quant == HeadPost::Quant::Fp4 ? 2 : 0;
+    a.pos = p.pos;
+    a.freqs = p.freqs;
+    a.rope_dim = int(p.rope_dim);
+    a.inverse = p.inverse;
+    a.qb4 = int(qb4);
+    a.pow2 = p.pow2;
+    a.heads = p.heads;
+    a.qcols = p.qcols;
+    // rmsnorm()'s thread count for this width, so the sums are rmsnorm's.
+    const int64_t n4 = dim / 4;
+    const int threads = int(std::min<int64_t>(1024, std::max<int64_t>(32, (n4 + 31) / 32 * 32)));
+    launch_pdl(head_post_kernel, unsigned(rows), threads, p.hadamard ? size_t(dim) * 4 : 0, x, dim, a);
     DSINFER_CUDA_LAUNCH();
 }
 

@@ -42,29 +42,64 @@ __global__ void build_jobs_kernel(const ExpertPtrs* ex, const int32_t* ids, int6
     jobs_down[p] = GemvJob{h + p * inter, e.w2, e.s2, y + p * d};
 }
 
-// out[t, c] = Σ_j y[pos(t, j), c] over the token's k slots in ascending expert id (the CPU's order
-// of sums); pos = identity or the inverse permutation. k ≤ 16.
-__global__ void combine_kernel(const float* y, const int32_t* ids, const int32_t* inv, int64_t t, int64_t k,
-                               int64_t d, float* out) {
+// What the layer does with the combined rows next, folded into combine_kernel (MoeTail).
+struct CombineTail {
+    const float *add, *res, *post, *comb;
+    int64_t hc;
+};
+
+// f[t, c] = Σ_j y[pos(t, j), c] over the token's k slots in ascending expert id (the CPU's order
+// of sums), + add[t, c] when set; pos = identity or the inverse permutation. k ≤ 16. out = f, or
+// hc_post(f, tail.res, tail.post, tail.comb) [t, hc, d] when tail.res is set.
+__global__ void combine_kernel(const float* y, const int32_t* ids, const int32_t* inv, int64_t t, int64_t k, int64_t d,
+                               float* out, CombineTail tail) {
     pdl_wait();
     pdl_release();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= t * d) return;
     const int64_t tok = i / d, c = i % d;
-    int32_t slot[16];
-    for (int64_t j = 0; j < k; ++j) slot[j] = int32_t(j);
-    for (int64_t a = 1; a < k; ++a)  // insertion sort of the slots by expert id
-        for (int64_t b = a; b > 0 && ids[tok * k + slot[b]] < ids[tok * k + slot[b - 1]]; --b) {
-            const int32_t tmp = slot[b];
-            slot[b] = slot[b - 1];
-            slot[b - 1] = tmp;
+    // The slots' ids and rows first (all loads in flight), then each slot's rank in ascending expert id
+    // (ties in slot order, as a stable sort), then the sum in rank order: s = 0, s += y of rank 0, 1, ...
+    // Fully unrolled over kMaxK so that everything stays in registers.
+    constexpr int kMaxK = 16;
+    int32_t id[kMaxK];
+    float yv[kMaxK];
+#pragma unroll
+    for (int j = 0; j < kMaxK; ++j) {
+        id[j] = 0;
+        yv[j] = 0.f;
+        if (j < k) {
+            id[j] = ids[tok * k + j];
+            const int64_t p = inv ? inv[tok * k + j] : tok * k + j;
+            yv[j] = y[p * d + c];
         }
-    float s = 0.f;
-    for (int64_t j = 0; j < k; ++j) {
-        const int64_t p = inv ? inv[tok * k + slot[j]] : tok * k + slot[j];
-        s += y[p * d + c];
     }
-    out[i] = s;
+    int rank[kMaxK];
+#pragma unroll
+    for (int j = 0; j < kMaxK; ++j) {
+        int r = 0;
+#pragma unroll
+        for (int a = 0; a < kMaxK; ++a)
+            if (a < k && j < k && (id[a] < id[j] || (id[a] == id[j] && a < j))) ++r;
+        rank[j] = r;
+    }
+    float s = 0.f;
+#pragma unroll
+    for (int r = 0; r < kMaxK; ++r) {
+        if (r >= k) break;
+        float v = 0.f;
+#pragma unroll
+        for (int j = 0; j < kMaxK; ++j)
+            if (j < k && rank[j] == r) v = yv[j];
+        s += v;
+    }
+    if (tail.add) s += tail.add[i];
+    if (!tail.res) {
+        out[i] = s;
+        return;
+    }
+    for (int64_t h = 0; h < tail.hc; ++h)
+        out[(tok * tail.hc + h) * d + c] = hc_post_elem(s, tail.res, tail.post, tail.comb, tok, tail.hc, d, h, c);
 }
 
 __global__ void gather_kernel(const float* x, const float* w, const int32_t* order, int64_t pairs, int64_t k,
@@ -93,8 +128,22 @@ ExpertTable::~ExpertTable() {
     if (dev_) cudaFree(dev_);
 }
 
+namespace {
+void combine(const float* y, const int32_t* ids, const int32_t* inv, int64_t t, int64_t k, int64_t d, float* out,
+             const MoeTail* tail) {
+    CombineTail ct{};
+    if (tail) {
+        if (tail->before_combine) tail->before_combine();
+        ct = CombineTail{tail->add, tail->res, tail->post, tail->comb, tail->hc};
+    }
+    launch_pdl(combine_kernel, unsigned(ceil_div(t * d, 256)), 256, 0, y, ids, inv, t, k, d, out, ct);
+    DSINFER_CUDA_LAUNCH();
+}
+}  // namespace
+
 void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64_t t, int64_t d, int64_t inter,
-                 const int32_t* ids, const float* w, int64_t k, float limit, bool quant_h, float* out) {
+                 const int32_t* ids, const float* w, int64_t k, float limit, bool quant_h, float* out,
+                 const MoeTail* tail) {
     if (t <= 0) return;
     if (k > 16) fail("moe_experts: more than 16 experts per token");
     if (experts.size() == 0) fail("moe_experts: empty expert table");
@@ -115,12 +164,13 @@ void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64
                    jobs + 2 * pairs);
         DSINFER_CUDA_LAUNCH();
         if (!(x_quant && mma_gemv_grouped(w1, inter, jobs, 2 * pairs))) gemv_grouped(w1, inter, jobs, 2 * pairs, d, 0);
-        swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h);
-        if (quant_h) act_quant(h, pairs, inter, inter, 128, true);
+        if (quant_h)
+            swiglu_act_quant(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h, 128, true);
+        else
+            swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h);
         if (!(quant_h && mma_gemv_grouped(w2, d, jobs + 2 * pairs, pairs)))
             gemv_grouped(w2, d, jobs + 2 * pairs, pairs, inter, 0);
-        launch_pdl(combine_kernel, unsigned(ceil_div(t * d, 256)), 256, 0, y, ids, nullptr, t, k, d, out);
-        DSINFER_CUDA_LAUNCH();
+        combine(y, ids, nullptr, t, k, d, out, tail);
         return;
     }
 
@@ -157,15 +207,16 @@ void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64
         linear(xg + off * d, cnt, ex.w1, 0, inter, gu + off * 2 * inter, 2 * inter);
         linear(xg + off * d, cnt, ex.w3, 0, inter, gu + off * 2 * inter + inter, 2 * inter);
     }
-    swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, wg, h);
-    if (quant_h) act_quant(h, pairs, inter, inter, 128, true);
+    if (quant_h)
+        swiglu_act_quant(gu, gu + inter, 2 * inter, pairs, inter, limit, wg, h, 128, true);
+    else
+        swiglu(gu, gu + inter, 2 * inter, pairs, inter, limit, wg, h);
     for (int64_t e = 0; e < ne; ++e) {
         const int64_t off = count[size_t(e)], cnt = count[size_t(e) + 1] - off;
         if (!cnt) continue;
         linear(h + off * inter, cnt, experts.host(e).w2, 0, d, y + off * d, d);
     }
-    launch_pdl(combine_kernel, unsigned(ceil_div(t * d, 256)), 256, 0, y, ids, perm + pairs, t, k, d, out);
-    DSINFER_CUDA_LAUNCH();
+    combine(y, ids, perm + pairs, t, k, d, out, tail);
 }
 
 }  // namespace dsinfer::cuda

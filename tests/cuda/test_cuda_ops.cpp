@@ -12,6 +12,7 @@
 #include "core/dtype.h"
 #include "cpu/cpu_ops.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/model_kernels.h"
 
 using namespace dsinfer;
 using ops::ScaleKind;
@@ -1167,4 +1168,212 @@ TEST_F(CudaOps, MoeExpertsMmaOnOff) {
         cuda::set_mma_fp4_e4m3(false);
     }
     free_moe_weights(md);
+}
+
+// ---- Fused epilogues: bitwise the ops they replace ----
+
+// head_post against rmsnorm / rope / hadamard / act_quant / fp4_quant run one after another, for each
+// way the model uses it, plus shapes that take the unfused path.
+TEST_F(CudaOps, HeadPostMatchesOps) {
+    struct Case {
+        const char* what;
+        int64_t rows, dim, heads;
+        bool norm, weighted, rope, inverse, hadamard;
+        cuda::HeadPost::Quant quant;
+        int64_t qcols, qblock;
+        bool pow2;
+    };
+    using Q = cuda::HeadPost::Quant;
+    const int64_t rd = 64;
+    for (const Case& c : std::vector<Case>{
+             {"q, decode", 64, 512, 64, true, false, true, false, false, Q::None, 0, 0, true},
+             {"q, 3 tokens", 3 * 64, 512, 64, true, false, true, false, false, Q::None, 0, 0, true},
+             {"window kv", 3, 512, 1, true, true, true, false, false, Q::E4m3, 448, 64, true},
+             {"window kv, non-pow2 scales", 2, 512, 1, true, true, true, false, false, Q::E4m3, 448, 64, false},
+             {"indexer q", 2 * 64, 128, 64, false, false, true, false, true, Q::Fp4, 0, 32, true},
+             {"indexer entry", 1, 128, 1, true, true, true, false, true, Q::Fp4, 0, 32, true},
+             {"compressed entry", 1, 512, 1, true, true, true, false, false, Q::E4m3, 448, 64, true},
+             {"inverse rope only", 2 * 8, 512, 8, false, false, true, true, false, Q::None, 0, 0, true},
+             {"norm + hadamard, 4096", 2, 4096, 1, true, true, false, false, true, Q::None, 0, 0, true},
+             {"dim % 4 != 0: the ops", 3, 130, 1, true, true, false, false, false, Q::E4m3, 128, 64, true},
+             {"qblock 96: the ops", 2, 768, 1, true, true, true, false, false, Q::E4m3, 672, 96, true}}) {
+        SCOPED_TRACE(c.what);
+        auto x = randn(size_t(c.rows * c.dim), 3.f), w = randn(size_t(c.dim));
+        std::vector<float> freqs(size_t(rd / 2));
+        for (size_t i = 0; i < freqs.size(); ++i) freqs[i] = std::pow(10000.f, -2.f * float(i) / float(rd));
+        const int64_t npos = c.rows / c.heads;
+        std::vector<int64_t> pos(static_cast<size_t>(npos));
+        for (int64_t i = 0; i < npos; ++i) pos[size_t(i)] = 7 + 40961 * i;
+        Dev dw(w), df(freqs), dp(pos), dref(x), dgot(x);
+        cuda::HeadPost hp;
+        hp.norm = c.norm;
+        hp.norm_w = c.weighted ? dw.f() : nullptr;
+        hp.eps = 1e-6f;
+        if (c.rope) {
+            hp.pos = static_cast<const int64_t*>(dp.p);
+            hp.freqs = df.f();
+            hp.rope_dim = rd;
+            hp.inverse = c.inverse;
+            hp.heads = c.heads;
+        }
+        hp.hadamard = c.hadamard;
+        hp.quant = c.quant;
+        hp.qcols = c.qcols;
+        hp.qblock = c.qblock;
+        hp.pow2 = c.pow2;
+        const ops::Backend& be = cuda::backend();
+        if (c.norm) be.rmsnorm(dref.f(), c.rows, c.dim, hp.norm_w, 1e-6f, dref.f());
+        if (c.rope) be.rope(dref.f(), npos, c.heads, c.dim, hp.pos, ops::RopeFreqs{df.f(), rd}, c.inverse);
+        if (c.hadamard) be.hadamard(dref.f(), c.rows, c.dim);
+        if (c.quant == Q::E4m3) be.act_quant(dref.f(), c.rows, c.qcols, c.dim, c.qblock, c.pow2);
+        if (c.quant == Q::Fp4) be.fp4_quant(dref.f(), c.rows, c.dim, c.dim, c.qblock);
+        cuda::head_post(dgot.f(), c.rows, c.dim, hp);
+        const auto got = dgot.get<float>(), ref = dref.get<float>();
+        EXPECT_SAME_BITS(got, ref);
+        EXPECT_FALSE(same_bits(got, x)) << "nothing was applied";
+    }
+}
+
+// swiglu_act_quant against swiglu then act_quant: the routed experts' (routing weights, limit) and the
+// shared expert's (neither) uses, a partial last block, non-pow2 scales, a block too wide to fuse.
+TEST_F(CudaOps, SwigluActQuantMatchesOps) {
+    struct Case {
+        int64_t rows, n, ld, block;
+        float limit;
+        bool row_w, pow2;
+    };
+    for (const Case& c : std::vector<Case>{{6, 2048, 4096, 128, 10.f, true, true},
+                                           {1, 2048, 4096, 128, 0.f, false, true},
+                                           {5, 1000, 2000, 128, 10.f, true, true},
+                                           {3, 512, 1024, 64, 10.f, false, false},
+                                           {2, 768, 1536, 256, 10.f, true, true}}) {
+        SCOPED_TRACE(testing::Message() << "rows " << c.rows << " n " << c.n << " block " << c.block);
+        auto gu = randn(size_t(c.rows * c.ld), 4.f), rw = randn(size_t(c.rows), 0.5f);
+        Dev dgu(gu), drw(rw);
+        const float* rwp = c.row_w ? drw.f() : nullptr;
+        Dev dref = poisoned(size_t(c.rows * c.n)), dgot = poisoned(size_t(c.rows * c.n));
+        cuda::backend().swiglu(dgu.f(), dgu.f() + c.ld / 2, c.ld, c.rows, c.n, c.limit, rwp, dref.f());
+        cuda::backend().act_quant(dref.f(), c.rows, c.n, c.n, c.block, c.pow2);
+        cuda::swiglu_act_quant(dgu.f(), dgu.f() + c.ld / 2, c.ld, c.rows, c.n, c.limit, rwp, dgot.f(), c.block, c.pow2);
+        const auto got = dgot.get<float>();
+        EXPECT_SAME_BITS(got, dref.get<float>());
+        for (float v : got) ASSERT_FALSE(std::isnan(v));
+    }
+}
+
+// hc_post_pre against hc_post then hc_pre, with post/comb both read and overwritten (as the model
+// calls it), at decode sizes (folded) and above (the two ops).
+TEST_F(CudaOps, HcPostPreMatchesOps) {
+    const int64_t hc = 4, mix = 24, d = 4096;
+    for (int64_t t : {int64_t(1), int64_t(3), int64_t(40)}) {
+        SCOPED_TRACE(testing::Message() << "t " << t);
+        auto f = randn(size_t(t * d)), res = randn(size_t(t * hc * d)), fn = randn(size_t(mix * hc * d), 0.02f);
+        auto post = randn(size_t(t * hc), 0.5f), comb = randn(size_t(t * hc * hc), 0.3f);
+        std::vector<float> scale = {0.5f, 0.7f, 0.9f};
+        auto base = randn(size_t(mix), 0.5f);
+        Dev df(f), dres(res), dfn(fn), ds(scale), db(base);
+        std::vector<float> out[2], y[2], po[2], co[2];
+        for (int fused = 0; fused < 2; ++fused) {
+            Dev dpost(post), dcomb(comb), dout = poisoned(res.size()), dy = poisoned(f.size());
+            if (fused) {
+                cuda::hc_post_pre(df.f(), dres.f(), dpost.f(), dcomb.f(), t, hc, d, dout.f(), dfn.f(), ds.f(), db.f(),
+                                  20, 1e-6f, 1e-6f, dy.f(), dpost.f(), dcomb.f());
+            } else {
+                cuda::backend().hc_post(df.f(), dres.f(), dpost.f(), dcomb.f(), t, hc, d, dout.f());
+                cuda::backend().hc_pre(dout.f(), t, hc, d, dfn.f(), ds.f(), db.f(), 20, 1e-6f, 1e-6f, dy.f(), dpost.f(),
+                                       dcomb.f());
+            }
+            out[fused] = dout.get<float>();
+            y[fused] = dy.get<float>();
+            po[fused] = dpost.get<float>();
+            co[fused] = dcomb.get<float>();
+        }
+        EXPECT_SAME_BITS(out[1], out[0]);
+        EXPECT_SAME_BITS(y[1], y[0]);
+        EXPECT_SAME_BITS(po[1], po[0]);
+        EXPECT_SAME_BITS(co[1], co[0]);
+        EXPECT_FALSE(same_bits(po[0], post)) << "hc_pre did not write post";
+    }
+}
+
+// moe_experts with a tail (the shared expert's add and hc_post folded into the combine) against
+// moe_experts, add and hc_post one by one: decode (grouped GEMVs) and prefill (sorted) sizes.
+TEST_F(CudaOps, MoeTailMatchesOps) {
+    const int64_t hc = 4, k = 6;
+    struct Case {
+        int64_t t, d, inter, ne;
+    };
+    for (const Case& c : std::vector<Case>{{2, 4096, 2048, 8}, {400, 256, 128, 16}}) {
+        SCOPED_TRACE(testing::Message() << "t " << c.t);
+        MoeData md = make_moe_data(c.t, c.d, c.inter, c.ne, k, WeightFormat::FP4);
+        {
+            cuda::ExpertTable table(md.dev);
+            Dev dx(md.x), di(md.ids), dw(md.w);
+            auto add = randn(size_t(c.t * c.d)), res = randn(size_t(c.t * hc * c.d));
+            auto post = randn(size_t(c.t * hc), 0.5f), comb = randn(size_t(c.t * hc * hc), 0.3f);
+            Dev dadd(add), dres(res), dpost(post), dcomb(comb);
+            Dev df = poisoned(size_t(c.t * c.d)), dref = poisoned(res.size()), dgot = poisoned(res.size());
+            cuda::moe_experts(table, dx.f(), true, c.t, c.d, c.inter, di.i(), dw.f(), k, 10.f, true, df.f());
+            cuda::add(df.f(), dadd.f(), c.t * c.d);
+            cuda::backend().hc_post(df.f(), dres.f(), dpost.f(), dcomb.f(), c.t, hc, c.d, dref.f());
+            int called = 0;
+            cuda::MoeTail tail;
+            tail.before_combine = [&] { ++called; };
+            tail.add = dadd.f();
+            tail.res = dres.f();
+            tail.post = dpost.f();
+            tail.comb = dcomb.f();
+            tail.hc = hc;
+            cuda::moe_experts(table, dx.f(), true, c.t, c.d, c.inter, di.i(), dw.f(), k, 10.f, true, dgot.f(), &tail);
+            EXPECT_EQ(called, 1);
+            const auto got = dgot.get<float>();
+            EXPECT_SAME_BITS(got, dref.get<float>());
+            for (float v : got) ASSERT_FALSE(std::isnan(v));
+        }
+        free_moe_weights(md);
+    }
+}
+
+// sparse_attn_rows with the output's inverse RoPE in its merge kernel against the same call without it
+// followed by the op table's rope (inverse), over pointer tables and query rows as the model's batched
+// decode uses them; a query with no keys stays zero.
+TEST_F(CudaOps, AttentionOutRopeMatchesOps) {
+    const int64_t h = 64, d = 512, na = 128, nb = 256, nk = 300, rd = 64, rows = 3;
+    const int64_t t = 3;  // queries at rows 2, 0 and 1 of the output
+    auto q = randn(size_t(rows * h * d), 0.3f), kva = randn(size_t(na * d)), kvb = randn(size_t(nb * d));
+    auto sink = randn(static_cast<size_t>(h));
+    std::vector<int32_t> idx(size_t(t * nk));
+    std::uniform_int_distribution<int32_t> pick(0, int32_t(na + nb - 1));
+    for (auto& v : idx) v = pick(rng());
+    std::fill(idx.begin() + nk, idx.begin() + 2 * nk, -1);  // the second query attends nothing
+    std::vector<int32_t> qrow = {2, 0, 1};
+    std::vector<int64_t> pos = {11, 5000, 777777};
+    std::vector<float> freqs(size_t(rd / 2));
+    for (size_t i = 0; i < freqs.size(); ++i) freqs[i] = std::pow(10000.f, -2.f * float(i) / float(rd));
+    Dev dq(q), da(kva), db(kvb), di(idx), dsk(sink), dqr(qrow), dp(pos), df(freqs);
+    std::vector<const float*> ar = {da.f(), da.f(), da.f()}, br = {db.f(), db.f(), db.f()};
+    Dev dar(ar), dbr(br);
+    const auto* a_rows = static_cast<const float* const*>(dar.p);
+    const auto* b_rows = static_cast<const float* const*>(dbr.p);
+    const ops::RopeFreqs rf{df.f(), rd};
+    const auto* pos_d = static_cast<const int64_t*>(dp.p);
+    const float scale = 1.f / std::sqrt(float(d));
+    Dev dref(std::vector<float>(size_t(rows * h * d), 0.f)), dgot(std::vector<float>(size_t(rows * h * d), 0.f));
+    cuda::sparse_attn_rows(dq.f(), t, h, d, nullptr, na, nullptr, di.i(), nk, dsk.f(), scale, dref.f(), a_rows, b_rows,
+                           dqr.i());
+    cuda::backend().rope(dref.f(), rows, h, d, pos_d, rf, true);
+    cuda::sparse_attn_rows(dq.f(), t, h, d, nullptr, na, nullptr, di.i(), nk, dsk.f(), scale, dgot.f(), a_rows, b_rows,
+                           dqr.i(), pos_d, &rf);
+    const auto got = dgot.get<float>(), ref = dref.get<float>();
+    EXPECT_SAME_BITS(got, ref);
+    for (int64_t r = 0; r < rows; ++r) {
+        int64_t n = 0;
+        for (int64_t c = 0; c < h * d; ++c)
+            n += std::memcmp(&got[size_t(r * h * d + c)], &ref[size_t(r * h * d + c)], 4) != 0;
+        EXPECT_EQ(n, 0) << "row " << r << ": elements that differ";
+    }
+    for (int64_t c = 0; c < h * d; ++c) ASSERT_EQ(got[size_t(c)], 0.f) << "row 0 (no keys) at " << c;
+    bool moved = false;
+    for (int64_t c = 0; c < h * d; ++c) moved = moved || got[size_t(2 * h * d + c)] != 0.f;
+    EXPECT_TRUE(moved);
 }

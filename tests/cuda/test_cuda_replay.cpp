@@ -331,6 +331,18 @@ TEST(CudaReplay, SideStreamDecodeMatchesOneStream) {
     decode_matches(*two, one.get());
 }
 
+// The fused epilogues (one launch for q's norm + RoPE, hc_post folded into hc_pre and the MoE combine,
+// ...) give bitwise the logits of the ops one by one, prefill and decode, graphs and side stream on.
+TEST(CudaReplay, FusedEpiloguesMatchUnfused) {
+    auto one = Dsv4Model::load(kDir, ModelOptions{}), two = Dsv4Model::load(kDir, ModelOptions{});
+    cuda::CudaModelOptions o;
+    o.fused_epilogues = false;
+    one->set_device(cuda::make_model_device(*one, o));
+    o.fused_epilogues = true;
+    two->set_device(cuda::make_model_device(*two, o));
+    decode_matches(*two, one.get());
+}
+
 // The command line: replay --device cuda writes what compare accepts under the bars.
 TEST(CudaReplay, CliReplayThenCompare) {
     const std::string out = "/tmp/dsinfer_cuda_replay_" + std::to_string(::getpid()) + ".safetensors";
