@@ -103,6 +103,16 @@ bool fused_option(bool option) {
     return env >= 0 ? env == 1 : option;
 }
 
+// CudaModelOptions::side_layout, or DSINFER_CUDA_SIDE_LAYOUT=0|1|2 for every model.
+int side_layout_option(int option) {
+    static const int env = [] {
+        const char* v = std::getenv("DSINFER_CUDA_SIDE_LAYOUT");
+        return v && v[0] >= '0' && v[0] <= '2' && !v[1] ? v[0] - '0' : -1;
+    }();
+    const int l = env >= 0 ? env : option;
+    return l < 0 || l > 2 ? 0 : l;
+}
+
 // A growable float array in device memory (caches that grow with the sequence).
 class DevVec {
 public:
@@ -443,6 +453,7 @@ private:
     CudaModelOptions o_;
     bool quant_ = true, pow2_ = true;
     bool fused_ = true;  // fused_option(o_.fused_epilogues)
+    int side_layout_ = 0;  // side_layout_option(o_.side_layout)
     // head_post of x [rows, dim] when fused_, else its steps one op at a time (the same results).
     void post_rows(float* x, int64_t rows, int64_t dim, const HeadPost& p);
     std::vector<ops::Weight> weights_;  // uploaded, freed at the end
@@ -484,6 +495,7 @@ private:
 CudaModel::CudaModel(const Dsv4Model& m, const CudaModelOptions& o) : m_(m), c_(m.config()), be_(backend()), o_(o) {
     if (!available()) throw Error("cuda: no usable CUDA device");
     fused_ = fused_option(o.fused_epilogues);
+    side_layout_ = side_layout_option(o.side_layout);
     const Dsv4Weights& w = m.weights();
     embed_ = up(w.embed);
     head_ = up(w.head);
@@ -754,15 +766,16 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     Arena& A = layer_;
 
     // The window-KV path and the projections of y (compressor, indexer weights and compressor) are
-    // independent of the query path: at decode they run on the side stream beside it.
+    // independent of the query path: at decode they run on the side stream beside it (side_layout 2:
+    // the window-KV path on the main stream, before the query path).
     const bool fork = fork_rows(o_.side_stream, n);
-    if (fork) side_begin();
+    const bool kv_on_main = fork && side_layout_ == 2;
 
     // Window KV path (§6.3).
     float* kv = A.f(n * hd);
-    linear_q(y, yq, n, bw.wkv, kv);
-    {  // rmsnorm, RoPE, FP8 of the non-RoPE part
-        HeadPost hp;
+    auto kv_path = [&] {
+        linear_q(y, yq, n, bw.wkv, kv);
+        HeadPost hp;  // rmsnorm, RoPE, FP8 of the non-RoPE part
         hp.norm = true;
         hp.norm_w = bw.kv_norm;
         hp.eps = eps;
@@ -776,9 +789,17 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
             hp.pow2 = pow2_;
         }
         post_rows(kv, n, hd, hp);
-    }
+    };
+    if (fork) side_begin();
+    if (!kv_on_main) kv_path();
 
-    // Compressor projections (§7.1) and the indexer's weights and compressor.
+    // Compressor projections (§7.1) and the indexer's weights and compressor. side_layout ≥ 1: a
+    // compressor's wkv and wgate (unquantized, same shape) in one launch, the same numbers.
+    auto pair = [&](const ops::Weight& wa, const ops::Weight& wb, float* ya, float* yb) {
+        if (side_layout_ >= 1 && !quantized(wa) && !quantized(wb) && linear_pair(y, n, wa, wb, ya, yb, wa.n)) return;
+        linear_q(y, yq, n, wa, ya);
+        linear_q(y, yq, n, wb, yb);
+    };
     const DevCompressor* cw = bw.compressor.get();
     const DevIndexer* iw = bw.indexer.get();
     float *ca = nullptr, *cg = nullptr, *iq = nullptr, *iwt = nullptr, *ia = nullptr, *ig = nullptr;
@@ -788,8 +809,7 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     if (cw) {
         ca = A.f(n * cwidth);
         cg = A.f(n * cwidth);
-        linear_q(y, yq, n, cw->wkv, ca);
-        linear_q(y, yq, n, cw->wgate, cg);
+        pair(cw->wkv, cw->wgate, ca, cg);
     }
     if (iw) {
         iwt = A.f(n * nih);
@@ -798,10 +818,10 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
         scale(iwt, n * nih, ws);
         ia = A.f(n * iwidth);
         ig = A.f(n * iwidth);
-        linear_q(y, yq, n, iw->compressor.wkv, ia);
-        linear_q(y, yq, n, iw->compressor.wgate, ig);
+        pair(iw->compressor.wkv, iw->compressor.wgate, ia, ig);
     }
     if (fork) side_end();
+    if (kv_on_main) kv_path();
 
     // Query path (§6.2) and the indexer's query side (§8).
     float* qr = A.f(n * ql);

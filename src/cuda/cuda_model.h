@@ -33,6 +33,12 @@ struct CudaModelOptions {
     // shared expert's add). Bitwise the same results as the ops one by one. DSINFER_CUDA_FUSED=0 or 1
     // turns them off or on process-wide.
     bool fused_epilogues = true;
+    // How a decode step's attention projections use the second stream (with side_stream): 0, the window
+    // KV path and every projection of y for the compressor and indexer on the side stream, one launch
+    // each; 1, the same with each compressor's wkv and wgate (BF16, same shape) in one launch; 2, as 1
+    // with the window KV path moved to the main stream (before wq_a), so the two streams carry more
+    // even loads. Same results bit for bit. DSINFER_CUDA_SIDE_LAYOUT=0|1|2 overrides it process-wide.
+    int side_layout = 0;
 };
 
 // Uploads the model's weights; the model must outlive the returned object (it reads the model's

@@ -836,12 +836,15 @@ TEST_F(CudaOps, LinearPairMatchesLinear) {
         bool quant_x;
     };
     for (const Case& c : std::vector<Case>{
-             {WeightFormat::FP8, ScaleKind::E8M0, 1, 2048, 4096, true},    // Flash shared w1/w3, decode
-             {WeightFormat::FP8, ScaleKind::E8M0, 3, 2048, 4096, false},   // unquantized x
-             {WeightFormat::FP8, ScaleKind::E8M0, 16, 2048, 4096, true},   // kGemvMaxRows: 4 row chunks
-             {WeightFormat::FP8, ScaleKind::F32, 2, 2048, 4096, true},     // Flash-Base scales
-             {WeightFormat::FP8, ScaleKind::E8M0, 1, 128, 256, true},      // tiny model
-             {WeightFormat::BF16, ScaleKind::E8M0, 5, 200, 96, false}}) {
+             {WeightFormat::FP8, ScaleKind::E8M0, 1, 2048, 4096, true},   // Flash shared w1/w3, decode
+             {WeightFormat::FP8, ScaleKind::E8M0, 3, 2048, 4096, false},  // unquantized x
+             {WeightFormat::FP8, ScaleKind::E8M0, 16, 2048, 4096, true},  // kGemvMaxRows: 4 row chunks
+             {WeightFormat::FP8, ScaleKind::F32, 2, 2048, 4096, true},    // Flash-Base scales
+             {WeightFormat::FP8, ScaleKind::E8M0, 1, 128, 256, true},     // tiny model
+             {WeightFormat::BF16, ScaleKind::E8M0, 5, 200, 96, false},
+             {WeightFormat::BF16, ScaleKind::E8M0, 1, 1024, 4096, false},  // Flash compressor wkv/wgate, decode
+             {WeightFormat::BF16, ScaleKind::E8M0, 1, 256, 4096, false},   // Flash indexer compressor
+             {WeightFormat::BF16, ScaleKind::E8M0, 3, 1024, 4096, false}}) {
         SCOPED_TRACE(testing::Message() << "fmt " << int(c.fmt) << " m " << c.m << " n " << c.n << " k " << c.k);
         std::printf("  linear_pair fmt=%d m=%lld n=%lld k=%lld\n", int(c.fmt), (long long)c.m, (long long)c.n,
                     (long long)c.k);

@@ -343,6 +343,22 @@ TEST(CudaReplay, FusedEpiloguesMatchUnfused) {
     decode_matches(*two, one.get());
 }
 
+// The side-stream layouts of the attention projections (wkv + wgate pairs in one launch; the window KV
+// path on the main stream) give bitwise the logits of the first layout.
+TEST(CudaReplay, SideLayoutsMatch) {
+    auto base = Dsv4Model::load(kDir, ModelOptions{});
+    cuda::CudaModelOptions o;
+    o.side_layout = 0;
+    base->set_device(cuda::make_model_device(*base, o));
+    for (int layout : {1, 2}) {
+        SCOPED_TRACE(testing::Message() << "side_layout " << layout);
+        auto m = Dsv4Model::load(kDir, ModelOptions{});
+        o.side_layout = layout;
+        m->set_device(cuda::make_model_device(*m, o));
+        decode_matches(*m, base.get());
+    }
+}
+
 // The command line: replay --device cuda writes what compare accepts under the bars.
 TEST(CudaReplay, CliReplayThenCompare) {
     const std::string out = "/tmp/dsinfer_cuda_replay_" + std::to_string(::getpid()) + ".safetensors";
