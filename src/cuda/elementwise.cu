@@ -64,14 +64,9 @@ __global__ void fp4_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t l
     for (int64_t i = lane; i < len; i += 32) p[i] = fp4_qdq_dev(p[i], s);
 }
 
-// One block per row; n ≤ 4096, power of two.
-__global__ void hadamard_kernel(float* x, int64_t n) {
-    pdl_wait();
-    pdl_release();
-    extern __shared__ float v[];
-    float* row = x + int64_t(blockIdx.x) * n;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) v[i] = row[i];
-    __syncthreads();
+// The unnormalized Walsh-Hadamard butterflies over v[0, n) in shared memory, the block's threads
+// sharing each stage (the same sums whatever the thread count); ends synchronized.
+__device__ __forceinline__ void hadamard_butterflies(float* v, int64_t n) {
     for (int64_t h = 1; h < n; h <<= 1) {
         for (int64_t p = threadIdx.x; p < n / 2; p += blockDim.x) {
             const int64_t j = (p / h) * 2 * h + (p % h);
@@ -81,6 +76,17 @@ __global__ void hadamard_kernel(float* x, int64_t n) {
         }
         __syncthreads();
     }
+}
+
+// One block per row; n ≤ 4096, power of two.
+__global__ void hadamard_kernel(float* x, int64_t n) {
+    pdl_wait();
+    pdl_release();
+    extern __shared__ float v[];
+    float* row = x + int64_t(blockIdx.x) * n;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) v[i] = row[i];
+    __syncthreads();
+    hadamard_butterflies(v, n);
     const float norm = 1.f / sqrtf(float(n));
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) row[i] = v[i] * norm;
 }
@@ -363,15 +369,7 @@ __global__ void __launch_bounds__(1024) head_post_kernel(float* x, int64_t dim, 
             if (i < n4) s4[i] = v[j];
         }
         __syncthreads();
-        for (int64_t h = 1; h < dim; h <<= 1) {
-            for (int64_t q = threadIdx.x; q < dim / 2; q += blockDim.x) {
-                const int64_t k = (q / h) * 2 * h + (q % h);
-                const float b0 = hsh[k], b1 = hsh[k + h];
-                hsh[k] = b0 + b1;
-                hsh[k + h] = b0 - b1;
-            }
-            __syncthreads();
-        }
+        hadamard_butterflies(hsh, dim);
         const float norm = 1.f / sqrtf(float(dim));
 #pragma unroll
         for (int j = 0; j < kRmsMaxPerThread; ++j) {
