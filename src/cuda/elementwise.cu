@@ -130,6 +130,17 @@ __device__ __forceinline__ float row_inv_rms_vec4(const float4* xr, int64_t n4, 
     return 1.f / sqrtf(float(s / double(dim)) + eps);
 }
 
+// One float4 of a normalized row: v · rs, then times the weight's float4 i when there is a weight (the
+// norm kernels' shared second half).
+__device__ __forceinline__ float4 normed_vec4(float4 v, float rs, const float4* w4, int64_t i) {
+    float4 o{v.x * rs, v.y * rs, v.z * rs, v.w * rs};
+    if (w4) {
+        const float4 ww = w4[i];
+        o = float4{ww.x * o.x, ww.y * o.y, ww.z * o.z, ww.w * o.w};
+    }
+    return o;
+}
+
 // One block per row. Decode (few rows) launches 1024 threads with float4 loads so a 4096-wide row is one
 // load per thread; the old 256-thread scalar loop left a single SM walking the row serially.
 __global__ void __launch_bounds__(1024)
@@ -145,14 +156,7 @@ __global__ void __launch_bounds__(1024)
 #pragma unroll
     for (int j = 0; j < kRmsMaxPerThread; ++j) {
         const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
-        if (i < n4) {
-            float4 o{v[j].x * rs, v[j].y * rs, v[j].z * rs, v[j].w * rs};
-            if (w4) {
-                const float4 ww = w4[i];
-                o = float4{ww.x * o.x, ww.y * o.y, ww.z * o.z, ww.w * o.w};
-            }
-            yr[i] = o;
-        }
+        if (i < n4) yr[i] = normed_vec4(v[j], rs, w4, i);
     }
 }
 
@@ -192,11 +196,7 @@ __global__ void __launch_bounds__(1024) rmsnorm_quant_kernel(const float* x, int
         const bool live = i < n4;
         float4 o{0.f, 0.f, 0.f, 0.f};
         if (live) {
-            o = float4{v[j].x * rs, v[j].y * rs, v[j].z * rs, v[j].w * rs};
-            if (w4) {
-                const float4 ww = w4[i];
-                o = float4{ww.x * o.x, ww.y * o.y, ww.z * o.z, ww.w * o.w};
-            }
+            o = normed_vec4(v[j], rs, w4, i);
             if (yr) yr[i] = o;
         }
         float amax = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
@@ -330,14 +330,7 @@ __global__ void __launch_bounds__(1024) head_post_kernel(float* x, int64_t dim, 
 #pragma unroll
         for (int j = 0; j < kRmsMaxPerThread; ++j) {
             const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
-            if (i < n4) {
-                float4 o{v[j].x * rs, v[j].y * rs, v[j].z * rs, v[j].w * rs};
-                if (w4) {
-                    const float4 ww = w4[i];
-                    o = float4{ww.x * o.x, ww.y * o.y, ww.z * o.z, ww.w * o.w};
-                }
-                v[j] = o;
-            }
+            if (i < n4) v[j] = normed_vec4(v[j], rs, w4, i);
         }
     } else {
 #pragma unroll
