@@ -186,8 +186,8 @@ void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w
 // over the whole row in blocks of qblock (32). Bitwise the results of those ops run one after another,
 // in one launch where the row fits (dim % 4 == 0, dim ≤ 16384, 16-byte aligned x and norm_w, rope_dim
 // % 4 == 0, a Hadamard width a power of two ≤ 4096, qblock / 4 a power of two ≤ 32); else by those ops.
-// The model's q (norm, rope), window KV (norm, rope, act_quant), indexer query (rope, Hadamard, FP4)
-// and compressed entries (all four steps).
+// fused = false runs those ops one by one whatever the shape. The model's q (norm, rope), window KV
+// (norm, rope, act_quant), indexer query (rope, Hadamard, FP4) and compressed entries (all four steps).
 struct HeadPost {
     enum class Quant { None, E4m3, Fp4 };
     bool norm = false;
@@ -203,7 +203,7 @@ struct HeadPost {
     int64_t qcols = 0, qblock = 0;
     bool pow2 = true;
 };
-void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p);
+void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p, bool fused = true);
 // h = act_quant(swiglu(gate, up, limit, row_w), block, pow2) ([rows, n], contiguous): bitwise swiglu()
 // then act_quant(), in one launch for block ≤ 128.
 void swiglu_act_quant(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit,

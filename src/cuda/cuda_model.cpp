@@ -82,33 +82,30 @@ void mark(const char* name) { Sections::get().mark(name); }
 
 bool quantized(const ops::Weight& w) { return w.fmt == ops::WeightFormat::FP8 || w.fmt == ops::WeightFormat::FP4; }
 
+// The digit 0..max a switch's environment variable starts with, else -1.
+int env_choice(const char* var, int max) {
+    const char* v = std::getenv(var);
+    return v && v[0] >= '0' && v[0] <= '0' + max ? v[0] - '0' : -1;
+}
+
 // Independent parts of a step on a second stream (side_begin/side_end/side_join): at decode sizes,
 // where each part alone leaves the GPU partly idle. Not while the section profiler times parts.
 // `option`: CudaModelOptions::side_stream; DSINFER_CUDA_SIDE_STREAM=1 or 0 turns it on or off for every
 // model.
 bool fork_rows(bool option, int64_t n) {
-    static const int env = [] {
-        const char* v = std::getenv("DSINFER_CUDA_SIDE_STREAM");
-        return v && (v[0] == '0' || v[0] == '1') ? v[0] - '0' : -1;
-    }();
+    static const int env = env_choice("DSINFER_CUDA_SIDE_STREAM", 1);
     return (env >= 0 ? env == 1 : option) && n <= 16 && !Sections::get().on();
 }
 
 // CudaModelOptions::fused_epilogues, or DSINFER_CUDA_FUSED=1 / 0 for every model.
 bool fused_option(bool option) {
-    static const int env = [] {
-        const char* v = std::getenv("DSINFER_CUDA_FUSED");
-        return v && (v[0] == '0' || v[0] == '1') ? v[0] - '0' : -1;
-    }();
+    static const int env = env_choice("DSINFER_CUDA_FUSED", 1);
     return env >= 0 ? env == 1 : option;
 }
 
 // CudaModelOptions::side_layout, or DSINFER_CUDA_SIDE_LAYOUT=0|1|2 for every model.
 int side_layout_option(int option) {
-    static const int env = [] {
-        const char* v = std::getenv("DSINFER_CUDA_SIDE_LAYOUT");
-        return v && v[0] >= '0' && v[0] <= '2' && !v[1] ? v[0] - '0' : -1;
-    }();
+    static const int env = env_choice("DSINFER_CUDA_SIDE_LAYOUT", 2);
     const int l = env >= 0 ? env : option;
     return l < 0 || l > 2 ? 0 : l;
 }
@@ -453,9 +450,7 @@ private:
     CudaModelOptions o_;
     bool quant_ = true, pow2_ = true;
     bool fused_ = true;  // fused_option(o_.fused_epilogues)
-    int side_layout_ = 0;  // side_layout_option(o_.side_layout)
-    // head_post of x [rows, dim] when fused_, else its steps one op at a time (the same results).
-    void post_rows(float* x, int64_t rows, int64_t dim, const HeadPost& p);
+    int side_layout_ = 0;               // side_layout_option(o_.side_layout)
     std::vector<ops::Weight> weights_;  // uploaded, freed at the end
     std::vector<void*> buffers_;        // uploaded float tensors
     ops::Weight embed_, head_;
@@ -740,19 +735,7 @@ void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& s
         hp.qblock = 64;
         hp.pow2 = pow2_;
     }
-    post_rows(z, 1, d, hp);
-}
-
-void CudaModel::post_rows(float* x, int64_t rows, int64_t dim, const HeadPost& p) {
-    if (fused_) {
-        head_post(x, rows, dim, p);
-        return;
-    }
-    if (p.norm) be_.rmsnorm(x, rows, dim, p.norm_w, p.eps, x);
-    if (p.pos) be_.rope(x, rows / p.heads, p.heads, dim, p.pos, ops::RopeFreqs{p.freqs, p.rope_dim}, p.inverse);
-    if (p.hadamard) be_.hadamard(x, rows, dim);
-    if (p.quant == HeadPost::Quant::E4m3) be_.act_quant(x, rows, p.qcols, dim, p.qblock, p.pow2);
-    if (p.quant == HeadPost::Quant::Fp4) be_.fp4_quant(x, rows, dim, dim, p.qblock);
+    head_post(z, 1, d, hp, fused_);
 }
 
 // Attention (§6) in three parts: projections (dense, same shapes every decode step), the per-step
@@ -788,7 +771,7 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
             hp.qblock = 64;
             hp.pow2 = pow2_;
         }
-        post_rows(kv, n, hd, hp);
+        head_post(kv, n, hd, hp, fused_);
     };
     if (fork) side_begin();
     if (!kv_on_main) kv_path();
@@ -843,7 +826,7 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
             hp.quant = HeadPost::Quant::Fp4;
             hp.qblock = 32;
         }
-        post_rows(iq, n * nih, ihd, hp);
+        head_post(iq, n * nih, ihd, hp, fused_);
         if (fork) side_end();
     }
     linear_q(qr, qrq, n, bw.wq_b, q);
@@ -855,7 +838,7 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
         hp.freqs = rf.freqs;
         hp.rope_dim = rd;
         hp.heads = H;
-        post_rows(q, n * H, hd, hp);
+        head_post(q, n * H, hd, hp, fused_);
     }
     if (fork) side_join();
 

@@ -433,9 +433,9 @@ void rmsnorm_act_quant(const float* x, int64_t rows, int64_t dim, const float* w
                        int64_t block, bool pow2) {
     if (rows <= 0 || dim <= 0) return;
     const int64_t b4 = block / 4;
-    const bool fused = !legacy_decode_kernels() && dim % 4 == 0 && dim <= 4 * 4 * 1024 && block % 4 == 0 &&
-                       b4 >= 1 && b4 <= 32 && (b4 & (b4 - 1)) == 0 && aligned16(x) && aligned16(yq) &&
-                       aligned16(w) && aligned16(y);
+    const bool fused = !legacy_decode_kernels() && dim % 4 == 0 && dim <= 4 * 4 * 1024 && block % 4 == 0 && b4 >= 1 &&
+                       b4 <= 32 && (b4 & (b4 - 1)) == 0 && aligned16(x) && aligned16(yq) && aligned16(w) &&
+                       aligned16(y);
     if (!fused) {  // the two ops (rmsnorm picks its kernel as it always does)
         float* dst = y ? y : yq;
         rmsnorm(x, rows, dim, w, eps, dst);
@@ -492,7 +492,7 @@ void swiglu_act_quant(const float* gate, const float* up, int64_t ld, int64_t ro
     DSINFER_CUDA_LAUNCH();
 }
 
-void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p) {
+void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p, bool fused_ok) {
     if (rows <= 0 || dim <= 0) return;
     const int64_t qb4 = p.qblock / 4;
     const bool rope_ok = !p.pos || (p.rope_dim % 4 == 0 && p.rope_dim <= dim && p.heads >= 1 && rows % p.heads == 0);
@@ -501,7 +501,7 @@ void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p) {
         p.quant == HeadPost::Quant::None ||
         (p.qblock % 4 == 0 && qb4 >= 1 && qb4 <= 32 && (qb4 & (qb4 - 1)) == 0 &&
          (p.quant == HeadPost::Quant::Fp4 ? p.qblock == 32 : p.qcols % p.qblock == 0 && p.qcols <= dim));
-    const bool fused = !legacy_decode_kernels() && dim % 4 == 0 && dim <= 4 * 4 * 1024 && aligned16(x) &&
+    const bool fused = fused_ok && !legacy_decode_kernels() && dim % 4 == 0 && dim <= 4 * 4 * 1024 && aligned16(x) &&
                        aligned16(p.norm_w) && rope_ok && had_ok && quant_ok;
     if (!fused) {  // the ops one by one, in the same order
         if (p.norm) rmsnorm(x, rows, dim, p.norm_w, p.eps, x);
