@@ -373,7 +373,8 @@ bool one_block_hc_finish() { return g_one_block_hc_finish; }
 void set_one_block_hc_finish(bool on) { g_one_block_hc_finish = on; }
 
 namespace {
-// hc_pre, its first kernel computing x as hc_post(pin) when pin.f is set (decode sizes only).
+// hc_pre, computing x as hc_post(pin) first when pin.f is set: inside the partials kernel at decode
+// sizes (t ≤ 32), as its own launch above them.
 void hc_pre_impl(const HcPostIn& pin, float* x, int64_t t, int64_t hc, int64_t d, const float* fn, const float* scale,
                  const float* base, int iters, float hc_eps, float norm_eps, float* y, float* post, float* comb) {
     if (t <= 0) return;
@@ -396,7 +397,7 @@ void hc_pre_impl(const HcPostIn& pin, float* x, int64_t t, int64_t hc, int64_t d
         DSINFER_CUDA_LAUNCH();
         return;
     }
-    if (pin.f) fail("hc_pre: hc_post folded in above decode sizes");
+    if (pin.f) hc_post(pin.f, pin.res, pin.post, pin.comb, t, hc, d, x);  // above decode sizes: the two ops
     launch_pdl(hc_pre_kernel<4>, unsigned(t), kHcThreads, 0, x, d, fn, scale, base, iters, hc_eps, norm_eps, y, post,
                comb);
     DSINFER_CUDA_LAUNCH();
@@ -412,12 +413,6 @@ void hc_pre(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, c
 void hc_post_pre(const float* f, const float* res, const float* post_in, const float* comb_in, int64_t t, int64_t hc,
                  int64_t d, float* out, const float* fn, const float* scale, const float* base, int iters, float hc_eps,
                  float norm_eps, float* y, float* post, float* comb) {
-    if (t <= 0) return;
-    if (t > 32) {
-        hc_post(f, res, post_in, comb_in, t, hc, d, out);
-        hc_pre(out, t, hc, d, fn, scale, base, iters, hc_eps, norm_eps, y, post, comb);
-        return;
-    }
     hc_pre_impl(HcPostIn{f, res, post_in, comb_in, hc, d}, out, t, hc, d, fn, scale, base, iters, hc_eps, norm_eps, y,
                 post, comb);
 }
