@@ -23,12 +23,17 @@ namespace {
 
 const std::string kDir = std::string(DSINFER_TEST_DATA) + "/dsv4-tiny-flash";
 
-std::unique_ptr<Dsv4Model> load(bool fp8_tensor_cores) {
+// The tiny checkpoint on the GPU with the given device options.
+std::unique_ptr<Dsv4Model> load_with(const cuda::CudaModelOptions& o) {
     auto p = Dsv4Model::load(kDir, ModelOptions{});
-    cuda::CudaModelOptions o;
-    o.fp8_tensor_cores = fp8_tensor_cores;
     p->set_device(cuda::make_model_device(*p, o));
     return p;
+}
+
+std::unique_ptr<Dsv4Model> load(bool fp8_tensor_cores) {
+    cuda::CudaModelOptions o;
+    o.fp8_tensor_cores = fp8_tensor_cores;
+    return load_with(o);
 }
 
 // The two models live until the test environment is torn down, i.e. before main() returns: device
@@ -311,10 +316,9 @@ void decode_matches(Dsv4Model& g, Dsv4Model* other) {
 // CUDA graphs of the decode blocks' dense parts (captured on the second step of a shape, replayed
 // after) give bitwise the logits of eager launches.
 TEST(CudaReplay, GraphedDecodeMatchesEager) {
-    auto eager = Dsv4Model::load(kDir, ModelOptions{});
     cuda::CudaModelOptions o;
     o.cuda_graphs = false;
-    eager->set_device(cuda::make_model_device(*eager, o));
+    auto eager = load_with(o);
     decode_matches(model(), eager.get());
 }
 
@@ -322,39 +326,33 @@ TEST(CudaReplay, GraphedDecodeMatchesEager) {
 // one stream: no shared scratch or counters between the streams, fork and join in the right places.
 // (DSINFER_CUDA_SIDE_STREAM set in the environment would override both options.)
 TEST(CudaReplay, SideStreamDecodeMatchesOneStream) {
-    auto one = Dsv4Model::load(kDir, ModelOptions{}), two = Dsv4Model::load(kDir, ModelOptions{});
-    cuda::CudaModelOptions o;
-    o.side_stream = false;
-    one->set_device(cuda::make_model_device(*one, o));
-    o.side_stream = true;
-    two->set_device(cuda::make_model_device(*two, o));
+    cuda::CudaModelOptions off, on;
+    off.side_stream = false;
+    on.side_stream = true;
+    auto one = load_with(off), two = load_with(on);
     decode_matches(*two, one.get());
 }
 
 // The fused epilogues (one launch for q's norm + RoPE, hc_post folded into hc_pre and the MoE combine,
 // ...) give bitwise the logits of the ops one by one, prefill and decode, graphs and side stream on.
 TEST(CudaReplay, FusedEpiloguesMatchUnfused) {
-    auto one = Dsv4Model::load(kDir, ModelOptions{}), two = Dsv4Model::load(kDir, ModelOptions{});
-    cuda::CudaModelOptions o;
-    o.fused_epilogues = false;
-    one->set_device(cuda::make_model_device(*one, o));
-    o.fused_epilogues = true;
-    two->set_device(cuda::make_model_device(*two, o));
+    cuda::CudaModelOptions off, on;
+    off.fused_epilogues = false;
+    on.fused_epilogues = true;
+    auto one = load_with(off), two = load_with(on);
     decode_matches(*two, one.get());
 }
 
 // The side-stream layouts of the attention projections (wkv + wgate pairs in one launch; the window KV
 // path on the main stream) give bitwise the logits of the first layout.
 TEST(CudaReplay, SideLayoutsMatch) {
-    auto base = Dsv4Model::load(kDir, ModelOptions{});
     cuda::CudaModelOptions o;
     o.side_layout = 0;
-    base->set_device(cuda::make_model_device(*base, o));
+    auto base = load_with(o);
     for (int layout : {1, 2}) {
         SCOPED_TRACE(testing::Message() << "side_layout " << layout);
-        auto m = Dsv4Model::load(kDir, ModelOptions{});
         o.side_layout = layout;
-        m->set_device(cuda::make_model_device(*m, o));
+        auto m = load_with(o);
         decode_matches(*m, base.get());
     }
 }
