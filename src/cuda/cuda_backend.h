@@ -72,8 +72,10 @@ void d2h(void* dst, const void* src, size_t bytes);
 void d2d(void* dst, const void* src, size_t bytes);
 void dfill_nan(float* p, size_t count);  // poisons a float buffer with quiet NaNs
 void sync();
-// Small host→device uploads without a stream synchronization: the bytes are staged in page-locked
-// memory and copied asynchronously on stream(). begin_uploads() starts a round; it waits for the
+// Small host→device uploads without a stream synchronization, ordered on stream() like a kernel:
+// up to 8 KB (4-byte multiples) go as the parameters of a one-block kernel (it takes part in
+// programmatic dependent launch; DSINFER_CUDA_PARAM_UPLOAD=0 turns this off), larger ones are staged
+// in page-locked memory and copied asynchronously. begin_uploads() starts a round; it waits for the
 // previous round's copies (a stream synchronization, only when that round staged anything) before
 // its staging memory is reused.
 void begin_uploads();
@@ -94,14 +96,16 @@ void h2d_staged(void* dst, const void* src, size_t bytes);
 // The stream every op enqueues on (default: a stream owned by the backend).
 void* stream();
 void set_stream(void* cuda_stream);
-// A second stream for independent work inside a step. side_begin(): the side stream waits for
-// everything enqueued so far and becomes stream(); ops then take their scratch buffers from a second
-// set, so side and main work never share one. side_end(): stream() is the main stream again (the
-// side's work goes on). side_join(): the main stream waits for the side's work. Works eagerly and
-// under graph capture (the fork and join become graph edges). One side at a time; another
-// side_begin() after side_end() and before the join appends a second segment (it runs after the first,
-// and after the main stream's work up to that point), and one side_join() waits for both.
-void side_begin();
+// Side streams for independent work inside a step. side_begin(lane): side lane `lane` (1 ..
+// kLanes - 1) waits for everything enqueued so far on the main stream and becomes stream(); ops then
+// take their scratch buffers from that lane's own set, so work on different lanes never shares one.
+// side_end(): stream() is the main stream again (the lane's work goes on). side_join(): the main
+// stream waits for the work of every lane opened since the last join. Works eagerly and under graph
+// capture (forks and joins become graph edges). One lane open at a time; side_begin() on a lane after
+// side_end() and before the join appends a segment to it (it runs after the lane's earlier work, and
+// after the main stream's work up to that point).
+constexpr int kLanes = 4;
+void side_begin(int lane = 1);
 void side_end();
 void side_join();
 // After an exception inside side_begin .. side_end: stream() is the main stream again.
@@ -204,6 +208,21 @@ struct HeadPost {
     bool pow2 = true;
 };
 void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p, bool fused = true);
+// A compressor's block completions (§7.1) for several sequences in one launch: for each job,
+// out[0, d) = compress_pool(kv, score, ratio, d, overlap); with overlap, the state's rows [ratio,
+// 2·ratio) then move to rows [0, ratio) (kv and score, width 2d); then head_post(out, 1, d, p) with RoPE
+// at job.pos when `rope` (p.pos is not read). Bitwise those ops one by one. jobs: device array; every
+// out 16-byte aligned; a job with out = null does nothing. Returns false, launching nothing, when
+// head_post's fused kernel does not take these settings (the caller then runs the ops; njobs = 0 only
+// asks).
+struct CompressJob {
+    float* kv;
+    float* score;
+    float* out;
+    int64_t pos;
+};
+bool compress_finish(const CompressJob* jobs_dev, int64_t njobs, int64_t ratio, int64_t d, bool overlap,
+                     const HeadPost& p, bool rope);
 // h = act_quant(swiglu(gate, up, limit, row_w), block, pow2) ([rows, n], contiguous): bitwise swiglu()
 // then act_quant(), in one launch for block ≤ 128.
 void swiglu_act_quant(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit,
@@ -258,6 +277,12 @@ struct MoeTail {
 void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64_t t, int64_t d, int64_t inter,
                  const int32_t* ids, const float* w, int64_t k, float limit, bool quant_h, float* out,
                  const MoeTail* tail = nullptr);
+
+// moe_route for hash layers with the ids looked up on the device: row i takes table[tokens[i], 0..k)
+// (a [vocab, k] tid2eid table with ids checked in range; tokens [t] device). Bitwise moe_route with
+// those rows gathered as hash_ids.
+void moe_route_hash(const float* logits, int64_t t, int64_t e, const int32_t* tokens, const int32_t* table, int64_t k,
+                    float route_scale, int32_t* ids, float* w);
 
 // ---- Batched decode of several sequences (beyond the op table) ----
 // sparse_attn where query row i has its own key arrays a_rows[i] (na rows) and b_rows[i], and reads

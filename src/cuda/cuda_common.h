@@ -67,6 +67,33 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, A
 }
 
 #ifdef __CUDACC__
+// Column c of a compressor's pooled entry (§7.1): softmax over the block's rows of score (overlap: the
+// first `ratio` rows from columns [0, d), the next from [d, 2d)), the weighted sum of kv. Shared by the
+// kernels that pool, with the roundings spelled out so they agree bit for bit.
+__device__ __forceinline__ float pool_col(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap,
+                                          int64_t c) {
+    const int64_t coff = overlap ? 2 : 1, width = coff * d, nrows = coff * ratio;
+    float m = -INFINITY;
+    for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t col = (overlap && r >= ratio) ? d + c : c;
+        m = fmaxf(m, score[r * width + col]);
+    }
+    float s = 0.f;
+    for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t col = (overlap && r >= ratio) ? d + c : c;
+        s = __fadd_rn(s, expf(__fsub_rn(score[r * width + col], m)));
+    }
+    float acc = 0.f;
+    for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t col = (overlap && r >= ratio) ? d + c : c;
+        const float w = __fdiv_rn(expf(__fsub_rn(score[r * width + col], m)), s);
+        if (w != 0.f) acc = __fmaf_rn(kv[r * width + col], w, acc);
+    }
+    return acc;
+}
+#endif
+
+#ifdef __CUDACC__
 // One element of hc_post (§5): out[tt, k, c] = post[tt, k]·f + Σ_j comb[tt, j, k]·res[tt, j, c], f the
 // layer output f[tt, c]. Shared by every kernel that computes it, so they all round alike.
 __device__ __forceinline__ float hc_post_elem(float f, const float* res, const float* post, const float* comb,
@@ -94,8 +121,8 @@ __device__ __forceinline__ void rope_cos_sin(int64_t pos, float freq, bool inver
 }
 #endif
 
-// 0 on the main stream, 1 between side_begin() and side_end(): which set of scratch buffers (and
-// other per-stream device state) ops use.
+// 0 on the main stream, the lane between side_begin(lane) and side_end(): which set of scratch
+// buffers (and other per-stream device state) ops use.
 int scratch_lane();
 
 // Growable device scratch buffers, one per slot (never shrunk; reallocation synchronizes).

@@ -316,12 +316,10 @@ struct HeadPostArgs {
 // thread count, so the same sums); rope rotates the pairs of the last rope_dim columns with
 // rope_kernel's angles; the Hadamard runs hadamard_kernel's butterflies in shared memory; the
 // quantization blocks are groups of lanes reduced by shuffles (max is order-free).
-__global__ void __launch_bounds__(1024) head_post_kernel(float* x, int64_t dim, HeadPostArgs a) {
-    pdl_wait();
-    pdl_release();
-    extern __shared__ float hsh[];
-    const int64_t r = blockIdx.x;
-    float4* xr = reinterpret_cast<float4*>(x + r * dim);
+// One row x in place (RoPE at position p when `rope`); hsh: dim floats of shared memory (Hadamard).
+__device__ __forceinline__ void head_post_row(float* x, int64_t dim, const HeadPostArgs& a, bool rope, int64_t p,
+                                              float* hsh) {
+    float4* xr = reinterpret_cast<float4*>(x);
     const int64_t n4 = dim / 4;
     float4 v[kRmsMaxPerThread];
     if (a.norm) {
@@ -339,8 +337,8 @@ __global__ void __launch_bounds__(1024) head_post_kernel(float* x, int64_t dim, 
             if (i < n4) v[j] = xr[i];
         }
     }
-    if (a.pos) {
-        const int64_t p = a.pos[r / a.heads], first = dim - a.rope_dim;
+    if (rope) {
+        const int64_t first = dim - a.rope_dim;
 #pragma unroll
         for (int j = 0; j < kRmsMaxPerThread; ++j) {
             const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
@@ -392,6 +390,14 @@ __global__ void __launch_bounds__(1024) head_post_kernel(float* x, int64_t dim, 
         }
         if (live) xr[i] = o;
     }
+}
+
+__global__ void __launch_bounds__(1024) head_post_kernel(float* x, int64_t dim, HeadPostArgs a) {
+    pdl_wait();
+    pdl_release();
+    extern __shared__ float hsh[];
+    const int64_t r = blockIdx.x;
+    head_post_row(x + r * dim, dim, a, a.pos != nullptr, a.pos ? a.pos[r / a.heads] : 0, hsh);
 }
 
 bool aligned16(const float* p) {
@@ -492,26 +498,22 @@ void swiglu_act_quant(const float* gate, const float* up, int64_t ld, int64_t ro
     DSINFER_CUDA_LAUNCH();
 }
 
-void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p, bool fused_ok) {
-    if (rows <= 0 || dim <= 0) return;
+namespace {
+// head_post_kernel's arguments and thread count for these settings; false when the fused kernel does
+// not handle them (x: the row data, for its alignment).
+bool head_post_args(const float* x, int64_t rows, int64_t dim, const HeadPost& p, bool rope, HeadPostArgs& a,
+                    int& threads) {
     const int64_t qb4 = p.qblock / 4;
-    const bool rope_ok = !p.pos || (p.rope_dim % 4 == 0 && p.rope_dim <= dim && p.heads >= 1 && rows % p.heads == 0);
+    const bool rope_ok = !rope || (p.rope_dim % 4 == 0 && p.rope_dim <= dim && p.heads >= 1 && rows % p.heads == 0);
     const bool had_ok = !p.hadamard || ((dim & (dim - 1)) == 0 && dim <= 4096);
     const bool quant_ok =
         p.quant == HeadPost::Quant::None ||
         (p.qblock % 4 == 0 && qb4 >= 1 && qb4 <= 32 && (qb4 & (qb4 - 1)) == 0 &&
          (p.quant == HeadPost::Quant::Fp4 ? p.qblock == 32 : p.qcols % p.qblock == 0 && p.qcols <= dim));
-    const bool fused = fused_ok && !legacy_decode_kernels() && dim % 4 == 0 && dim <= 4 * 4 * 1024 && aligned16(x) &&
-                       aligned16(p.norm_w) && rope_ok && had_ok && quant_ok;
-    if (!fused) {  // the ops one by one, in the same order
-        if (p.norm) rmsnorm(x, rows, dim, p.norm_w, p.eps, x);
-        if (p.pos) rope(x, rows / p.heads, p.heads, dim, p.pos, ops::RopeFreqs{p.freqs, p.rope_dim}, p.inverse);
-        if (p.hadamard) hadamard(x, rows, dim);
-        if (p.quant == HeadPost::Quant::E4m3) act_quant(x, rows, p.qcols, dim, p.qblock, p.pow2);
-        if (p.quant == HeadPost::Quant::Fp4) fp4_quant(x, rows, dim, dim, p.qblock);
-        return;
-    }
-    HeadPostArgs a{};
+    if (legacy_decode_kernels() || dim % 4 != 0 || dim > 4 * 4 * 1024 || !aligned16(x) || !aligned16(p.norm_w) ||
+        !rope_ok || !had_ok || !quant_ok)
+        return false;
+    a = HeadPostArgs{};
     a.norm_w = p.norm_w;
     a.eps = p.eps;
     a.norm = p.norm;
@@ -527,9 +529,60 @@ void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p, bool fuse
     a.qcols = p.qcols;
     // rmsnorm()'s thread count for this width, so the sums are rmsnorm's.
     const int64_t n4 = dim / 4;
-    const int threads = int(std::min<int64_t>(1024, std::max<int64_t>(32, (n4 + 31) / 32 * 32)));
+    threads = int(std::min<int64_t>(1024, std::max<int64_t>(32, (n4 + 31) / 32 * 32)));
+    return true;
+}
+
+// One block per job: the pooled entry, the overlap state's shift, then the entry's head_post.
+__global__ void __launch_bounds__(1024)
+    compress_finish_kernel(const CompressJob* jobs, int64_t ratio, int64_t d, bool overlap, bool rope, HeadPostArgs a) {
+    pdl_wait();
+    pdl_release();
+    extern __shared__ float hsh[];
+    const CompressJob jb = jobs[blockIdx.x];
+    if (!jb.out) return;  // the sequence completes no block this step (the whole block leaves)
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) jb.out[c] = pool_col(jb.kv, jb.score, ratio, d, overlap, c);
+    __syncthreads();  // the state's first half is read; the entry's columns are visible to the block
+    if (overlap) {
+        const int64_t n = ratio * 2 * d;  // rows [ratio, 2·ratio) of width 2d move to rows [0, ratio)
+        for (int64_t e = threadIdx.x; e < n; e += blockDim.x) {
+            jb.kv[e] = jb.kv[n + e];
+            jb.score[e] = jb.score[n + e];
+        }
+    }
+    head_post_row(jb.out, d, a, rope, jb.pos, hsh);
+}
+}  // namespace
+
+void head_post(float* x, int64_t rows, int64_t dim, const HeadPost& p, bool fused_ok) {
+    if (rows <= 0 || dim <= 0) return;
+    HeadPostArgs a;
+    int threads = 0;
+    if (!fused_ok || !head_post_args(x, rows, dim, p, p.pos != nullptr, a, threads)) {
+        // the ops one by one, in the same order
+        if (p.norm) rmsnorm(x, rows, dim, p.norm_w, p.eps, x);
+        if (p.pos) rope(x, rows / p.heads, p.heads, dim, p.pos, ops::RopeFreqs{p.freqs, p.rope_dim}, p.inverse);
+        if (p.hadamard) hadamard(x, rows, dim);
+        if (p.quant == HeadPost::Quant::E4m3) act_quant(x, rows, p.qcols, dim, p.qblock, p.pow2);
+        if (p.quant == HeadPost::Quant::Fp4) fp4_quant(x, rows, dim, dim, p.qblock);
+        return;
+    }
     launch_pdl(head_post_kernel, unsigned(rows), threads, p.hadamard ? size_t(dim) * 4 : 0, x, dim, a);
     DSINFER_CUDA_LAUNCH();
+}
+
+bool compress_finish(const CompressJob* jobs_dev, int64_t njobs, int64_t ratio, int64_t d, bool overlap,
+                     const HeadPost& p, bool rope) {
+    HeadPostArgs a;
+    int threads = 0;
+    // Entries are d-float rows of 16-byte aligned caches (d % 4 == 0): a dummy row pointer checks the rest.
+    alignas(16) static const float aligned_row[4] = {};
+    if (njobs > 65535 || !head_post_args(aligned_row, 1, d, p, rope, a, threads)) return false;
+    if (njobs <= 0) return true;
+    launch_pdl(compress_finish_kernel, unsigned(njobs), threads, p.hadamard ? size_t(d) * 4 : 0, jobs_dev, ratio, d,
+               overlap, rope, a);
+    DSINFER_CUDA_LAUNCH();
+    return true;
 }
 
 }  // namespace dsinfer::cuda

@@ -351,10 +351,10 @@ __global__ void __launch_bounds__(kGemvThreads, (FMT == int(WeightFormat::FP4) &
 }
 
 // Zeroed arrival counters for split-k GEMVs (grown on demand; the kernels leave them at zero). One
-// set per scratch lane: GEMVs on the main and the side stream may run at the same time.
+// set per scratch lane: GEMVs on the main and the side streams may run at the same time.
 unsigned* gemv_counters(size_t n) {
-    static unsigned* ctrs[2] = {nullptr, nullptr};
-    static size_t haves[2] = {0, 0};
+    static unsigned* ctrs[kLanes] = {};
+    static size_t haves[kLanes] = {};
     unsigned*& ctr = ctrs[scratch_lane()];
     size_t& have = haves[scratch_lane()];
     if (n > have) {

@@ -75,7 +75,50 @@ __global__ void copy_jobs_kernel(const CopyJob* jobs) {
         jb.dst[i] = jb.add ? jb.src[i] + jb.add[i] : jb.src[i];
 }
 
+// Block i: sequence i's tables (DecodeTables in model_kernels.h).
+__global__ void decode_tables_kernel(DecodeTables t) {
+    pdl_wait();
+    pdl_release();
+    const int64_t i = blockIdx.x;
+    const DecodeSeq sq = t.seqs[i];
+    const int64_t P = t.pos[sq.row], b = sq.row, W = t.W;
+    if (threadIdx.x == 0) {
+        CopyJob* jb = t.jobs + i * t.jobs_per_seq;
+        int n = 0;
+        jb[n++] = CopyJob{sq.window + (P % W) * t.hd, t.kv + b * t.hd, nullptr, t.hd};
+        auto comp = [&](const DecodeComp& c, float* kv, float* score, float* entries, CompressJob* cj) {
+            const int64_t r = c.ratio, width = (c.overlap ? 2 : 1) * c.d, slot = (c.overlap ? r : 0) + P % r;
+            jb[n++] = CopyJob{kv + slot * width, c.a + b * width, nullptr, width};
+            jb[n++] = CopyJob{score + slot * width, c.g + b * width, c.ape + (P % r) * width, width};
+            cj[i] = CompressJob{kv, score, (P + 1) % r ? nullptr : entries + ((P + 1) / r - 1) * c.d, P + 1 - r};
+        };
+        if (t.comp.ratio) comp(t.comp, sq.comp_kv, sq.comp_score, sq.ckv, t.cjobs);
+        if (t.icomp.ratio) comp(t.icomp, sq.icomp_kv, sq.icomp_score, sq.ikeys, t.ijobs);
+        t.qrow[i] = int32_t(b);
+        t.valid[i] = int32_t(t.valid_ratio ? (P + 1) / t.valid_ratio : 0);
+        t.a_rows[i] = sq.window;
+        t.b_rows[i] = sq.ckv;
+        t.k_rows[i] = sq.ikeys;
+    }
+    const int64_t nwin = min(W, P + 1), listed = t.list_ratio ? (P + 1) / t.list_ratio : 0;
+    for (int64_t k = threadIdx.x; k < t.nk; k += blockDim.x) {
+        int32_t v = -1;
+        if (k < nwin)
+            v = int32_t((P - nwin + 1 + k) % W);
+        else if (k >= W && k - W < listed)
+            v = int32_t(k);
+        t.idx[i * t.nk + k] = v;
+    }
+}
+
 }  // namespace
+
+void decode_tables(const DecodeTables& t) {
+    if (t.S <= 0) return;
+    if (t.S > 65535) fail("decode_tables: more than 65535 sequences");
+    launch_pdl(decode_tables_kernel, unsigned(t.S), kThreads, 0, t);
+    DSINFER_CUDA_LAUNCH();
+}
 
 void copy_jobs(const CopyJob* jobs_dev, int64_t njobs, int64_t max_n) {
     if (njobs <= 0 || max_n <= 0) return;

@@ -21,10 +21,11 @@ struct Scratch {
     void* p = nullptr;
     size_t bytes = 0;
 };
-Scratch g_scratch[2][kScratchCount];  // [0] main stream, [1] side stream (side_begin .. side_end)
+Scratch g_scratch[kLanes][kScratchCount];  // [0] main stream, [i] side lane i (side_begin(i) .. side_end)
 int g_lane = 0;
-cudaStream_t g_main = nullptr, g_side = nullptr;
-cudaEvent_t g_fork = nullptr, g_join = nullptr;
+cudaStream_t g_main = nullptr, g_side[kLanes] = {};
+cudaEvent_t g_fork = nullptr, g_join[kLanes] = {};
+bool g_pending[kLanes] = {};  // lanes with work the next side_join waits for
 std::mutex g_mutex;
 }  // namespace
 
@@ -184,8 +185,38 @@ void begin_uploads() {
     s.used = false;
 }
 
+namespace {
+// Small uploads travel as a kernel's parameters (up to kParamUpload bytes): a kernel launch takes part
+// in programmatic dependent launch like its neighbours, where a copy-engine transfer would stall the
+// stream's kernel chain on both sides. DSINFER_CUDA_PARAM_UPLOAD=0 sends them through staging too.
+constexpr size_t kParamUpload = 8192;
+struct ParamBlob {
+    uint32_t w[kParamUpload / 4];
+};
+__global__ void __launch_bounds__(256)
+    upload_kernel(const __grid_constant__ ParamBlob blob, uint32_t* dst, unsigned words) {
+    pdl_wait();  // the destination may still be read by earlier work
+    pdl_release();
+    for (unsigned i = threadIdx.x; i < words; i += blockDim.x) dst[i] = blob.w[i];
+}
+bool param_upload() {
+    static const bool on = [] {
+        const char* v = std::getenv("DSINFER_CUDA_PARAM_UPLOAD");
+        return !(v && v[0] == '0');
+    }();
+    return on;
+}
+}  // namespace
+
 void h2d_staged(void* dst, const void* src, size_t bytes) {
     if (!bytes) return;
+    if (bytes <= kParamUpload && bytes % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 4 == 0 && param_upload()) {
+        ParamBlob blob;  // the launch copies its parameters when it is enqueued
+        std::memcpy(blob.w, src, bytes);
+        launch_pdl(upload_kernel, 1, 256, 0, blob, static_cast<uint32_t*>(dst), unsigned(bytes / 4));
+        DSINFER_CUDA_LAUNCH();
+        return;
+    }
     Staging& s = g_staging;
     const size_t need = (bytes + 255) / 256 * 256;
     while (s.cur < s.chunks.size() && s.off + need > s.chunks[s.cur].bytes) {
@@ -263,23 +294,25 @@ void free_weight(ops::Weight& w) {
     w.scale = nullptr;
 }
 
-void side_begin() {
-    if (g_lane) fail("side_begin: the side stream is already open");
-    if (!g_side) {
-        DSINFER_CUDA_CHECK(cudaStreamCreateWithFlags(&g_side, cudaStreamNonBlocking));
-        DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
-        DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&g_join, cudaEventDisableTiming));
+void side_begin(int lane) {
+    if (g_lane) fail("side_begin: a side stream is already open");
+    if (lane < 1 || lane >= kLanes) fail("side_begin: no side lane " + std::to_string(lane));
+    if (!g_fork) DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
+    if (!g_side[lane]) {
+        DSINFER_CUDA_CHECK(cudaStreamCreateWithFlags(&g_side[lane], cudaStreamNonBlocking));
+        DSINFER_CUDA_CHECK(cudaEventCreateWithFlags(&g_join[lane], cudaEventDisableTiming));
     }
     g_main = cur_stream();
     DSINFER_CUDA_CHECK(cudaEventRecord(g_fork, g_main));
-    DSINFER_CUDA_CHECK(cudaStreamWaitEvent(g_side, g_fork, 0));
-    set_stream(g_side);
-    g_lane = 1;
+    DSINFER_CUDA_CHECK(cudaStreamWaitEvent(g_side[lane], g_fork, 0));
+    set_stream(g_side[lane]);
+    g_lane = lane;
 }
 
 void side_end() {
     if (!g_lane) fail("side_end: no side stream is open");
-    DSINFER_CUDA_CHECK(cudaEventRecord(g_join, g_side));
+    DSINFER_CUDA_CHECK(cudaEventRecord(g_join[g_lane], g_side[g_lane]));
+    g_pending[g_lane] = true;
     set_stream(g_main);
     g_lane = 0;
 }
@@ -291,8 +324,12 @@ void side_abort() {
 }
 
 void side_join() {
-    if (g_lane) fail("side_join: the side stream is still open");
-    if (g_join) DSINFER_CUDA_CHECK(cudaStreamWaitEvent(cur_stream(), g_join, 0));
+    if (g_lane) fail("side_join: a side stream is still open");
+    for (int l = 1; l < kLanes; ++l)
+        if (g_pending[l]) {
+            DSINFER_CUDA_CHECK(cudaStreamWaitEvent(cur_stream(), g_join[l], 0));
+            g_pending[l] = false;
+        }
 }
 
 }  // namespace dsinfer::cuda

@@ -18,24 +18,7 @@ __global__ void compress_pool_kernel(const float* kv, const float* score, int64_
     pdl_release();
     const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (c >= d) return;
-    const int64_t coff = overlap ? 2 : 1, width = coff * d, nrows = coff * ratio;
-    float m = -INFINITY;
-    for (int64_t r = 0; r < nrows; ++r) {
-        const int64_t col = (overlap && r >= ratio) ? d + c : c;
-        m = fmaxf(m, score[r * width + col]);
-    }
-    float s = 0.f;
-    for (int64_t r = 0; r < nrows; ++r) {
-        const int64_t col = (overlap && r >= ratio) ? d + c : c;
-        s += expf(score[r * width + col] - m);
-    }
-    float acc = 0.f;
-    for (int64_t r = 0; r < nrows; ++r) {
-        const int64_t col = (overlap && r >= ratio) ? d + c : c;
-        const float w = expf(score[r * width + col] - m) / s;
-        if (w != 0.f) acc += kv[r * width + col] * w;
-    }
-    z[c] = acc;
+    z[c] = pool_col(kv, score, ratio, d, overlap, c);
 }
 
 constexpr int kIdxKeys = 16;
@@ -176,9 +159,10 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores,
 
 constexpr int kRouteThreads = 256;
 
-__global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* logits, int64_t e, const float* bias,
-                                                                  const int32_t* hash_ids, int64_t k,
-                                                                  float route_scale, int32_t* ids, float* w) {
+// hash_ids: row i's ids at hash_ids + i * k, or with tokens, at hash_ids + tokens[i] * k (a tid2eid table).
+__global__ void __launch_bounds__(kRouteThreads)
+    moe_route_kernel(const float* logits, int64_t e, const float* bias, const int32_t* hash_ids, const int32_t* tokens,
+                     int64_t k, float route_scale, int32_t* ids, float* w) {
     pdl_wait();
     pdl_release();
     extern __shared__ float sm[];
@@ -198,7 +182,7 @@ __global__ void __launch_bounds__(kRouteThreads) moe_route_kernel(const float* l
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int64_t r = 0; r < k; ++r) {
         if (hash_ids) {
-            if (threadIdx.x == 0) chosen[r] = hash_ids[i * k + r];
+            if (threadIdx.x == 0) chosen[r] = hash_ids[(tokens ? int64_t(tokens[i]) : i) * k + r];
             continue;
         }
         float bv = -INFINITY;
@@ -295,8 +279,17 @@ void moe_route(const float* logits, int64_t t, int64_t e, const float* bias, con
                float route_scale, int32_t* ids, float* w) {
     if (t <= 0) return;
     if (k > 64) fail("moe_route: top-k above 64");
-    launch_pdl(moe_route_kernel, unsigned(t), kRouteThreads, size_t(2 * e) * 4, logits, e, bias, hash_ids, k,
-               route_scale, ids, w);
+    launch_pdl(moe_route_kernel, unsigned(t), kRouteThreads, size_t(2 * e) * 4, logits, e, bias, hash_ids,
+               static_cast<const int32_t*>(nullptr), k, route_scale, ids, w);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void moe_route_hash(const float* logits, int64_t t, int64_t e, const int32_t* tokens, const int32_t* table, int64_t k,
+                    float route_scale, int32_t* ids, float* w) {
+    if (t <= 0) return;
+    if (k > 64) fail("moe_route: top-k above 64");
+    launch_pdl(moe_route_kernel, unsigned(t), kRouteThreads, size_t(2 * e) * 4, logits, e,
+               static_cast<const float*>(nullptr), table, tokens, k, route_scale, ids, w);
     DSINFER_CUDA_LAUNCH();
 }
 

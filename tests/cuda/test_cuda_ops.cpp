@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <set>
 #include <vector>
@@ -872,6 +873,65 @@ TEST_F(CudaOps, LinearPairMatchesLinear) {
     EXPECT_FALSE(cuda::linear_pair(dx.f(), 17, da.w, da.w, dy.f(), dy.f() + 256, 512));  // m > kGemvMaxRows
 }
 
+// Hash routing with the ids read on the device by token from a tid2eid table: bitwise the op with the
+// table's rows gathered on the host (repeated tokens included).
+TEST_F(CudaOps, MoeRouteHashTable) {
+    const int64_t vocab = 1000, e = 256, k = 6, t = 11;
+    std::vector<int32_t> table(static_cast<size_t>(vocab * k)), tokens(static_cast<size_t>(t)),
+        gathered(static_cast<size_t>(t * k));
+    std::uniform_int_distribution<int32_t> pick(0, int32_t(e - 1)), tok(0, int32_t(vocab - 1));
+    for (auto& v : table) v = pick(rng());
+    for (auto& v : tokens) v = tok(rng());
+    tokens[3] = tokens[7];
+    tokens[0] = int32_t(vocab - 1);
+    for (int64_t i = 0; i < t; ++i)
+        for (int64_t j = 0; j < k; ++j) gathered[size_t(i * k + j)] = table[size_t(tokens[size_t(i)] * k + j)];
+    auto logits = randn(size_t(t * e), 2.f);
+    Dev dl(logits), dt(table), dtok(tokens), dg(gathered);
+    Dev di(size_t(t * k) * 4), dref(size_t(t * k) * 4);
+    Dev dw = poisoned(size_t(t * k)), dwref = poisoned(size_t(t * k));
+    cuda::moe_route_hash(dl.f(), t, e, dtok.i(), dt.i(), k, 1.5f, di.i(), dw.f());
+    cuda::backend().moe_route(dl.f(), t, e, nullptr, dg.i(), k, 1.5f, dref.i(), dwref.f());
+    EXPECT_EQ(di.get<int32_t>(), gathered);
+    EXPECT_EQ(dref.get<int32_t>(), gathered);
+    EXPECT_SAME_BITS(dw.get<float>(), dwref.get<float>());
+}
+
+// Split-k GEMVs on the main stream and the three side lanes at once: each lane keeps its own arrival
+// counters and partial sums, so every result is bitwise the one computed alone. (Shared counters let
+// one GEMV's last block add up another's partials early.)
+TEST_F(CudaOps, SideLanesKeepSplitGemvsApart) {
+    Bf16Scope gemv_only(false);
+    constexpr int kUsers = cuda::kLanes;  // the main stream and each side lane
+    std::vector<HostWeight> hw;
+    std::vector<std::unique_ptr<DevWeight>> dw;
+    std::vector<std::unique_ptr<Dev>> dx, alone, shared;
+    constexpr int64_t m = 3, n = 1024, k = 4096;  // few row blocks: the multi-row GEMV splits k
+    for (int l = 0; l < kUsers; ++l) {
+        hw.push_back(make_weight(WeightFormat::BF16, n, k));
+        dw.push_back(std::make_unique<DevWeight>(hw.back().w));
+        dx.push_back(std::make_unique<Dev>(randn(size_t(m * k))));
+        alone.push_back(std::make_unique<Dev>(poisoned(size_t(m * n))));
+        cuda::backend().linear(dx[size_t(l)]->f(), m, dw[size_t(l)]->w, 0, n, alone[size_t(l)]->f(), n);
+    }
+    for (int round = 0; round < 20; ++round) {
+        shared.clear();
+        for (int l = 0; l < kUsers; ++l) shared.push_back(std::make_unique<Dev>(poisoned(size_t(m * n))));
+        for (int rep = 0; rep < 4; ++rep)
+            for (int l = 0; l < kUsers; ++l) {
+                if (l) cuda::side_begin(l);
+                cuda::backend().linear(dx[size_t(l)]->f(), m, dw[size_t(l)]->w, 0, n, shared[size_t(l)]->f(), n);
+                if (l) cuda::side_end();
+            }
+        cuda::side_join();
+        for (int l = 0; l < kUsers; ++l) {
+            SCOPED_TRACE(testing::Message() << "round " << round << " lane " << l);
+            EXPECT_SAME_BITS(shared[size_t(l)]->get<float>(), alone[size_t(l)]->get<float>());
+        }
+    }
+    EXPECT_THROW(cuda::side_begin(cuda::kLanes), std::runtime_error);
+}
+
 // The MoE decode path's grouped GEMVs give bitwise the same output for 2, 4 and 8 weight rows per
 // warp (the default choice is checked against the CPU by MoeExperts).
 TEST_F(CudaOps, MoeGroupedRowsPerWarpBitwise) {
@@ -1234,6 +1294,72 @@ TEST_F(CudaOps, HeadPostMatchesOps) {
         const auto got = dgot.get<float>(), ref = dref.get<float>();
         EXPECT_SAME_BITS(got, ref);
         EXPECT_FALSE(same_bits(got, x)) << "nothing was applied";
+    }
+}
+
+// compress_finish (pool, overlap shift and the entry's epilogue for several sequences in one launch)
+// against compress_pool, the shift copies and head_post job by job: the Flash main compressor (ratio 4
+// with overlap, FP8 entry), the indexer's (Hadamard + FP4) and a ratio-128 one (no overlap).
+TEST_F(CudaOps, CompressFinishMatchesOps) {
+    struct Case {
+        const char* what;
+        int64_t ratio, d;
+        bool overlap, indexer;
+    };
+    using Q = cuda::HeadPost::Quant;
+    const int64_t rd = 64;
+    for (const Case& c : std::vector<Case>{{"main, ratio 4", 4, 512, true, false},
+                                           {"indexer, ratio 4", 4, 128, true, true},
+                                           {"main, ratio 128", 128, 512, false, false}}) {
+        SCOPED_TRACE(c.what);
+        const int64_t coff = c.overlap ? 2 : 1, width = coff * c.d, state = coff * c.ratio * width, jobs = 3;
+        std::vector<float> freqs(size_t(rd / 2));
+        for (size_t i = 0; i < freqs.size(); ++i) freqs[i] = std::pow(10000.f, -2.f * float(i) / float(rd));
+        auto kv = randn(size_t(jobs * state), 2.f), score = randn(size_t(jobs * state), 3.f);
+        auto w = randn(size_t(c.d));
+        Dev dw(w), df(freqs);
+        Dev kv_ref(kv), sc_ref(score), kv_got(kv), sc_got(score);
+        Dev out_ref = poisoned(size_t(jobs * c.d)), out_got = poisoned(size_t(jobs * c.d));
+        cuda::HeadPost hp;
+        hp.norm = true;
+        hp.norm_w = dw.f();
+        hp.eps = 1e-6f;
+        hp.freqs = df.f();
+        hp.rope_dim = rd;
+        hp.hadamard = c.indexer;
+        hp.quant = c.indexer ? Q::Fp4 : Q::E4m3;
+        hp.qblock = c.indexer ? 32 : 64;
+        hp.qcols = c.indexer ? 0 : c.d - rd;
+        const std::vector<int64_t> first{0, 4096, 1000000};
+        std::vector<cuda::CompressJob> hjobs;
+        for (int64_t j = 0; j < jobs; ++j) {
+            hjobs.push_back({kv_got.f() + j * state, sc_got.f() + j * state, out_got.f() + j * c.d, first[size_t(j)]});
+            float *k = kv_ref.f() + j * state, *s = sc_ref.f() + j * state, *z = out_ref.f() + j * c.d;
+            cuda::backend().compress_pool(k, s, c.ratio, c.d, c.overlap, z);
+            if (c.overlap) {
+                cuda::d2d(k, k + c.ratio * width, size_t(c.ratio * width) * 4);
+                cuda::d2d(s, s + c.ratio * width, size_t(c.ratio * width) * 4);
+            }
+            Dev pos(std::vector<int64_t>{first[size_t(j)]});
+            cuda::HeadPost one = hp;
+            one.pos = static_cast<const int64_t*>(pos.p);
+            cuda::head_post(z, 1, c.d, one);
+            cuda::sync();
+        }
+        Dev djobs(hjobs);
+        ASSERT_TRUE(cuda::compress_finish(static_cast<const cuda::CompressJob*>(djobs.p), jobs, c.ratio, c.d, c.overlap,
+                                          hp, true));
+        EXPECT_SAME_BITS(out_got.get<float>(), out_ref.get<float>());
+        EXPECT_SAME_BITS(kv_got.get<float>(), kv_ref.get<float>());
+        EXPECT_SAME_BITS(sc_got.get<float>(), sc_ref.get<float>());
+        // The pooled entry against the CPU op (before its epilogue): the job's first one.
+        std::vector<float> z(size_t(c.d));
+        cpu::compress_pool(kv.data(), score.data(), c.ratio, c.d, c.overlap, z.data());
+        Dev zc = poisoned(size_t(c.d));
+        Dev k0(std::vector<float>(kv.begin(), kv.begin() + state)),
+            s0(std::vector<float>(score.begin(), score.begin() + state));
+        cuda::backend().compress_pool(k0.f(), s0.f(), c.ratio, c.d, c.overlap, zc.f());
+        EXPECT_REL(zc.get<float>(), z, 1e-6);
     }
 }
 
