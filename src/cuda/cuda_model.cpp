@@ -103,11 +103,18 @@ bool fused_option(bool option) {
     return env >= 0 ? env == 1 : option;
 }
 
-// CudaModelOptions::side_layout, or DSINFER_CUDA_SIDE_LAYOUT=0|1|2 for every model.
+// CudaModelOptions::side_layout, or DSINFER_CUDA_SIDE_LAYOUT=0|1|2|3 for every model.
 int side_layout_option(int option) {
-    static const int env = env_choice("DSINFER_CUDA_SIDE_LAYOUT", 2);
+    static const int env = env_choice("DSINFER_CUDA_SIDE_LAYOUT", 3);
     const int l = env >= 0 ? env : option;
-    return l < 0 || l > 2 ? 0 : l;
+    return l < 0 || l > 3 ? 0 : l;
+}
+
+// CudaModelOptions::decode_tables, or DSINFER_CUDA_DECODE_TABLES=0|1|2 for every model.
+int tables_option(int option) {
+    static const int env = env_choice("DSINFER_CUDA_DECODE_TABLES", 2);
+    const int m = env >= 0 ? env : option;
+    return m < 0 || m > 2 ? 2 : m;
 }
 
 // A growable float array in device memory (caches that grow with the sequence).
@@ -131,9 +138,13 @@ public:
         reserve(n);
         n_ = n;
     }
+    // Room for `count` more floats at the end without moving (grows geometrically; may move now).
+    void ensure(int64_t count) {
+        if (n_ + count > cap_) reserve(std::max<int64_t>({n_ + count, 2 * cap_, 4096}));
+    }
     // Room for `count` more floats at the end; returns them (contents undefined until written).
     float* append(int64_t count) {
-        if (n_ + count > cap_) reserve(std::max<int64_t>({n_ + count, 2 * cap_, 4096}));
+        ensure(count);
         float* p = p_ + n_;
         n_ += count;
         return p;
@@ -240,6 +251,7 @@ struct DevBlock {
     const float *hc_ffn_fn = nullptr, *hc_ffn_base = nullptr, *hc_ffn_scale = nullptr;
     ops::Weight gate;
     const float* gate_bias = nullptr;
+    const int32_t* tid2eid = nullptr;  // hash layers: [vocab, K] expert ids, checked in range at upload
     std::unique_ptr<ExpertTable> experts;
     bool experts_quant_in = false, experts_quant_h = false;  // w1 / w2 of the routed experts are FP8/FP4
     ExpertWeights shared;                                    // w1, w3, w2
@@ -392,6 +404,7 @@ private:
         int64_t n = 0;
         std::vector<int32_t> tokens;
         std::vector<int64_t> pos;
+        const int32_t* tokens_d = nullptr;
         const int64_t* pos_d = nullptr;
         std::vector<Seq> seqs;
     };
@@ -400,14 +413,21 @@ private:
     const float* up(const FloatTensor& t);
     void up_compressor(const CompressorWeights& h, DevCompressor& d);
     void up_block(const BlockWeights& h, DevBlock& d);
+    void up_tid2eid(const BlockWeights& h, DevBlock& d);
     void init_cache(DevCache& lc, const DevBlock& b);
     const int64_t* iota(int64_t p);
+    void upload_rows(Rows& rows);
     template <class Item>
     CudaState* check(const Item& it);
 
     void linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input);
     void compressor_step(const DevCompressor& cw, DevVec& kv, DevVec& score, const float* a, const float* g, int64_t p,
                          const ops::RopeFreqs& rf, bool indexer, DevVec& out);
+    HeadPost entry_post(const DevCompressor& cw, const ops::RopeFreqs& rf, bool indexer) const;
+    void finish_ops(const DevCompressor& cw, float* kv, float* score, float* z, int64_t first, const ops::RopeFreqs& rf,
+                    bool indexer);
+    void finish_jobs(const DevCompressor& cw, const std::vector<CompressJob>& jobs, const CompressJob* jobs_d,
+                     const ops::RopeFreqs& rf, bool indexer);
     void compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& score, int64_t p, const ops::RopeFreqs& rf,
                            bool indexer, DevVec& out);
     struct AttnIn {  // the per-row projections of attention_proj for all rows, and the output rows o
@@ -419,10 +439,25 @@ private:
     // out_rope: the output's inverse RoPE is applied by the core (every row a decode row, fused
     // epilogues on) instead of by attention_out.
     bool out_rope_in_core(const Rows& rows) const;
-    void attention_core(const DevBlock& b, Rows& rows, const AttnIn& in);
+    // The host's decisions for a batched decode step of one block (plan_decode).
+    struct DecodePlan {
+        bool device = false;  // tables built on the device (decode_tables): no per-step upload
+        bool take_all = false, indexer = false;
+        int64_t max_entries = 0, n_cmp = 0, nk = 0;
+        std::vector<CompressJob> cjobs, ijobs;  // block completions (host-built tables)
+        const DecodeSeq* seqtab = nullptr;      // device: the sequences' table, when the step uploaded it
+    };
+    // A decode call's plans, one per layer, made before its first launch (empty: planned per block).
+    std::vector<DecodePlan> step_plans_;
+    void plan_step(Rows& rows);
+    std::vector<DecodeSeq> decode_seqs(const DevBlock& b, const Rows& rows, const std::vector<size_t>& seqs) const;
+    DevCache& cache_of(const DevBlock& b, const Rows& rows, size_t s) const;
+    DecodePlan plan_decode(const DevBlock& b, Rows& rows, const std::vector<size_t>& seqs);
+    // plan: the decode rows' plan when the caller made it (it must be made once per block and call).
+    void attention_core(const DevBlock& b, Rows& rows, const AttnIn& in, const DecodePlan* plan = nullptr);
     void attention_out(const DevBlock& b, Rows& rows, float* o, float* out);
     void attention_decode(const DevBlock& b, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
-                          const ops::RopeFreqs& rf, float* o, bool out_rope);
+                          const ops::RopeFreqs& rf, float* o, bool out_rope, const DecodePlan& plan);
     void block_forward(const DevBlock& b, Rows& rows, float* x);
     // yq: y quantized for FP8/FP4 weights (§3.3), computed once per block (null without quantization).
     // The FFN's output f (routed + shared experts) goes on through hc_post(f, res, post, comb) into
@@ -451,6 +486,7 @@ private:
     bool quant_ = true, pow2_ = true;
     bool fused_ = true;  // fused_option(o_.fused_epilogues)
     int side_layout_ = 0;               // side_layout_option(o_.side_layout)
+    int tables_mode_ = 2;               // tables_option(o_.decode_tables)
     std::vector<ops::Weight> weights_;  // uploaded, freed at the end
     std::vector<void*> buffers_;        // uploaded float tensors
     ops::Weight embed_, head_;
@@ -464,16 +500,18 @@ private:
     Arena core_;          // temporaries of attention's per-step core (reset per block; sizes vary by step)
     // CUDA graphs of a decode block's two dense parts (before and after attention's core), per key.
     struct GraphKey {
-        int layer, part;
+        int layer, part;  // part 1: before attention's core, 2: after it, 3: the whole block
         int64_t n;
         bool quant, pow2, tensor_cores, bf16;
+        int64_t nk = 0;  // part 3: the key lists' width
         bool operator<(const GraphKey& o) const {
-            return std::tie(layer, part, n, quant, pow2, tensor_cores, bf16) <
-                   std::tie(o.layer, o.part, o.n, o.quant, o.pow2, o.tensor_cores, o.bf16);
+            return std::tie(layer, part, n, quant, pow2, tensor_cores, bf16, nk) <
+                   std::tie(o.layer, o.part, o.n, o.quant, o.pow2, o.tensor_cores, o.bf16, o.nk);
         }
     };
     struct GraphEntry {
         bool captured = false, uncapturable = false;
+        int recaptures = 0;    // after its inputs moved
         void* exec = nullptr;  // executable graph (cuda::launch_graph)
         std::pair<size_t, size_t> before, after;  // layer_ arena around the part
         std::vector<const void*> inputs;          // the pointers from outside the layer arena it reads
@@ -491,6 +529,7 @@ CudaModel::CudaModel(const Dsv4Model& m, const CudaModelOptions& o) : m_(m), c_(
     if (!available()) throw Error("cuda: no usable CUDA device");
     fused_ = fused_option(o.fused_epilogues);
     side_layout_ = side_layout_option(o.side_layout);
+    tables_mode_ = tables_option(o.decode_tables);
     const Dsv4Weights& w = m.weights();
     embed_ = up(w.embed);
     head_ = up(w.head);
@@ -598,6 +637,7 @@ void CudaModel::up_block(const BlockWeights& h, DevBlock& d) {
     d.hc_ffn_scale = up(h.hc_ffn_scale);
     d.gate = up(h.gate);
     d.gate_bias = up(h.gate_bias);
+    if (h.hash) up_tid2eid(h, d);
     std::vector<ExpertWeights> ex;
     ex.reserve(h.experts.size());
     for (const auto& e : h.experts) {
@@ -612,6 +652,43 @@ void CudaModel::up_block(const BlockWeights& h, DevBlock& d) {
         d.experts_quant_h = quantized(h.experts[0].w2);
     }
     d.shared = {up(h.shared.w1), up(h.shared.w3), up(h.shared.w2)};
+}
+
+// A hash layer's token → expert table on the device (int32), so that routing reads it by the device's
+// token ids and the layer's dense part stays capturable. Every id is checked once here.
+void CudaModel::up_tid2eid(const BlockWeights& h, DevBlock& d) {
+    const TensorInfo* t = h.tid2eid;
+    const int64_t E = c_.n_routed_experts, K = c_.n_activated_experts;
+    if (!t || t->shape.size() != 2 || t->shape[0] < c_.vocab_size || t->shape[1] != K ||
+        (t->dtype != DType::I64 && t->dtype != DType::I32))
+        throw Error("cuda: layer " + std::to_string(h.layer) + " is hash-routed but has no [" +
+                    std::to_string(c_.vocab_size) + ", " + std::to_string(K) + "] I64/I32 tid2eid");
+    const int64_t n = t->numel();
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t e = t->dtype == DType::I64 ? reinterpret_cast<const int64_t*>(t->data)[i]
+                                                 : reinterpret_cast<const int32_t*>(t->data)[i];
+        if (e < 0 || e >= E)
+            throw Error("tensor '" + t->name + "' holds expert id " + std::to_string(e) + " out of range [0, " +
+                        std::to_string(E) + ") at token " + std::to_string(i / K));
+        ids[size_t(i)] = int32_t(e);
+    }
+    void* p = dmalloc(ids.size() * sizeof(int32_t));
+    h2d(p, ids.data(), ids.size() * sizeof(int32_t));
+    buffers_.push_back(p);
+    d.tid2eid = static_cast<const int32_t*>(p);
+}
+
+// The call's positions and token ids in one upload (positions first: 8-byte aligned).
+void CudaModel::upload_rows(Rows& rows) {
+    const int64_t n = rows.n;
+    std::vector<int64_t> both(static_cast<size_t>(n + (n + 1) / 2));
+    std::memcpy(both.data(), rows.pos.data(), size_t(n) * sizeof(int64_t));
+    std::memcpy(both.data() + n, rows.tokens.data(), size_t(n) * sizeof(int32_t));
+    int64_t* d = call_.i64(int64_t(both.size()));
+    h2d_staged(d, both.data(), both.size() * sizeof(int64_t));
+    rows.pos_d = d;
+    rows.tokens_d = reinterpret_cast<const int32_t*>(d + n);
 }
 
 const int64_t* CudaModel::iota(int64_t p) {
@@ -705,24 +782,13 @@ void CudaModel::compressor_step(const DevCompressor& cw, DevVec& kv, DevVec& sco
     compressor_finish(cw, kv, score, p, rf, indexer, out);
 }
 
-// The second half of compressor_step, after token p's slot is written: when p completes a block,
-// pool it into a new entry of `out` and shift the overlap state.
-void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& score, int64_t p,
-                                  const ops::RopeFreqs& rf, bool indexer, DevVec& out) {
-    const int64_t r = cw.ratio, d = cw.d, coff = cw.overlap ? 2 : 1, width = coff * d;
-    if ((p + 1) % r) return;
-    float* z = out.append(d);
-    be_.compress_pool(kv.data(), score.data(), r, d, cw.overlap, z);
-    if (cw.overlap) {
-        d2d(kv.data(), kv.data() + r * width, size_t(r * width) * sizeof(float));
-        d2d(score.data(), score.data() + r * width, size_t(r * width) * sizeof(float));
-    }
-    // rmsnorm, RoPE at the block's first position, then the indexer's Hadamard + FP4 or the entry's FP8.
+// A compressed entry's epilogue: rmsnorm, RoPE at the block's first position, then the indexer's
+// Hadamard + FP4 or the entry's FP8 (positions are set by the caller).
+HeadPost CudaModel::entry_post(const DevCompressor& cw, const ops::RopeFreqs& rf, bool indexer) const {
     HeadPost hp;
     hp.norm = true;
     hp.norm_w = cw.norm;
     hp.eps = float(c_.norm_eps);
-    hp.pos = iota(p + 1 - r);
     hp.freqs = rf.freqs;
     hp.rope_dim = rf.rope_dim;
     hp.hadamard = indexer;
@@ -731,11 +797,48 @@ void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& s
         hp.qblock = 32;
     } else if (quant_) {
         hp.quant = HeadPost::Quant::E4m3;
-        hp.qcols = d - rf.rope_dim;
+        hp.qcols = cw.d - rf.rope_dim;
         hp.qblock = 64;
         hp.pow2 = pow2_;
     }
+    return hp;
+}
+
+// A block completion as separate ops: pool into z, shift the overlap state, the entry's epilogue.
+void CudaModel::finish_ops(const DevCompressor& cw, float* kv, float* score, float* z, int64_t first,
+                           const ops::RopeFreqs& rf, bool indexer) {
+    const int64_t r = cw.ratio, d = cw.d, width = (cw.overlap ? 2 : 1) * d;
+    be_.compress_pool(kv, score, r, d, cw.overlap, z);
+    if (cw.overlap) {
+        d2d(kv, kv + r * width, size_t(r * width) * sizeof(float));
+        d2d(score, score + r * width, size_t(r * width) * sizeof(float));
+    }
+    HeadPost hp = entry_post(cw, rf, indexer);
+    hp.pos = iota(first);
     head_post(z, 1, d, hp, fused_);
+}
+
+// Block completions of one compressor (host jobs, and the same jobs on the device): one launch with
+// the fused epilogues, else the ops job by job.
+void CudaModel::finish_jobs(const DevCompressor& cw, const std::vector<CompressJob>& jobs, const CompressJob* jobs_d,
+                            const ops::RopeFreqs& rf, bool indexer) {
+    if (jobs.empty()) return;
+    if (fused_ &&
+        compress_finish(jobs_d, int64_t(jobs.size()), cw.ratio, cw.d, cw.overlap, entry_post(cw, rf, indexer), true))
+        return;
+    for (const CompressJob& j : jobs) finish_ops(cw, j.kv, j.score, j.out, j.pos, rf, indexer);
+}
+
+// The second half of compressor_step, after token p's slot is written: when p completes a block,
+// pool it into a new entry of `out` and shift the overlap state.
+void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& score, int64_t p,
+                                  const ops::RopeFreqs& rf, bool indexer, DevVec& out) {
+    const int64_t r = cw.ratio;
+    if ((p + 1) % r) return;
+    const std::vector<CompressJob> jobs{{kv.data(), score.data(), out.append(cw.d), p + 1 - r}};
+    CompressJob* jobs_d = reinterpret_cast<CompressJob*>(core_.f(int64_t(sizeof(CompressJob) / 4)));
+    if (fused_) h2d_staged(jobs_d, jobs.data(), sizeof(CompressJob));
+    finish_jobs(cw, jobs, jobs_d, rf, indexer);
 }
 
 // Attention (§6) in three parts: projections (dense, same shapes every decode step), the per-step
@@ -749,10 +852,18 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     Arena& A = layer_;
 
     // The window-KV path and the projections of y (compressor, indexer weights and compressor) are
-    // independent of the query path: at decode they run on the side stream beside it (side_layout 2:
-    // the window-KV path on the main stream, before the query path).
+    // independent of the query path: at decode they run on side lanes beside it. side_layout 0 and 1:
+    // all on lane 1; 2: the window-KV path on the main stream, before the query path; 3: one lane each
+    // for the window-KV path, the compressor and the indexer's projections.
     const bool fork = fork_rows(o_.side_stream, n);
     const bool kv_on_main = fork && side_layout_ == 2;
+    const bool lanes = fork && side_layout_ == 3;
+    auto open = [&](int lane) {
+        if (fork) side_begin(lanes ? lane : 1);
+    };
+    auto close = [&] {
+        if (fork) side_end();
+    };
 
     // Window KV path (§6.3).
     float* kv = A.f(n * hd);
@@ -773,8 +884,11 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
         }
         head_post(kv, n, hd, hp, fused_);
     };
-    if (fork) side_begin();
-    if (!kv_on_main) kv_path();
+    if (!kv_on_main) {
+        open(1);
+        kv_path();
+        close();
+    }
 
     // Compressor projections (§7.1) and the indexer's weights and compressor. side_layout ≥ 1: a
     // compressor's wkv and wgate (unquantized, same shape) in one launch, the same numbers.
@@ -792,18 +906,21 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     if (cw) {
         ca = A.f(n * cwidth);
         cg = A.f(n * cwidth);
+        open(2);
         pair(cw->wkv, cw->wgate, ca, cg);
+        close();
     }
     if (iw) {
         iwt = A.f(n * nih);
+        ia = A.f(n * iwidth);
+        ig = A.f(n * iwidth);
+        open(3);
         linear_q(y, yq, n, iw->weights_proj, iwt);
         const float ws = float(std::pow(double(ihd), -0.5) * std::pow(double(nih), -0.5));
         scale(iwt, n * nih, ws);
-        ia = A.f(n * iwidth);
-        ig = A.f(n * iwidth);
         pair(iw->compressor.wkv, iw->compressor.wgate, ia, ig);
+        close();
     }
-    if (fork) side_end();
     if (kv_on_main) kv_path();
 
     // Query path (§6.2) and the indexer's query side (§8).
@@ -812,8 +929,8 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     float* qrq = quant_ ? A.f(n * ql) : nullptr;
     linear_q(y, yq, n, bw.wq_a, qr);
     norm_q(qr, n, ql, bw.q_norm, qrq);
-    if (iw) {  // the indexer's query, from qr too: on the side stream after the projections above
-        if (fork) side_begin();
+    if (iw) {  // the indexer's query, from qr too: on a side lane after the projections above
+        open(2);
         iq = A.f(n * nih * ihd);
         linear_q(qr, qrq, n, iw->wq_b, iq);
         HeadPost hp;  // RoPE per head, Hadamard, FP4
@@ -827,7 +944,7 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
             hp.qblock = 32;
         }
         head_post(iq, n * nih, ihd, hp, fused_);
-        if (fork) side_end();
+        close();
     }
     linear_q(qr, qrq, n, bw.wq_b, q);
     {  // rmsnorm per head (no weight), RoPE
@@ -853,7 +970,12 @@ bool CudaModel::out_rope_in_core(const Rows& rows) const {
     return true;
 }
 
-void CudaModel::attention_core(const DevBlock& bw, Rows& rows, const AttnIn& in) {
+DevCache& CudaModel::cache_of(const DevBlock& bw, const Rows& rows, size_t s) const {
+    const auto& sq = rows.seqs[s];
+    return bw.layer < c_.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
+}
+
+void CudaModel::attention_core(const DevBlock& bw, Rows& rows, const AttnIn& in, const DecodePlan* plan) {
     const ModelConfig& c = c_;
     const ops::Backend& be = be_;
     const int64_t H = c.n_heads, hd = c.head_dim, rd = c.rope_head_dim, W = c.window_size;
@@ -871,7 +993,8 @@ void CudaModel::attention_core(const DevBlock& bw, Rows& rows, const AttnIn& in)
     std::vector<size_t> one, chunks;
     for (size_t s = 0; s < rows.seqs.size(); ++s)
         (rows.seqs[s].count == 1 && !per_sequence_decode() ? one : chunks).push_back(s);
-    if (!one.empty()) attention_decode(bw, rows, one, in, rf, o, out_rope_in_core(rows));
+    if (!one.empty())
+        attention_decode(bw, rows, one, in, rf, o, out_rope_in_core(rows), plan ? *plan : plan_decode(bw, rows, one));
     for (size_t s : chunks) {
         const auto& sq = rows.seqs[s];
         DevCache& lc = bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
@@ -963,12 +1086,100 @@ void CudaModel::attention_out(const DevBlock& bw, Rows& rows, float* o, float* o
     mark("attn.out");
 }
 
+// The host's part of a batched decode step's attention core, before anything is enqueued: caches
+// get room for the entries this step pools (so no pointer moves during the step) and the entries are
+// counted; the key-list width and how the tables are built are chosen.
+CudaModel::DecodePlan CudaModel::plan_decode(const DevBlock& bw, Rows& rows, const std::vector<size_t>& seqs) {
+    const ModelConfig& c = c_;
+    const int64_t hd = c.head_dim, W = c.window_size;
+    const DevCompressor* cw = bw.compressor.get();
+    const DevIndexer* iw = bw.indexer.get();
+    auto completes = [](const DevCompressor* k, int64_t p) { return k && (p + 1) % k->ratio == 0; };
+    DecodePlan pl;
+    for (size_t s : seqs) {
+        const int64_t P = rows.seqs[s].start;
+        DevCache& lc = cache_of(bw, rows, s);
+        if (completes(cw, P)) {
+            lc.ckv.ensure(cw->d);
+            pl.cjobs.push_back({lc.comp_kv.data(), lc.comp_score.data(), lc.ckv.append(cw->d), P + 1 - cw->ratio});
+        }
+        if (iw && completes(&iw->compressor, P)) {
+            const DevCompressor& k = iw->compressor;
+            lc.ikeys.ensure(k.d);
+            pl.ijobs.push_back({lc.icomp_kv.data(), lc.icomp_score.data(), lc.ikeys.append(k.d), P + 1 - k.ratio});
+        }
+        if (cw) pl.max_entries = std::max<int64_t>(pl.max_entries, lc.ckv.size() / hd);
+    }
+    // take_all when no sequence has more than index_topk complete entries: no scores, no topk (nor its
+    // host sync).
+    const CompressedPick pick = compressed_pick(bw.ratio, c.index_topk, pl.max_entries);
+    pl.take_all = pick.take_all;
+    pl.indexer = bw.ratio == 4 && pick.count > 0 && !pick.take_all;
+    pl.n_cmp = pick.count;
+    if (tables_mode_ >= 1) {
+        // A few list widths only (ratio 4: always index_topk; others: the entry count rounded up to
+        // 64), so a step's shapes stay those of the steps around it; -1 pads.
+        if (bw.ratio == 4)
+            pl.n_cmp = c.index_topk;
+        else if (bw.ratio)
+            pl.n_cmp = (pl.max_entries + 63) / 64 * 64;
+    }
+    pl.nk = W + pl.n_cmp;
+    const bool fused_finish =
+        !cw || compress_finish(nullptr, 0, cw->ratio, cw->d, cw->overlap,
+                               entry_post(*cw, {freqs_compressed_, c.rope_head_dim}, false), true);
+    const bool fused_ifinish =
+        !iw || compress_finish(nullptr, 0, iw->compressor.ratio, iw->compressor.d, iw->compressor.overlap,
+                               entry_post(iw->compressor, {freqs_compressed_, c.rope_head_dim}, true), true);
+    pl.device = tables_mode_ == 2 && fused_ && fused_finish && fused_ifinish && !pl.indexer;
+    return pl;
+}
+
+std::vector<DecodeSeq> CudaModel::decode_seqs(const DevBlock& bw, const Rows& rows,
+                                              const std::vector<size_t>& seqs) const {
+    std::vector<DecodeSeq> ds(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        DevCache& lc = cache_of(bw, rows, seqs[i]);
+        ds[i] = {lc.window.data(),      lc.comp_kv.data(), lc.comp_score.data(), lc.icomp_kv.data(),
+                 lc.icomp_score.data(), lc.ckv.data(),     lc.ikeys.data(),      rows.seqs[seqs[i]].begin};
+    }
+    return ds;
+}
+
+// Every layer's plan for a decode call (all rows one token), and one upload of the sequence tables of
+// the layers that build their tables on the device: a layer's graph then reads its table from a
+// buffer whose place does not change between steps of the same batch size, wherever the caches are.
+void CudaModel::plan_step(Rows& rows) {
+    step_plans_.clear();
+    if (per_sequence_decode()) return;
+    for (const auto& sq : rows.seqs)
+        if (sq.count != 1) return;
+    std::vector<size_t> all(rows.seqs.size());
+    for (size_t s = 0; s < all.size(); ++s) all[s] = s;
+    std::vector<DecodeSeq> tab;
+    for (const DevBlock& bw : layers_) {
+        step_plans_.push_back(plan_decode(bw, rows, all));
+        if (step_plans_.back().device) {
+            const auto ds = decode_seqs(bw, rows, all);
+            tab.insert(tab.end(), ds.begin(), ds.end());
+        }
+    }
+    if (tab.empty()) return;
+    auto* d = reinterpret_cast<DecodeSeq*>(call_.f(int64_t(tab.size() * sizeof(DecodeSeq) / 4)));
+    h2d_staged(d, tab.data(), tab.size() * sizeof(DecodeSeq));
+    for (auto& pl : step_plans_)
+        if (pl.device) {
+            pl.seqtab = d;
+            d += all.size();
+        }
+}
+
 // Attention of sequences appending one token each, batched. Each sequence's token is written to its
 // window ring first (its slot held position p − W, outside the window), so attention reads the ring in
 // place: key ids [0, W) are ring slots, W + j compressed entry j. Keys are listed oldest first, as in
 // the chunk path, so every query attends the same keys in the same order.
 void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vector<size_t>& seqs, const AttnIn& in,
-                                 const ops::RopeFreqs& rf, float* o, bool out_rope) {
+                                 const ops::RopeFreqs& rf, float* o, bool out_rope, const DecodePlan& pl) {
     const ModelConfig& c = c_;
     const ops::Backend& be = be_;
     const int64_t H = c.n_heads, hd = c.head_dim, W = c.window_size, S = int64_t(seqs.size());
@@ -976,24 +1187,72 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
     const DevCompressor* cw = bw.compressor.get();
     const DevIndexer* iw = bw.indexer.get();
     Arena& A = core_;
-    auto cache = [&](size_t s) -> DevCache& {
-        const auto& sq = rows.seqs[s];
-        return bw.layer < c.n_layers ? sq.dev->layers[size_t(bw.layer)] : sq.dev->mtp;
-    };
+    const int64_t nk = pl.nk, n_cmp = pl.n_cmp, max_entries = pl.max_entries;
+    const size_t nS = size_t(S);
+    const int64_t jobs_per_seq = 1 + (cw ? 2 : 0) + (iw ? 2 : 0);
+    const int64_t max_n = std::max({hd, in.cwidth, in.iwidth});
+    const float attn_scale = float(std::pow(double(hd), -0.5));
+
+    if (pl.device) {
+        // Every table from the device's positions and the sequences' table (uploaded once per step by
+        // plan_step, or here): the core can be replayed as part of a layer graph.
+        const DecodeSeq* ds_d = pl.seqtab;
+        if (!ds_d) {
+            const auto ds = decode_seqs(bw, rows, seqs);
+            auto* d = reinterpret_cast<DecodeSeq*>(A.f(int64_t(nS * sizeof(DecodeSeq) / 4)));
+            h2d_staged(d, ds.data(), nS * sizeof(DecodeSeq));
+            ds_d = d;
+        }
+        DecodeTables t;
+        t.seqs = ds_d;
+        t.S = S;
+        t.pos = rows.pos_d;
+        t.W = W;
+        t.hd = hd;
+        t.kv = in.kv;
+        if (cw) t.comp = {cw->ratio, cw->d, cw->overlap, cw->ape, in.ca, in.cg};
+        if (iw)
+            t.icomp = {
+                iw->compressor.ratio, iw->compressor.d, iw->compressor.overlap, iw->compressor.ape, in.ia, in.ig};
+        t.nk = nk;
+        t.list_ratio = bw.ratio;  // pl.device: no indexer pick, every complete entry is listed
+        t.valid_ratio = bw.ratio;
+        t.jobs = reinterpret_cast<CopyJob*>(A.f(int64_t(nS * jobs_per_seq * sizeof(CopyJob) / 4)));
+        t.jobs_per_seq = jobs_per_seq;
+        t.idx = A.i32(S * nk);
+        t.qrow = A.i32(S);
+        t.valid = A.i32(S);
+        t.a_rows = reinterpret_cast<const float**>(A.i64(S));
+        t.b_rows = reinterpret_cast<const float**>(A.i64(S));
+        t.k_rows = reinterpret_cast<const float**>(A.i64(S));
+        t.cjobs = reinterpret_cast<CompressJob*>(A.f(int64_t(nS * sizeof(CompressJob) / 4)));
+        t.ijobs = reinterpret_cast<CompressJob*>(A.f(int64_t(nS * sizeof(CompressJob) / 4)));
+        decode_tables(t);
+        copy_jobs(t.jobs, S * jobs_per_seq, max_n);
+        mark("dec.copy");
+        // Each sequence's block completion (a job that completes nothing leaves at once).
+        if (cw && !compress_finish(t.cjobs, S, cw->ratio, cw->d, cw->overlap, entry_post(*cw, rf, false), true))
+            throw Error("cuda: decode: the fused compressor epilogue refused a setting plan_decode accepted");
+        if (iw && !compress_finish(t.ijobs, S, iw->compressor.ratio, iw->compressor.d, iw->compressor.overlap,
+                                   entry_post(iw->compressor, rf, true), true))
+            throw Error("cuda: decode: the fused compressor epilogue refused a setting plan_decode accepted");
+        mark("dec.compress");
+        sparse_attn_rows(in.q, S, H, hd, nullptr, W, nullptr, t.idx, nk, bw.attn_sink, attn_scale, o, t.a_rows,
+                         t.b_rows, t.qrow, out_rope ? rows.pos_d : nullptr, &rf);
+        return;
+    }
 
     // Ring writes and the compressors' slot writes, one launch.
     std::vector<CopyJob> jobs;
-    int64_t max_n = hd;
     auto slot_jobs = [&](const DevCompressor& k, DevVec& kvs, DevVec& score, const float* a, const float* g,
                          int64_t width, int64_t p) {
         const int64_t r = k.ratio, slot = (k.overlap ? r : 0) + p % r;
         jobs.push_back({kvs.data() + slot * width, a, nullptr, width});
         jobs.push_back({score.data() + slot * width, g, k.ape + (p % r) * width, width});
-        max_n = std::max(max_n, width);
     };
     for (size_t s : seqs) {
         const auto& sq = rows.seqs[s];
-        DevCache& lc = cache(s);
+        DevCache& lc = cache_of(bw, rows, s);
         const int64_t P = sq.start, b = sq.begin;
         jobs.push_back({lc.window.data() + (P % W) * hd, in.kv + b * hd, nullptr, hd});
         if (cw) slot_jobs(*cw, lc.comp_kv, lc.comp_score, in.ca + b * in.cwidth, in.cg + b * in.cwidth, in.cwidth, P);
@@ -1001,36 +1260,16 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
             slot_jobs(iw->compressor, lc.icomp_kv, lc.icomp_score, in.ia + b * in.iwidth, in.ig + b * in.iwidth,
                       in.iwidth, P);
     }
-    CopyJob* jobs_d = reinterpret_cast<CopyJob*>(A.f(int64_t(jobs.size() * sizeof(CopyJob) / 4)));
-    h2d_staged(jobs_d, jobs.data(), jobs.size() * sizeof(CopyJob));
-    copy_jobs(jobs_d, int64_t(jobs.size()), max_n);
-    mark("dec.copy");
 
-    // Sequences whose token completes a compressed block pool it (a few per step).
-    for (size_t s : seqs) {
-        const int64_t P = rows.seqs[s].start;
-        DevCache& lc = cache(s);
-        if (cw) compressor_finish(*cw, lc.comp_kv, lc.comp_score, P, rf, false, lc.ckv);
-        if (iw) compressor_finish(iw->compressor, lc.icomp_kv, lc.icomp_score, P, rf, true, lc.ikeys);
-    }
-    mark("dec.compress");
-
-    // Key lists [S, nk]: ring slots of the window positions, then compressed entries.
-    int64_t max_entries = 0;
-    for (size_t s : seqs) max_entries = std::max<int64_t>(max_entries, cw ? cache(s).ckv.size() / hd : 0);
-    // take_all when no sequence has more than index_topk complete entries: no scores, no topk (nor its
-    // host sync).
-    const CompressedPick pick = compressed_pick(bw.ratio, c.index_topk, max_entries);
-    const int64_t n_cmp = pick.count;
-    const int64_t nk = W + n_cmp;
-    const bool take_all = pick.take_all;
-    const size_t nS = size_t(S);
+    // Key lists [S, nk]: ring slots of the window positions, then compressed entries (the ones pooled
+    // below included).
+    const bool take_all = pl.take_all, indexer = pl.indexer;
     std::vector<int32_t> idx(size_t(S * nk), -1), qrow(nS), valid(nS);
     std::vector<const float*> a_rows(nS), b_rows(nS), k_rows(nS);
     for (int64_t i = 0; i < S; ++i) {
         const size_t s = seqs[size_t(i)];
         const auto& sq = rows.seqs[s];
-        DevCache& lc = cache(s);
+        DevCache& lc = cache_of(bw, rows, s);
         const int64_t P = sq.start;
         int32_t* ix = idx.data() + i * nk;
         int64_t k = 0;
@@ -1043,20 +1282,46 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
         b_rows[size_t(i)] = lc.ckv.data();
         k_rows[size_t(i)] = lc.ikeys.data();
     }
-    int32_t* idx_d = A.i32(S * nk);
-    int32_t* qrow_d = A.i32(S);
-    auto* a_d = reinterpret_cast<const float**>(A.i64(S));
-    auto* b_d = reinterpret_cast<const float**>(A.i64(S));
-    h2d_staged(idx_d, idx.data(), idx.size() * sizeof(int32_t));
-    h2d_staged(qrow_d, qrow.data(), qrow.size() * sizeof(int32_t));
-    h2d_staged(a_d, a_rows.data(), a_rows.size() * sizeof(float*));
-    h2d_staged(b_d, b_rows.data(), b_rows.size() * sizeof(float*));
-    if (bw.ratio == 4 && n_cmp > 0 && !take_all) {
+
+    // One upload: jobs | idx | qrow | valid | a_rows | b_rows | k_rows | compressor jobs, each 16-byte
+    // aligned.
+    std::vector<unsigned char> blob;
+    auto put = [&](const void* p, size_t bytes) {
+        const size_t off = (blob.size() + 15) / 16 * 16;
+        blob.resize(off + (bytes + 3) / 4 * 4);
+        if (bytes) std::memcpy(blob.data() + off, p, bytes);
+        return off;
+    };
+    const size_t o_jobs = put(jobs.data(), jobs.size() * sizeof(CopyJob));
+    const size_t o_idx = put(idx.data(), idx.size() * sizeof(int32_t));
+    const size_t o_qrow = put(qrow.data(), qrow.size() * sizeof(int32_t));
+    const size_t o_valid = put(valid.data(), valid.size() * sizeof(int32_t));
+    const size_t o_a = put(a_rows.data(), nS * sizeof(float*));
+    const size_t o_b = put(b_rows.data(), nS * sizeof(float*));
+    const size_t o_k = indexer ? put(k_rows.data(), nS * sizeof(float*)) : 0;
+    const size_t o_cj = put(pl.cjobs.data(), pl.cjobs.size() * sizeof(CompressJob));
+    const size_t o_ij = put(pl.ijobs.data(), pl.ijobs.size() * sizeof(CompressJob));
+    auto* dev = reinterpret_cast<unsigned char*>(A.f(int64_t(blob.size() / 4)));
+    h2d_staged(dev, blob.data(), blob.size());
+    auto* jobs_d = reinterpret_cast<CopyJob*>(dev + o_jobs);
+    auto* idx_d = reinterpret_cast<int32_t*>(dev + o_idx);
+    auto* qrow_d = reinterpret_cast<int32_t*>(dev + o_qrow);
+    auto* valid_d = reinterpret_cast<int32_t*>(dev + o_valid);
+    auto* a_d = reinterpret_cast<const float**>(dev + o_a);
+    auto* b_d = reinterpret_cast<const float**>(dev + o_b);
+    auto* k_d = reinterpret_cast<const float**>(dev + o_k);
+
+    copy_jobs(jobs_d, int64_t(jobs.size()), max_n);
+    mark("dec.copy");
+
+    // Sequences whose token completes a compressed block pool it (a few per step): one launch per
+    // compressor.
+    if (cw) finish_jobs(*cw, pl.cjobs, reinterpret_cast<const CompressJob*>(dev + o_cj), rf, false);
+    if (iw) finish_jobs(iw->compressor, pl.ijobs, reinterpret_cast<const CompressJob*>(dev + o_ij), rf, true);
+    mark("dec.compress");
+
+    if (indexer) {
         // Lightning indexer over every sequence's complete entries, then one top-k for all rows.
-        int32_t* valid_d = A.i32(S);
-        auto* k_d = reinterpret_cast<const float**>(A.i64(S));
-        h2d_staged(valid_d, valid.data(), valid.size() * sizeof(int32_t));
-        h2d_staged(k_d, k_rows.data(), k_rows.size() * sizeof(float*));
         float* scores = A.f(S * max_entries);
         index_scores_rows(in.iq, in.iwt, qrow_d, S, nih, ihd, k_d, max_entries, valid_d, scores);
         int32_t* sel = A.i32(S * n_cmp);
@@ -1065,8 +1330,8 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
     }
     mark("dec.index");
     // With out_rope, the output's inverse RoPE (§6.6) in the merge kernel.
-    sparse_attn_rows(in.q, S, H, hd, nullptr, W, nullptr, idx_d, nk, bw.attn_sink, float(std::pow(double(hd), -0.5)), o,
-                     a_d, b_d, qrow_d, out_rope ? rows.pos_d : nullptr, &rf);
+    sparse_attn_rows(in.q, S, H, hd, nullptr, W, nullptr, idx_d, nk, bw.attn_sink, attn_scale, o, a_d, b_d, qrow_d,
+                     out_rope ? rows.pos_d : nullptr, &rf);
 }
 
 void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float* yq_in, float* out, const float* res,
@@ -1076,27 +1341,15 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     const int64_t n = rows.n, D = c.dim, E = c.n_routed_experts, K = c.n_activated_experts, I = c.moe_inter_dim;
     Arena& A = layer_;
 
-    // Gate (§10.1); hash layers take their expert ids from tid2eid (a host table of the checkpoint).
+    // Gate (§10.1); hash layers take their expert ids from tid2eid by token (a table on the device).
     float* logits = A.f(n * E);
     float* rw = A.f(n * K);
     int32_t* ids = A.i32(n * K);
-    int32_t* hash_d = nullptr;
     linear_q(y, yq_in, n, bw.gate, logits);
-    if (bw.hash) {
-        const TensorInfo* t2e = bw.host->tid2eid;
-        std::vector<int32_t> hash(static_cast<size_t>(n * K));
-        for (int64_t i = 0; i < n; ++i)
-            for (int64_t j = 0; j < K; ++j) {
-                const int64_t off = int64_t(rows.tokens[size_t(i)]) * K + j;
-                const int64_t e = t2e->dtype == DType::I64 ? reinterpret_cast<const int64_t*>(t2e->data)[off]
-                                                           : reinterpret_cast<const int32_t*>(t2e->data)[off];
-                if (e < 0 || e >= E) throw Error("tensor '" + t2e->name + "' holds expert id out of range");
-                hash[size_t(i * K + j)] = int32_t(e);
-            }
-        hash_d = A.i32(n * K);
-        h2d_staged(hash_d, hash.data(), hash.size() * sizeof(int32_t));
-    }
-    be.moe_route(logits, n, E, bw.hash ? nullptr : bw.gate_bias, hash_d, K, float(c.route_scale), ids, rw);
+    if (bw.hash)
+        moe_route_hash(logits, n, E, rows.tokens_d, bw.tid2eid, K, float(c.route_scale), ids, rw);
+    else
+        be.moe_route(logits, n, E, bw.gate_bias, nullptr, K, float(c.route_scale), ids, rw);
     mark("moe.route");
 
     // Input rows quantized once (the quantization is per row, so this equals quantizing per expert).
@@ -1188,6 +1441,7 @@ template <class F>
 std::vector<float*> CudaModel::graphed(const GraphKey& key, bool enabled, const std::vector<const void*>& inputs,
                                        F run) {
     constexpr size_t kMaxGraphs = 2048;
+    constexpr int kMaxRecaptures = 64;
     if (!enabled) return run();
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
@@ -1226,8 +1480,17 @@ std::vector<float*> CudaModel::graphed(const GraphKey& key, bool enabled, const 
         g.captured = true;
         layer_.set_state(g.before);
     }
-    // Another arena position or other input buffers: not the call that was captured.
-    if (layer_.state() != g.before || inputs != g.inputs) return run();
+    // Another arena position: not the call that was captured. Other input buffers (a batch of other
+    // sequences or a cache that moved): captured again, a few times at most.
+    if (layer_.state() != g.before) return run();
+    if (inputs != g.inputs) {
+        destroy_graph(g.exec);
+        const int again = g.recaptures + 1;
+        g = GraphEntry{};
+        g.recaptures = again;
+        if (again > kMaxRecaptures) g.uncapturable = true;
+        return run();  // captured on the next call like these inputs
+    }
     launch_graph(g.exec);
     layer_.set_state(g.after);
     return g.out;
@@ -1241,16 +1504,17 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
     layer_.reset();
     core_.reset();
     // Decode-only calls of up to 256 sequences run the dense parts as CUDA graphs (the routed experts
-    // stay on the sync-free grouped path up to that size); hash layers take their expert ids from the
-    // host per call, so their second part runs eagerly.
+    // stay on the sync-free grouped path up to that size; hash layers read their expert ids on the
+    // device by the call's token ids, an input like x and the positions).
     bool decode = n <= 256 && o_.cuda_graphs && graphs_enabled() && !Sections::get().on() && !per_sequence_decode();
     for (const auto& sq : rows.seqs) decode = decode && sq.count == 1;
     const GraphKey k1{bw.layer, 1, n, quant_, pow2_, fp8_tensor_cores(), bf16_gemm()};
     GraphKey k2 = k1;
     k2.part = 2;
 
-    const std::vector<const void*> inputs{x, rows.pos_d};
-    const std::vector<float*> p = graphed(k1, decode, inputs, [&] {
+    const std::vector<const void*> inputs{x, rows.pos_d, rows.tokens_d};
+    // Before attention's core: hc_pre, norm, projections.
+    auto part1 = [&] {
         float* y = layer_.f(n * D);
         float* post = layer_.f(n * hc);
         float* comb = layer_.f(n * hc * hc);
@@ -1264,15 +1528,25 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
         const AttnIn in = attention_proj(bw, rows, y, yq);
         return std::vector<float*>{y, post, comb, f, x2, yq, in.q, in.kv, in.ca, in.cg, in.iq, in.iwt, in.ia, in.ig,
                                    in.o};
-    });
-    float *y = p[0], *post = p[1], *comb = p[2], *f = p[3], *x2 = p[4], *yq = p[5];
+    };
     const DevCompressor* cw = bw.compressor.get();
     const DevIndexer* iw = bw.indexer.get();
-    const AttnIn in{p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], cw ? (cw->overlap ? 2 : 1) * cw->d : 0,
-                    iw ? 2 * iw->compressor.d : 0, p[14]};
-    attention_core(bw, rows, in);
-
-    graphed(k2, decode && !bw.hash, inputs, [&] {
+    auto attn_in = [&](const std::vector<float*>& p) {
+        return AttnIn{p[6],
+                      p[7],
+                      p[8],
+                      p[9],
+                      p[10],
+                      p[11],
+                      p[12],
+                      p[13],
+                      cw ? (cw->overlap ? 2 : 1) * cw->d : 0,
+                      iw ? 2 * iw->compressor.d : 0,
+                      p[14]};
+    };
+    // After it: the output path, hc_post + hc_pre, norm, MoE.
+    auto part2 = [&](const std::vector<float*>& p, const AttnIn& in) {
+        float *y = p[0], *post = p[1], *comb = p[2], *f = p[3], *x2 = p[4], *yq = p[5];
         attention_out(bw, rows, in.o, f);
         if (fused_) {
             hc_post_pre(f, x, post, comb, n, hc, D, x2, bw.hc_ffn_fn, bw.hc_ffn_scale, bw.hc_ffn_base,
@@ -1286,6 +1560,31 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
         norm_q(y, n, D, bw.ffn_norm, yq);
         mark("hc_pre+norm");
         moe(bw, rows, y, yq, f, x2, post, comb, x);
+    };
+    const DecodePlan* plan =
+        bw.layer < c.n_layers && size_t(bw.layer) < step_plans_.size() ? &step_plans_[size_t(bw.layer)] : nullptr;
+    if (decode && plan && plan->device) {
+        // Tables built on the device: the whole block, core included, is one graph (keyed by the key
+        // lists' width too; the sequences' table is an input like x).
+        GraphKey k3 = k1;
+        k3.part = 3;
+        k3.nk = plan->nk;
+        std::vector<const void*> in3 = inputs;
+        in3.push_back(plan->seqtab);
+        graphed(k3, true, in3, [&] {
+            const auto p = part1();
+            const AttnIn in = attn_in(p);
+            attention_core(bw, rows, in, plan);
+            part2(p, in);
+            return std::vector<float*>{};
+        });
+        return;
+    }
+    const std::vector<float*> p = graphed(k1, decode, inputs, part1);
+    const AttnIn in = attn_in(p);
+    attention_core(bw, rows, in, plan);
+    graphed(k2, decode, inputs, [&] {
+        part2(p, in);
         return std::vector<float*>{};
     });
 }
@@ -1363,15 +1662,13 @@ void CudaModel::forward(std::span<ForwardItem> items) {
     Sections::get().start(int64_t(rows.seqs.size()) == n);
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));  // grows the table before any op is enqueued
-    int32_t* tokens_d = call_.i32(n);
-    int64_t* pos_d = call_.i64(n);
-    h2d_staged(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
-    h2d_staged(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
-    rows.pos_d = pos_d;
+    upload_rows(rows);
+    const int32_t* tokens_d = rows.tokens_d;
 
     // Embedding, expanded to the hc residual streams (§4).
     float* e = call_.f(n * D);
     float* x = call_.f(n * hc * D);
+    plan_step(rows);  // after x: the sequence tables' size does not move x
     be_.embed(embed_, tokens_d, n, e);
     expand_hc(e, nullptr, n, hc, D, x);
 
@@ -1425,6 +1722,7 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     const DevMtp& mw = mtp_[0];
     const int64_t D = c.dim, hc = c.hc_mult;
     const float eps = float(c.norm_eps);
+    step_plans_.clear();  // the MTP block plans its own decode rows
     quant_ = m_.options().quant_sim;
     pow2_ = c.scale_fmt_ue8m0;
     TensorCoreScope tc(o_.fp8_tensor_cores);
@@ -1448,13 +1746,10 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
     Sections::get().start(int64_t(rows.seqs.size()) == n);
     call_.reset();
     iota(*std::max_element(rows.pos.begin(), rows.pos.end()));
-    int32_t* tokens_d = call_.i32(n);
-    int64_t* pos_d = call_.i64(n);
+    upload_rows(rows);
+    const int32_t* tokens_d = rows.tokens_d;
     float* xin = call_.f(n * hc * D);
-    h2d_staged(tokens_d, rows.tokens.data(), size_t(n) * sizeof(int32_t));
-    h2d_staged(pos_d, rows.pos.data(), size_t(n) * sizeof(int64_t));
     h2d_staged(xin, xin_h.data(), xin_h.size() * sizeof(float));
-    rows.pos_d = pos_d;
 
     // §11: e = enorm(embed(next token)); x̃_i = hnorm(X_i); Z_i = e_proj(e) + h_proj(x̃_i).
     float* e = call_.f(n * D);

@@ -37,8 +37,18 @@ struct CudaModelOptions {
     // KV path and every projection of y for the compressor and indexer on the side stream, one launch
     // each; 1, the same with each compressor's wkv and wgate (BF16, same shape) in one launch; 2, as 1
     // with the window KV path moved to the main stream (before wq_a), so the two streams carry more
-    // even loads. Same results bit for bit. DSINFER_CUDA_SIDE_LAYOUT=0|1|2 overrides it process-wide.
+    // even loads; 3, as 1 with three side lanes (window KV; the compressor, then the indexer's query;
+    // the indexer's weights and compressor), so the small projections overlap each other. Same results
+    // bit for bit. DSINFER_CUDA_SIDE_LAYOUT=0|1|2|3 overrides it process-wide.
     int side_layout = 0;
+    // How a decode step's attention core gets its tables (window-ring and compressor-slot copies, key
+    // lists, block completions): 2, built on the device from the positions, with key lists of a few
+    // fixed widths (ratio-4 layers: window + index_topk; others: the entry count rounded up to 64;
+    // -1 pads), so that a whole layer — core included — runs as one CUDA graph; the host builds and
+    // uploads them while a ratio-4 layer's indexer picks entries (then the layer's core stays eager).
+    // 1, the same widths, tables always built on the host (bitwise 2: a test reference). 0, tables from
+    // the host at the exact widths (the earlier path). DSINFER_CUDA_DECODE_TABLES=0|1|2 overrides it.
+    int decode_tables = 2;
 };
 
 // Uploads the model's weights; the model must outlive the returned object (it reads the model's

@@ -343,13 +343,54 @@ TEST(CudaReplay, FusedEpiloguesMatchUnfused) {
     decode_matches(*two, one.get());
 }
 
+// Greedy-free decode of one sequence: a prompt of `prompt` tokens, then `steps` fixed tokens one at a
+// time; the logits of every decode step.
+std::vector<std::vector<float>> decode_logits(Dsv4Model& m, int prompt, int steps) {
+    const int64_t V = m.config().vocab_size;
+    auto st = m.new_sequence();
+    std::vector<int32_t> p;
+    for (int i = 0; i < prompt; ++i) p.push_back(int32_t((i * 29 + 3) % V));
+    ForwardItem it;
+    it.state = st.get();
+    it.tokens = p;
+    m.forward(std::span<ForwardItem>(&it, 1));
+    std::vector<std::vector<float>> out(static_cast<size_t>(steps));
+    for (int s = 0; s < steps; ++s) {
+        const int32_t tok = int32_t((s * 41 + 7) % V);
+        it.tokens = std::span<const int32_t>(&tok, 1);
+        it.logits_out = &out[size_t(s)];
+        m.forward(std::span<ForwardItem>(&it, 1));
+    }
+    return out;
+}
+
+// Decode tables built on the device (the default; a whole block, core included, then runs as one
+// CUDA graph) give bitwise the logits of the same padded tables built and uploaded by the host, and
+// those of the earlier exact-width host tables within float32 order. The long run crosses a ratio-128
+// block (pooled by the device tables) while the ratio-4 layers' indexer picks (host tables there).
+TEST(CudaReplay, DeviceDecodeTablesMatchHost) {
+    cuda::CudaModelOptions host, exact;
+    host.decode_tables = 1;
+    exact.decode_tables = 0;
+    auto h = load_with(host), e = load_with(exact);
+    decode_matches(model(), h.get());
+    for (auto [prompt, steps] : {std::pair{5, 12}, std::pair{121, 12}}) {
+        const auto dev = decode_logits(model(), prompt, steps), ht = decode_logits(*h, prompt, steps),
+                   ex = decode_logits(*e, prompt, steps);
+        for (int s = 0; s < steps; ++s) {
+            ASSERT_EQ(dev[size_t(s)], ht[size_t(s)]) << "prompt " << prompt << " step " << s;
+            EXPECT_LE(rel_l2(dev[size_t(s)], ex[size_t(s)]), 1e-5) << "prompt " << prompt << " step " << s;
+        }
+    }
+}
+
 // The side-stream layouts of the attention projections (wkv + wgate pairs in one launch; the window KV
-// path on the main stream) give bitwise the logits of the first layout.
+// path on the main stream; three side lanes) give bitwise the logits of the first layout.
 TEST(CudaReplay, SideLayoutsMatch) {
     cuda::CudaModelOptions o;
     o.side_layout = 0;
     auto base = load_with(o);
-    for (int layout : {1, 2}) {
+    for (int layout : {1, 2, 3}) {
         SCOPED_TRACE(testing::Message() << "side_layout " << layout);
         o.side_layout = layout;
         auto m = load_with(o);
