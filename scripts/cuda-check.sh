@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA Hopper GPU: build the CUDA configuration, run the GPU tests, then the
 # benchmarks docs/benchmarks.md records (one Flash layer's decode kernels, 2 synthetic Flash layers end
-# to end at batch 1 and 8, the per-kernel profile of a decode step). Logs go to OUT (default
-# cuda-check-out/); a summary is printed. Extra environment (e.g. DSINFER_CUDA_FUSED=0) applies to all.
-# Usage: scripts/cuda-check.sh [OUT]
+# to end at batch 1 and 8 under each decode setting still to be decided, the per-kernel profile of a
+# decode step). Logs go to OUT (default cuda-check-out/); a summary is printed. Extra environment (e.g.
+# DSINFER_CUDA_FUSED=0) applies to all. PEER: another build's dsinfer (e.g. the previous commit's),
+# run in the same rounds as the reference.
+# Usage: scripts/cuda-check.sh [OUT] [PEER]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-cuda-check-out}
@@ -25,9 +27,23 @@ grep -E "^ceiling  d2d|^layer    [a-z+]|CUDA graph" "$out/layer.log"
 model=$(mktemp -d)
 trap 'rm -rf "$model"' EXIT
 build-cuda/dsinfer make-synthetic --like flash --layers 2 --out "$model" > /dev/null 2>&1 || status=1
-build-cuda/dsinfer bench --device cuda --model "$model" --prompt 16 --context 1024 --batch 1,8 --decode 40 \
-  > "$out/e2e.log" 2>&1 || status=1
-grep "^decode" "$out/e2e.log"
+peer=${2:-}
+# Settings not yet decided (docs/notes.md, "CUDA backend"), two rounds, each setting once per round.
+settings=("" "DSINFER_CUDA_DECODE_TABLES=2" "DSINFER_CUDA_PARAM_UPLOAD=1"
+          "DSINFER_CUDA_DECODE_TABLES=2 DSINFER_CUDA_PARAM_UPLOAD=1" "DSINFER_CUDA_SIDE_LAYOUT=1"
+          "DSINFER_CUDA_SIDE_LAYOUT=2" "DSINFER_CUDA_SIDE_LAYOUT=3")
+for round in 1 2; do
+  if [ -n "$peer" ]; then
+    "$peer" bench --device cuda --model "$model" --prompt 16 --context 1024 --batch 1,8 --decode 40 \
+      > "$out/e2e-peer-$round.log" 2>&1 || status=1
+    echo "peer (round $round): $(grep '^decode' "$out/e2e-peer-$round.log" | tr -s ' ' | tr '\n' '|')"
+  fi
+  for i in "${!settings[@]}"; do
+    env ${settings[$i]} build-cuda/dsinfer bench --device cuda --model "$model" --prompt 16 --context 1024 \
+      --batch 1,8 --decode 40 > "$out/e2e-$i-$round.log" 2>&1 || status=1
+    echo "${settings[$i]:-defaults} (round $round): $(grep '^decode' "$out/e2e-$i-$round.log" | tr -s ' ' | tr '\n' '|')"
+  done
+done
 if command -v ncu > /dev/null; then
   scripts/profile-decode.sh "$model" 1 build-cuda/dsinfer > "$out/profile.log" 2>&1 || status=1
   head -12 "$out/profile.log"

@@ -72,12 +72,13 @@ void d2h(void* dst, const void* src, size_t bytes);
 void d2d(void* dst, const void* src, size_t bytes);
 void dfill_nan(float* p, size_t count);  // poisons a float buffer with quiet NaNs
 void sync();
-// Small host→device uploads without a stream synchronization, ordered on stream() like a kernel:
-// up to 8 KB (4-byte multiples) go as the parameters of a one-block kernel (it takes part in
-// programmatic dependent launch; DSINFER_CUDA_PARAM_UPLOAD=0 turns this off), larger ones are staged
-// in page-locked memory and copied asynchronously. begin_uploads() starts a round; it waits for the
-// previous round's copies (a stream synchronization, only when that round staged anything) before
-// its staging memory is reused.
+// Small host→device uploads without a stream synchronization, ordered on stream(): staged in
+// page-locked memory and copied asynchronously; with parameter uploads on, those of up to 8 KB
+// (4-byte multiples) go as the parameters of a one-block kernel instead (it takes part in
+// programmatic dependent launch). begin_uploads() starts a round; it waits for the previous round's
+// copies (a stream synchronization, only when that round staged anything) before its staging memory
+// is reused. Parameter uploads: DSINFER_CUDA_PARAM_UPLOAD=1, or set_param_upload(1) (0 off; the
+// default is off).
 void begin_uploads();
 // CUDA graphs of the work enqueued on stream() between begin_capture() and end_capture() (relaxed
 // capture mode: no synchronizing call may happen in between). end_capture returns an executable graph
@@ -93,6 +94,7 @@ void destroy_graph(void* exec);
 void* host_alloc(size_t bytes);
 void host_free(void* p);
 void h2d_staged(void* dst, const void* src, size_t bytes);
+void set_param_upload(int mode);
 // The stream every op enqueues on (default: a stream owned by the backend).
 void* stream();
 void set_stream(void* cuda_stream);

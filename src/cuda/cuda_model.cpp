@@ -114,7 +114,7 @@ int side_layout_option(int option) {
 int tables_option(int option) {
     static const int env = env_choice("DSINFER_CUDA_DECODE_TABLES", 2);
     const int m = env >= 0 ? env : option;
-    return m < 0 || m > 2 ? 2 : m;
+    return m < 0 || m > 2 ? 0 : m;
 }
 
 // A growable float array in device memory (caches that grow with the sequence).
@@ -486,7 +486,10 @@ private:
     bool quant_ = true, pow2_ = true;
     bool fused_ = true;  // fused_option(o_.fused_epilogues)
     int side_layout_ = 0;               // side_layout_option(o_.side_layout)
-    int tables_mode_ = 2;               // tables_option(o_.decode_tables)
+    int tables_mode_ = 0;               // tables_option(o_.decode_tables)
+    // Block completions through compress_finish (one launch per compressor and step) rather than the
+    // ops one by one: with the fused epilogues and decode tables 1 or 2.
+    bool fused_finish() const { return fused_ && tables_mode_ >= 1; }
     std::vector<ops::Weight> weights_;  // uploaded, freed at the end
     std::vector<void*> buffers_;        // uploaded float tensors
     ops::Weight embed_, head_;
@@ -823,7 +826,7 @@ void CudaModel::finish_ops(const DevCompressor& cw, float* kv, float* score, flo
 void CudaModel::finish_jobs(const DevCompressor& cw, const std::vector<CompressJob>& jobs, const CompressJob* jobs_d,
                             const ops::RopeFreqs& rf, bool indexer) {
     if (jobs.empty()) return;
-    if (fused_ &&
+    if (fused_finish() &&
         compress_finish(jobs_d, int64_t(jobs.size()), cw.ratio, cw.d, cw.overlap, entry_post(cw, rf, indexer), true))
         return;
     for (const CompressJob& j : jobs) finish_ops(cw, j.kv, j.score, j.out, j.pos, rf, indexer);
@@ -837,7 +840,7 @@ void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& s
     if ((p + 1) % r) return;
     const std::vector<CompressJob> jobs{{kv.data(), score.data(), out.append(cw.d), p + 1 - r}};
     CompressJob* jobs_d = reinterpret_cast<CompressJob*>(core_.f(int64_t(sizeof(CompressJob) / 4)));
-    if (fused_) h2d_staged(jobs_d, jobs.data(), sizeof(CompressJob));
+    if (fused_finish()) h2d_staged(jobs_d, jobs.data(), sizeof(CompressJob));
     finish_jobs(cw, jobs, jobs_d, rf, indexer);
 }
 
@@ -1125,13 +1128,12 @@ CudaModel::DecodePlan CudaModel::plan_decode(const DevBlock& bw, Rows& rows, con
             pl.n_cmp = (pl.max_entries + 63) / 64 * 64;
     }
     pl.nk = W + pl.n_cmp;
-    const bool fused_finish =
-        !cw || compress_finish(nullptr, 0, cw->ratio, cw->d, cw->overlap,
-                               entry_post(*cw, {freqs_compressed_, c.rope_head_dim}, false), true);
-    const bool fused_ifinish =
+    const bool finish_ok = !cw || compress_finish(nullptr, 0, cw->ratio, cw->d, cw->overlap,
+                                                  entry_post(*cw, {freqs_compressed_, c.rope_head_dim}, false), true);
+    const bool ifinish_ok =
         !iw || compress_finish(nullptr, 0, iw->compressor.ratio, iw->compressor.d, iw->compressor.overlap,
                                entry_post(iw->compressor, {freqs_compressed_, c.rope_head_dim}, true), true);
-    pl.device = tables_mode_ == 2 && fused_ && fused_finish && fused_ifinish && !pl.indexer;
+    pl.device = tables_mode_ == 2 && fused_finish() && finish_ok && ifinish_ok && !pl.indexer;
     return pl;
 }
 
@@ -1151,7 +1153,7 @@ std::vector<DecodeSeq> CudaModel::decode_seqs(const DevBlock& bw, const Rows& ro
 // buffer whose place does not change between steps of the same batch size, wherever the caches are.
 void CudaModel::plan_step(Rows& rows) {
     step_plans_.clear();
-    if (per_sequence_decode()) return;
+    if (per_sequence_decode() || tables_mode_ != 2) return;
     for (const auto& sq : rows.seqs)
         if (sq.count != 1) return;
     std::vector<size_t> all(rows.seqs.size());

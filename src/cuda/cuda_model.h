@@ -42,13 +42,15 @@ struct CudaModelOptions {
     // bit for bit. DSINFER_CUDA_SIDE_LAYOUT=0|1|2|3 overrides it process-wide.
     int side_layout = 0;
     // How a decode step's attention core gets its tables (window-ring and compressor-slot copies, key
-    // lists, block completions): 2, built on the device from the positions, with key lists of a few
-    // fixed widths (ratio-4 layers: window + index_topk; others: the entry count rounded up to 64;
-    // -1 pads), so that a whole layer — core included — runs as one CUDA graph; the host builds and
-    // uploads them while a ratio-4 layer's indexer picks entries (then the layer's core stays eager).
-    // 1, the same widths, tables always built on the host (bitwise 2: a test reference). 0, tables from
-    // the host at the exact widths (the earlier path). DSINFER_CUDA_DECODE_TABLES=0|1|2 overrides it.
-    int decode_tables = 2;
+    // lists, block completions): 0 (default), built on the host at the exact widths and uploaded in one
+    // piece per layer, block completions as separate ops. 2, built on the device from the positions,
+    // with key lists of a few fixed widths (ratio-4 layers: window + index_topk; others: the entry
+    // count rounded up to 64; -1 pads) and block completions in one compress_finish launch per
+    // compressor, so that a whole layer — core included — runs as one CUDA graph; a ratio-4 layer whose
+    // indexer picks entries keeps host tables and an eager core. 1, 2's widths and compress_finish
+    // with tables from the host (bitwise 2: a test reference). 2 and 1 have not run on a GPU yet
+    // (docs/notes.md). DSINFER_CUDA_DECODE_TABLES=0|1|2 overrides it process-wide.
+    int decode_tables = 0;
 };
 
 // Uploads the model's weights; the model must outlive the returned object (it reads the model's

@@ -186,9 +186,10 @@ void begin_uploads() {
 }
 
 namespace {
-// Small uploads travel as a kernel's parameters (up to kParamUpload bytes): a kernel launch takes part
-// in programmatic dependent launch like its neighbours, where a copy-engine transfer would stall the
-// stream's kernel chain on both sides. DSINFER_CUDA_PARAM_UPLOAD=0 sends them through staging too.
+// Small uploads may travel as a kernel's parameters (up to kParamUpload bytes): a kernel launch takes
+// part in programmatic dependent launch like its neighbours, where a copy-engine transfer would stall
+// the stream's kernel chain on both sides. Off by default (not yet measured on a GPU):
+// DSINFER_CUDA_PARAM_UPLOAD=1 or set_param_upload(1) turns it on.
 constexpr size_t kParamUpload = 8192;
 struct ParamBlob {
     uint32_t w[kParamUpload / 4];
@@ -199,14 +200,21 @@ __global__ void __launch_bounds__(256)
     pdl_release();
     for (unsigned i = threadIdx.x; i < words; i += blockDim.x) dst[i] = blob.w[i];
 }
+std::atomic<int> g_param_upload{-1};  // -1: DSINFER_CUDA_PARAM_UPLOAD (read once), 0 off, 1 on
 bool param_upload() {
-    static const bool on = [] {
+    int m = g_param_upload.load();
+    if (m < 0) {
         const char* v = std::getenv("DSINFER_CUDA_PARAM_UPLOAD");
-        return !(v && v[0] == '0');
-    }();
-    return on;
+        m = v && v[0] == '1' ? 1 : 0;
+        g_param_upload.store(m);
+    }
+    return m == 1;
 }
 }  // namespace
+
+void set_param_upload(int mode) {
+    g_param_upload.store(mode == 1 ? 1 : 0);
+}
 
 void h2d_staged(void* dst, const void* src, size_t bytes) {
     if (!bytes) return;
