@@ -2,7 +2,7 @@
 # On a machine with an NVIDIA Hopper GPU: build the CUDA configuration, run the GPU tests, then the
 # benchmarks docs/benchmarks.md records (one Flash layer's decode kernels, 2 synthetic Flash layers end
 # to end at batch 1 and 8 under each decode setting still to be decided, the per-kernel profile of a
-# decode step). Logs go to OUT (default cuda-check-out/); a summary is printed. Extra environment (e.g.
+# decode step and its timeline of busy and idle time). Logs go to OUT (default cuda-check-out/); a summary is printed. Extra environment (e.g.
 # DSINFER_CUDA_FUSED=0) applies to all. PEER: another build's dsinfer (e.g. the previous commit's),
 # run in the same rounds as the reference.
 # Usage: scripts/cuda-check.sh [OUT] [PEER]
@@ -47,5 +47,13 @@ done
 if command -v ncu > /dev/null; then
   scripts/profile-decode.sh "$model" 1 build-cuda/dsinfer > "$out/profile.log" 2>&1 || status=1
   head -12 "$out/profile.log"
+fi
+if command -v nsys > /dev/null; then
+  for tables in 0 2; do
+    DSINFER_CUDA_DECODE_TABLES=$tables scripts/decode-timeline.sh "$model" build-cuda/dsinfer 2 \
+      > "$out/timeline-$tables.log" 2>&1 || status=1
+    echo "timeline, decode tables $tables:"
+    grep -A4 "^step" "$out/timeline-$tables.log" | head -12
+  done
 fi
 exit $status
