@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cublasLt.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -165,6 +166,17 @@ __device__ __forceinline__ float pow2ceil_dev(float x) {
     uint32_t e = (u >> 23) & 0xffu;
     if (u & 0x7fffffu) e += 1;
     return __uint_as_float(e << 23);
+}
+// act_quant's scale for a block of absolute maximum amax, and one element's FP8 (e4m3)
+// quantize-dequantize: shared by every kernel that act_quant's, so they all round alike.
+__device__ __forceinline__ float e4m3_scale_dev(float amax, bool pow2) {
+    const float s = fmaxf(amax, 1e-4f) / 448.f;
+    return pow2 ? pow2ceil_dev(s) : s;
+}
+__device__ __forceinline__ float e4m3_qdq_dev(float v, float s) {
+    const float q = fminf(fmaxf(v / s, -448.f), 448.f);
+    const __half_raw h = __nv_cvt_fp8_to_halfraw(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3), __NV_E4M3);
+    return __half2float(__half(h)) * s;
 }
 
 // One GEMV problem of a grouped launch: y[0, r] = x[0, :]·W[r, :] (linear.cu).

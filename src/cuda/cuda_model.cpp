@@ -839,8 +839,11 @@ void CudaModel::compressor_finish(const DevCompressor& cw, DevVec& kv, DevVec& s
     const int64_t r = cw.ratio;
     if ((p + 1) % r) return;
     const std::vector<CompressJob> jobs{{kv.data(), score.data(), out.append(cw.d), p + 1 - r}};
-    CompressJob* jobs_d = reinterpret_cast<CompressJob*>(core_.f(int64_t(sizeof(CompressJob) / 4)));
-    if (fused_finish()) h2d_staged(jobs_d, jobs.data(), sizeof(CompressJob));
+    CompressJob* jobs_d = nullptr;
+    if (fused_finish()) {
+        jobs_d = reinterpret_cast<CompressJob*>(core_.f(int64_t(sizeof(CompressJob) / 4)));
+        h2d_staged(jobs_d, jobs.data(), sizeof(CompressJob));
+    }
     finish_jobs(cw, jobs, jobs_d, rf, indexer);
 }
 
@@ -1128,12 +1131,13 @@ CudaModel::DecodePlan CudaModel::plan_decode(const DevBlock& bw, Rows& rows, con
             pl.n_cmp = (pl.max_entries + 63) / 64 * 64;
     }
     pl.nk = W + pl.n_cmp;
-    const bool finish_ok = !cw || compress_finish(nullptr, 0, cw->ratio, cw->d, cw->overlap,
-                                                  entry_post(*cw, {freqs_compressed_, c.rope_head_dim}, false), true);
-    const bool ifinish_ok =
-        !iw || compress_finish(nullptr, 0, iw->compressor.ratio, iw->compressor.d, iw->compressor.overlap,
-                               entry_post(iw->compressor, {freqs_compressed_, c.rope_head_dim}, true), true);
-    pl.device = tables_mode_ == 2 && fused_finish() && finish_ok && ifinish_ok && !pl.indexer;
+    // Device tables need every block completion on compress_finish (asked without launching).
+    auto finish_ok = [&](const DevCompressor* k, bool indexer) {
+        return !k || compress_finish(nullptr, 0, k->ratio, k->d, k->overlap,
+                                     entry_post(*k, {freqs_compressed_, c.rope_head_dim}, indexer), true);
+    };
+    pl.device = tables_mode_ == 2 && fused_finish() && !pl.indexer && finish_ok(cw, false) &&
+                finish_ok(iw ? &iw->compressor : nullptr, true);
     return pl;
 }
 
@@ -1301,8 +1305,10 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
     const size_t o_a = put(a_rows.data(), nS * sizeof(float*));
     const size_t o_b = put(b_rows.data(), nS * sizeof(float*));
     const size_t o_k = indexer ? put(k_rows.data(), nS * sizeof(float*)) : 0;
-    const size_t o_cj = put(pl.cjobs.data(), pl.cjobs.size() * sizeof(CompressJob));
-    const size_t o_ij = put(pl.ijobs.data(), pl.ijobs.size() * sizeof(CompressJob));
+    // The block completions' jobs only where compress_finish reads them (finish_jobs).
+    const bool finish_d = fused_finish();
+    const size_t o_cj = finish_d ? put(pl.cjobs.data(), pl.cjobs.size() * sizeof(CompressJob)) : 0;
+    const size_t o_ij = finish_d ? put(pl.ijobs.data(), pl.ijobs.size() * sizeof(CompressJob)) : 0;
     auto* dev = reinterpret_cast<unsigned char*>(A.f(int64_t(blob.size() / 4)));
     h2d_staged(dev, blob.data(), blob.size());
     auto* jobs_d = reinterpret_cast<CopyJob*>(dev + o_jobs);
@@ -1318,8 +1324,9 @@ void CudaModel::attention_decode(const DevBlock& bw, Rows& rows, const std::vect
 
     // Sequences whose token completes a compressed block pool it (a few per step): one launch per
     // compressor.
-    if (cw) finish_jobs(*cw, pl.cjobs, reinterpret_cast<const CompressJob*>(dev + o_cj), rf, false);
-    if (iw) finish_jobs(iw->compressor, pl.ijobs, reinterpret_cast<const CompressJob*>(dev + o_ij), rf, true);
+    auto jobs_at = [&](size_t off) { return finish_d ? reinterpret_cast<const CompressJob*>(dev + off) : nullptr; };
+    if (cw) finish_jobs(*cw, pl.cjobs, jobs_at(o_cj), rf, false);
+    if (iw) finish_jobs(iw->compressor, pl.ijobs, jobs_at(o_ij), rf, true);
     mark("dec.compress");
 
     if (indexer) {

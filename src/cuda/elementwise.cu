@@ -34,18 +34,6 @@ __device__ __forceinline__ float fp4_qdq_dev(float v, float s) {
     return round_e2m1_dev(fminf(fmaxf(v / s, -6.f), 6.f)) * s;
 }
 
-// act_quant's scale for a block of absolute maximum amax, and one element's quantize-dequantize
-// (the same expressions as act_quant_kernel in linear.cu).
-__device__ __forceinline__ float e4m3_scale_dev(float amax, bool pow2) {
-    const float s = fmaxf(amax, 1e-4f) / 448.f;
-    return pow2 ? pow2ceil_dev(s) : s;
-}
-__device__ __forceinline__ float e4m3_qdq_dev(float v, float s) {
-    const float q = fminf(fmaxf(v / s, -448.f), 448.f);
-    const __half_raw h = __nv_cvt_fp8_to_halfraw(__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3), __NV_E4M3);
-    return __half2float(__half(h)) * s;
-}
-
 __global__ void fp4_quant_kernel(float* x, int64_t rows, int64_t cols, int64_t ld, int64_t block) {
     pdl_wait();
     pdl_release();

@@ -1175,14 +1175,8 @@ __global__ void act_quant_kernel(const float* src, float* x, int64_t rows, int64
     for (int64_t i = lane; i < len; i += 32) amax = fmaxf(amax, fabsf(sp[i]));
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-    amax = fmaxf(amax, 1e-4f);
-    float s = amax / 448.f;
-    if (pow2) s = pow2ceil_dev(s);
-    for (int64_t i = lane; i < len; i += 32) {
-        const float v = fminf(fmaxf(sp[i] / s, -448.f), 448.f);
-        const __nv_fp8_storage_t q = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
-        p[i] = e4m3_dev(q) * s;
-    }
+    const float s = e4m3_scale_dev(amax, pow2);
+    for (int64_t i = lane; i < len; i += 32) p[i] = e4m3_qdq_dev(sp[i], s);
 }
 
 }  // namespace
