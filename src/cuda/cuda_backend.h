@@ -44,6 +44,13 @@ int64_t bf16_gemm_min_rows();
 // earlier one-block-per-token finish instead; both give bitwise the same results (tests and
 // bench_cuda compare them). Process-wide.
 void set_one_block_hc_finish(bool on);
+// While on (a scope of the caller's): hc_pre and hc_post_pre at decode sizes (t ≤ 32, called on the main
+// stream) run their Sinkhorn (post, comb) on side lane kSinkhornLane while the main stream goes on with
+// the weighted stream sum, so y is ready without waiting for the 20 normalisation rounds. post and comb
+// are complete only after the next side_join(), which the caller must issue before reading them (and
+// before a graph capture ends). Bitwise the same values. Process-wide; off by default.
+void set_hc_sinkhorn_aside(bool on);
+bool hc_sinkhorn_aside();
 
 // Weight rows per warp of the grouped GEMV launches of moe_experts' decode path (FP8/FP4 experts):
 // 2, 4 or 8, or 0 (default): 4 for a single token's experts (up to 16 jobs: persistent blocks that
@@ -106,7 +113,8 @@ void set_stream(void* cuda_stream);
 // capture (forks and joins become graph edges). One lane open at a time; side_begin() on a lane after
 // side_end() and before the join appends a segment to it (it runs after the lane's earlier work, and
 // after the main stream's work up to that point).
-constexpr int kLanes = 4;
+constexpr int kLanes = 5;
+constexpr int kSinkhornLane = 4;  // hc_pre's Sinkhorn (set_hc_sinkhorn_aside)
 void side_begin(int lane = 1);
 void side_end();
 void side_join();
@@ -150,6 +158,11 @@ void set_mma_split(bool on);
 // in another order; ≈ 11 instructions per 8 codes against ≈ 16). Off by default until it has run on a GPU;
 // DSINFER_CUDA_MMA_FP4E4=1 or set_mma_fp4_e4m3(true) switches it on.
 void set_mma_fp4_e4m3(bool on);
+// Decode routed experts whose tensor-core GEMV launches build their own jobs from the expert ids, the
+// down launch forming SwiGLU and its quantization while it stages x (two kernels fewer, the down weights
+// fetched before the up launch ends; bitwise the separate kernels). Off until measured on a GPU:
+// DSINFER_CUDA_MOE_JOBS=1 or set_mma_moe(true) switches it on.
+void set_mma_moe(bool on);
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,
 // all n rows), on the activations a previous linear() of the same m and k quantized into the scratch;

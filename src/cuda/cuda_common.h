@@ -197,6 +197,34 @@ bool same_layout(const ops::Weight& a, const ops::Weight& b);
 // array (routed experts); false, launching nothing, when it does not apply.
 bool mma_gemv_grouped(const ops::Weight& like, int64_t n_rows, const GemvJob* jobs_dev, int64_t njobs);
 
+// One routed expert's weights as the device expert table holds them (moe.cu).
+struct ExpertPtrs {
+    const void *w1, *s1, *w3, *s3, *w2, *s2;
+};
+// One SwiGLU output (row r, column c): clamp at limit (> 0), silu(gate) · up, times row_w[r] when set.
+// Shared by every kernel that computes it, so they all round alike.
+__device__ __forceinline__ float swiglu_dev(const float* gate, const float* up, int64_t ld, int64_t r, int64_t c,
+                                            float limit, const float* row_w) {
+    float g = gate[r * ld + c], u = up[r * ld + c];
+    if (limit > 0.f) {
+        u = fminf(fmaxf(u, -limit), limit);
+        g = fminf(g, limit);
+    }
+    float v = g / (1.f + expf(-g)) * u;
+    if (row_w) v = row_w[r] * v;
+    return v;
+}
+// The decode routed experts on the tensor-core GEMV with their job tables built inside the GEMV launches
+// (gemv_mma.cu): `up` computes gu[p] = [x[p / k]·w1ᵀ | x[p / k]·w3ᵀ] of every (token, slot) pair p of
+// expert ids[p]; `down` computes y[p] = h[p]·w2ᵀ with h[p] = act_quant(swiglu(gu[p]) · rw[p]) (128-blocks,
+// power-of-two scales) formed while x is staged — the values swiglu_act_quant would write. false,
+// launching nothing, when the path does not apply (then use build_jobs + mma_gemv_grouped).
+bool mma_moe_ok(const ops::Weight& w1, const ops::Weight& w2, int64_t inter);
+void mma_moe_up(const ops::Weight& w1, const ExpertPtrs* ex, const int32_t* ids, int64_t pairs, int64_t k,
+                const float* x, int64_t inter, float* gu);
+void mma_moe_down(const ops::Weight& w2, const ExpertPtrs* ex, const int32_t* ids, int64_t pairs, int64_t inter,
+                  const float* gu, float limit, const float* rw, float* y);
+
 // Drops the float32 copy of a weight's scales that the tensor-core path caches (keyed by pointer).
 void forget_weight_scales(const void* scale);
 

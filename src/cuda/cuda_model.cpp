@@ -117,6 +117,24 @@ int tables_option(int option) {
     return m < 0 || m > 2 ? 0 : m;
 }
 
+// CudaModelOptions::hc_sinkhorn_aside, or DSINFER_CUDA_HC_ASIDE=0|1 for every model.
+bool hc_aside_option(bool option) {
+    static const int env = env_choice("DSINFER_CUDA_HC_ASIDE", 1);
+    return env >= 0 ? env == 1 : option;
+}
+
+// set_hc_sinkhorn_aside for a scope (restored on the way out, exceptions included).
+class SinkhornAside {
+  public:
+    explicit SinkhornAside(bool on) : prev_(hc_sinkhorn_aside()) { set_hc_sinkhorn_aside(on); }
+    ~SinkhornAside() { set_hc_sinkhorn_aside(prev_); }
+    SinkhornAside(const SinkhornAside&) = delete;
+    SinkhornAside& operator=(const SinkhornAside&) = delete;
+
+  private:
+    bool prev_;
+};
+
 // A growable float array in device memory (caches that grow with the sequence).
 class DevVec {
 public:
@@ -487,6 +505,7 @@ private:
     bool fused_ = true;  // fused_option(o_.fused_epilogues)
     int side_layout_ = 0;               // side_layout_option(o_.side_layout)
     int tables_mode_ = 0;               // tables_option(o_.decode_tables)
+    bool hc_aside_ = false;             // hc_aside_option(o_.hc_sinkhorn_aside)
     // Block completions through compress_finish (one launch per compressor and step) rather than the
     // ops one by one: with the fused epilogues and decode tables 1 or 2.
     bool fused_finish() const { return fused_ && tables_mode_ >= 1; }
@@ -533,6 +552,7 @@ CudaModel::CudaModel(const Dsv4Model& m, const CudaModelOptions& o) : m_(m), c_(
     fused_ = fused_option(o.fused_epilogues);
     side_layout_ = side_layout_option(o.side_layout);
     tables_mode_ = tables_option(o.decode_tables);
+    hc_aside_ = hc_aside_option(o.hc_sinkhorn_aside);
     const Dsv4Weights& w = m.weights();
     embed_ = up(w.embed);
     head_ = up(w.head);
@@ -1414,7 +1434,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     if (fused_) {
         // The combine adds the shared expert's output (after the join) and applies hc_post.
         MoeTail tail;
-        if (fork) tail.before_combine = [] { side_join(); };
+        if (fork || hc_sinkhorn_aside()) tail.before_combine = [] { side_join(); };
         tail.add = so;
         tail.res = res;
         tail.post = post;
@@ -1426,7 +1446,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     }
     moe_experts(*bw.experts, xr, x_quant, n, D, I, ids, rw, K, limit, quant_h, out);
     mark("moe.experts");
-    if (fork) side_join();
+    if (fork || hc_sinkhorn_aside()) side_join();
     add(out, so, n * D);
     be.hc_post(out, res, post, comb, n, c.hc_mult, D, x_out);
     mark("hc_post");
@@ -1522,6 +1542,10 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
     k2.part = 2;
 
     const std::vector<const void*> inputs{x, rows.pos_d, rows.tokens_d};
+    // Each hc_pre's Sinkhorn on its own lane (decode sizes): joined at the end of part 1 and before the
+    // MoE's combine, where post and comb are read.
+    const bool aside = hc_aside_ && fork_rows(o_.side_stream, n);
+    const SinkhornAside aside_scope(aside);
     // Before attention's core: hc_pre, norm, projections.
     auto part1 = [&] {
         float* y = layer_.f(n * D);
@@ -1535,6 +1559,7 @@ void CudaModel::block_forward(const DevBlock& bw, Rows& rows, float* x) {
         norm_q(y, n, D, bw.attn_norm, yq);
         mark("hc_pre+norm");
         const AttnIn in = attention_proj(bw, rows, y, yq);
+        if (aside) side_join();  // post and comb (part 2 reads them), before a capture ends
         return std::vector<float*>{y, post, comb, f, x2, yq, in.q, in.kv, in.ca, in.cg, in.iq, in.iwt, in.ia, in.ig,
                                    in.o};
     };

@@ -51,6 +51,10 @@ struct CudaModelOptions {
     // with tables from the host (bitwise 2: a test reference). 2 and 1 have not run on a GPU yet
     // (docs/notes.md). DSINFER_CUDA_DECODE_TABLES=0|1|2 overrides it process-wide.
     int decode_tables = 0;
+    // Decode steps (with side_stream) run each hc_pre's Sinkhorn (post, comb: needed only by the
+    // sublayer's hc_post) on its own side lane while the main stream goes on with the sublayer's input.
+    // Same results bit for bit. DSINFER_CUDA_HC_ASIDE=0|1 overrides it process-wide.
+    bool hc_sinkhorn_aside = false;
 };
 
 // Uploads the model's weights; the model must outlive the returned object (it reads the model's

@@ -235,19 +235,6 @@ __global__ void embed_kernel(ops::WeightFormat fmt, const void* table, int64_t d
     }
 }
 
-// One SwiGLU output (row r, column c), shared by swiglu_kernel and swiglu_quant_kernel.
-__device__ __forceinline__ float swiglu_dev(const float* gate, const float* up, int64_t ld, int64_t r, int64_t c,
-                                            float limit, const float* row_w) {
-    float g = gate[r * ld + c], u = up[r * ld + c];
-    if (limit > 0.f) {
-        u = fminf(fmaxf(u, -limit), limit);
-        g = fminf(g, limit);
-    }
-    float v = g / (1.f + expf(-g)) * u;
-    if (row_w) v = row_w[r] * v;
-    return v;
-}
-
 __global__ void swiglu_kernel(const float* gate, const float* up, int64_t ld, int64_t rows, int64_t n, float limit,
                               const float* row_w, float* h) {
     pdl_wait();

@@ -69,6 +69,18 @@ struct MmaParams {
 struct MmaJobs {
     GemvJob j[kMmaMaxInline];
 };
+// Routed-expert launches that build their own jobs (mma_moe_up / mma_moe_down): stage 0 none; 1 up (job
+// p < 2·pairs: pair p mod pairs, w1 for p < pairs, else w3); 2 down (job p: pair p, x from gu).
+struct MmaMoe {
+    const ExpertPtrs* ex;
+    const int32_t* ids;
+    const float* x;  // up: [tokens, ld]; down: gu [pairs, 2 · inter]
+    float* y;        // up: gu [pairs, 2 · inter]; down: [pairs, ld]
+    const float* rw;
+    int64_t pairs, k, ld, inter;
+    float limit;
+    int stage;
+};
 
 template <int FMT>
 struct MmaFmt;
@@ -137,8 +149,20 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1,
 
 // DEPTH: rounds of weight loads in flight per lane (2 × 16 bytes each); MINB: resident blocks per SM
 // the registers are fitted to (4, 2: 128 registers; 3, 3: 80). SPLIT: x as hi + lo terms (header).
+__device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
+    if (m.stage == 1) {
+        const int64_t pair = p % m.pairs, which = p / m.pairs;
+        const ExpertPtrs e = m.ex[m.ids[pair]];
+        return GemvJob{m.x + (pair / m.k) * m.ld, which ? e.w3 : e.w1, which ? e.s3 : e.s1,
+                       m.y + pair * 2 * m.inter + which * m.inter};
+    }
+    const ExpertPtrs e = m.ex[m.ids[p]];
+    return GemvJob{nullptr, e.w2, e.s2, m.y + p * m.ld};
+}
+
 template <int FMT, int DEPTH, int MINB, bool SPLIT>
-__global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs) {
+__global__ void __launch_bounds__(kMmaThreads, MINB)
+    gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
     constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
     constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
     constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
@@ -154,8 +178,12 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
     const int tile = int(blockIdx.x) * tpb + tib;
     const int64_t row_bytes = F4 ? p.k / 2 : p.k;
 
-    if (p.device_jobs) pdl_wait();  // the job array is written by the kernel before
-    const GemvJob job = p.device_jobs ? jobs[blockIdx.z] : inl.j[blockIdx.z];
+    // Jobs read before the wait: inline ones, and a down launch's (its ids were written before the up
+    // launch, which waited for them before releasing this one). Device job arrays and an up launch's ids
+    // may be written by the kernel just before.
+    const bool early = moe.stage == 2 || !p.device_jobs;
+    if (!early) pdl_wait();
+    const GemvJob job = moe.stage ? moe_job(moe, blockIdx.z) : p.device_jobs ? jobs[blockIdx.z] : inl.j[blockIdx.z];
     const int64_t jn0 = p.n0 + job.n0;
     const int64_t ra = int64_t(tile) * 16 + g, rb = ra + 8;
     const int64_t last = p.n_rows - 1;
@@ -173,13 +201,29 @@ __global__ void __launch_bounds__(kMmaThreads, MINB) gemv_mma_kernel(MmaParams p
             qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r_begin + i) * 64));
             qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r_begin + i) * 64));
         }
-    if (!p.device_jobs) pdl_wait();
+    if (early) pdl_wait();
     pdl_release();
 
     // Stage x: warp-wide per 128-block (4 elements a lane), one power of two per block.
     if (threadIdx.x == 0) zero16 = make_uint4(0, 0, 0, 0);
     for (int64_t b = warp; b < p.k / 128; b += kMmaWarps) {
-        const float4 v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
+        float4 v;
+        if (moe.stage == 2) {  // h = act_quant(swiglu(gu) · rw) of this block, as swiglu_quant_kernel forms it
+            const float* gu = moe.x;
+            const int64_t c0 = b * 128 + lane * 4;
+            float e[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+                e[i] = swiglu_dev(gu, gu + moe.inter, 2 * moe.inter, blockIdx.z, c0 + i, moe.limit, moe.rw);
+            float am = fmaxf(fmaxf(fabsf(e[0]), fabsf(e[1])), fmaxf(fabsf(e[2]), fabsf(e[3])));
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+            const float sq = e4m3_scale_dev(am, true);
+            v = make_float4(e4m3_qdq_dev(e[0], sq), e4m3_qdq_dev(e[1], sq), e4m3_qdq_dev(e[2], sq),
+                            e4m3_qdq_dev(e[3], sq));
+        } else {
+            v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
+        }
         float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
@@ -335,7 +379,7 @@ int mma_cfg(bool device_jobs, int64_t njobs) {
 }
 
 template <int FMT, int DEPTH, int MINB, bool SPLIT>
-void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs) {
+void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     const int tpb = kMmaWarps / p.ks;
     const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4;
     static bool attr = false;
@@ -346,18 +390,18 @@ void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
-    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT>, grid, kMmaThreads, smem, p, inl, jobs);
+    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT>, grid, kMmaThreads, smem, p, inl, jobs, moe);
     DSINFER_CUDA_LAUNCH();
 }
 
 template <int FMT, bool SPLIT>
-void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs) {
-    if (p.cfg == 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs);
-    launch_mma_cfg<FMT, 4, 2, SPLIT>(p, inl, jobs, njobs);
+void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
+    if (p.cfg == 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs, moe);
+    launch_mma_cfg<FMT, 4, 2, SPLIT>(p, inl, jobs, njobs, moe);
 }
 
 void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs,
-                bool split = false) {
+                bool split = false, const MmaMoe& moe = MmaMoe{}) {
     MmaParams p{};
     p.k = like.k;
     p.n_rows = n_rows;
@@ -367,7 +411,7 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
     p.rounds = int(like.k / (like.fmt == WeightFormat::FP4 ? MmaFmt<int(WeightFormat::FP4)>::RK
                                                            : MmaFmt<int(WeightFormat::FP8)>::RK));
     p.tiles = int(ceil_div(n_rows, 16));
-    p.device_jobs = jobs != nullptr;
+    p.device_jobs = jobs != nullptr || moe.stage != 0;
     p.cfg = mma_cfg(p.device_jobs, njobs);
     // Warps per tile: the split whose waves of resident blocks (two or three per SM) times rounds per warp is
     // least (fewer warps per tile on ties). DSINFER_CUDA_MMA_KS=1|2|4|8 forces one (read once).
@@ -389,17 +433,17 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
     }
     const bool f4 = like.fmt == WeightFormat::FP4, e4 = f4 && mma_fp4_e4m3();
     if (split && e4)
-        launch_mma_fmt<kFmtFp4E4, true>(p, inl, jobs, njobs);
+        launch_mma_fmt<kFmtFp4E4, true>(p, inl, jobs, njobs, moe);
     else if (split && f4)
-        launch_mma_fmt<int(WeightFormat::FP4), true>(p, inl, jobs, njobs);
+        launch_mma_fmt<int(WeightFormat::FP4), true>(p, inl, jobs, njobs, moe);
     else if (split)
-        launch_mma_fmt<int(WeightFormat::FP8), true>(p, inl, jobs, njobs);
+        launch_mma_fmt<int(WeightFormat::FP8), true>(p, inl, jobs, njobs, moe);
     else if (e4)
-        launch_mma_fmt<kFmtFp4E4, false>(p, inl, jobs, njobs);
+        launch_mma_fmt<kFmtFp4E4, false>(p, inl, jobs, njobs, moe);
     else if (f4)
-        launch_mma_fmt<int(WeightFormat::FP4), false>(p, inl, jobs, njobs);
+        launch_mma_fmt<int(WeightFormat::FP4), false>(p, inl, jobs, njobs, moe);
     else
-        launch_mma_fmt<int(WeightFormat::FP8), false>(p, inl, jobs, njobs);
+        launch_mma_fmt<int(WeightFormat::FP8), false>(p, inl, jobs, njobs, moe);
 }
 
 }  // namespace
@@ -474,6 +518,31 @@ bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_de
     if (!mma_gemv_enabled() || !mma_gemv_ok(like) || njobs <= 0) return false;
     launch_mma(like, n_rows, 0, MmaJobs{}, jobs_dev, njobs);
     return true;
+}
+
+std::atomic<int> g_mma_moe{-1};  // -1: DSINFER_CUDA_MOE_JOBS (read once; on only if '1'), 0 off, 1 on
+void set_mma_moe(bool on) {
+    g_mma_moe = on ? 1 : 0;
+}
+
+bool mma_moe_ok(const Weight& w1, const Weight& w2, int64_t inter) {
+    if (mode_or_env(g_mma_moe, "DSINFER_CUDA_MOE_JOBS", 0) != 1) return false;
+    if (!mma_gemv_enabled() || !mma_gemv_ok(w1) || !mma_gemv_ok(w2)) return false;
+    // down stages h per 128-block, one warp a block (4 elements a lane, the act_quant blocks).
+    return w2.k == inter && inter % 128 == 0 && w1.n == inter;
+}
+
+void mma_moe_up(const Weight& w1, const ExpertPtrs* ex, const int32_t* ids, int64_t pairs, int64_t k, const float* x,
+                int64_t inter, float* gu) {
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || w1.k % 4 != 0) fail("mma_moe_up: x must be 16-byte aligned");
+    MmaMoe m{ex, ids, x, gu, nullptr, pairs, k, w1.k, inter, 0.f, 1};
+    launch_mma(w1, inter, 0, MmaJobs{}, nullptr, 2 * pairs, false, m);
+}
+
+void mma_moe_down(const Weight& w2, const ExpertPtrs* ex, const int32_t* ids, int64_t pairs, int64_t inter,
+                  const float* gu, float limit, const float* rw, float* y) {
+    MmaMoe m{ex, ids, gu, y, rw, pairs, 1, w2.n, inter, limit, 2};
+    launch_mma(w2, w2.n, 0, MmaJobs{}, nullptr, pairs, false, m);
 }
 
 }  // namespace dsinfer::cuda

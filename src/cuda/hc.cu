@@ -310,16 +310,20 @@ __global__ void __launch_bounds__(kHcThreads) hc_finish_kernel(const float* x, i
 // as the last block, so every block holds bitwise the same pre. Block y = ny runs the Sinkhorn warp
 // (post, comb). Each y element is s = 0, s += pre_h·x_h for h = 0..HC-1, as in hc_finish_kernel.
 // MIX = HC is hc_head's finish (partials of its HC mixes only): no Sinkhorn block, grid (t, ny); the
-// one-block-per-token hc_head kernel took 40 µs per decode token under ncu.
+// one-block-per-token hc_head kernel took 40 µs per decode token under ncu. part: kFinishAll (the
+// above), kFinishColumns (grid (t, ny): the column blocks only), kFinishSinkhorn (grid (t, 1): the
+// Sinkhorn block only, launched on a side lane).
+enum HcFinishPart : int { kFinishAll = 0, kFinishColumns = 1, kFinishSinkhorn = 2 };
 template <int HC, int MIX>
 __global__ void __launch_bounds__(kHcThreads)
     hc_finish_wide_kernel(const float* x, int64_t d, const float* part, const double* part_ss, const float* scale,
                           const float* base, int iters, float hc_eps, float norm_eps, float* y, float* post,
-                          float* comb) {
+                          float* comb, int which) {
     pdl_wait();
     pdl_release();
     const int64_t t = blockIdx.x, width = HC * d;
-    const bool sinkhorn_block = MIX > HC && blockIdx.y == gridDim.y - 1;
+    const bool sinkhorn_block =
+        MIX > HC && (which == kFinishSinkhorn || (which == kFinishAll && blockIdx.y == gridDim.y - 1));
     __shared__ float mixes[MIX], raw[MIX], pre[HC];
     __shared__ float rs;
     static_assert(kHcThreads >= 32 + MIX, "the mix sums run on the warps after the first");
@@ -368,9 +372,16 @@ __global__ void hc_post_kernel(const float* f, const float* res, const float* po
 namespace {
 std::atomic<bool> g_one_block_hc_finish{false};
 bool one_block_hc_finish() { return g_one_block_hc_finish; }
+std::atomic<bool> g_sinkhorn_aside{false};
 }  // namespace
 
 void set_one_block_hc_finish(bool on) { g_one_block_hc_finish = on; }
+void set_hc_sinkhorn_aside(bool on) {
+    g_sinkhorn_aside = on;
+}
+bool hc_sinkhorn_aside() {
+    return g_sinkhorn_aside;
+}
 
 namespace {
 // hc_pre, computing x as hc_post(pin) first when pin.f is set: inside the partials kernel at decode
@@ -389,10 +400,22 @@ void hc_pre_impl(const HcPostIn& pin, float* x, int64_t t, int64_t hc, int64_t d
         if (legacy_decode_kernels() || one_block_hc_finish()) {
             launch_pdl(hc_finish_kernel<4>, unsigned(t), kHcThreads, 0, x, d, part, part_ss, scale, base, iters, hc_eps,
                        norm_eps, y, post, comb, legacy_decode_kernels());
+        } else if (g_sinkhorn_aside && scratch_lane() == 0) {
+            // The Sinkhorn on its lane first (it forks after the partials), then the columns on the main
+            // stream; the partials stay untouched until the caller's join (the next writer of this
+            // scratch is the next hc_pre, after it).
+            side_begin(kSinkhornLane);
+            launch_pdl(hc_finish_wide_kernel<4, kMix>, dim3{unsigned(t), 1u}, kHcThreads, 0, x, d, part, part_ss, scale,
+                       base, iters, hc_eps, norm_eps, y, post, comb, int(kFinishSinkhorn));
+            DSINFER_CUDA_LAUNCH();
+            side_end();
+            const dim3 fgrid{unsigned(t), unsigned(ceil_div(d, kHcThreads))};
+            launch_pdl(hc_finish_wide_kernel<4, kMix>, fgrid, kHcThreads, 0, x, d, part, part_ss, scale, base, iters,
+                       hc_eps, norm_eps, y, post, comb, int(kFinishColumns));
         } else {
             const dim3 fgrid{unsigned(t), unsigned(ceil_div(d, kHcThreads) + 1)};
             launch_pdl(hc_finish_wide_kernel<4, kMix>, fgrid, kHcThreads, 0, x, d, part, part_ss, scale, base, iters,
-                       hc_eps, norm_eps, y, post, comb);
+                       hc_eps, norm_eps, y, post, comb, int(kFinishAll));
         }
         DSINFER_CUDA_LAUNCH();
         return;
@@ -428,7 +451,8 @@ void hc_head(const float* x, int64_t t, int64_t hc, int64_t d, const float* fn, 
                    const_cast<float*>(x), hc * d, fn, part, part_ss, HcPostIn{});
         DSINFER_CUDA_LAUNCH();
         launch_pdl(hc_finish_wide_kernel<kMaxHc, kMaxHc>, dim3{unsigned(t), unsigned(ceil_div(d, kHcThreads))},
-                   kHcThreads, 0, x, d, part, part_ss, scale, base, 0, hc_eps, norm_eps, y, nullptr, nullptr);
+                   kHcThreads, 0, x, d, part, part_ss, scale, base, 0, hc_eps, norm_eps, y, nullptr, nullptr,
+                   int(kFinishColumns));
         DSINFER_CUDA_LAUNCH();
         return;
     }

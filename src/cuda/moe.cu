@@ -18,10 +18,6 @@ namespace dsinfer::cuda {
 
 namespace {
 
-struct ExpertPtrs {
-    const void *w1, *s1, *w3, *s3, *w2, *s2;
-};
-
 // Up to this many (token, expert) pairs the grouped GEMV path (no host sync; each pair streams its
 // expert's weights) beats sorting by expert on the host and one linear per expert (H200, batch 64:
 // 384 pairs, 13 ms per layer sorted against ~4 ms grouped). Beyond it (prefill) experts get many
@@ -158,10 +154,16 @@ void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64
     float* y = static_cast<float*>(scratch(kScratchMoeY, size_t(pairs * d) * 4));
 
     if (pairs <= kGroupedMaxPairs && gemv_grouped_ok(w1) && gemv_grouped_ok(w2) && d % 4 == 0 && inter % 4 == 0) {
+        const auto* ex = static_cast<const ExpertPtrs*>(experts.device());
+        if (x_quant && quant_h && mma_moe_ok(w1, w2, inter)) {  // two GEMV launches build their own jobs
+            mma_moe_up(w1, ex, ids, pairs, k, x, inter, gu);
+            mma_moe_down(w2, ex, ids, pairs, inter, gu, limit, w, y);
+            combine(y, ids, nullptr, t, k, d, out, tail);
+            return;
+        }
         GemvJob* jobs = static_cast<GemvJob*>(scratch(kScratchMoeIdx, size_t(3 * pairs) * sizeof(GemvJob)));
-        launch_pdl(build_jobs_kernel, unsigned(ceil_div(pairs, 64)), 64, 0,
-                   static_cast<const ExpertPtrs*>(experts.device()), ids, pairs, k, x, d, inter, gu, h, y, jobs,
-                   jobs + 2 * pairs);
+        launch_pdl(build_jobs_kernel, unsigned(ceil_div(pairs, 64)), 64, 0, ex, ids, pairs, k, x, d, inter, gu, h, y,
+                   jobs, jobs + 2 * pairs);
         DSINFER_CUDA_LAUNCH();
         if (!(x_quant && mma_gemv_grouped(w1, inter, jobs, 2 * pairs))) gemv_grouped(w1, inter, jobs, 2 * pairs, d, 0);
         if (quant_h)

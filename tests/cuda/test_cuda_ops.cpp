@@ -739,23 +739,31 @@ TEST_F(CudaOps, HcPreWideFinishBitwise) {
         cpu::hc_pre(x.data(), t, hc, d, fn.data(), scale.data(), base.data(), 20, 1e-6f, 1e-6f, y.data(), post.data(),
                     comb.data());
         Dev dx(x), dfn(fn), ds(scale), db(base);
-        std::vector<float> got[2][3];
-        for (int one_block = 0; one_block < 2; ++one_block) {
-            cuda::set_one_block_hc_finish(one_block == 1);
+        // 0: wide finish; 1: one-block finish; 2: wide finish with the Sinkhorn on its side lane (joined
+        // before reading post and comb).
+        std::vector<float> got[3][3];
+        for (int mode = 0; mode < 3; ++mode) {
+            cuda::set_one_block_hc_finish(mode == 1);
+            cuda::set_hc_sinkhorn_aside(mode == 2);
             Dev dy = poisoned(y.size()), dpost = poisoned(post.size()), dcomb = poisoned(comb.size());
             cuda::backend().hc_pre(dx.f(), t, hc, d, dfn.f(), ds.f(), db.f(), 20, 1e-6f, 1e-6f, dy.f(), dpost.f(),
                                    dcomb.f());
-            got[one_block][0] = dy.get<float>();
-            got[one_block][1] = dpost.get<float>();
-            got[one_block][2] = dcomb.get<float>();
+            got[mode][0] = dy.get<float>();  // the main stream's work only: y needs no join
+            cuda::side_join();
+            got[mode][1] = dpost.get<float>();
+            got[mode][2] = dcomb.get<float>();
         }
         cuda::set_one_block_hc_finish(false);
+        cuda::set_hc_sinkhorn_aside(false);
         EXPECT_REL(got[0][0], y, 1e-5);
         EXPECT_REL(got[0][1], post, 1e-5);
         EXPECT_REL(got[0][2], comb, 1e-5);
-        EXPECT_SAME_BITS(got[0][0], got[1][0]);
-        EXPECT_SAME_BITS(got[0][1], got[1][1]);
-        EXPECT_SAME_BITS(got[0][2], got[1][2]);
+        for (int mode = 1; mode < 3; ++mode) {
+            SCOPED_TRACE(testing::Message() << "mode " << mode);
+            EXPECT_SAME_BITS(got[mode][0], got[0][0]);
+            EXPECT_SAME_BITS(got[mode][1], got[0][1]);
+            EXPECT_SAME_BITS(got[mode][2], got[0][2]);
+        }
     }
 }
 
@@ -1254,6 +1262,47 @@ TEST_F(CudaOps, MoeExpertsMmaOnOff) {
         cuda::set_mma_fp4_e4m3(false);
     }
     free_moe_weights(md);
+}
+
+// Routed experts whose GEMV launches build their own jobs (and stage SwiGLU + act_quant in the down
+// launch) against the job-table kernels, bitwise, and against the CPU composition: FP4 and FP8 experts,
+// one and several tokens, with and without the combine's tail.
+TEST_F(CudaOps, MoeJobsInLaunchMatchTables) {
+    const int64_t d = 4096, inter = 2048, ne = 8, k = 6, hc = 4;
+    for (WeightFormat fmt : {WeightFormat::FP4, WeightFormat::FP8})
+        for (int64_t t : {1, 3}) {
+            SCOPED_TRACE(testing::Message() << "fmt " << int(fmt) << " t " << t);
+            MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
+            nudge_off_e4m3_boundaries(md, t, d, inter, k);
+            const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
+            {
+                cuda::ExpertTable table(md.dev);
+                Dev dx(md.x), di(md.ids), dw(md.w);
+                auto add = randn(size_t(t * d)), res = randn(size_t(t * hc * d));
+                auto post = randn(size_t(t * hc), 0.5f), comb = randn(size_t(t * hc * hc), 0.3f);
+                Dev dadd(add), dres(res), dpost(post), dcomb(comb);
+                cuda::MoeTail tail;
+                tail.add = dadd.f();
+                tail.res = dres.f();
+                tail.post = dpost.f();
+                tail.comb = dcomb.f();
+                tail.hc = hc;
+                std::vector<float> plain[2], tailed[2];
+                for (int on : {0, 1}) {
+                    cuda::set_mma_moe(on == 1);
+                    Dev dp = poisoned(size_t(t * d)), dt = poisoned(res.size());
+                    cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dp.f());
+                    cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dt.f(), &tail);
+                    plain[on] = dp.get<float>();
+                    tailed[on] = dt.get<float>();
+                }
+                cuda::set_mma_moe(false);
+                EXPECT_SAME_BITS(plain[1], plain[0]);
+                EXPECT_SAME_BITS(tailed[1], tailed[0]);
+                EXPECT_REL(plain[1], ref, 1e-5);
+            }
+            free_moe_weights(md);
+        }
 }
 
 // ---- Fused epilogues: bitwise the ops they replace ----

@@ -13,6 +13,7 @@
 #include <string>
 #include <tuple>
 
+#include "cuda/cuda_backend.h"
 #include "cuda/cuda_model.h"
 #include "model/replay.h"
 #include "model/replay_check.h"
@@ -387,6 +388,35 @@ TEST(CudaReplay, DeviceDecodeTablesMatchHost) {
             EXPECT_LE(rel_l2(dl[size_t(s)], el[size_t(s)]), 1e-5) << "prompt " << prompt << " step " << s;
         }
     }
+}
+
+// Each hc_pre's Sinkhorn on its own side lane gives bitwise the logits of the default, graphs on and off.
+TEST(CudaReplay, SinkhornAsideMatches) {
+    cuda::CudaModelOptions o, e;
+    o.hc_sinkhorn_aside = true;
+    e.hc_sinkhorn_aside = true;
+    e.cuda_graphs = false;
+    auto m = load_with(o), me = load_with(e);
+    decode_matches(*m, &model());
+    decode_matches(*me, &model());
+}
+
+// Routed experts whose GEMV launches build their own jobs (DSINFER_CUDA_MOE_JOBS) give bitwise the
+// logits of the job-table kernels, graphed decode included (each model captures its own graphs).
+TEST(CudaReplay, MoeJobsInLaunchMatchTables) {
+    cuda::CudaModelOptions o;
+    std::vector<std::vector<float>> runs[2];
+    for (int on : {0, 1}) {
+        cuda::set_mma_moe(on == 1);
+        auto m = load_with(o);
+        for (auto [prompt, steps] : {std::pair{5, 6}, std::pair{40, 6}}) {
+            const auto l = decode_logits(*m, prompt, steps);
+            runs[on].insert(runs[on].end(), l.begin(), l.end());
+        }
+    }
+    cuda::set_mma_moe(false);
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    for (size_t s = 0; s < runs[0].size(); ++s) ASSERT_EQ(runs[1][s], runs[0][s]) << "step " << s;
 }
 
 // The side-stream layouts of the attention projections (wkv + wgate pairs in one launch; the window KV
