@@ -163,6 +163,10 @@ void set_mma_fp4_e4m3(bool on);
 // fetched before the up launch ends; bitwise the separate kernels). Off until measured on a GPU:
 // DSINFER_CUDA_MOE_JOBS=1 or set_mma_moe(true) switches it on.
 void set_mma_moe(bool on);
+// The tensor-core GEMV's register/depth variant for every launch: -1 (default) chosen per launch; 0..3
+// forced (gemv_mma.cu, mma_cfg; 2 and 3 are FP4 variants being measured). 2 gives bitwise cfg 1's
+// results; the others may split k differently (float32 sums in another order).
+void set_mma_cfg(int cfg);
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,
 // all n rows), on the activations a previous linear() of the same m and k quantized into the scratch;

@@ -147,8 +147,7 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1,
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// DEPTH: rounds of weight loads in flight per lane (2 × 16 bytes each); MINB: resident blocks per SM
-// the registers are fitted to (4, 2: 128 registers; 3, 3: 80). SPLIT: x as hi + lo terms (header).
+// A routed-expert launch's job p (MmaMoe).
 __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
     if (m.stage == 1) {
         const int64_t pair = p % m.pairs, which = p / m.pairs;
@@ -160,13 +159,20 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
     return GemvJob{nullptr, e.w2, e.s2, m.y + p * m.ld};
 }
 
-template <int FMT, int DEPTH, int MINB, bool SPLIT>
+// DEPTH: rounds of weight loads in flight per lane (2 × 16 bytes each); MINB: resident blocks per SM
+// the registers are fitted to (4, 2: 128 registers; 3, 3: 80; 2, 4: 64). SPLIT: x as hi + lo terms
+// (header). PRE (FP4 with E8M0 scales): a round's four scale bytes a lane uses (two blocks of each of its
+// rows) loaded with its weights, DEPTH rounds ahead, instead of at the end of the round. MOE: MmaMoe's
+// stage (0: jobs given; a compile-time choice, so the other kernels keep their registers).
+template <int FMT, int DEPTH, int MINB, bool SPLIT, bool PRE, int MOE>
 __global__ void __launch_bounds__(kMmaThreads, MINB)
     gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
     constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
     constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
     constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
     constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
+    static_assert(!PRE || F4, "scales ahead: FP4 only");
+    static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
     __half* xh = reinterpret_cast<__half*>(smem);  // [k] f16, lane order; split: then [k] lo terms
@@ -181,9 +187,9 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     // Jobs read before the wait: inline ones, and a down launch's (its ids were written before the up
     // launch, which waited for them before releasing this one). Device job arrays and an up launch's ids
     // may be written by the kernel just before.
-    const bool early = moe.stage == 2 || !p.device_jobs;
+    const bool early = MOE == 2 || !p.device_jobs;
     if (!early) pdl_wait();
-    const GemvJob job = moe.stage ? moe_job(moe, blockIdx.z) : p.device_jobs ? jobs[blockIdx.z] : inl.j[blockIdx.z];
+    const GemvJob job = MOE ? moe_job(moe, blockIdx.z) : p.device_jobs ? jobs[blockIdx.z] : inl.j[blockIdx.z];
     const int64_t jn0 = p.n0 + job.n0;
     const int64_t ra = int64_t(tile) * 16 + g, rb = ra + 8;
     const int64_t last = p.n_rows - 1;
@@ -194,12 +200,20 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     const int per = (p.rounds + p.ks - 1) / p.ks;
     const int r_begin = min(p.rounds, ksp * per), r_end = live ? min(p.rounds, r_begin + per) : r_begin;
 
+    const int64_t sia = F4 ? (jn0 + min(ra, last)) * p.scale_cols : ((jn0 + min(ra, last)) / 128) * p.scale_cols;
+    const int64_t sib = F4 ? (jn0 + min(rb, last)) * p.scale_cols : sia;
+    // PRE: the scale bytes of blocks r·4 + 2(c mod 2) + {0, 1} of rows a (bits 0..15) and b (16..31).
+    const uint16_t* spa = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sia + 2 * (c & 1));
+    const uint16_t* spb = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sib + 2 * (c & 1));
     uint4 qa[DEPTH], qb[DEPTH];
+    uint32_t sq[PRE ? DEPTH : 1];
 #pragma unroll
     for (int i = 0; i < DEPTH; ++i)
         if (r_begin + i < r_end) {
             qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r_begin + i) * 64));
             qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r_begin + i) * 64));
+            if constexpr (PRE)
+                sq[i] = uint32_t(__ldg(spa + 2 * (r_begin + i))) | (uint32_t(__ldg(spb + 2 * (r_begin + i))) << 16);
         }
     if (early) pdl_wait();
     pdl_release();
@@ -208,7 +222,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     if (threadIdx.x == 0) zero16 = make_uint4(0, 0, 0, 0);
     for (int64_t b = warp; b < p.k / 128; b += kMmaWarps) {
         float4 v;
-        if (moe.stage == 2) {  // h = act_quant(swiglu(gu) · rw) of this block, as swiglu_quant_kernel forms it
+        if constexpr (MOE == 2) {  // h = act_quant(swiglu(gu) · rw) of this block, as swiglu_quant_kernel forms it
             const float* gu = moe.x;
             const int64_t c0 = b * 128 + lane * 4;
             float e[4];
@@ -258,8 +272,6 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
         feeds ? reinterpret_cast<const Slot*>(xh + (feeds_lo ? p.k : 0)) + c : reinterpret_cast<const Slot*>(&zero16);
     const int xstep = feeds ? 4 : 0;                            // slots between words
     const int xround = feeds ? RK * 2 / int(sizeof(Slot)) : 0;  // slots between rounds
-    const int64_t sia = F4 ? (jn0 + min(ra, last)) * p.scale_cols : ((jn0 + min(ra, last)) / 128) * p.scale_cols;
-    const int64_t sib = F4 ? (jn0 + min(rb, last)) * p.scale_cols : sia;
     float tot[4] = {0.f, 0.f, 0.f, 0.f};
     for (int r0 = r_begin; r0 < r_end; r0 += DEPTH) {
 #pragma unroll
@@ -267,9 +279,12 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
             const int r = r0 + i;
             if (r >= r_end) break;
             const uint4 a = qa[i], bq = qb[i];
+            const uint32_t sr = PRE ? sq[PRE ? i : 0] : 0u;
             if (r + DEPTH < r_end) {
                 qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
+                if constexpr (PRE)
+                    sq[i] = uint32_t(__ldg(spa + 2 * (r + DEPTH))) | (uint32_t(__ldg(spb + 2 * (r + DEPTH))) << 16);
             }
             const uint32_t wda[4] = {a.x, a.y, a.z, a.w}, wdb[4] = {bq.x, bq.y, bq.z, bq.w};
             float d[4] = {0.f, 0.f, 0.f, 0.f};
@@ -305,7 +320,10 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 float swa, swb;
-                if constexpr (F4) {
+                if constexpr (PRE) {  // block r·4 + 2(c mod 2) + h: the same bytes as below
+                    swa = e8m0_dev(uint8_t(sr >> (8 * h))) * kW;
+                    swb = e8m0_dev(uint8_t(sr >> (16 + 8 * h))) * kW;
+                } else if constexpr (F4) {
                     const int kb = r * 4 + ((2 * c + h) & 3);
                     swa = scale_dev(job.s, p.sk, sia + kb) * kW;
                     swb = scale_dev(job.s, p.sk, sib + kb) * kW;
@@ -368,35 +386,55 @@ std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see
 // Registers and depth: 4 rounds in flight with 2 blocks per SM (cfg 0), or 3 rounds with 3 blocks
 // (cfg 1). H100, bench_cuda: cfg 1 wins for one token's routed experts (12 jobs: 55 against 65 µs),
 // cfg 0 for single linears (wo_b 19.8 against 21.1 µs) and for many jobs (batched decode). Chosen per
-// launch; DSINFER_CUDA_MMA_CFG=0|1 forces one (read once).
-int mma_cfg(bool device_jobs, int64_t njobs) {
-    static const int forced = [] {
+// launch; DSINFER_CUDA_MMA_CFG=0|1 forces one (read once), or set_mma_cfg. Being measured, for FP4 weights
+// without the split (FP8 weights keep the per-launch choice; the split and routed-expert job launches
+// take cfg 1): 2, cfg 1 with the scale bytes loaded with the weights, DEPTH
+// rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers).
+std::atomic<int> g_mma_cfg{-2};  // -2: not read yet; -1: chosen per launch
+int mma_cfg(bool device_jobs, int64_t njobs, bool fp4) {
+    int forced = g_mma_cfg.load();
+    if (forced == -2) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
-        return v && (v[0] == '0' || v[0] == '1') ? v[0] - '0' : -1;
-    }();
-    if (forced >= 0) return forced;
+        forced = v && v[0] >= '0' && v[0] <= '3' ? v[0] - '0' : -1;
+        g_mma_cfg = forced;
+    }
+    if (forced >= 0 && (forced <= 1 || fp4)) return forced;
     return device_jobs && njobs <= 16 ? 1 : 0;
 }
 
-template <int FMT, int DEPTH, int MINB, bool SPLIT>
+template <int FMT, int DEPTH, int MINB, bool SPLIT, bool PRE = false, int MOE = 0>
 void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     const int tpb = kMmaWarps / p.ks;
     const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4;
     static bool attr = false;
     if (!attr) {
-        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT>,
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, PRE, MOE>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4)));
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
-    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT>, grid, kMmaThreads, smem, p, inl, jobs, moe);
+    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, PRE, MOE>, grid, kMmaThreads, smem, p, inl, jobs, moe);
     DSINFER_CUDA_LAUNCH();
 }
 
 template <int FMT, bool SPLIT>
 void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
-    if (p.cfg == 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs, moe);
+    constexpr bool F4 = FMT != int(WeightFormat::FP8);
+    if constexpr (!SPLIT) {  // routed-expert launches that build their own jobs: cfg 0 or 1's registers
+        if (moe.stage == 1)
+            return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, false, 1>(p, inl, jobs, njobs, moe)
+                              : launch_mma_cfg<FMT, 3, 3, SPLIT, false, 1>(p, inl, jobs, njobs, moe);
+        if (moe.stage == 2)
+            return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, false, 2>(p, inl, jobs, njobs, moe)
+                              : launch_mma_cfg<FMT, 3, 3, SPLIT, false, 2>(p, inl, jobs, njobs, moe);
+    }
+    if constexpr (F4 && !SPLIT) {  // variants still being measured (mma_cfg)
+        if (p.cfg == 2 && p.sk == ScaleKind::E8M0)
+            return launch_mma_cfg<FMT, 3, 3, SPLIT, true>(p, inl, jobs, njobs, moe);
+        if (p.cfg == 3) return launch_mma_cfg<FMT, 2, 4, SPLIT>(p, inl, jobs, njobs, moe);
+    }
+    if (p.cfg >= 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs, moe);
     launch_mma_cfg<FMT, 4, 2, SPLIT>(p, inl, jobs, njobs, moe);
 }
 
@@ -412,7 +450,7 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
                                                            : MmaFmt<int(WeightFormat::FP8)>::RK));
     p.tiles = int(ceil_div(n_rows, 16));
     p.device_jobs = jobs != nullptr || moe.stage != 0;
-    p.cfg = mma_cfg(p.device_jobs, njobs);
+    p.cfg = mma_cfg(p.device_jobs, njobs, like.fmt == WeightFormat::FP4);
     // Warps per tile: the split whose waves of resident blocks (two or three per SM) times rounds per warp is
     // least (fewer warps per tile on ties). DSINFER_CUDA_MMA_KS=1|2|4|8 forces one (read once).
     static const int forced = [] {
@@ -426,7 +464,7 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
         for (int ks = 1; ks <= kMmaWarps; ks *= 2) {
             if (ks > 1 && p.rounds < ks * 2) break;
             const int64_t blocks = ceil_div(p.tiles, kMmaWarps / ks) * njobs;
-            const int64_t slots = int64_t(p.cfg == 1 ? 3 : 2) * sm_count();
+            const int64_t slots = int64_t(p.cfg == 0 ? 2 : p.cfg == 3 ? 4 : 3) * sm_count();
             const int64_t cost = ceil_div(blocks, slots) * ceil_div(p.rounds, ks);
             if (best < 0 || cost < best) best = cost, p.ks = ks;
         }
@@ -518,6 +556,11 @@ bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_de
     if (!mma_gemv_enabled() || !mma_gemv_ok(like) || njobs <= 0) return false;
     launch_mma(like, n_rows, 0, MmaJobs{}, jobs_dev, njobs);
     return true;
+}
+
+void set_mma_cfg(int cfg) {
+    if (cfg < -1 || cfg > 3) fail("set_mma_cfg: -1 (per launch) or 0..3, got " + std::to_string(cfg));
+    g_mma_cfg = cfg;
 }
 
 std::atomic<int> g_mma_moe{-1};  // -1: DSINFER_CUDA_MOE_JOBS (read once; on only if '1'), 0 off, 1 on

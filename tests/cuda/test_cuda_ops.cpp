@@ -1264,6 +1264,34 @@ TEST_F(CudaOps, MoeExpertsMmaOnOff) {
     free_moe_weights(md);
 }
 
+// The tensor-core GEMV's forced variants on the routed experts (FP4, E8M0 scales): 2 (scale bytes loaded
+// ahead with the weights) bitwise 1; 0 and 3 (other depths and blocks per SM) within the CPU bar.
+TEST_F(CudaOps, MmaCfgVariants) {
+    const int64_t d = 4096, inter = 2048, ne = 8, k = 6;
+    for (int64_t t : {1, 2}) {
+        SCOPED_TRACE(testing::Message() << "t " << t);
+        MoeData md = make_moe_data(t, d, inter, ne, k, WeightFormat::FP4);
+        nudge_off_e4m3_boundaries(md, t, d, inter, k);
+        const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
+        {
+            cuda::ExpertTable table(md.dev);
+            Dev dx(md.x), di(md.ids), dw(md.w);
+            std::vector<float> got[4];
+            for (int cfg : {1, 2, 0, 3}) {
+                SCOPED_TRACE(testing::Message() << "cfg " << cfg);
+                cuda::set_mma_cfg(cfg);
+                Dev dout = poisoned(ref.size());
+                cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
+                got[cfg] = dout.get<float>();
+                EXPECT_REL(got[cfg], ref, 1e-5);
+            }
+            cuda::set_mma_cfg(-1);
+            EXPECT_SAME_BITS(got[2], got[1]);
+        }
+        free_moe_weights(md);
+    }
+}
+
 // Routed experts whose GEMV launches build their own jobs (and stage SwiGLU + act_quant in the down
 // launch) against the job-table kernels, bitwise, and against the CPU composition: FP4 and FP8 experts,
 // one and several tokens, with and without the combine's tail.
