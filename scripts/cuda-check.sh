@@ -24,6 +24,10 @@ status=0
 grep -E "tests passed|FAILED" "$out/ctest.log"
 build-cuda/bench_cuda --layer > "$out/layer.log" 2>&1 || status=1
 grep -E "^ceiling  d2d|^layer    [a-z+]|CUDA graph" "$out/layer.log"
+for layer_env in DSINFER_CUDA_MOE_JOBS=1 DSINFER_CUDA_MMA_CFG=2 DSINFER_CUDA_MMA_CFG=3; do
+  env $layer_env build-cuda/bench_cuda --layer > "$out/layer-$layer_env.log" 2>&1 || status=1
+  echo "$layer_env: $(grep "CUDA graph" "$out/layer-$layer_env.log" | tr -s ' ')"
+done
 model=$(mktemp -d)
 trap 'rm -rf "$model"' EXIT
 build-cuda/dsinfer make-synthetic --like flash --layers 2 --out "$model" > /dev/null 2>&1 || status=1
@@ -31,7 +35,8 @@ peer=${2:-}
 # Settings not yet decided (docs/notes.md, "CUDA backend"), two rounds, each setting once per round.
 settings=("" "DSINFER_CUDA_DECODE_TABLES=2" "DSINFER_CUDA_PARAM_UPLOAD=1"
           "DSINFER_CUDA_DECODE_TABLES=2 DSINFER_CUDA_PARAM_UPLOAD=1" "DSINFER_CUDA_SIDE_LAYOUT=1"
-          "DSINFER_CUDA_SIDE_LAYOUT=2" "DSINFER_CUDA_SIDE_LAYOUT=3")
+          "DSINFER_CUDA_SIDE_LAYOUT=2" "DSINFER_CUDA_SIDE_LAYOUT=3" "DSINFER_CUDA_MOE_JOBS=1"
+          "DSINFER_CUDA_HC_ASIDE=1" "DSINFER_CUDA_MOE_JOBS=1 DSINFER_CUDA_HC_ASIDE=1" "DSINFER_CUDA_MMA_CFG=2")
 for round in 1 2; do
   if [ -n "$peer" ]; then
     "$peer" bench --device cuda --model "$model" --prompt 16 --context 1024 --batch 1,8 --decode 40 \
