@@ -232,9 +232,9 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
             float am = fmaxf(fmaxf(fabsf(e[0]), fabsf(e[1])), fmaxf(fabsf(e[2]), fabsf(e[3])));
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-            const float sq = e4m3_scale_dev(am, true);
-            v = make_float4(e4m3_qdq_dev(e[0], sq), e4m3_qdq_dev(e[1], sq), e4m3_qdq_dev(e[2], sq),
-                            e4m3_qdq_dev(e[3], sq));
+            const float hs = e4m3_scale_dev(am, true);
+            v = make_float4(e4m3_qdq_dev(e[0], hs), e4m3_qdq_dev(e[1], hs), e4m3_qdq_dev(e[2], hs),
+                            e4m3_qdq_dev(e[3], hs));
         } else {
             v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
         }
