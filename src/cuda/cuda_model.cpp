@@ -123,17 +123,20 @@ bool hc_aside_option(bool option) {
     return env >= 0 ? env == 1 : option;
 }
 
-// set_hc_sinkhorn_aside for a scope (restored on the way out, exceptions included).
-class SinkhornAside {
+// A process-wide switch (get / set) held at a value for a scope, restored on the way out (exceptions
+// included).
+template <bool (*Get)(), void (*Set)(bool)>
+class SwitchScope {
   public:
-    explicit SinkhornAside(bool on) : prev_(hc_sinkhorn_aside()) { set_hc_sinkhorn_aside(on); }
-    ~SinkhornAside() { set_hc_sinkhorn_aside(prev_); }
-    SinkhornAside(const SinkhornAside&) = delete;
-    SinkhornAside& operator=(const SinkhornAside&) = delete;
+    explicit SwitchScope(bool on) : prev_(Get()) { Set(on); }
+    ~SwitchScope() { Set(prev_); }
+    SwitchScope(const SwitchScope&) = delete;
+    SwitchScope& operator=(const SwitchScope&) = delete;
 
   private:
     bool prev_;
 };
+using SinkhornAside = SwitchScope<hc_sinkhorn_aside, set_hc_sinkhorn_aside>;
 
 // A growable float array in device memory (caches that grow with the sequence).
 class DevVec {
@@ -391,17 +394,8 @@ private:
     }
 };
 
-// Sets linear()'s tensor-core switch for one call and restores it after.
-class TensorCoreScope {
-public:
-    explicit TensorCoreScope(bool on) : prev_(fp8_tensor_cores()) { set_fp8_tensor_cores(on); }
-    ~TensorCoreScope() { set_fp8_tensor_cores(prev_); }
-    TensorCoreScope(const TensorCoreScope&) = delete;
-    TensorCoreScope& operator=(const TensorCoreScope&) = delete;
-
-private:
-    bool prev_;
-};
+// linear()'s tensor-core switch for one call.
+using TensorCoreScope = SwitchScope<fp8_tensor_cores, set_fp8_tensor_cores>;
 
 class CudaModel final : public DeviceForward {
 public:
