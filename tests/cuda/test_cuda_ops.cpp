@@ -928,7 +928,7 @@ TEST_F(CudaOps, ParamUploadMatchesStaged) {
     cuda::set_param_upload(0);
 }
 
-// Split-k GEMVs on the main stream and the three side lanes at once: each lane keeps its own arrival
+// Split-k GEMVs on the main stream and every side lane at once: each lane keeps its own arrival
 // counters and partial sums, so every result is bitwise the one computed alone. (Shared counters let
 // one GEMV's last block add up another's partials early.)
 TEST_F(CudaOps, SideLanesKeepSplitGemvsApart) {
