@@ -387,9 +387,9 @@ std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see
 // (cfg 1). H100, bench_cuda: cfg 1 wins for one token's routed experts (12 jobs: 55 against 65 µs),
 // cfg 0 for single linears (wo_b 19.8 against 21.1 µs) and for many jobs (batched decode). Chosen per
 // launch; DSINFER_CUDA_MMA_CFG=0|1 forces one (read once), or set_mma_cfg. Being measured, for FP4 weights
-// without the split (FP8 weights keep the per-launch choice; the split and routed-expert job launches
-// take cfg 1): 2, cfg 1 with the scale bytes loaded with the weights, DEPTH
-// rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers).
+// without the split (FP8 weights keep the per-launch choice; split launches and routed-expert job
+// launches take cfg 1's build for any forced value above 0): 2, cfg 1 with the scale bytes loaded with the weights,
+// DEPTH rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers).
 std::atomic<int> g_mma_cfg{-2};  // -2: not read yet; -1: chosen per launch
 int mma_cfg(bool device_jobs, int64_t njobs, bool fp4) {
     int forced = g_mma_cfg.load();
@@ -577,7 +577,7 @@ bool mma_moe_ok(const Weight& w1, const Weight& w2, int64_t inter) {
 
 void mma_moe_up(const Weight& w1, const ExpertPtrs* ex, const int32_t* ids, int64_t pairs, int64_t k, const float* x,
                 int64_t inter, float* gu) {
-    if (reinterpret_cast<uintptr_t>(x) % 16 != 0 || w1.k % 4 != 0) fail("mma_moe_up: x must be 16-byte aligned");
+    if (reinterpret_cast<uintptr_t>(x) % 16 != 0) fail("mma_moe_up: x must be 16-byte aligned");
     MmaMoe m{ex, ids, x, gu, nullptr, pairs, k, w1.k, inter, 0.f, 1};
     launch_mma(w1, inter, 0, MmaJobs{}, nullptr, 2 * pairs, false, m);
 }
