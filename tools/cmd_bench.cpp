@@ -193,7 +193,7 @@ std::vector<int> parse_list(const std::string& s, const std::string& flag) {
 template <class Tokens>
 void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vector<int>& batches, int context,
                       int decode, std::map<int, double>& step_bytes, double copy_gbs, uint64_t per_token,
-                      Tokens&& tokens) {
+                      bool host_logits, Tokens&& tokens) {
     auto base = model.new_sequence();
     {
         std::vector<float> logits;
@@ -212,6 +212,7 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
         for (int b = 0; b < B; ++b) seqs.push_back(base->clone());
         std::vector<std::vector<int32_t>> next(static_cast<size_t>(B));
         std::vector<std::vector<float>> logits(static_cast<size_t>(B));
+        std::vector<int32_t> picks(static_cast<size_t>(B));
         std::vector<ForwardItem> items(static_cast<size_t>(B));
         double total = 0;
         for (int step = 0; step <= decode; ++step) {
@@ -219,7 +220,10 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
                 next[size_t(b)] = tokens(1);
                 items[size_t(b)].state = seqs[size_t(b)].get();
                 items[size_t(b)].tokens = next[size_t(b)];
-                items[size_t(b)].logits_out = &logits[size_t(b)];
+                if (host_logits)
+                    items[size_t(b)].logits_out = &logits[size_t(b)];
+                else
+                    items[size_t(b)].argmax_out = &picks[size_t(b)];
             }
             double s = now_s();
             model.forward(items);
@@ -228,9 +232,11 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
         const double step_s = total / decode;
         const double bytes = B == 1 ? double(per_token) : step_bytes[B];
         const double gbs = bytes / step_s / 1e9;
-        std::printf("decode         batch %d, context %d: %d steps, %.3f ms/step, %.2f tokens/s per sequence, %.1f "
-                    "tokens/s in all\n",
-                    B, context, decode, step_s * 1e3, 1.0 / step_s, B / step_s);
+        std::printf(
+            "decode         batch %d, context %d: %d steps, %.3f ms/step, %.2f tokens/s per sequence, %.1f "
+            "tokens/s in all (%s)\n",
+            B, context, decode, step_s * 1e3, 1.0 / step_s, B / step_s,
+            host_logits ? "logits to the host" : "argmax on the device");
         std::printf("               ~%s of weights per step%s = %.1f GB/s, %.1f%% of the device copy bandwidth "
                     "(%.0f GB/s)\n",
                     human_bytes(bytes).c_str(), B == 1 ? "" : " (uniform routing)", gbs, 100.0 * gbs / copy_gbs,
@@ -247,8 +253,9 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
 void usage() {
     std::fprintf(stderr,
                  "usage: dsinfer bench [--model DIR] [--device cpu|cuda] [--prompt N] [--decode N] [--batch 1,8]\n"
-                 "                     [--context N] [--threads N]\n"
-                 "  --model DIR     model folder (default $DSINFER_MODEL, else models/default); for real Flash layer shapes make one with\n"
+                 "                     [--context N] [--threads N] [--logits]\n"
+                 "  --model DIR     model folder (default $DSINFER_MODEL, else models/default); for real Flash layer "
+                 "shapes make one with\n"
                  "                  dsinfer make-synthetic --like flash --layers 2 --out DIR\n"
                  "  --prompt N      prefill length of the prefill measurement (default 32)\n"
                  "  --decode N      decode steps per batch size (default 8)\n"
@@ -259,6 +266,8 @@ void usage() {
                  "  --device D      cpu (default) or cuda: the whole forward on the GPU, traffic set against the\n"
                  "                  GPU's measured device-to-device copy bandwidth\n"
                  "  --fp8-prefill   cuda: prefill GEMMs on FP8 tensor cores (default exact float32)\n"
+                 "  --logits        cuda decode: copy each sequence's logits to the host every step (what sampled\n"
+                 "                  requests need); by default only each one's argmax comes back (greedy requests)\n"
                  "  --no-warm       do not bring the weights into the page cache first\n"
                  "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
                  "  --no-quant-sim  turn the quantization simulation off\n"
@@ -267,7 +276,7 @@ void usage() {
 
 int run(int argc, char** argv) {
     std::string dir = dsinfer::cli::default_model_dir(), device = "cpu";
-    bool fp8_prefill = false;
+    bool fp8_prefill = false, host_logits = false;
     int prompt = 32, decode = 8, context = 8, threads = 0;
     bool warm = true;
     size_t bw_mb = 1024;
@@ -297,6 +306,8 @@ int run(int argc, char** argv) {
             device = val();
         else if (a == "--fp8-prefill")
             fp8_prefill = true;
+        else if (a == "--logits")
+            host_logits = true;
         else if (a == "--no-warm")
             warm = false;
         else if (a == "--help" || a == "-h") {
@@ -417,7 +428,8 @@ int run(int argc, char** argv) {
     const bool hwm_ok = reset_hwm();
     double tps_b1 = 0;
     if (on_gpu) {
-        decode_on_device(*model, cfg, batches, context, decode, step_bytes, dev_copy_gbs, per_token, tokens);
+        decode_on_device(*model, cfg, batches, context, decode, step_bytes, dev_copy_gbs, per_token, host_logits,
+                         tokens);
         return 0;
     }
     for (int B : batches) {

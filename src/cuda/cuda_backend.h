@@ -303,6 +303,11 @@ void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64
 void moe_route_hash(const float* logits, int64_t t, int64_t e, const int32_t* tokens, const int32_t* table, int64_t k,
                     float route_scale, int32_t* ids, float* w);
 
+// out[r] = the index of the largest of logits[r, 0..n) (lowest on ties), for rows r < rows: what a
+// left-to-right scan taking l[j] > l[best] finds (NaNs never taken; a NaN at index 0 is kept). Greedy
+// sampling on the device (logits [rows, n] and out [rows] device).
+void argmax_rows(const float* logits, int64_t rows, int64_t n, int32_t* out);
+
 // ---- Batched decode of several sequences (beyond the op table) ----
 // sparse_attn where query row i has its own key arrays a_rows[i] (na rows) and b_rows[i], and reads
 // q / writes out at row qrow[i] (all three device arrays of t entries). With rope_pos, the output then

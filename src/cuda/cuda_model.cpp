@@ -484,7 +484,8 @@ private:
     void norm_q(float* x, int64_t rows, int64_t dim, const float* w, float* xq);
     struct LogitsRequest {
         int64_t first, count;  // rows of the residual
-        std::vector<float>* out;
+        std::vector<float>* out;  // may be null
+        int32_t* argmax;          // the last row's argmax; may be null
     };
     // Every requested row of every item through one hc_head, norm and head GEMM (the head is read
     // once per call, not once per sequence) and one device→host copy.
@@ -538,6 +539,7 @@ private:
     template <class F>
     std::vector<float*> graphed(const GraphKey& key, bool enabled, const std::vector<const void*>& inputs, F run);
     float* logits_host_ = nullptr;  // page-locked landing buffer of emit_logits
+    std::vector<int32_t> argmax_host_;
     size_t logits_host_bytes_ = 0;
 };
 
@@ -1647,9 +1649,30 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     be_.rmsnorm(h, m, c.dim, norm, float(c.norm_eps), h);
     be_.linear(h, m, head_, 0, V, l, V);
     mark("head");
+    // Greedy picks: one argmax per row on the device, and only the ids come back.
+    bool any_argmax = false, all_logits = true;
+    for (const auto& r : reqs) {
+        any_argmax = any_argmax || r.argmax;
+        all_logits = all_logits && r.out;
+    }
+    if (any_argmax) {
+        int32_t* ids_d = call_.i32(m);
+        argmax_rows(l, m, V, ids_d);
+        argmax_host_.resize(size_t(m));
+        d2h(argmax_host_.data(), ids_d, size_t(m) * sizeof(int32_t));
+        int64_t off = 0;
+        for (const auto& r : reqs) {
+            if (r.argmax) *r.argmax = argmax_host_[size_t(off + r.count - 1)];
+            off += r.count;
+        }
+    }
     // Through a page-locked buffer kept across calls: a pageable destination would be staged by the
-    // driver, and a fresh one faulted in page by page (batch 64: 33 MB per step).
-    const size_t bytes = size_t(m * V) * sizeof(float);
+    // driver, and a fresh one faulted in page by page (batch 64: 33 MB per step). Only the rows asked
+    // for as logits are copied.
+    int64_t need = 0;
+    for (const auto& r : reqs)
+        if (r.out) need += r.count;
+    const size_t bytes = size_t(need * V) * sizeof(float);
     if (bytes > logits_host_bytes_) {
         host_free(logits_host_);
         logits_host_ = nullptr;
@@ -1657,12 +1680,24 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
         logits_host_ = static_cast<float*>(host_alloc(bytes));
         logits_host_bytes_ = bytes;
     }
-    d2h(logits_host_, l, bytes);
-    int64_t off = 0;
+    if (all_logits) {
+        d2h(logits_host_, l, bytes);
+    } else if (need > 0) {
+        int64_t off = 0, dst = 0;
+        for (const auto& r : reqs) {
+            if (r.out) {
+                d2h(logits_host_ + dst * V, l + off * V, size_t(r.count * V) * sizeof(float));
+                dst += r.count;
+            }
+            off += r.count;
+        }
+    }
+    int64_t dst = 0;
     for (const auto& r : reqs) {
+        if (!r.out) continue;
         r.out->resize(static_cast<size_t>(r.count * V));
-        std::memcpy(r.out->data(), logits_host_ + off * V, size_t(r.count * V) * sizeof(float));
-        off += r.count;
+        std::memcpy(r.out->data(), logits_host_ + dst * V, size_t(r.count * V) * sizeof(float));
+        dst += r.count;
     }
     mark("logits.d2h");
 }
@@ -1731,9 +1766,9 @@ void CudaModel::forward(std::span<ForwardItem> items) {
             it.final_hidden->resize(static_cast<size_t>(sq.count * hc * D));
             d2h(it.final_hidden->data(), x + sq.begin * hc * D, it.final_hidden->size() * sizeof(float));
         }
-        if (it.logits_out) {
-            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
+        if (it.logits_out || it.argmax_out) {
+            const int64_t first = it.all_logits && it.logits_out ? sq.begin : sq.begin + sq.count - 1;
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
         }
     }
     emit_logits(x, reqs, hc_head_fn_, hc_head_scale_, hc_head_base_, norm_);
@@ -1805,7 +1840,7 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
         }
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, nullptr});
         }
     }
     emit_logits(x, reqs, mw.hc_head_fn, mw.hc_head_scale, mw.hc_head_base, mw.norm);

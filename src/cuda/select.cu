@@ -232,6 +232,55 @@ void index_scores_launch(const float* q, const float* w, const int32_t* qrow, in
     DSINFER_CUDA_LAUNCH();
 }
 
+constexpr int kArgmaxThreads = 1024;
+
+// (value, index) pairs ordered as a left-to-right scan with `>` would find them: the larger value
+// wins, equal values go to the lower index, NaN loses to everything (index -1: no candidate yet).
+__device__ __forceinline__ void argmax_merge(float& v, int32_t& i, float ov, int32_t oi) {
+    if (oi < 0) return;
+    if (i < 0 || ov > v || (ov == v && oi < i)) {
+        v = ov;
+        i = oi;
+    }
+}
+
+// Block: one row of n logits. out[r] = the first index of the row's maximum, as a sequential scan
+// from index 0 with `l[j] > l[best]` finds it: NaNs are never taken, and a NaN at index 0 is kept.
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_rows_kernel(const float* l, int64_t n, int32_t* out) {
+    pdl_wait();
+    pdl_release();
+    const float* row = l + int64_t(blockIdx.x) * n;
+    float v = 0.f;
+    int32_t i = -1;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+        const float x = row[j];
+        if (!isnan(x)) argmax_merge(v, i, x, int32_t(j));
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const int32_t oi = __shfl_xor_sync(0xffffffffu, i, o);
+        argmax_merge(v, i, ov, oi);
+    }
+    __shared__ float sv[32];
+    __shared__ int32_t si[32];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+        sv[warp] = v;
+        si[warp] = i;
+    }
+    __syncthreads();
+    if (warp != 0) return;
+    const int nw = int(blockDim.x / 32);
+    v = lane < nw ? sv[lane] : 0.f;
+    i = lane < nw ? si[lane] : -1;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const int32_t oi = __shfl_xor_sync(0xffffffffu, i, o);
+        argmax_merge(v, i, ov, oi);
+    }
+    if (lane == 0) out[blockIdx.x] = (n > 0 && isnan(row[0])) || i < 0 ? 0 : i;
+}
+
 }  // namespace
 
 void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap, float* z) {
@@ -290,6 +339,13 @@ void moe_route_hash(const float* logits, int64_t t, int64_t e, const int32_t* to
     if (k > 64) fail("moe_route: top-k above 64");
     launch_pdl(moe_route_kernel, unsigned(t), kRouteThreads, size_t(2 * e) * 4, logits, e,
                static_cast<const float*>(nullptr), table, tokens, k, route_scale, ids, w);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void argmax_rows(const float* logits, int64_t rows, int64_t n, int32_t* out) {
+    if (rows <= 0) return;
+    if (n <= 0 || n > INT32_MAX) fail("argmax_rows: row length out of range");
+    launch_pdl(argmax_rows_kernel, unsigned(rows), kArgmaxThreads, 0, logits, n, out);
     DSINFER_CUDA_LAUNCH();
 }
 

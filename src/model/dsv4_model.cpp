@@ -704,21 +704,37 @@ void Dsv4Model::emit_logits(const std::vector<float>& x, const std::vector<Logit
     int64_t total = 0;
     for (const auto& r : reqs) total += r.count;
     if (total == 0) return;
-    if (reqs.size() == 1) {
-        reqs[0].out->resize(static_cast<size_t>(total * V));
-        head_logits(x.data() + reqs[0].first * width, total, fn, scale, base, norm, reqs[0].out->data());
-        return;
+    std::vector<float> xs, lg;
+    const float* xr = x.data() + reqs[0].first * width;
+    if (reqs.size() > 1) {
+        xs.resize(static_cast<size_t>(total * width));
+        int64_t o = 0;
+        for (const auto& r : reqs) {
+            std::memcpy(xs.data() + o * width, x.data() + r.first * width, sizeof(float) * size_t(r.count * width));
+            o += r.count;
+        }
+        xr = xs.data();
     }
-    std::vector<float> xs(static_cast<size_t>(total * width)), lg(static_cast<size_t>(total * V));
+    // One request wanting only logits: straight into its vector.
+    const bool direct = reqs.size() == 1 && reqs[0].out && !reqs[0].argmax;
+    if (direct)
+        reqs[0].out->resize(static_cast<size_t>(total * V));
+    else
+        lg.resize(static_cast<size_t>(total * V));
+    float* l = direct ? reqs[0].out->data() : lg.data();
+    head_logits(xr, total, fn, scale, base, norm, l);
+    if (direct) return;
     int64_t o = 0;
     for (const auto& r : reqs) {
-        std::memcpy(xs.data() + o * width, x.data() + r.first * width, sizeof(float) * size_t(r.count * width));
-        o += r.count;
-    }
-    head_logits(xs.data(), total, fn, scale, base, norm, lg.data());
-    o = 0;
-    for (const auto& r : reqs) {
-        r.out->assign(lg.begin() + o * V, lg.begin() + (o + r.count) * V);
+        if (r.out) r.out->assign(lg.begin() + o * V, lg.begin() + (o + r.count) * V);
+        if (r.argmax) {
+            // A left-to-right scan with `>`: the lowest index of the maximum (what greedy sampling picks).
+            const float* row = l + (o + r.count - 1) * V;
+            int32_t best = 0;
+            for (int32_t j = 1; j < int32_t(V); ++j)
+                if (row[j] > row[best]) best = j;
+            *r.argmax = best;
+        }
         o += r.count;
     }
 }
@@ -807,9 +823,9 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
         const auto& sq = rows.seqs[s++];
         if (it.final_hidden)
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
-        if (it.logits_out) {
-            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
+        if (it.logits_out || it.argmax_out) {
+            const int64_t first = it.all_logits && it.logits_out ? sq.begin : sq.begin + sq.count - 1;
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
         }
         it.state->pos_ += sq.count;
     }
@@ -866,7 +882,7 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
         const auto& sq = rows.seqs[s++];
         if (it.logits_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out});
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, nullptr});
         }
         if (it.final_hidden)
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);

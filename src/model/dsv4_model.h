@@ -185,6 +185,10 @@ struct ForwardItem {
     std::span<const int32_t> tokens;     // appended at state->position()
     bool all_logits = false;             // logits of every row, else only the last
     std::vector<float>* logits_out = nullptr;  // [rows, vocab] (resized); may be null
+    // Optional: the index of the largest logit of the last row (lowest on ties; what greedy sampling
+    // without penalties picks), computed where the logits are (on the device for a device forward, so
+    // that only the id comes back). Independent of logits_out.
+    int32_t* argmax_out = nullptr;
     // Optional captures: the pre-hc_head residual [T, hc, dim] (the MTP block's input), and each main
     // layer's output [T, hc, dim].
     std::vector<float>* final_hidden = nullptr;
@@ -266,7 +270,8 @@ private:
                      const float* norm, float* logits);
     struct LogitsRequest {
         int64_t first, count;  // rows of the residual
-        std::vector<float>* out;
+        std::vector<float>* out;  // may be null
+        int32_t* argmax;          // the last row's argmax; may be null
     };
     // All requested rows of every item through one head GEMM (the head is read once per call).
     void emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,

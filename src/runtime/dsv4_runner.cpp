@@ -86,6 +86,7 @@ public:
             fi[i].tokens = items[i].tokens;
             fi[i].logits_out = items[i].logits ? &out[i] : nullptr;
             fi[i].all_logits = items[i].logits && items[i].n_logits > 1;
+            fi[i].argmax_out = items[i].argmax;
             if (drafts_) fi[i].final_hidden = &hid[i];
         }
         m_->forward(fi);

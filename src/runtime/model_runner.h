@@ -43,12 +43,15 @@ public:
 
 // One sequence's share of a step: append `tokens` (a prefill chunk, one decode token, or a token and
 // the drafts to verify) to `state`. When `logits` is not null the runner writes there the logits of
-// the last n_logits appended tokens ([n_logits, vocab] f32, in order).
+// the last n_logits appended tokens ([n_logits, vocab] f32, in order). When `argmax` is not null it
+// writes there the index of the largest logit of the last appended token (lowest on ties: greedy
+// sampling without penalties), found where the logits are (a device forward sends back only the id).
 struct StepItem {
     RunnerState* state = nullptr;
     std::span<const int32_t> tokens;
     float* logits = nullptr;
     int64_t n_logits = 1;
+    int32_t* argmax = nullptr;
 };
 
 // One sequence's share of a draft: `context` is every token of the sequence, i.e. the tokens its state

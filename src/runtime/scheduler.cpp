@@ -300,11 +300,17 @@ void Scheduler::step() {
     }
 
     // 5. One model step over the whole batch.
+    // Greedy without penalties or logprobs needs only the argmax: the runner finds it where the
+    // logits are, and the row never travels.
+    auto argmax_only = [](const SamplingParams& p) { return is_greedy(p) && !uses_penalties(p) && p.logprobs < 0; };
     size_t n_logits = 0;
     for (size_t k = 0; k < plan.size(); ++k)
         if (!spec[k].feed.empty()) n_logits += (size_t)plan[k].n;
-        else if (plan[k].seq->computed + plan[k].n == (int64_t)plan[k].seq->tokens.size()) ++n_logits;
+        else if (plan[k].seq->computed + plan[k].n == (int64_t)plan[k].seq->tokens.size() &&
+                 !argmax_only(plan[k].seq->params))
+            ++n_logits;
     logits_.resize(n_logits * (size_t)vocab);
+    argmax_.assign(plan.size(), 0);
     std::vector<StepItem> items;
     items.reserve(plan.size());
     size_t li = 0;
@@ -319,7 +325,12 @@ void Scheduler::step() {
             li += (size_t)it.n;
         } else {
             si.tokens = std::span<const int32_t>(it.seq->tokens.data() + it.seq->computed, (size_t)it.n);
-            if (it.seq->computed + it.n == (int64_t)it.seq->tokens.size()) si.logits = logits_.data() + vocab * li++;
+            if (it.seq->computed + it.n == (int64_t)it.seq->tokens.size()) {
+                if (argmax_only(it.seq->params))
+                    si.argmax = &argmax_[k];
+                else
+                    si.logits = logits_.data() + vocab * li++;
+            }
         }
         items.push_back(si);
         last_plan_.push_back({it.seq->id, it.n});
@@ -390,9 +401,15 @@ void Scheduler::step() {
             prefix_.insert(std::span<const int32_t>(s.tokens.data(), (size_t)s.computed), *s.state);
             s.snapshot_at = next_snapshot_point(s);
         }
-        if (items[k].logits) {
+        if (items[k].logits || items[k].argmax) {
             bool done = false;
-            sample_and_emit(s, items[k].logits, done);
+            if (items[k].argmax) {
+                SampleResult r;
+                r.token = *items[k].argmax;
+                emit(s, std::move(r), done);
+            } else {
+                sample_and_emit(s, items[k].logits, done);
+            }
             if (done) done_ids.push_back(s.id);
         }
     }

@@ -70,6 +70,14 @@ void ScriptedRunner::step(std::span<StepItem> items) {
             if (t < 0 || t >= o_.vocab) throw std::out_of_range("scripted runner: token id out of range");
             st.tokens.push_back(t);
         }
+        if (it.argmax) {
+            std::vector<float> row((size_t)o_.vocab);
+            fill_logits(st.tokens, o_.next_token(st.tokens), 0, row.data());
+            int32_t best = 0;
+            for (int32_t j = 1; j < o_.vocab; ++j)
+                if (row[(size_t)j] > row[(size_t)best]) best = j;
+            *it.argmax = best;
+        }
         if (!it.logits) continue;
         const int64_t rows = std::max<int64_t>(1, it.n_logits);
         if (rows > (int64_t)it.tokens.size()) throw std::logic_error("scripted runner: more logits rows than tokens");

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <set>
@@ -903,6 +904,54 @@ TEST_F(CudaOps, MoeRouteHashTable) {
     EXPECT_EQ(di.get<int32_t>(), gathered);
     EXPECT_EQ(dref.get<int32_t>(), gathered);
     EXPECT_SAME_BITS(dw.get<float>(), dwref.get<float>());
+}
+
+// Device greedy picks: the first index of each row's maximum, as a left-to-right scan with `>` finds
+// it (ties to the lowest index, NaNs never taken, a NaN at index 0 kept), at the real vocabulary width
+// and at widths below and around one block's 1024 threads.
+TEST_F(CudaOps, ArgmaxRowsMatchScan) {
+    auto scan = [](const float* r, int64_t n) {
+        int32_t best = 0;
+        for (int32_t j = 1; j < int32_t(n); ++j)
+            if (r[j] > r[best]) best = j;
+        return best;
+    };
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t n : {int64_t(129280), int64_t(1), int64_t(7), int64_t(1024), int64_t(1025), int64_t(5000)}) {
+        SCOPED_TRACE(testing::Message() << "n " << n);
+        const int64_t rows = 9;
+        auto l = randn(size_t(rows * n), 3.f);
+        auto row = [&](int64_t r) { return l.data() + r * n; };
+        std::uniform_int_distribution<int64_t> at(0, n - 1);
+        // 1: the maximum twice (the lower index wins), far apart when n allows.
+        {
+            const int64_t a = at(rng()), b = at(rng());
+            row(1)[a] = row(1)[b] = 50.f;
+        }
+        // 2: every entry the same (index 0).
+        std::fill(row(2), row(2) + n, 0.25f);
+        // 3: all -inf but one NaN somewhere (index 0: the NaN is never taken).
+        std::fill(row(3), row(3) + n, -inf);
+        row(3)[at(rng())] = nan;
+        // 4: a NaN at index 0 (kept), a larger value later.
+        row(4)[0] = nan;
+        row(4)[n - 1] = 100.f;
+        // 5: NaNs around a maximum that is the last entry.
+        for (int64_t j = 0; j < n; j += 3) row(5)[j] = nan;
+        row(5)[0] = -1.f;
+        row(5)[n - 1] = 60.f;
+        // 6: +inf twice.
+        row(6)[at(rng())] = inf;
+        row(6)[n - 1] = inf;
+        // 7: the maximum only in the first and last entries.
+        row(7)[0] = row(7)[n - 1] = 40.f;
+        std::vector<int32_t> want(static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r) want[size_t(r)] = scan(row(r), n);
+        Dev dl(l);
+        Dev out = poisoned(size_t(rows));
+        cuda::argmax_rows(dl.f(), rows, n, out.i());
+        EXPECT_EQ(out.get<int32_t>(), want);
+    }
 }
 
 // Uploads through h2d_staged with parameter uploads on and off: every size lands intact (kernel

@@ -174,12 +174,17 @@ TEST(CudaReplay, BatchedDecodeMatchesAloneAndCpu) {
         for (size_t s = 0; s < lens.size(); ++s) tok[s] = int32_t((last[s] * 13 + step * 7 + int(s)) % V);
         std::vector<std::vector<float>> lb(lens.size()), la(lens.size()), lcpu(lens.size());
         std::vector<ForwardItem> items(lens.size());
+        std::vector<int32_t> am(lens.size(), -1);
         for (size_t s = 0; s < lens.size(); ++s) {
             items[s].state = gs[s].get();
             items[s].tokens = std::span<const int32_t>(&tok[s], 1);
-            items[s].logits_out = &lb[s];
+            // Sequence 1 asks only for the device argmax (no logits come back); 0 and 2 for both.
+            if (s != 1) items[s].logits_out = &lb[s];
+            if (s != 3) items[s].argmax_out = &am[s];
         }
         g.forward(items);  // all sequences in one step
+        EXPECT_TRUE(lb[1].empty());
+        EXPECT_EQ(am[3], -1);
         for (size_t s = 0; s < lens.size(); ++s) {
             ForwardItem it;
             it.tokens = std::span<const int32_t>(&tok[s], 1);
@@ -189,6 +194,15 @@ TEST(CudaReplay, BatchedDecodeMatchesAloneAndCpu) {
             it.state = cs[s].get();
             it.logits_out = &lcpu[s];
             cpu_model->forward(std::span<ForwardItem>(&it, 1));
+            auto first_max = [](const std::vector<float>& l) {
+                return int32_t(std::max_element(l.begin(), l.end()) - l.begin());
+            };
+            if (s == 1) {
+                EXPECT_EQ(am[s], first_max(la[s])) << "step " << step;
+                lb[s] = la[s];  // the checks below then hold trivially for it
+            } else if (s != 3) {
+                EXPECT_EQ(am[s], first_max(lb[s])) << "sequence " << s << " step " << step;
+            }
             ASSERT_EQ(lb[s].size(), size_t(V));
             const double e_alone = rel_l2(lb[s], la[s]), e_cpu = rel_l2(lb[s], lcpu[s]);
             EXPECT_LE(e_alone, 1e-5) << "sequence " << s << " step " << step;

@@ -122,6 +122,56 @@ TEST(Batching, SequencesInOneForwardEqualAlone) {
     }
 }
 
+// argmax_out: the lowest index of the last row's largest logit, alone or beside logits_out (every row
+// or the last), for each item of a batched prefill and of a batched decode.
+TEST(Batching, ArgmaxOutIsTheLastRowsArgmax) {
+    Dsv4Model& m = model();
+    const int V = int(m.config().vocab_size);
+    auto scan = [&](const float* r) {
+        int32_t best = 0;
+        for (int32_t j = 1; j < V; ++j)
+            if (r[j] > r[best]) best = j;
+        return best;
+    };
+    std::vector<std::vector<int32_t>> seqs = {random_tokens(21, 5, V), random_tokens(6, 6, V), random_tokens(70, 7, V)};
+    const int decode = 3;
+    std::vector<std::vector<float>> alone;
+    for (auto& s : seqs) alone.push_back(run_alone(s, {1000}, decode));
+    std::vector<std::unique_ptr<SequenceState>> st;
+    for (size_t i = 0; i < seqs.size(); ++i) st.push_back(m.new_sequence());
+    for (int step = 0; step <= decode; ++step) {
+        std::vector<std::vector<float>> logits(seqs.size());
+        std::vector<int32_t> am(seqs.size(), -7);
+        std::vector<ForwardItem> items(seqs.size());
+        for (size_t i = 0; i < seqs.size(); ++i) {
+            items[i].state = st[i].get();
+            const size_t prompt = seqs[i].size() - decode;
+            items[i].tokens = step == 0 ? std::span<const int32_t>(seqs[i].data(), prompt)
+                                        : std::span<const int32_t>(seqs[i].data() + prompt + step - 1, 1);
+            items[i].argmax_out = &am[i];
+            if (i == 1) {  // logits of every row beside the argmax
+                items[i].logits_out = &logits[i];
+                items[i].all_logits = true;
+            }
+            if (i == 2) items[i].logits_out = &logits[i];  // the last row's logits too
+        }
+        m.forward(items);
+        for (size_t i = 0; i < seqs.size(); ++i) {
+            SCOPED_TRACE(testing::Message() << "step " << step << " seq " << i);
+            const size_t prompt = seqs[i].size() - decode;
+            const size_t last_row = step == 0 ? prompt - 1 : prompt - 1 + size_t(step);
+            const float* want_row = alone[i].data() + last_row * size_t(V);
+            EXPECT_EQ(am[i], scan(want_row));
+            const size_t rows = i == 0 ? 0 : i == 1 && step == 0 ? prompt : 1;
+            ASSERT_EQ(logits[i].size(), rows * size_t(V));
+            if (rows > 0) {
+                EXPECT_EQ(std::vector<float>(logits[i].end() - V, logits[i].end()),
+                          std::vector<float>(want_row, want_row + V));
+            }
+        }
+    }
+}
+
 TEST(Batching, MixedPrefillAndDecodeAndClone) {
     Dsv4Model& m = model();
     const int V = int(m.config().vocab_size);
