@@ -118,7 +118,8 @@ constexpr int kSinkhornLane = 4;  // hc_pre's Sinkhorn (set_hc_sinkhorn_aside)
 void side_begin(int lane = 1);
 void side_end();
 void side_join();
-// After an exception inside side_begin .. side_end: stream() is the main stream again.
+// After an exception inside side_begin .. side_end or a failed capture: stream() is the main stream
+// again and no lane is waiting to be joined.
 void side_abort();
 
 // A weight copied to the device in its stored format (data and scale both), with the view to pass

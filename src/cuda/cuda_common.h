@@ -125,6 +125,8 @@ __device__ __forceinline__ void rope_cos_sin(int64_t pos, float freq, bool inver
 // 0 on the main stream, the lane between side_begin(lane) and side_end(): which set of scratch
 // buffers (and other per-stream device state) ops use.
 int scratch_lane();
+// A buffer that captured CUDA graphs may use was reallocated: scratch_generation() moves on.
+void scratch_moved();
 
 // Growable device scratch buffers, one per slot (never shrunk; reallocation synchronizes).
 enum ScratchSlot : int {

@@ -1178,22 +1178,25 @@ void CudaModel::plan_step(Rows& rows) {
         if (sq.count != 1) return;
     std::vector<size_t> all(rows.seqs.size());
     for (size_t s = 0; s < all.size(); ++s) all[s] = s;
-    std::vector<DecodeSeq> tab;
-    for (const DevBlock& bw : layers_) {
-        step_plans_.push_back(plan_decode(bw, rows, all));
+    // Layer l's slice is always entries [l·S, (l+1)·S) (S sequences), device tables or not, so a layer
+    // switching between host and device tables (a ratio-4 layer once a sequence's entries pass
+    // index_topk) moves no other layer's graph input.
+    const size_t S = all.size();
+    std::vector<DecodeSeq> tab(layers_.size() * S);
+    bool any = false;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+        step_plans_.push_back(plan_decode(layers_[l], rows, all));
         if (step_plans_.back().device) {
-            const auto ds = decode_seqs(bw, rows, all);
-            tab.insert(tab.end(), ds.begin(), ds.end());
+            const auto ds = decode_seqs(layers_[l], rows, all);
+            std::copy(ds.begin(), ds.end(), tab.begin() + std::ptrdiff_t(l * S));
+            any = true;
         }
     }
-    if (tab.empty()) return;
+    if (!any) return;
     auto* d = reinterpret_cast<DecodeSeq*>(call_.f(int64_t(tab.size() * sizeof(DecodeSeq) / 4)));
     h2d_staged(d, tab.data(), tab.size() * sizeof(DecodeSeq));
-    for (auto& pl : step_plans_)
-        if (pl.device) {
-            pl.seqtab = d;
-            d += all.size();
-        }
+    for (size_t l = 0; l < step_plans_.size(); ++l)
+        if (step_plans_[l].device) step_plans_[l].seqtab = d + l * S;
 }
 
 // Attention of sequences appending one token each, batched. Each sequence's token is written to its

@@ -363,6 +363,7 @@ unsigned* gemv_counters(size_t n) {
             DSINFER_CUDA_CHECK(cudaFree(ctr));
         }
         have = std::max(n, size_t(1) << 16);
+        scratch_moved();  // graphs captured with the old counters are stale
         DSINFER_CUDA_CHECK(cudaMalloc(&ctr, have * sizeof(unsigned)));
         DSINFER_CUDA_CHECK(cudaMemsetAsync(ctr, 0, have * sizeof(unsigned), cur_stream()));
     }

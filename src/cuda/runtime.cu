@@ -87,6 +87,9 @@ std::atomic<uint64_t> g_scratch_generation{0};
 }  // namespace
 
 uint64_t scratch_generation() { return g_scratch_generation; }
+void scratch_moved() {
+    ++g_scratch_generation;
+}
 int scratch_lane() {
     return g_lane;
 }
@@ -326,6 +329,9 @@ void side_end() {
 }
 
 void side_abort() {
+    // Joins recorded inside a capture that failed cannot be waited on: forget them (the eager rerun
+    // records its own).
+    for (int l = 1; l < kLanes; ++l) g_pending[l] = false;
     if (!g_lane) return;
     set_stream(g_main);
     g_lane = 0;
