@@ -485,7 +485,7 @@ private:
     struct LogitsRequest {
         int64_t first, count;  // rows of the residual
         std::vector<float>* out;  // may be null
-        int32_t* argmax;          // the last row's argmax; may be null
+        int32_t* argmax;          // each row's argmax ([count]); may be null
     };
     // Every requested row of every item through one hc_head, norm and head GEMM (the head is read
     // once per call, not once per sequence) and one device→host copy.
@@ -1665,7 +1665,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
         d2h(argmax_host_.data(), ids_d, size_t(m) * sizeof(int32_t));
         int64_t off = 0;
         for (const auto& r : reqs) {
-            if (r.argmax) *r.argmax = argmax_host_[size_t(off + r.count - 1)];
+            if (r.argmax) std::copy_n(argmax_host_.begin() + off, r.count, r.argmax);
             off += r.count;
         }
     }
@@ -1770,7 +1770,7 @@ void CudaModel::forward(std::span<ForwardItem> items) {
             d2h(it.final_hidden->data(), x + sq.begin * hc * D, it.final_hidden->size() * sizeof(float));
         }
         if (it.logits_out || it.argmax_out) {
-            const int64_t first = it.all_logits && it.logits_out ? sq.begin : sq.begin + sq.count - 1;
+            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
             reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
         }
     }
@@ -1841,9 +1841,9 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
             it.final_hidden->resize(static_cast<size_t>(sq.count * hc * D));
             d2h(it.final_hidden->data(), x + sq.begin * hc * D, it.final_hidden->size() * sizeof(float));
         }
-        if (it.logits_out) {
+        if (it.logits_out || it.argmax_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, nullptr});
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
         }
     }
     emit_logits(x, reqs, mw.hc_head_fn, mw.hc_head_scale, mw.hc_head_base, mw.norm);

@@ -727,13 +727,13 @@ void Dsv4Model::emit_logits(const std::vector<float>& x, const std::vector<Logit
     int64_t o = 0;
     for (const auto& r : reqs) {
         if (r.out) r.out->assign(lg.begin() + o * V, lg.begin() + (o + r.count) * V);
-        if (r.argmax) {
-            // A left-to-right scan with `>`: the lowest index of the maximum (what greedy sampling picks).
-            const float* row = l + (o + r.count - 1) * V;
+        // A left-to-right scan with `>`: the lowest index of the maximum (what greedy sampling picks).
+        for (int64_t i = 0; r.argmax && i < r.count; ++i) {
+            const float* row = l + (o + i) * V;
             int32_t best = 0;
             for (int32_t j = 1; j < int32_t(V); ++j)
                 if (row[j] > row[best]) best = j;
-            *r.argmax = best;
+            r.argmax[i] = best;
         }
         o += r.count;
     }
@@ -824,7 +824,7 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
         if (it.final_hidden)
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
         if (it.logits_out || it.argmax_out) {
-            const int64_t first = it.all_logits && it.logits_out ? sq.begin : sq.begin + sq.count - 1;
+            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
             reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
         }
         it.state->pos_ += sq.count;
@@ -880,9 +880,9 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
-        if (it.logits_out) {
+        if (it.logits_out || it.argmax_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, nullptr});
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
         }
         if (it.final_hidden)
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);

@@ -185,9 +185,10 @@ struct ForwardItem {
     std::span<const int32_t> tokens;     // appended at state->position()
     bool all_logits = false;             // logits of every row, else only the last
     std::vector<float>* logits_out = nullptr;  // [rows, vocab] (resized); may be null
-    // Optional: the index of the largest logit of the last row (lowest on ties; what greedy sampling
-    // without penalties picks), computed where the logits are (on the device for a device forward, so
-    // that only the id comes back). Independent of logits_out.
+    // Optional: the index of the largest logit (lowest on ties; what greedy sampling without penalties
+    // picks) of the rows logits_out would hold (every row with all_logits, else the last), one entry
+    // per row, computed where the logits are (on the device for a device forward, so that only the
+    // ids come back). Independent of logits_out.
     int32_t* argmax_out = nullptr;
     // Optional captures: the pre-hc_head residual [T, hc, dim] (the MTP block's input), and each main
     // layer's output [T, hc, dim].
@@ -206,6 +207,7 @@ struct MtpItem {
     std::span<const int32_t> tokens;
     bool all_logits = false;
     std::vector<float>* logits_out = nullptr;
+    int32_t* argmax_out = nullptr;  // as ForwardItem's
     // Optional capture: the block's output residual [T, hc, dim] (before its head), the stand-in for
     // the main model's residual when drafting several tokens with the one block (host forward only).
     std::vector<float>* final_hidden = nullptr;
@@ -271,7 +273,7 @@ private:
     struct LogitsRequest {
         int64_t first, count;  // rows of the residual
         std::vector<float>* out;  // may be null
-        int32_t* argmax;          // the last row's argmax; may be null
+        int32_t* argmax;          // each row's argmax ([count]); may be null
     };
     // All requested rows of every item through one head GEMM (the head is read once per call).
     void emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,

@@ -39,6 +39,11 @@ struct Dsv4Mark : RunnerMark {
 
 Dsv4State& as_state(RunnerState& s) { return dynamic_cast<Dsv4State&>(s); }
 
+// An item that wants (logits or greedy picks of) several rows: verifying drafts.
+bool several_rows(const StepItem& it) {
+    return (it.logits || it.argmax) && it.n_logits > 1;
+}
+
 class Dsv4Runner : public ModelRunner {
 public:
     Dsv4Runner(std::unique_ptr<Dsv4Model> m, std::string device) : m_(std::move(m)), device_(std::move(device)) {
@@ -81,19 +86,28 @@ public:
     void step(std::span<StepItem> items) override {
         std::vector<ForwardItem> fi(items.size());
         std::vector<std::vector<float>> out(items.size()), hid(drafts_ ? items.size() : 0);
+        std::vector<std::vector<int32_t>> picks(items.size());
         for (size_t i = 0; i < items.size(); ++i) {
+            const bool several = several_rows(items[i]);
+            if (several && (size_t)items[i].n_logits > items[i].tokens.size())
+                throw std::logic_error("step: more logits rows than tokens");
             fi[i].state = as_state(*items[i].state).s.get();
             fi[i].tokens = items[i].tokens;
             fi[i].logits_out = items[i].logits ? &out[i] : nullptr;
-            fi[i].all_logits = items[i].logits && items[i].n_logits > 1;
-            fi[i].argmax_out = items[i].argmax;
+            fi[i].all_logits = several;
+            if (items[i].argmax) {
+                picks[i].resize(several ? items[i].tokens.size() : 1);
+                fi[i].argmax_out = picks[i].data();
+            }
             if (drafts_) fi[i].final_hidden = &hid[i];
         }
         m_->forward(fi);
         const size_t v = (size_t)vocab_size();
         for (size_t i = 0; i < items.size(); ++i) {
-            if (!items[i].logits) continue;
             const size_t rows = (size_t)std::max<int64_t>(1, items[i].n_logits);
+            if (items[i].argmax)  // the last `rows` of the rows the forward picked for
+                std::copy(picks[i].end() - (ptrdiff_t)rows, picks[i].end(), items[i].argmax);
+            if (!items[i].logits) continue;
             if (rows > items[i].tokens.size() || out[i].size() < rows * v)
                 throw std::runtime_error("model returned fewer logits rows than asked for");
             std::memcpy(items[i].logits, out[i].data() + out[i].size() - rows * v, rows * v * sizeof(float));
@@ -107,7 +121,7 @@ public:
             if (hid[i].size() != items[i].tokens.size() * row_) throw std::runtime_error("model returned no residual rows");
             st.ptok.insert(st.ptok.end(), items[i].tokens.begin(), items[i].tokens.end());
             st.phid.insert(st.phid.end(), hid[i].begin(), hid[i].end());
-            if (items[i].logits && items[i].n_logits > 1) continue;
+            if (several_rows(items[i])) continue;
             if (st.ptok.size() < 2) continue;
             MtpItem m;
             m.state = st.s.get();
@@ -119,7 +133,7 @@ public:
         m_->forward_mtp(mi);
         for (size_t i = 0; i < items.size(); ++i) {
             Dsv4State& st = as_state(*items[i].state);
-            if ((items[i].logits && items[i].n_logits > 1) || st.ptok.size() < 2) continue;
+            if (several_rows(items[i]) || st.ptok.size() < 2) continue;
             drop_front(st, st.ptok.size() - 1);
         }
     }
@@ -142,6 +156,18 @@ public:
         std::vector<MtpItem> mi(items.size());
         std::vector<std::vector<int32_t>> toks(items.size());
         std::vector<std::vector<float>> logits(items.size()), hid(items.size());
+        std::vector<int32_t> am(items.size(), -1);
+        // An argmax_only item gets its pick's id from the forward (on the device for a device forward).
+        auto ask = [&](MtpItem& m, size_t i) {
+            if (items[i].argmax_only)
+                m.argmax_out = &am[i];
+            else
+                m.logits_out = &logits[i];
+        };
+        auto picked = [&](size_t i, int round) {
+            return items[i].argmax_only ? pick(i, round, nullptr, am[i])
+                                        : pick(i, round, logits[i].data() + logits[i].size() - v, -1);
+        };
         for (size_t i = 0; i < items.size(); ++i) {
             Dsv4State& st = as_state(*items[i].state);
             if ((int64_t)items[i].context.size() != st.position() + 1)
@@ -153,7 +179,7 @@ public:
             mi[i].state = st.s.get();
             mi[i].hidden = st.phid.data();
             mi[i].tokens = toks[i];
-            mi[i].logits_out = &logits[i];
+            ask(mi[i], i);
             mi[i].final_hidden = &hid[i];
         }
         m_->forward_mtp(mi);
@@ -169,7 +195,7 @@ public:
             // Later rounds feed the block its own output residual in place of the main model's,
             // which the next position does not have yet; those MTP rows are undone below.
             if (items[i].k > 1) marks[i] = mark_state(st, items[i].k - 1);
-            last[i] = pick(i, 0, logits[i].data() + logits[i].size() - v);
+            last[i] = picked(i, 0);
         }
         for (int r = 1; r < max_k; ++r) {
             std::vector<MtpItem> round;
@@ -182,13 +208,13 @@ public:
                 m.state = as_state(*items[i].state).s.get();
                 m.hidden = h[i].data();
                 m.tokens = std::span<const int32_t>(&last[i], 1);
-                m.logits_out = &logits[i];
+                ask(m, i);
                 m.final_hidden = &hid[i];
                 round.push_back(m);
                 which.push_back(i);
             }
             m_->forward_mtp(round);
-            for (size_t i : which) last[i] = pick(i, r, logits[i].data() + logits[i].size() - v);
+            for (size_t i : which) last[i] = picked(i, r);
         }
         for (size_t i = 0; i < items.size(); ++i)
             if (marks[i]) rollback(*items[i].state, *marks[i]);

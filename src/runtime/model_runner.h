@@ -44,8 +44,9 @@ public:
 // One sequence's share of a step: append `tokens` (a prefill chunk, one decode token, or a token and
 // the drafts to verify) to `state`. When `logits` is not null the runner writes there the logits of
 // the last n_logits appended tokens ([n_logits, vocab] f32, in order). When `argmax` is not null it
-// writes there the index of the largest logit of the last appended token (lowest on ties: greedy
-// sampling without penalties), found where the logits are (a device forward sends back only the id).
+// writes there, for the same rows, the index of each one's largest logit ([n_logits]; lowest on ties:
+// greedy sampling without penalties), found where the logits are (a device forward sends back only
+// the ids). Either or both may be asked for.
 struct StepItem {
     RunnerState* state = nullptr;
     std::span<const int32_t> tokens;
@@ -56,14 +57,19 @@ struct StepItem {
 
 // One sequence's share of a draft: `context` is every token of the sequence, i.e. the tokens its state
 // has consumed followed by exactly one more (the latest sampled); propose k tokens after it.
+// With argmax_only the picker needs only the largest logit's index (greedy without penalties): the
+// runner may then find it where the logits are and pass no logits.
 struct DraftItem {
     RunnerState* state = nullptr;
     std::span<const int32_t> context;
     int k = 0;
+    bool argmax_only = false;
 };
 
-// Chooses draft token number `round` of item `item` from the draft model's logits ([vocab] f32).
-using DraftPicker = std::function<int32_t(size_t item, int round, const float* logits)>;
+// Chooses draft token number `round` of item `item` from the draft model's logits ([vocab] f32), or,
+// for an argmax_only item, possibly from `argmax` alone (then logits is null; argmax is the index of
+// the largest logit, lowest on ties, whenever the item is argmax_only).
+using DraftPicker = std::function<int32_t(size_t item, int round, const float* logits, int32_t argmax)>;
 
 class ModelRunner {
 public:

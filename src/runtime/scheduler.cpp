@@ -253,8 +253,17 @@ void Scheduler::step() {
         return;
     }
 
-    // 4. Drafts (speculative decoding): every decode with k > 0 proposes k tokens, batched.
     const int64_t vocab = info_.vocab_size;
+    auto runner_pick = [&](int32_t t) {
+        if (t < 0 || t >= vocab)
+            throw std::logic_error("the runner returned no greedy pick (or one outside the vocabulary)");
+        return t;
+    };
+    // Greedy without penalties or logprobs needs only the argmax: the runner finds it where the
+    // logits are, and the rows never travel.
+    auto argmax_only = [](const SamplingParams& p) { return is_greedy(p) && !uses_penalties(p) && p.logprobs < 0; };
+
+    // 4. Drafts (speculative decoding): every decode with k > 0 proposes k tokens, batched.
     struct Spec {
         std::vector<int32_t> feed;           // the sampled token, then the drafts
         std::vector<std::vector<float>> q;   // the draft distributions (sampling, not greedy)
@@ -268,13 +277,20 @@ void Scheduler::step() {
             Sequence& s = *plan[k].seq;
             if (!decoding(s) || plan[k].n < 2) continue;
             spec[k].feed.push_back(s.tokens.back());
-            di.push_back({s.state.get(), std::span<const int32_t>(s.tokens), (int)plan[k].n - 1});
+            di.push_back(
+                {s.state.get(), std::span<const int32_t>(s.tokens), (int)plan[k].n - 1, argmax_only(s.params)});
             which.push_back(k);
         }
         if (!di.empty()) {
-            runner_.draft(di, [&](size_t i, int round, const float* lg) -> int32_t {
+            runner_.draft(di, [&](size_t i, int round, const float* lg, int32_t am) -> int32_t {
                 Spec& sp = spec[which[i]];
                 Sequence& s = *plan[which[i]].seq;
+                if (!lg) {  // an argmax_only item: the runner found the pick
+                    if (!di[i].argmax_only || am < 0 || am >= vocab)
+                        throw std::logic_error("draft: a pick without logits must be an argmax_only item's id");
+                    sp.feed.push_back(am);
+                    return am;
+                }
                 std::span<const float> row(lg, (size_t)vocab);
                 // Penalties see the drafts before this one, as the main model's row will.
                 const bool pen = uses_penalties(s.params);
@@ -300,17 +316,17 @@ void Scheduler::step() {
     }
 
     // 5. One model step over the whole batch.
-    // Greedy without penalties or logprobs needs only the argmax: the runner finds it where the
-    // logits are, and the row never travels.
-    auto argmax_only = [](const SamplingParams& p) { return is_greedy(p) && !uses_penalties(p) && p.logprobs < 0; };
-    size_t n_logits = 0;
-    for (size_t k = 0; k < plan.size(); ++k)
-        if (!spec[k].feed.empty()) n_logits += (size_t)plan[k].n;
-        else if (plan[k].seq->computed + plan[k].n == (int64_t)plan[k].seq->tokens.size() &&
-                 !argmax_only(plan[k].seq->params))
-            ++n_logits;
+    size_t n_logits = 0, n_argmax = 0;
+    for (size_t k = 0; k < plan.size(); ++k) {
+        const bool last =
+            !spec[k].feed.empty() || plan[k].seq->computed + plan[k].n == (int64_t)plan[k].seq->tokens.size();
+        if (!last) continue;
+        const size_t rows = spec[k].feed.empty() ? 1 : (size_t)plan[k].n;
+        (argmax_only(plan[k].seq->params) ? n_argmax : n_logits) += rows;
+    }
     logits_.resize(n_logits * (size_t)vocab);
-    argmax_.assign(plan.size(), 0);
+    argmax_.assign(n_argmax, -1);
+    size_t ai = 0;
     std::vector<StepItem> items;
     items.reserve(plan.size());
     size_t li = 0;
@@ -318,16 +334,22 @@ void Scheduler::step() {
         auto& it = plan[k];
         StepItem si;
         si.state = it.seq->state.get();
+        const bool am = argmax_only(it.seq->params);
         if (!spec[k].feed.empty()) {
             si.tokens = spec[k].feed;
             si.n_logits = it.n;
-            si.logits = logits_.data() + vocab * li;
-            li += (size_t)it.n;
+            if (am) {
+                si.argmax = argmax_.data() + ai;
+                ai += (size_t)it.n;
+            } else {
+                si.logits = logits_.data() + vocab * li;
+                li += (size_t)it.n;
+            }
         } else {
             si.tokens = std::span<const int32_t>(it.seq->tokens.data() + it.seq->computed, (size_t)it.n);
             if (it.seq->computed + it.n == (int64_t)it.seq->tokens.size()) {
-                if (argmax_only(it.seq->params))
-                    si.argmax = &argmax_[k];
+                if (am)
+                    si.argmax = argmax_.data() + ai++;
                 else
                     si.logits = logits_.data() + vocab * li++;
             }
@@ -352,10 +374,14 @@ void Scheduler::step() {
             std::vector<int32_t> chosen;
             int accepted = 0;
             for (int j = 0; j <= n_drafts; ++j) {
-                std::span<const float> row(items[k].logits + (size_t)j * (size_t)vocab, (size_t)vocab);
+                std::span<const float> row;
+                if (items[k].logits) row = {items[k].logits + (size_t)j * (size_t)vocab, (size_t)vocab};
                 int32_t t;
                 bool ok = false;
-                if (is_greedy(s.params)) {
+                if (items[k].argmax) {  // greedy without penalties: the runner's pick
+                    t = runner_pick(items[k].argmax[j]);
+                    ok = j < n_drafts && t == sp.feed[(size_t)j + 1];
+                } else if (is_greedy(s.params)) {
                     t = greedy_token(row, s.params, s.history);
                     ok = j < n_drafts && t == sp.feed[(size_t)j + 1];
                 } else if (j < n_drafts) {
@@ -379,7 +405,9 @@ void Scheduler::step() {
             for (size_t j = 0; j < chosen.size() && !done; ++j) {
                 SampleResult r;
                 r.token = chosen[j];
-                fill_logprobs(std::span<const float>(items[k].logits + j * (size_t)vocab, (size_t)vocab), s.params, r);
+                if (items[k].logits)
+                    fill_logprobs(std::span<const float>(items[k].logits + j * (size_t)vocab, (size_t)vocab), s.params,
+                                  r);
                 emit(s, std::move(r), done);
             }
             if (done) {
@@ -405,7 +433,7 @@ void Scheduler::step() {
             bool done = false;
             if (items[k].argmax) {
                 SampleResult r;
-                r.token = *items[k].argmax;
+                r.token = runner_pick(*items[k].argmax);
                 emit(s, std::move(r), done);
             } else {
                 sample_and_emit(s, items[k].logits, done);

@@ -102,7 +102,7 @@ private:
     std::deque<std::unique_ptr<Sequence>> waiting_;   // sorted by arrival
     std::vector<Planned> last_plan_;
     std::vector<float> logits_;
-    std::vector<int32_t> argmax_;  // greedy picks of the last step, one per planned item
+    std::vector<int32_t> argmax_;  // greedy picks of the last step (the rows of argmax_only items)
     int spec_ = 0;  // EngineOptions::speculative
     EngineStats stats_;
 };

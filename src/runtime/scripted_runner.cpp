@@ -59,6 +59,16 @@ std::unique_ptr<RunnerState> ScriptedRunner::clone_state(const RunnerState& s) {
     return c;
 }
 
+namespace {
+// The lowest index of the largest value (what greedy sampling picks).
+int32_t first_max(const float* l, int32_t n) {
+    int32_t best = 0;
+    for (int32_t j = 1; j < n; ++j)
+        if (l[j] > l[best]) best = j;
+    return best;
+}
+}  // namespace
+
 int64_t ScriptedRunner::states_alive() const { return alive_->load(); }
 
 void ScriptedRunner::step(std::span<StepItem> items) {
@@ -70,20 +80,15 @@ void ScriptedRunner::step(std::span<StepItem> items) {
             if (t < 0 || t >= o_.vocab) throw std::out_of_range("scripted runner: token id out of range");
             st.tokens.push_back(t);
         }
-        if (it.argmax) {
-            std::vector<float> row((size_t)o_.vocab);
-            fill_logits(st.tokens, o_.next_token(st.tokens), 0, row.data());
-            int32_t best = 0;
-            for (int32_t j = 1; j < o_.vocab; ++j)
-                if (row[(size_t)j] > row[(size_t)best]) best = j;
-            *it.argmax = best;
-        }
-        if (!it.logits) continue;
+        if (!it.logits && !it.argmax) continue;
         const int64_t rows = std::max<int64_t>(1, it.n_logits);
         if (rows > (int64_t)it.tokens.size()) throw std::logic_error("scripted runner: more logits rows than tokens");
+        std::vector<float> row(it.logits ? 0 : (size_t)o_.vocab);
         for (int64_t r = 0; r < rows; ++r) {
             std::span<const int32_t> prefix(st.tokens.data(), st.tokens.size() - (size_t)(rows - 1 - r));
-            fill_logits(prefix, o_.next_token(prefix), 0, it.logits + r * o_.vocab);
+            float* out = it.logits ? it.logits + r * o_.vocab : row.data();
+            fill_logits(prefix, o_.next_token(prefix), 0, out);
+            if (it.argmax) it.argmax[r] = first_max(out, o_.vocab);
         }
     }
 }
@@ -127,7 +132,9 @@ void ScriptedRunner::draft(std::span<DraftItem> items, const DraftPicker& pick) 
         for (size_t i = 0; i < items.size(); ++i) {
             if (items[i].k <= r) continue;
             fill_logits(ctx[i], o_.draft_token(ctx[i]), 0x5bd1e995u, logits.data());
-            ctx[i].push_back(pick(i, r, logits.data()));
+            // An argmax_only item gets the id alone, as a device runner would give it.
+            ctx[i].push_back(items[i].argmax_only ? pick(i, r, nullptr, first_max(logits.data(), o_.vocab))
+                                                  : pick(i, r, logits.data(), -1));
         }
     }
 }

@@ -122,9 +122,10 @@ TEST(Batching, SequencesInOneForwardEqualAlone) {
     }
 }
 
-// argmax_out: the lowest index of the last row's largest logit, alone or beside logits_out (every row
-// or the last), for each item of a batched prefill and of a batched decode.
-TEST(Batching, ArgmaxOutIsTheLastRowsArgmax) {
+// argmax_out: the lowest index of the largest logit of each row logits_out would hold (the last, or
+// every row with all_logits), alone or beside logits_out, for each item of a batched prefill and of a
+// batched decode.
+TEST(Batching, ArgmaxOutIsEachRowsArgmax) {
     Dsv4Model& m = model();
     const int V = int(m.config().vocab_size);
     auto scan = [&](const float* r) {
@@ -133,7 +134,8 @@ TEST(Batching, ArgmaxOutIsTheLastRowsArgmax) {
             if (r[j] > r[best]) best = j;
         return best;
     };
-    std::vector<std::vector<int32_t>> seqs = {random_tokens(21, 5, V), random_tokens(6, 6, V), random_tokens(70, 7, V)};
+    std::vector<std::vector<int32_t>> seqs = {random_tokens(21, 5, V), random_tokens(6, 6, V), random_tokens(70, 7, V),
+                                              random_tokens(9, 8, V)};
     const int decode = 3;
     std::vector<std::vector<float>> alone;
     for (auto& s : seqs) alone.push_back(run_alone(s, {1000}, decode));
@@ -141,32 +143,35 @@ TEST(Batching, ArgmaxOutIsTheLastRowsArgmax) {
     for (size_t i = 0; i < seqs.size(); ++i) st.push_back(m.new_sequence());
     for (int step = 0; step <= decode; ++step) {
         std::vector<std::vector<float>> logits(seqs.size());
-        std::vector<int32_t> am(seqs.size(), -7);
+        std::vector<std::vector<int32_t>> am(seqs.size(), std::vector<int32_t>(80, -7));
         std::vector<ForwardItem> items(seqs.size());
         for (size_t i = 0; i < seqs.size(); ++i) {
             items[i].state = st[i].get();
             const size_t prompt = seqs[i].size() - decode;
             items[i].tokens = step == 0 ? std::span<const int32_t>(seqs[i].data(), prompt)
                                         : std::span<const int32_t>(seqs[i].data() + prompt + step - 1, 1);
-            items[i].argmax_out = &am[i];
+            items[i].argmax_out = am[i].data();
             if (i == 1) {  // logits of every row beside the argmax
                 items[i].logits_out = &logits[i];
                 items[i].all_logits = true;
             }
             if (i == 2) items[i].logits_out = &logits[i];  // the last row's logits too
+            if (i == 3) items[i].all_logits = true;        // every row's argmax, no logits
         }
         m.forward(items);
         for (size_t i = 0; i < seqs.size(); ++i) {
             SCOPED_TRACE(testing::Message() << "step " << step << " seq " << i);
             const size_t prompt = seqs[i].size() - decode;
-            const size_t last_row = step == 0 ? prompt - 1 : prompt - 1 + size_t(step);
-            const float* want_row = alone[i].data() + last_row * size_t(V);
-            EXPECT_EQ(am[i], scan(want_row));
-            const size_t rows = i == 0 ? 0 : i == 1 && step == 0 ? prompt : 1;
-            ASSERT_EQ(logits[i].size(), rows * size_t(V));
-            if (rows > 0) {
-                EXPECT_EQ(std::vector<float>(logits[i].end() - V, logits[i].end()),
-                          std::vector<float>(want_row, want_row + V));
+            const size_t t = step == 0 ? prompt : 1, last = step == 0 ? prompt - 1 : prompt - 1 + size_t(step);
+            const size_t rows = (i == 1 || i == 3) ? t : 1;  // the rows asked for
+            for (size_t r = 0; r < rows; ++r)
+                EXPECT_EQ(am[i][r], scan(alone[i].data() + (last + 1 - rows + r) * size_t(V))) << "row " << r;
+            EXPECT_EQ(am[i][rows], -7);  // nothing written past them
+            const size_t lrows = i == 1 ? t : i == 2 ? 1 : 0;
+            ASSERT_EQ(logits[i].size(), lrows * size_t(V));
+            if (lrows > 0) {
+                const float* want = alone[i].data() + last * size_t(V);
+                EXPECT_EQ(std::vector<float>(logits[i].end() - V, logits[i].end()), std::vector<float>(want, want + V));
             }
         }
     }
