@@ -3,7 +3,7 @@
 // each with its bytes / FLOPs and the ratio to the ceiling, and one Flash-shape layer's decode
 // sequence (a ratio-4 layer) timed as a whole.
 //
-// Usage: bench_cuda [--quick | --layer | --layer-profile | --paths | --prefill]
+// Usage: bench_cuda [--quick | --layer | --layer-profile | --paths | --prefill | --chain]
 #include <cublasLt.h>
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cuda/cuda_backend.h"
+#include "cuda/cuda_common.h"
 
 using namespace dsinfer;
 using ops::ScaleKind;
@@ -832,6 +833,195 @@ void bench_attention(int64_t t, int64_t nk) {
                 (long long)t, (long long)nk, ms * 1e3, flops / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9);
 }
 
+// --chain: what a decode layer's critical path could reach if each weight-reading kernel fetched its
+// weights while the kernel before it still runs. A chain shaped like a Flash ratio-4 layer's main
+// stream (latency-bound one-block kernels between weight reads of the layer's sizes) is timed three
+// ways: (0) reads start after pdl_wait (four 16-byte loads a thread issued before it, as the GEMVs do);
+// (1) one block per SM stages its slice through shared memory with bulk copies, the first stages
+// issued before pdl_wait; (2) the same pipeline with every copy issued after pdl_wait. No arithmetic:
+// the bytes alone.
+__global__ void chain_tiny(float* v, int iters) {  // one block, a short dependent chain
+    cuda::pdl_wait();
+    cuda::pdl_release();
+    float a = v[threadIdx.x];
+    for (int i = 0; i < iters; ++i) {
+        a = a * 0.999f + __shfl_xor_sync(0xffffffffu, a, 1);
+        __syncthreads();
+    }
+    v[threadIdx.x] = a;
+}
+__global__ void __launch_bounds__(256) chain_read_plain(const uint4* __restrict__ p, size_t n16, uint32_t* out) {
+    const size_t stride = size_t(gridDim.x) * blockDim.x;
+    size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) v[u] = i + u * stride < n16 ? __ldg(p + i + u * stride) : make_uint4(0, 0, 0, 0);
+    cuda::pdl_wait();
+    cuda::pdl_release();
+    uint32_t acc = 0;
+    for (;;) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+        i += 4 * stride;
+        if (i >= n16) break;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = i + u * stride < n16 ? __ldg(p + i + u * stride) : make_uint4(0, 0, 0, 0);
+    }
+    if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;
+}
+constexpr int kChainStages = 6;
+constexpr uint32_t kChainChunk = 32768;  // bytes a stage
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return uint32_t(__cvta_generic_to_shared(p));
+}
+template <bool EARLY>
+__global__ void __launch_bounds__(512, 1) chain_read_bulk(const uint8_t* __restrict__ p, size_t bytes, uint32_t* out) {
+    extern __shared__ __align__(128) uint8_t buf[];
+    __shared__ __align__(8) uint64_t bar[kChainStages];
+    // This block's slice: whole chunks, the last block takes the remainder.
+    const size_t chunks = (bytes + kChainChunk - 1) / kChainChunk;
+    const size_t per = (chunks + gridDim.x - 1) / gridDim.x;
+    const size_t c0 = min(chunks, blockIdx.x * per), c1 = min(chunks, c0 + per);
+    auto issue = [&](size_t c) {  // thread 0: chunk c into stage c % kChainStages
+        const int s = int((c - c0) % kChainStages);
+        const uint32_t n = uint32_t(min(size_t(kChainChunk), bytes - c * kChainChunk));
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(&bar[s])), "r"(n)
+                     : "memory");
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                         smem_addr(buf + size_t(s) * kChainChunk)),
+                     "l"(p + c * kChainChunk), "r"(n), "r"(smem_addr(&bar[s]))
+                     : "memory");
+    };
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < kChainStages; ++s)
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&bar[s])) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        if (EARLY)
+            for (size_t c = c0; c < min(c1, c0 + kChainStages); ++c) issue(c);
+    }
+    cuda::pdl_wait();
+    cuda::pdl_release();
+    if (!EARLY && threadIdx.x == 0)
+        for (size_t c = c0; c < min(c1, c0 + kChainStages); ++c) issue(c);
+    __syncthreads();
+    uint32_t acc = 0;
+    for (size_t c = c0; c < c1; ++c) {
+        const int s = int((c - c0) % kChainStages);
+        const uint32_t parity = uint32_t(((c - c0) / kChainStages) & 1);
+        uint32_t done = 0;
+        while (!done)
+            asm volatile("{ .reg .pred q; mbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2; selp.u32 %0, 1, 0, q; }"
+                         : "=r"(done)
+                         : "r"(smem_addr(&bar[s])), "r"(parity)
+                         : "memory");
+        const uint32_t n = uint32_t(min(size_t(kChainChunk), bytes - c * kChainChunk));
+        const uint4* q = reinterpret_cast<const uint4*>(buf + size_t(s) * kChainChunk);
+        for (uint32_t i = threadIdx.x; i < n / 16; i += blockDim.x) {
+            const uint4 v = q[i];
+            acc ^= v.x ^ v.y ^ v.z ^ v.w;
+        }
+        __syncthreads();  // the stage is read: refill it
+        if (threadIdx.x == 0 && c + kChainStages < c1) {
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            issue(c + kChainStages);
+        }
+    }
+    if (acc == 0x9e3779b9u) out[blockIdx.x] = acc;
+}
+void bench_chain() {
+    int sms = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const size_t smem = size_t(kChainStages) * kChainChunk;
+    CK(cudaFuncSetAttribute(chain_read_bulk<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    CK(cudaFuncSetAttribute(chain_read_bulk<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    // The main stream of a ratio-4 layer: 0 = a one-block kernel, else MB read.
+    const std::vector<double> seq = {0, 0, 4.2, 0, 33.6, 0, 0, 0, 16.8, 33.6, 0, 0, 2.1, 0, 50.3, 25.2, 25.2, 0};
+    double total = 0;
+    for (double mb : seq) total += mb * 1e6;
+    const int layers = 4;
+    std::vector<std::vector<void*>> bufs(layers);
+    for (auto& b : bufs)
+        for (double mb : seq)
+            if (mb > 0) {
+                b.push_back(cuda::dmalloc(size_t(mb * 1e6) / kChainChunk * kChainChunk));
+                rand_bytes(b.back(), size_t(mb * 1e6) / kChainChunk * kChainChunk, 0);
+            }
+    float* v = rand_floats(256);
+    uint32_t* out = static_cast<uint32_t*>(cuda::dmalloc(size_t(sms) * 8 * 4));
+    for (int tiny_iters : {0, 40, 200}) {
+        for (int mode = 0; mode < 4; ++mode) {  // 3: the tiny kernels alone
+            auto layer = [&](int i) {
+                size_t r = 0;
+                for (double mb : seq) {
+                    if (mb == 0) {
+                        cuda::launch_pdl(chain_tiny, dim3(1), dim3(256), 0, v, tiny_iters);
+                        continue;
+                    }
+                    const void* b = bufs[size_t(i % layers)][r++];
+                    const size_t bytes = size_t(mb * 1e6) / kChainChunk * kChainChunk;
+                    if (mode == 3) continue;
+                    if (mode == 0)
+                        cuda::launch_pdl(chain_read_plain, dim3(unsigned(sms * 8)), dim3(256), 0,
+                                         static_cast<const uint4*>(b), bytes / 16, out);
+                    else if (mode == 1)
+                        cuda::launch_pdl(chain_read_bulk<true>, dim3(unsigned(sms)), dim3(512), smem,
+                                         static_cast<const uint8_t*>(b), bytes, out);
+                    else
+                        cuda::launch_pdl(chain_read_bulk<false>, dim3(unsigned(sms)), dim3(512), smem,
+                                         static_cast<const uint8_t*>(b), bytes, out);
+                }
+            };
+            std::vector<cudaGraphExec_t> execs;
+            for (int i = 0; i < layers; ++i) {
+                cudaGraph_t g;
+                CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
+                layer(i);
+                CK(cudaStreamEndCapture(st(), &g));
+                cudaGraphExec_t e;
+                CK(cudaGraphInstantiate(&e, g, 0));
+                execs.push_back(e);
+                CK(cudaGraphDestroy(g));
+            }
+            const double ms = time_ms([&](int i) { CK(cudaGraphLaunch(execs[size_t(i % layers)], st())); }, 40);
+            for (auto e : execs) CK(cudaGraphExecDestroy(e));
+            const double gbs = total / (ms * 1e-3) / 1e9;
+            std::printf("chain    tiny %3d iters, %-34s %8.1f us  %5.1f%% of copy on %.1f MB\n", tiny_iters,
+                        mode == 0   ? "plain reads after pdl_wait:"
+                        : mode == 1 ? "bulk-copy pipeline, staged early:"
+                        : mode == 2 ? "bulk-copy pipeline, after pdl_wait:"
+                                    : "the one-block kernels alone:",
+                        ms * 1e3, mode == 3 ? 0.0 : 100 * gbs / g_copy_gbs, total / 1e6);
+        }
+    }
+    // Each read alone, back to back (rotating past the L2).
+    for (double mb : {4.2, 33.6}) {
+        const size_t bytes = size_t(mb * 1e6) / kChainChunk * kChainChunk;
+        const std::vector<void*> rb = rotating_buffers(bytes);
+        for (int mode = 0; mode < 2; ++mode) {
+            const double ms = time_ms(
+                [&](int i) {
+                    const void* b = rb[size_t(i) % rb.size()];
+                    if (mode == 0)
+                        cuda::launch_pdl(chain_read_plain, dim3(unsigned(sms * 8)), dim3(256), 0,
+                                         static_cast<const uint4*>(b), bytes / 16, out);
+                    else
+                        cuda::launch_pdl(chain_read_bulk<true>, dim3(unsigned(sms)), dim3(512), smem,
+                                         static_cast<const uint8_t*>(b), bytes, out);
+                },
+                100);
+            const double gbs = double(bytes) / (ms * 1e-3) / 1e9;
+            std::printf("chain    alone %5.1f MB %-10s %8.2f us  %5.1f%% of copy\n", mb,
+                        mode ? "bulk:" : "plain:", ms * 1e3, 100 * gbs / g_copy_gbs);
+        }
+        for (void* b : rb) cuda::dfree(b);
+    }
+    for (auto& b : bufs)
+        for (void* x : b) cuda::dfree(x);
+    cuda::dfree(v);
+    cuda::dfree(out);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -854,6 +1044,11 @@ int main(int argc, char** argv) {
         bench_linear_paths("wq_a FP8", WeightFormat::FP8, 1024, 4096, {1, 2, 4, 8, 16, 64, 256, 1024});
         bench_linear_paths("routed w1 FP4", WeightFormat::FP4, 2048, 4096, {1, 2, 4, 8, 16, 64, 256});
         bench_linear_paths("head BF16", WeightFormat::BF16, 129280, 4096, {1, 2, 4, 8, 16, 64, 256});
+        return 0;
+    }
+    if (argc > 1 && std::strcmp(argv[1], "--chain") == 0) {  // copy ceiling + the weight-staging probe
+        ceiling_copy();
+        bench_chain();
         return 0;
     }
     if (argc > 1 && std::strcmp(argv[1], "--prefill") == 0) {  // FP8 GEMM ceiling + the FP8 prefill linears

@@ -161,11 +161,11 @@ void set_mma_split(bool on);
 void set_mma_fp4_e4m3(bool on);
 // Decode routed experts whose tensor-core GEMV launches build their own jobs from the expert ids, the
 // down launch forming SwiGLU and its quantization while it stages x (two kernels fewer, the down weights
-// fetched before the up launch ends; bitwise the separate kernels). Off until measured on a GPU:
+// fetched before the up launch ends; bitwise the separate kernels). Off (no faster on an H100):
 // DSINFER_CUDA_MOE_JOBS=1 or set_mma_moe(true) switches it on.
 void set_mma_moe(bool on);
 // The tensor-core GEMV's register/depth variant for every launch: -1 (default) chosen per launch; 0..3
-// forced (gemv_mma.cu, mma_cfg; 2 and 3 are FP4 variants being measured). 2 gives bitwise cfg 1's
+// forced (gemv_mma.cu, mma_cfg; 2 and 3 are FP4 variants, measured and left off). 2 gives bitwise cfg 1's
 // results; the others may split k differently (float32 sums in another order).
 void set_mma_cfg(int cfg);
 

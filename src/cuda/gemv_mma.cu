@@ -377,7 +377,7 @@ int mode_or_env(std::atomic<int>& mode, const char* var, int dflt = 1) {
 }
 
 std::atomic<int> g_mma_fp4e4{-1};  // -1: DSINFER_CUDA_MMA_FP4E4 (read once; on only if '1'), 0 off, 1 on
-// FP4 weights decoded through e4m3 (fewer instructions a word; compiled, not yet run on a GPU: off).
+// FP4 weights decoded through e4m3 (fewer instructions a word; correct but not faster on an H100: off).
 bool mma_fp4_e4m3() {
     return mode_or_env(g_mma_fp4e4, "DSINFER_CUDA_MMA_FP4E4", 0) == 1;
 }
@@ -385,13 +385,18 @@ std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see
 
 // Registers and depth: 4 rounds in flight with 2 blocks per SM (cfg 0), or 3 rounds with 3 blocks
 // (cfg 1). H100, bench_cuda: cfg 1 wins for one token's routed experts (12 jobs: 55 against 65 µs),
-// cfg 0 for single linears (wo_b 19.8 against 21.1 µs) and for many jobs (batched decode). Chosen per
-// launch; DSINFER_CUDA_MMA_CFG=0|1 forces one (read once), or set_mma_cfg. Being measured, for FP4 weights
+// cfg 0 for single linears alone (wo_b 19.8 against 21.1 µs), but in the model (H100, 2 Flash layers
+// end to end, docs/benchmarks.md) cfg 1 everywhere is 2-4% faster at batch 1, and for batched decode's
+// routed experts +13-16% at batch 8 (96 jobs of 128 tiles a launch), +11-13% at 64, +15% at 128 (up:
+// 1536 jobs of 128 tiles); at 256 cfg 0 is 4-7% ahead (up 3072 x 128 tiles, down 1536 x 256). So cfg 1
+// except for launches of more than kMmaCfg1MaxTiles tiles in all. Chosen per
+// launch; DSINFER_CUDA_MMA_CFG=0|1 forces one (read once), or set_mma_cfg. Measured and left off, for FP4 weights
 // without the split (FP8 weights keep the per-launch choice; split launches and routed-expert job
 // launches take cfg 1's build for any forced value above 0): 2, cfg 1 with the scale bytes loaded with the weights,
 // DEPTH rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers).
+constexpr int64_t kMmaCfg1MaxTiles = int64_t(1) << 18;
 std::atomic<int> g_mma_cfg{-2};  // -2: not read yet; -1: chosen per launch
-int mma_cfg(bool device_jobs, int64_t njobs, bool fp4) {
+int mma_cfg(int64_t tiles, bool fp4) {
     int forced = g_mma_cfg.load();
     if (forced == -2) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
@@ -399,7 +404,7 @@ int mma_cfg(bool device_jobs, int64_t njobs, bool fp4) {
         g_mma_cfg = forced;
     }
     if (forced >= 0 && (forced <= 1 || fp4)) return forced;
-    return device_jobs && njobs <= 16 ? 1 : 0;
+    return tiles > kMmaCfg1MaxTiles ? 0 : 1;
 }
 
 template <int FMT, int DEPTH, int MINB, bool SPLIT, bool PRE = false, int MOE = 0>
@@ -429,7 +434,7 @@ void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
             return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, false, 2>(p, inl, jobs, njobs, moe)
                               : launch_mma_cfg<FMT, 3, 3, SPLIT, false, 2>(p, inl, jobs, njobs, moe);
     }
-    if constexpr (F4 && !SPLIT) {  // variants still being measured (mma_cfg)
+    if constexpr (F4 && !SPLIT) {  // variants measured and left off (mma_cfg)
         if (p.cfg == 2 && p.sk == ScaleKind::E8M0)
             return launch_mma_cfg<FMT, 3, 3, SPLIT, true>(p, inl, jobs, njobs, moe);
         if (p.cfg == 3) return launch_mma_cfg<FMT, 2, 4, SPLIT>(p, inl, jobs, njobs, moe);
@@ -450,7 +455,7 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
                                                            : MmaFmt<int(WeightFormat::FP8)>::RK));
     p.tiles = int(ceil_div(n_rows, 16));
     p.device_jobs = jobs != nullptr || moe.stage != 0;
-    p.cfg = mma_cfg(p.device_jobs, njobs, like.fmt == WeightFormat::FP4);
+    p.cfg = mma_cfg(int64_t(p.tiles) * njobs, like.fmt == WeightFormat::FP4);
     // Warps per tile: the split whose waves of resident blocks (two or three per SM) times rounds per warp is
     // least (fewer warps per tile on ties). DSINFER_CUDA_MMA_KS=1|2|4|8 forces one (read once).
     static const int forced = [] {
