@@ -3,7 +3,7 @@
 // each with its bytes / FLOPs and the ratio to the ceiling, and one Flash-shape layer's decode
 // sequence (a ratio-4 layer) timed as a whole.
 //
-// Usage: bench_cuda [--quick | --layer | --layer-profile | --paths | --prefill | --chain]
+// Usage: bench_cuda [--quick | --layer | --layer-profile | --paths | --prefill | --chain | --moe]
 #include <cublasLt.h>
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
@@ -539,7 +539,7 @@ void bench_shared_w13(int64_t m) {
 // Routed experts at decode (t tokens, 6 of 48 FP4 Flash experts each, ids rotating so weights come
 // from HBM) with 2, 4 and 8 weight rows per warp in the grouped GEMVs. Bytes: the distinct experts'
 // weights (w1, w3, w2 with scales) plus x and out.
-void bench_moe_decode(int64_t t) {
+void bench_moe_decode(int64_t t, bool mma_only = false) {
     const int64_t D = 4096, I = 2048, E = 48, K = 6;
     std::vector<cuda::ExpertWeights> ex;
     for (int64_t e = 0; e < E; ++e)
@@ -560,6 +560,7 @@ void bench_moe_decode(int64_t t) {
     cuda::backend().act_quant(x, t, D, D, 128, true);
     const double bytes = double(K) * double(weight_bytes(ex[0].w1) * 3) + double(2 * t * D * 4);
     for (int rpw : {2, 4, 8, 0}) {  // 0: the tensor-core GEMV
+        if (mma_only && rpw) continue;
         cuda::set_mma_gemv(rpw == 0 ? 1 : 0);
         cuda::set_grouped_gemv_rows_per_warp(rpw);
         const double ms = time_ms(
@@ -1044,6 +1045,11 @@ int main(int argc, char** argv) {
         bench_linear_paths("wq_a FP8", WeightFormat::FP8, 1024, 4096, {1, 2, 4, 8, 16, 64, 256, 1024});
         bench_linear_paths("routed w1 FP4", WeightFormat::FP4, 2048, 4096, {1, 2, 4, 8, 16, 64, 256});
         bench_linear_paths("head BF16", WeightFormat::BF16, 129280, 4096, {1, 2, 4, 8, 16, 64, 256});
+        return 0;
+    }
+    if (argc > 1 && std::strcmp(argv[1], "--moe") == 0) {  // one token's routed experts alone (for ncu)
+        ceiling_copy();
+        bench_moe_decode(1, true);
         return 0;
     }
     if (argc > 1 && std::strcmp(argv[1], "--chain") == 0) {  // copy ceiling + the weight-staging probe
