@@ -3,7 +3,7 @@
 // each with its bytes / FLOPs and the ratio to the ceiling, and one Flash-shape layer's decode
 // sequence (a ratio-4 layer) timed as a whole.
 //
-// Usage: bench_cuda [--quick | --layer | --layer-profile | --paths | --prefill | --chain | --moe]
+// Usage: bench_cuda [--quick | --layer | --layer-profile | --layer-trace | --paths | --prefill | --chain | --moe]
 #include <cublasLt.h>
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
@@ -616,8 +616,10 @@ void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
 // now): hc_post folded into hc_pre and into the MoE combine (which also adds the shared expert's
 // output), the shared expert's SwiGLU + quantization in one launch. (The routed experts' SwiGLU +
 // quantization is one launch in every line: moe_experts always fuses it.)
-// --layer-profile profiles the sequence with the tensor-core GEMVs and split wo_a on one stream.
-void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
+// --layer-profile profiles the sequence with the tensor-core GEMVs and split wo_a on one stream (mode 1);
+// --layer-trace replays the model's sequence (the seventh) as CUDA graphs between cudaProfilerStart and
+// Stop, for a timeline of both streams (nsys --capture-range=cudaProfilerApi --cuda-graph-trace=node).
+void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
     const int64_t D = 4096, H = 64, hd = 512, ql = 1024, G = 8, olr = 1024, I = 2048, E = 256, K = 6;
     struct L {
         Weight wq_a, wq_b, wkv, wo_a, wo_b, gate, sw1, sw3, sw2;
@@ -752,6 +754,30 @@ void bench_layer_decode(int layers, int64_t ctx_keys, bool profile = false) {
             shared_expert(l);
         be.hc_post(f, x2, post, comb, 1, 4, D, x);
     };
+    if (profile == 2) {
+        fork = fused = mma = true;
+        cuda::set_mma_gemv(1);
+        cuda::set_mma_split(true);
+        std::vector<cudaGraphExec_t> execs;
+        for (int i = 0; i < layers; ++i) {
+            cudaGraph_t g;
+            CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
+            step(i);
+            CK(cudaStreamEndCapture(st(), &g));
+            cudaGraphExec_t e;
+            CK(cudaGraphInstantiate(&e, g, 0));
+            execs.push_back(e);
+            CK(cudaGraphDestroy(g));
+        }
+        for (int i = 0; i < 2 * layers; ++i) CK(cudaGraphLaunch(execs[size_t(i % layers)], st()));
+        CK(cudaStreamSynchronize(st()));
+        CK(cudaProfilerStart());
+        for (int i = 0; i < 4 * layers; ++i) CK(cudaGraphLaunch(execs[size_t(i % layers)], st()));
+        CK(cudaStreamSynchronize(st()));
+        CK(cudaProfilerStop());
+        for (auto e : execs) CK(cudaGraphExecDestroy(e));
+        return;
+    }
     if (profile) {  // one step between cudaProfilerStart/Stop, for ncu --profile-from-start off
         step(0);
         CK(cudaStreamSynchronize(st()));
@@ -1034,7 +1060,11 @@ int main(int argc, char** argv) {
     std::printf("device: %s\n", cuda::device_name());
     if (argc > 1 && std::strcmp(argv[1], "--layer-profile") == 0) {  // one layer step, for ncu
         ceiling_copy();
-        bench_layer_decode(1, 1024, true);
+        bench_layer_decode(1, 1024, 1);
+        return 0;
+    }
+    if (argc > 1 && std::strcmp(argv[1], "--layer-trace") == 0) {  // graph replays, for nsys
+        bench_layer_decode(4, 1024, 2);
         return 0;
     }
     if (argc > 1 && std::strcmp(argv[1], "--paths") == 0) {  // exact linear paths: GEMV/tiled vs BF16x3
