@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace dsinfer::runtime {
@@ -28,62 +29,186 @@ void apply_penalties(std::span<float> logits, const SamplingParams& p, const Tok
     }
 }
 
+static float row_max(std::span<const float> l);
+
+// The first index of the maximum (0 for a row without one, e.g. all NaN).
 static int32_t argmax(std::span<const float> l) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < (int32_t)l.size(); ++i)
-        if (l[i] > l[best]) best = i;
-    return best;
+    const float mx = row_max(l);
+    for (int32_t i = 0; i < (int32_t)l.size(); ++i)
+        if (l[i] == mx) return i;
+    return 0;
 }
 
-std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p) {
-    const int32_t v = (int32_t)logits.size();
-    const double temp = p.temperature;
+namespace {
+
+// exp(x) for x <= 0 in float, within about 1e-7 of the value (0 below -87.3, for -inf and for NaN).
+// Branch-free so that the passes over a 129k vocabulary vectorize: the sampler then costs tens of
+// microseconds a row instead of the milliseconds std::exp in double takes (a GPU decode step of 2
+// Flash layers is under 1 ms).
+inline float exp_le0(float x) {
+    const bool live = x > -87.3f;
+    x = live ? x : 0.f;
+    const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (1.5 · 2^23)
+    float r = n * -0.693145751953125f + x;                                 // ln 2 in two parts (Cody-Waite)
+    r = n * -1.428606765330187e-06f + r;                                   // |r| <= ln 2 / 2
+    // e^r: Taylor to degree 7 (the term left out is below 2^-27 of the value).
+    float q = 1.f / 5040;
+    q = q * r + 1.f / 720;
+    q = q * r + 1.f / 120;
+    q = q * r + 1.f / 24;
+    q = q * r + 1.f / 6;
+    q = q * r + 0.5f;
+    q = q * r + 1.f;
+    q = q * r + 1.f;
+    const int32_t e = ((int32_t)n + 127) << 23;  // 2^n, n in [-126, 0]
+    float scale;
+    std::memcpy(&scale, &e, 4);
+    return live ? q * scale : 0.f;
+}
+
+}  // namespace
+
+// (Reductions are written as eight lanes so that they vectorize without reassociation.)
+static float row_max(std::span<const float> l) {
+    float lane[8];
+    for (float& x : lane) x = -std::numeric_limits<float>::infinity();
+    const size_t n = l.size(), n8 = n / 8 * 8;
+    for (size_t i = 0; i < n8; i += 8)
+        for (size_t j = 0; j < 8; ++j) lane[j] = l[i + j] > lane[j] ? l[i + j] : lane[j];
     float mx = -std::numeric_limits<float>::infinity();
-    for (float l : logits) mx = std::max(mx, l);
-    std::vector<std::pair<int32_t, float>> c(v);
-    double sum = 0;
-    for (int32_t i = 0; i < v; ++i) {
-        double e = std::isinf(logits[i]) && logits[i] < 0 ? 0.0 : std::exp((double)(logits[i] - mx) / temp);
-        c[i] = {i, (float)e};
-        sum += e;
+    for (float x : lane) mx = x > mx ? x : mx;
+    for (size_t i = n8; i < n; ++i) mx = l[i] > mx ? l[i] : mx;
+    return mx;
+}
+
+namespace {
+
+// The weights exp((l - mx) · inv_t) of a row into e (if not null) and their sum: float partial sums
+// over chunks of 256, added in double in a fixed order.
+double exp_row(std::span<const float> l, float mx, float inv_t, float* e) {
+    constexpr size_t kChunk = 256;
+    const size_t n = l.size();
+    double s = 0;
+    size_t i = 0;
+    for (; i + kChunk <= n; i += kChunk) {
+        float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (size_t k = i; k < i + kChunk; k += 8)
+            for (size_t j = 0; j < 8; ++j) {
+                const float w = exp_le0((l[k + j] - mx) * inv_t);
+                if (e) e[k + j] = w;
+                part[j] += w;
+            }
+        for (float x : part) s += x;
     }
-    for (auto& x : c) x.second = (float)(x.second / sum);
-    auto by_prob = [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); };
-    // Only the head of the distribution is ever kept, so sort just enough of it: the top_k, or a
-    // prefix that grows until it holds top_p of the (top-k) mass. A full sort of a 129k vocabulary per
-    // token would cost more than the rest of sampling together.
-    if (p.top_k > 0 && p.top_k < v) {  // the top-k set, in O(vocab)
-        std::nth_element(c.begin(), c.begin() + p.top_k, c.end(), by_prob);
-        c.resize((size_t)p.top_k);
+    for (; i < n; ++i) {
+        const float w = exp_le0((l[i] - mx) * inv_t);
+        if (e) e[i] = w;
+        s += w;
     }
-    const size_t limit = c.size();
-    double kept_mass = 0;  // the top-k set's share of the mass
-    for (auto& x : c) kept_mass += x.second;
-    size_t sorted = std::min<size_t>(limit, p.top_p < 1.0f ? 256 : limit);
-    std::partial_sort(c.begin(), c.begin() + (ptrdiff_t)sorted, c.end(), by_prob);
-    size_t keep = limit;
-    if (p.top_p < 1.0f) {
+    return s;
+}
+
+// The weights of a row (reused buffer, one per thread).
+std::vector<float>& weights_buffer(size_t n) {
+    thread_local std::vector<float> e;
+    if (e.size() < n) e.resize(n);
+    return e;
+}
+
+// Count and weight of the entries of e at least th.
+std::pair<int64_t, double> above(const float* e, size_t n, float th) {
+    int64_t c = 0;
+    double m = 0;
+    constexpr size_t kChunk = 256;
+    size_t i = 0;
+    for (; i + kChunk <= n; i += kChunk) {
+        int32_t cc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        float mm[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (size_t k = i; k < i + kChunk; k += 8)
+            for (size_t j = 0; j < 8; ++j) {
+                const bool in = e[k + j] >= th;
+                cc[j] += in;
+                mm[j] += in ? e[k + j] : 0.f;
+            }
+        for (size_t j = 0; j < 8; ++j) c += cc[j], m += mm[j];
+    }
+    for (; i < n; ++i)
+        if (e[i] >= th) ++c, m += e[i];
+    return {c, m};
+}
+
+}  // namespace
+
+std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p) {
+    // The kept tokens are the most likely few. With every token's weight w = exp((l - max) / T) at
+    // hand (one vectorized pass), a threshold on w is moved down by powers of e^2 until the tokens at
+    // or above it hold what top-k, top-p and min-p keep (a set closed upwards in the logit order);
+    // only those are sorted, by logit descending, ties by id (the order of their probabilities).
+    const size_t v = logits.size();
+    const float inv_t = 1.0f / p.temperature;
+    const float mx = row_max(logits);
+    const bool top_k = p.top_k > 0 && (size_t)p.top_k < v;
+    const bool top_p = p.top_p < 1.0f;
+    std::vector<float>& eb = weights_buffer(v);
+    const float* e = eb.data();
+    const double z_all = exp_row(logits, mx, inv_t, eb.data());
+    float th = 0;  // 0: every token
+    if (top_k || top_p) {
+        for (float t = 0.1353352832f; t > 1e-37f; t *= t) {  // e^-2, e^-4, e^-8, ...
+            const auto [c, m] = above(e, v, t);
+            if (top_k ? c >= p.top_k : m >= p.top_p * z_all) {
+                th = t;
+                break;
+            }
+        }
+    } else if (p.min_p > 0) {
+        th = p.min_p * (1.0f - 1e-6f);  // the most likely token's weight is 1 (within rounding)
+    }
+    // The ids at or above th (most of a row is below it: groups of 16 are tested at once).
+    std::vector<int32_t> cand;
+    for (size_t i = 0; i < v; i += 16) {
+        const size_t end = std::min(v, i + 16);
+        bool any = false;
+        if (end == i + 16)
+            for (size_t j = 0; j < 16; ++j) any |= e[i + j] >= th;
+        else
+            any = true;
+        if (any)
+            for (size_t j = i; j < end; ++j)
+                if (e[j] >= th && e[j] > 0) cand.push_back((int32_t)j);
+    }
+    if (cand.empty())
+        cand.push_back((int32_t)std::distance(logits.begin(), std::max_element(logits.begin(), logits.end())));
+    auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    if (top_k && cand.size() > (size_t)p.top_k) {
+        std::nth_element(cand.begin(), cand.begin() + p.top_k, cand.end(), by_logit);
+        cand.resize((size_t)p.top_k);
+    }
+    std::sort(cand.begin(), cand.end(), by_logit);
+    std::vector<double> w(cand.size());
+    for (size_t j = 0; j < cand.size(); ++j) w[j] = e[cand[j]];
+    size_t keep = cand.size();
+    if (top_p) {  // a share of the top-k set's mass, else of the whole row's
+        double base = z_all;
+        if (top_k) {
+            base = 0;
+            for (double x : w) base += x;
+        }
         double cum = 0;
         size_t n = 0;
-        for (;;) {
-            while (n < sorted && cum < p.top_p * kept_mass) cum += c[n++].second;
-            if (cum >= p.top_p * kept_mass || sorted == limit) break;
-            size_t grow = std::min(limit, sorted * 4);  // the prefix was too short: sort more of it
-            std::partial_sort(c.begin() + (ptrdiff_t)sorted, c.begin() + (ptrdiff_t)grow, c.end(), by_prob);
-            sorted = grow;
-        }
+        while (n < cand.size() && cum < p.top_p * base) cum += w[n++];
         keep = std::max<size_t>(1, n);
     }
-    c.resize(keep);
-    if (p.min_p > 0 && !c.empty()) {
-        float thr = p.min_p * c.front().second;
+    if (p.min_p > 0) {  // relative to the most likely token
         size_t n = 0;
-        while (n < c.size() && c[n].second >= thr) ++n;
-        c.resize(std::max<size_t>(1, n));
+        while (n < keep && w[n] >= p.min_p * w[0]) ++n;
+        keep = std::max<size_t>(1, n);
     }
     double s2 = 0;
-    for (auto& x : c) s2 += x.second;
-    for (auto& x : c) x.second = (float)(x.second / s2);
+    for (size_t j = 0; j < keep; ++j) s2 += w[j];
+    std::vector<std::pair<int32_t, float>> c;
+    c.reserve(keep);
+    for (size_t j = 0; j < keep; ++j) c.push_back({cand[j], (float)(w[j] / s2)});
     return c;
 }
 
@@ -100,14 +225,12 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
         r.token = argmax(logits);
     } else if ((p.top_k <= 0 || p.top_k >= (int)logits.size()) && p.top_p >= 1.0f && p.min_p <= 0) {
         // Nothing filtered: draw from the whole softmax in id order, no sorting.
-        float mx = -std::numeric_limits<float>::infinity();
-        for (float l : logits) mx = std::max(mx, l);
-        std::vector<double> e(logits.size());
-        double sum = 0;
-        for (size_t i = 0; i < e.size(); ++i) sum += e[i] = std::exp((double)(logits[i] - mx) / p.temperature);
+        const float mx = row_max(logits);
+        std::vector<float>& e = weights_buffer(logits.size());
+        const double sum = exp_row(logits, mx, 1.0f / p.temperature, e.data());
         double u = rng.uniform() * sum, cum = 0;
-        r.token = (int32_t)e.size() - 1;
-        for (size_t i = 0; i < e.size(); ++i) {
+        r.token = (int32_t)logits.size() - 1;
+        for (size_t i = 0; i < logits.size(); ++i) {
             cum += e[i];
             if (u < cum) {
                 r.token = (int32_t)i;
@@ -133,19 +256,21 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
 void fill_logprobs(std::span<const float> raw, const SamplingParams& p, SampleResult& r) {
     // Log-probabilities are those of the model (raw logits), as OpenAI reports them.
     if (p.logprobs >= 0) {
-        float mx = -std::numeric_limits<float>::infinity();
-        for (float l : raw) mx = std::max(mx, l);
-        double s = 0;
-        for (float l : raw) s += std::exp((double)(l - mx));
-        const float lse = mx + (float)std::log(s);
+        const float mx = row_max(raw);
+        const float lse = mx + (float)std::log(exp_row(raw, mx, 1.0f, nullptr));
         r.logprob = raw[r.token] - lse;
         int k = std::min<int>(p.logprobs, (int)raw.size());
         if (k > 0) {
-            std::vector<int32_t> idx(raw.size());
-            for (size_t i = 0; i < idx.size(); ++i) idx[i] = (int32_t)i;
-            std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                              [&](int32_t a, int32_t b) { return raw[a] > raw[b] || (raw[a] == raw[b] && a < b); });
-            for (int i = 0; i < k; ++i) r.top.push_back({idx[i], raw[idx[i]] - lse});
+            // The k largest in one pass: a sorted list of the best so far (k is small).
+            auto better = [&](int32_t a, int32_t b) { return raw[a] > raw[b] || (raw[a] == raw[b] && a < b); };
+            std::vector<int32_t> best;
+            best.reserve((size_t)k + 1);
+            for (int32_t i = 0; i < (int32_t)raw.size(); ++i) {
+                if ((int)best.size() == k && !better(i, best.back())) continue;
+                best.insert(std::upper_bound(best.begin(), best.end(), i, better), i);
+                if ((int)best.size() > k) best.pop_back();
+            }
+            for (int32_t i : best) r.top.push_back({i, raw[i] - lse});
         }
     }
 }
@@ -164,12 +289,9 @@ std::vector<float> sampling_probs(std::span<const float> raw, const SamplingPara
     if (uses_penalties(p)) apply_penalties(work, p, h);
     std::vector<float> probs(work.size(), 0.0f);
     if ((p.top_k <= 0 || p.top_k >= (int)work.size()) && p.top_p >= 1.0f && p.min_p <= 0) {
-        float mx = -std::numeric_limits<float>::infinity();
-        for (float l : work) mx = std::max(mx, l);
-        double sum = 0;
-        std::vector<double> e(work.size());
-        for (size_t i = 0; i < e.size(); ++i) sum += e[i] = std::exp((double)(work[i] - mx) / p.temperature);
-        for (size_t i = 0; i < e.size(); ++i) probs[i] = (float)(e[i] / sum);
+        const float mx = row_max(work);
+        const double sum = exp_row(work, mx, 1.0f / p.temperature, probs.data());
+        for (float& x : probs) x = (float)(x / sum);
     } else {
         for (auto& [t, q] : filtered_distribution(work, p)) probs[(size_t)t] = q;
     }

@@ -189,3 +189,73 @@ TEST(Sampler, FilteringMatchesFullSortReference) {
                     EXPECT_EQ(ids, ref) << "T " << temp << " k " << k << " p " << tp << " min_p " << mp;
                 }
 }
+
+// A row shaped like a language model's (a few likely tokens over a long flat tail, the Flash vocabulary
+// size): the kept set and its probabilities match a full sort in double, for cuts inside the head,
+// cuts that reach into the tail, and min-p alone.
+TEST(Sampler, PeakedVocabularyMatchesReference) {
+    Rng rng(11);
+    std::vector<float> l(129280);
+    for (auto& x : l) x = (float)(rng.uniform() * 6 - 7);
+    for (int i = 0; i < 40; ++i) l[(size_t)(i * 3203 + 17) % l.size()] = 4.0f + (float)(i % 11) * 0.7f;
+    auto reference = [&](const SamplingParams& p) {
+        std::vector<std::pair<int32_t, double>> c;
+        const double mx = *std::max_element(l.begin(), l.end());
+        double sum = 0;
+        for (int32_t i = 0; i < (int32_t)l.size(); ++i) c.push_back({i, std::exp((l[i] - mx) / p.temperature)});
+        for (auto& x : c) sum += x.second;
+        for (auto& x : c) x.second /= sum;
+        std::sort(c.begin(), c.end(),
+                  [](auto& a, auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); });
+        if (p.top_k > 0 && p.top_k < (int)c.size()) c.resize(p.top_k);
+        double mass = 0, cum = 0;
+        for (auto& x : c) mass += x.second;
+        size_t n = 0;
+        while (n < c.size() && cum < p.top_p * mass) cum += c[n++].second;
+        if (p.top_p < 1) c.resize(std::max<size_t>(1, n));
+        std::vector<std::pair<int32_t, double>> kept;
+        for (auto& x : c)
+            if (x.second >= p.min_p * c.front().second) kept.push_back(x);
+        double s = 0;
+        for (auto& x : kept) s += x.second;
+        for (auto& x : kept) x.second /= s;
+        return kept;
+    };
+    for (float temp : {0.6f, 1.0f, 1.5f})
+        for (int k : {0, 20, 40, 300})
+            for (float tp : {1.0f, 0.95f, 0.7f})
+                for (float mp : {0.0f, 0.05f}) {
+                    SamplingParams p;
+                    p.temperature = temp;
+                    p.top_k = k;
+                    p.top_p = tp;
+                    p.min_p = mp;
+                    if (k == 0 && tp == 1.0f && mp == 0) continue;  // nothing filtered: the whole row
+                    const auto got = filtered_distribution(l, p);
+                    const auto ref = reference(p);
+                    ASSERT_EQ(got.size(), ref.size()) << "T " << temp << " k " << k << " p " << tp << " min_p " << mp;
+                    for (size_t j = 0; j < got.size(); ++j) {
+                        EXPECT_EQ(got[j].first, ref[j].first) << j;
+                        EXPECT_NEAR(got[j].second, ref[j].second, 1e-6 * ref[j].second + 1e-12) << j;
+                    }
+                }
+}
+
+// The draw from the whole softmax (no filters) follows the distribution over a full-size row.
+TEST(Sampler, WholeRowDrawFollowsTheDistribution) {
+    std::vector<float> l(129280, -30.0f);
+    l[5] = std::log(0.5f);
+    l[70000] = std::log(0.3f);
+    l[129279] = std::log(0.2f);
+    SamplingParams p;
+    p.temperature = 1;
+    Rng rng(3);
+    TokenHistory h;
+    std::map<int, int> n;
+    const int trials = 4000;
+    for (int i = 0; i < trials; ++i) ++n[sample(l, p, rng, h).token];
+    EXPECT_NEAR(n[5] / (double)trials, 0.5, 0.03);
+    EXPECT_NEAR(n[70000] / (double)trials, 0.3, 0.03);
+    EXPECT_NEAR(n[129279] / (double)trials, 0.2, 0.03);
+    EXPECT_EQ(n[5] + n[70000] + n[129279], trials);  // the tail (e^-30 each) is never drawn here
+}
