@@ -83,7 +83,6 @@ private:
     void enqueue_waiting(std::unique_ptr<Sequence> s);
     int64_t chunk_for(const Sequence& s, int64_t budget) const;
     int64_t next_snapshot_point(const Sequence& s) const;
-    void sample_and_emit(Sequence& s, const float* logits, bool& done);
     // Appends a chosen token (or finishes on a stop id / eos); done when the sequence finished.
     void emit(Sequence& s, SampleResult r, bool& done);
     // Draft tokens a decoding sequence proposes this step (0 = a plain decode). Depends on the

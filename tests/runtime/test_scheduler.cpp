@@ -154,6 +154,39 @@ TEST(Scheduler, SeededSamplingIndependentOfBatch) {
     EXPECT_NE(run_alone(prompt, p, so).tokens, alone.tokens);
 }
 
+// Many sampled rows in one step are drawn side by side (threads from 8 rows on, where the machine has
+// more than one core): every request still gets exactly the tokens it gets alone.
+TEST(Scheduler, ManySampledRowsInOneStepMatchAlone) {
+    ScriptedOptions so;
+    so.peak = 0.5f;
+    EngineOptions o;
+    o.kv_cache_gb = 0.05;
+    o.max_batch_tokens = 100000;
+    o.prefix_caching = false;
+    Harness h(o, so);
+    std::vector<std::pair<uint64_t, SamplingParams>> ids;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 24; ++i) {
+        SamplingParams p;
+        p.temperature = 1.2f;
+        p.top_p = i % 3 == 0 ? 0.9f : 1.0f;
+        p.top_k = i % 3 == 1 ? 40 : 0;
+        p.seed = 500 + (uint64_t)i;
+        p.max_tokens = 12;
+        prompts.push_back(make_prompt(8 + i % 5, 30 + i));
+        ids.push_back({h.submit(prompts.back(), p), p});
+    }
+    h.run();
+    size_t total = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        const Result alone = run_alone(prompts[i], ids[i].second, so);
+        EXPECT_EQ(h.results[ids[i].first].tokens, alone.tokens) << i;
+        EXPECT_EQ(h.results[ids[i].first].finish, alone.finish) << i;
+        total += alone.tokens.size();
+    }
+    EXPECT_GT(total, 24u * 6);  // most ran to max_tokens (a few drew the eos): many steps of many rows
+}
+
 TEST(Scheduler, CancellationFreesAtOnce) {
     EngineOptions o;
     o.prefix_caching = false;
