@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# A timeline of one Flash layer's decode graph (bench_cuda --layer-trace: the model's sequence on both
+# streams, replayed as CUDA graphs) under Nsight Systems: each kernel's start, end and stream within a
+# layer, to see the critical path and the idle gaps. Needs nsys and python3; written for the next GPU
+# session (not yet run: no GPU machine was free when it was written).
+# Usage: scripts/layer-trace.sh [BENCH_CUDA_BINARY] [OUT_DIR]
+set -euo pipefail
+bin=${1:-build-cuda/bench_cuda}
+out=${2:-layer-trace-out}
+mkdir -p "$out"
+nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys 2> /dev/null || ls /opt/nvidia/nsight-systems/*/bin/nsys 2> /dev/null | head -1)
+[ -n "$nsys" ] || { echo "layer-trace: nsys not found" >&2; exit 1; }
+"$nsys" profile --capture-range=cudaProfilerApi --cuda-graph-trace=node -o "$out/layer" -f true "$bin" --layer-trace \
+  > "$out/nsys.log" 2>&1
+"$nsys" stats -r cuda_gpu_trace -f csv -o "$out/layer" "$out/layer.nsys-rep" > "$out/stats.log" 2>&1
+python3 "$(dirname "$0")/layer_trace.py" "$out/layer_cuda_gpu_trace.csv"
