@@ -24,6 +24,7 @@
 #include "model/checkpoint_layout.h"
 #include "model/dsv4_model.h"
 #include "model_device.h"
+#include "runtime/sampler.h"
 
 #ifdef DSINFER_CUDA
 #include <cuda_runtime.h>
@@ -193,7 +194,7 @@ std::vector<int> parse_list(const std::string& s, const std::string& flag) {
 template <class Tokens>
 void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vector<int>& batches, int context,
                       int decode, std::map<int, double>& step_bytes, double copy_gbs, uint64_t per_token,
-                      bool host_logits, Tokens&& tokens) {
+                      bool host_logits, const SamplingParams* sampled, Tokens&& tokens) {
     auto base = model.new_sequence();
     {
         std::vector<float> logits;
@@ -214,7 +215,10 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
         std::vector<std::vector<float>> logits(static_cast<size_t>(B));
         std::vector<int32_t> picks(static_cast<size_t>(B));
         std::vector<ForwardItem> items(static_cast<size_t>(B));
-        double total = 0;
+        std::vector<runtime::Rng> rngs;
+        for (int b = 0; b < B; ++b) rngs.emplace_back(uint64_t(1000 + b));
+        const runtime::TokenHistory history;
+        double total = 0, sampling = 0;
         for (int step = 0; step <= decode; ++step) {
             for (int b = 0; b < B; ++b) {
                 next[size_t(b)] = tokens(1);
@@ -227,7 +231,12 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
             }
             double s = now_s();
             model.forward(items);
-            if (step > 0) total += now_s() - s;  // step 0 warms up
+            const double fwd = now_s();
+            if (sampled)  // as the server does: every row drawn on the host, the rows side by side
+                runtime::for_each_row(size_t(B), [&](size_t b) {
+                    picks[b] = runtime::sample(logits[b], *sampled, rngs[b], history).token;
+                });
+            if (step > 0) total += now_s() - s, sampling += now_s() - fwd;  // step 0 warms up
         }
         const double step_s = total / decode;
         const double bytes = B == 1 ? double(per_token) : step_bytes[B];
@@ -236,7 +245,12 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
             "decode         batch %d, context %d: %d steps, %.3f ms/step, %.2f tokens/s per sequence, %.1f "
             "tokens/s in all (%s)\n",
             B, context, decode, step_s * 1e3, 1.0 / step_s, B / step_s,
-            host_logits ? "logits to the host" : "argmax on the device");
+            sampled       ? "logits to the host, sampled there"
+            : host_logits ? "logits to the host"
+                          : "argmax on the device");
+        if (sampled)
+            std::printf("               of which sampling (temperature %.2g, top_p %.2g): %.3f ms/step\n",
+                        double(sampled->temperature), double(sampled->top_p), sampling / decode * 1e3);
         std::printf("               ~%s of weights per step%s = %.1f GB/s, %.1f%% of the device copy bandwidth "
                     "(%.0f GB/s)\n",
                     human_bytes(bytes).c_str(), B == 1 ? "" : " (uniform routing)", gbs, 100.0 * gbs / copy_gbs,
@@ -253,7 +267,7 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
 void usage() {
     std::fprintf(stderr,
                  "usage: dsinfer bench [--model DIR] [--device cpu|cuda] [--prompt N] [--decode N] [--batch 1,8]\n"
-                 "                     [--context N] [--threads N] [--logits]\n"
+                 "                     [--context N] [--threads N] [--logits] [--sample T,P]\n"
                  "  --model DIR     model folder (default $DSINFER_MODEL, else models/default); for real Flash layer "
                  "shapes make one with\n"
                  "                  dsinfer make-synthetic --like flash --layers 2 --out DIR\n"
@@ -268,6 +282,9 @@ void usage() {
                  "  --fp8-prefill   cuda: prefill GEMMs on FP8 tensor cores (default exact float32)\n"
                  "  --logits        cuda decode: copy each sequence's logits to the host every step (what sampled\n"
                  "                  requests need); by default only each one's argmax comes back (greedy requests)\n"
+                 "  --sample T,P    cuda decode: also draw every sequence's token on the host from its logits with\n"
+                 "                  temperature T and top_p P, as the server does (implies --logits; the step\n"
+                 "                  time includes it)\n"
                  "  --no-warm       do not bring the weights into the page cache first\n"
                  "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
                  "  --no-quant-sim  turn the quantization simulation off\n"
@@ -276,7 +293,8 @@ void usage() {
 
 int run(int argc, char** argv) {
     std::string dir = dsinfer::cli::default_model_dir(), device = "cpu";
-    bool fp8_prefill = false, host_logits = false;
+    bool fp8_prefill = false, host_logits = false, sample = false;
+    SamplingParams sample_params;
     int prompt = 32, decode = 8, context = 8, threads = 0;
     bool warm = true;
     size_t bw_mb = 1024;
@@ -308,7 +326,18 @@ int run(int argc, char** argv) {
             fp8_prefill = true;
         else if (a == "--logits")
             host_logits = true;
-        else if (a == "--no-warm")
+        else if (a == "--sample") {
+            const std::string v = val();
+            const size_t comma = v.find(',');
+            char* end = nullptr;
+            sample_params.temperature = std::strtof(v.c_str(), &end);
+            const bool t_ok = end == v.c_str() + (comma == std::string::npos ? v.size() : comma);
+            sample_params.top_p = comma == std::string::npos ? 1.0f : std::strtof(v.c_str() + comma + 1, &end);
+            if (!t_ok || *end != 0 || !(sample_params.temperature > 0) || !(sample_params.top_p > 0) ||
+                sample_params.top_p > 1)
+                throw Error("--sample '" + v + "': expected T,P with T > 0 and 0 < P <= 1 (e.g. 0.6,0.95)");
+            sample = host_logits = true;
+        } else if (a == "--no-warm")
             warm = false;
         else if (a == "--help" || a == "-h") {
             usage();
@@ -325,6 +354,7 @@ int run(int argc, char** argv) {
     const bool on_gpu = device == "cuda";
     (void)fp8_prefill;  // read only by the CUDA build
     if (!on_gpu && device != "cpu") throw Error("--device '" + device + "': expected cpu or cuda");
+    if (!on_gpu && sample) throw Error("--sample: only with --device cuda (a CPU step is the forward alone)");
 #ifndef DSINFER_CUDA
     if (on_gpu)
         throw Error("--device cuda: this dsinfer was built without the CUDA backend (cmake -DDSINFER_CUDA=ON)");
@@ -429,7 +459,7 @@ int run(int argc, char** argv) {
     double tps_b1 = 0;
     if (on_gpu) {
         decode_on_device(*model, cfg, batches, context, decode, step_bytes, dev_copy_gbs, per_token, host_logits,
-                         tokens);
+                         sample ? &sample_params : nullptr, tokens);
         return 0;
     }
     for (int B : batches) {

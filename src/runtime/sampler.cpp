@@ -1,9 +1,13 @@
 #include "runtime/sampler.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
+#include <mutex>
+#include <thread>
 
 namespace dsinfer::runtime {
 
@@ -273,6 +277,33 @@ void fill_logprobs(std::span<const float> raw, const SamplingParams& p, SampleRe
             for (int32_t i : best) r.top.push_back({i, raw[i] - lse});
         }
     }
+}
+
+void for_each_row(size_t n, const std::function<void(size_t)>& fn) {
+    constexpr size_t kRowsPerThread = 4;
+    const size_t hw = std::max(1u, std::thread::hardware_concurrency());
+    const size_t threads = std::min<size_t>({hw, 16, n / kRowsPerThread});
+    if (threads < 2) {
+        for (size_t j = 0; j < n; ++j) fn(j);
+        return;
+    }
+    std::atomic<size_t> next{0};
+    std::exception_ptr error;
+    std::mutex error_mu;
+    auto work = [&] {
+        try {
+            for (size_t j; (j = next.fetch_add(1)) < n;) fn(j);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mu);
+            if (!error) error = std::current_exception();
+        }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(threads - 1);
+    for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
 }
 
 bool is_greedy(const SamplingParams& p) { return p.temperature <= 0 || p.top_k == 1; }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -58,6 +59,10 @@ void apply_penalties(std::span<float> logits, const SamplingParams& p, const Tok
 std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p);
 
 SampleResult sample(std::span<const float> logits, const SamplingParams& p, Rng& rng, const TokenHistory& h);
+
+// fn(0) … fn(n − 1): the rows of a step, on up to 16 threads when there are enough of them to pay
+// (from 8 on; sampling a 129k row takes 0.1-0.7 ms). Rethrows the first exception a call threw.
+void for_each_row(size_t n, const std::function<void(size_t)>& fn);
 
 // ---- speculative decoding ----
 // Greedy parameters: the token is the argmax (lowest id on ties) of the penalised logits.

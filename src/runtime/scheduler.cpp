@@ -1,49 +1,10 @@
 #include "runtime/scheduler.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <exception>
-#include <functional>
-#include <mutex>
 #include <stdexcept>
-#include <thread>
 
 namespace dsinfer::runtime {
-
-namespace {
-
-// fn(0) … fn(n − 1), on up to 16 threads when n is large enough to pay for them; rethrows the first
-// exception a call threw.
-void parallel_rows(size_t n, const std::function<void(size_t)>& fn) {
-    // Sampling a 129k row takes 0.1-0.7 ms: threads pay from a handful of rows on.
-    constexpr size_t kRowsPerThread = 4;
-    const size_t hw = std::max(1u, std::thread::hardware_concurrency());
-    const size_t threads = std::min<size_t>({hw, 16, n / kRowsPerThread});
-    if (threads < 2) {
-        for (size_t j = 0; j < n; ++j) fn(j);
-        return;
-    }
-    std::atomic<size_t> next{0};
-    std::exception_ptr error;
-    std::mutex error_mu;
-    auto work = [&] {
-        try {
-            for (size_t j; (j = next.fetch_add(1)) < n;) fn(j);
-        } catch (...) {
-            std::lock_guard<std::mutex> lock(error_mu);
-            if (!error) error = std::current_exception();
-        }
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
-    if (error) std::rethrow_exception(error);
-}
-
-}  // namespace
 
 const char* finish_reason_name_impl(FinishReason r) {
     switch (r) {
@@ -411,7 +372,7 @@ void Scheduler::step() {
             drawn[rows[j]] =
                 sample(std::span<const float>(items[rows[j]].logits, (size_t)vocab), s.params, s.rng, s.history);
         };
-        parallel_rows(rows.size(), draw_row);
+        for_each_row(rows.size(), draw_row);
     }
     std::vector<uint64_t> done_ids;
     std::vector<StepItem> redo;                 // sequences that rejected a draft: their kept tokens again
