@@ -87,22 +87,47 @@ static float row_max(std::span<const float> l) {
 
 namespace {
 
+typedef float v8f __attribute__((vector_size(32)));  // eight lanes (one AVX register where the build has it)
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+// exp_le0 on eight lanes, the same operations.
+inline v8f exp_le0(v8f x) {
+    auto splat = [](float a) { return v8f{a, a, a, a, a, a, a, a}; };
+    const v8i live = x > splat(-87.3f);
+    x = (v8f)((v8i)x & live);
+    const v8f n = (x * splat(1.44269504088896341f) + splat(12582912.f)) - splat(12582912.f);
+    v8f r = n * splat(-0.693145751953125f) + x;
+    r = n * splat(-1.428606765330187e-06f) + r;
+    v8f q = splat(1.f / 5040);
+    q = q * r + splat(1.f / 720);
+    q = q * r + splat(1.f / 120);
+    q = q * r + splat(1.f / 24);
+    q = q * r + splat(1.f / 6);
+    q = q * r + splat(0.5f);
+    q = q * r + splat(1.f);
+    q = q * r + splat(1.f);
+    const v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
+    return (v8f)((v8i)(q * (v8f)e) & live);
+}
+
 // The weights exp((l - mx) · inv_t) of a row into e (if not null) and their sum: float partial sums
-// over chunks of 256, added in double in a fixed order.
+// of eight lanes over chunks of 256, added in double in a fixed order.
 double exp_row(std::span<const float> l, float mx, float inv_t, float* e) {
     constexpr size_t kChunk = 256;
     const size_t n = l.size();
+    const v8f mxv = {mx, mx, mx, mx, mx, mx, mx, mx}, itv = {inv_t, inv_t, inv_t, inv_t, inv_t, inv_t, inv_t, inv_t};
     double s = 0;
     size_t i = 0;
     for (; i + kChunk <= n; i += kChunk) {
-        float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (size_t k = i; k < i + kChunk; k += 8)
-            for (size_t j = 0; j < 8; ++j) {
-                const float w = exp_le0((l[k + j] - mx) * inv_t);
-                if (e) e[k + j] = w;
-                part[j] += w;
-            }
-        for (float x : part) s += x;
+        v8f part = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (size_t k = i; k < i + kChunk; k += 8) {
+            v8f x;
+            std::memcpy(&x, l.data() + k, sizeof x);
+            const v8f w = exp_le0((x - mxv) * itv);
+            if (e) std::memcpy(e + k, &w, sizeof w);
+            part += w;
+        }
+        for (int j = 0; j < 8; ++j) s += part[j];
     }
     for (; i < n; ++i) {
         const float w = exp_le0((l[i] - mx) * inv_t);
@@ -112,6 +137,32 @@ double exp_row(std::span<const float> l, float mx, float inv_t, float* e) {
     return s;
 }
 
+// The first token whose running sum of weights (in id order) passes u: whole blocks of 256 are
+// stepped over by their sums (vectorized), the one u falls in is walked token by token. If rounding
+// leaves u past the last sum, the last token with weight.
+int32_t draw_weights(std::span<const float> e, double u) {
+    constexpr size_t kBlock = 256;
+    const size_t n = e.size();
+    double cum = 0;
+    size_t i = 0;
+    for (; i + kBlock <= n; i += kBlock) {
+        float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (size_t k = i; k < i + kBlock; k += 8)
+            for (size_t j = 0; j < 8; ++j) part[j] += e[k + j];
+        double blk = 0;
+        for (float x : part) blk += x;
+        if (cum + blk > u) break;
+        cum += blk;
+    }
+    for (; i < n; ++i) {
+        cum += e[i];
+        if (u < cum && e[i] > 0) return (int32_t)i;
+    }
+    for (size_t j = n; j-- > 0;)
+        if (e[j] > 0) return (int32_t)j;
+    return 0;
+}
+
 // The weights of a row (reused buffer, one per thread).
 std::vector<float>& weights_buffer(size_t n) {
     thread_local std::vector<float> e;
@@ -119,22 +170,24 @@ std::vector<float>& weights_buffer(size_t n) {
     return e;
 }
 
-// Count and weight of the entries of e at least th.
+// Count and weight of the entries of e at least th (eight lanes: lane j sums the entries k + j).
 std::pair<int64_t, double> above(const float* e, size_t n, float th) {
     int64_t c = 0;
     double m = 0;
     constexpr size_t kChunk = 256;
+    const v8f thv = {th, th, th, th, th, th, th, th};
     size_t i = 0;
     for (; i + kChunk <= n; i += kChunk) {
-        int32_t cc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        float mm[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (size_t k = i; k < i + kChunk; k += 8)
-            for (size_t j = 0; j < 8; ++j) {
-                const bool in = e[k + j] >= th;
-                cc[j] += in;
-                mm[j] += in ? e[k + j] : 0.f;
-            }
-        for (size_t j = 0; j < 8; ++j) c += cc[j], m += mm[j];
+        v8i cc = {0, 0, 0, 0, 0, 0, 0, 0};
+        v8f mm = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (size_t k = i; k < i + kChunk; k += 8) {
+            v8f x;
+            std::memcpy(&x, e + k, sizeof x);
+            const v8i in = x >= thv;  // all ones where it holds
+            cc -= in;
+            mm += (v8f)((v8i)x & in);
+        }
+        for (int j = 0; j < 8; ++j) c += cc[j], m += mm[j];
     }
     for (; i < n; ++i)
         if (e[i] >= th) ++c, m += e[i];
@@ -232,15 +285,7 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
         const float mx = row_max(logits);
         std::vector<float>& e = weights_buffer(logits.size());
         const double sum = exp_row(logits, mx, 1.0f / p.temperature, e.data());
-        double u = rng.uniform() * sum, cum = 0;
-        r.token = (int32_t)logits.size() - 1;
-        for (size_t i = 0; i < logits.size(); ++i) {
-            cum += e[i];
-            if (u < cum) {
-                r.token = (int32_t)i;
-                break;
-            }
-        }
+        r.token = draw_weights(std::span<const float>(e.data(), logits.size()), rng.uniform() * sum);
     } else {
         auto dist = filtered_distribution(logits, p);
         double u = rng.uniform(), cum = 0;
@@ -269,10 +314,20 @@ void fill_logprobs(std::span<const float> raw, const SamplingParams& p, SampleRe
             auto better = [&](int32_t a, int32_t b) { return raw[a] > raw[b] || (raw[a] == raw[b] && a < b); };
             std::vector<int32_t> best;
             best.reserve((size_t)k + 1);
-            for (int32_t i = 0; i < (int32_t)raw.size(); ++i) {
-                if ((int)best.size() == k && !better(i, best.back())) continue;
-                best.insert(std::upper_bound(best.begin(), best.end(), i, better), i);
-                if ((int)best.size() > k) best.pop_back();
+            const int32_t n = (int32_t)raw.size();
+            for (int32_t i0 = 0; i0 < n; i0 += 16) {
+                const int32_t i1 = std::min(n, i0 + 16);
+                if ((int)best.size() == k && i1 == i0 + 16) {  // skip 16 at once when none can enter
+                    const float kth = raw[best.back()];
+                    bool any = false;
+                    for (int32_t j = i0; j < i1; ++j) any |= raw[j] >= kth;
+                    if (!any) continue;
+                }
+                for (int32_t i = i0; i < i1; ++i) {
+                    if ((int)best.size() == k && !better(i, best.back())) continue;
+                    best.insert(std::upper_bound(best.begin(), best.end(), i, better), i);
+                    if ((int)best.size() > k) best.pop_back();
+                }
             }
             for (int32_t i : best) r.top.push_back({i, raw[i] - lse});
         }

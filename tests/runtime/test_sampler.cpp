@@ -259,3 +259,29 @@ TEST(Sampler, WholeRowDrawFollowsTheDistribution) {
     EXPECT_NEAR(n[129279] / (double)trials, 0.2, 0.03);
     EXPECT_EQ(n[5] + n[70000] + n[129279], trials);  // the tail (e^-30 each) is never drawn here
 }
+
+// Top logprobs over a full-size row (ties included) match a full sort; the values are log-softmax.
+TEST(Sampler, TopLogprobsOfAFullRowMatchASort) {
+    Rng rng(5);
+    std::vector<float> l(129280);
+    for (auto& x : l) x = (float)(int)(rng.uniform() * 2000) / 100.0f - 10.0f;  // many exact ties
+    SamplingParams p;
+    p.temperature = 0;
+    p.logprobs = 7;
+    TokenHistory h;
+    Rng r0(1);
+    const SampleResult r = sample(l, p, r0, h);
+    std::vector<int32_t> idx(l.size());
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = (int32_t)i;
+    std::partial_sort(idx.begin(), idx.begin() + 7, idx.end(),
+                      [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+    const double mx = l[idx[0]];
+    double z = 0;
+    for (float x : l) z += std::exp((double)x - mx);
+    ASSERT_EQ(r.top.size(), 7u);
+    EXPECT_EQ(r.token, idx[0]);
+    for (size_t j = 0; j < 7; ++j) {
+        EXPECT_EQ(r.top[j].id, idx[j]) << j;
+        EXPECT_NEAR(r.top[j].logprob, l[idx[j]] - mx - std::log(z), 1e-5) << j;
+    }
+}
