@@ -486,6 +486,13 @@ private:
         int64_t first, count;  // rows of the residual
         std::vector<float>* out;  // may be null
         int32_t* argmax;          // each row's argmax ([count]); may be null
+        float* into = nullptr;    // instead of out: [count, vocab] in place
+        bool wants_logits() const { return out || into; }
+        float* dest(int64_t vocab) const {  // out resized to count rows
+            if (into) return into;
+            out->resize(static_cast<size_t>(count * vocab));
+            return out->data();
+        }
     };
     // Every requested row of every item through one hc_head, norm and head GEMM (the head is read
     // once per call, not once per sequence) and one device→host copy.
@@ -1656,7 +1663,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     bool any_argmax = false, all_logits = true;
     for (const auto& r : reqs) {
         any_argmax = any_argmax || r.argmax;
-        all_logits = all_logits && r.out;
+        all_logits = all_logits && r.wants_logits();
     }
     if (any_argmax) {
         int32_t* ids_d = call_.i32(m);
@@ -1674,7 +1681,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     // for as logits are copied.
     int64_t need = 0;
     for (const auto& r : reqs)
-        if (r.out) need += r.count;
+        if (r.wants_logits()) need += r.count;
     const size_t bytes = size_t(need * V) * sizeof(float);
     if (bytes > logits_host_bytes_) {
         host_free(logits_host_);
@@ -1688,7 +1695,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     } else if (need > 0) {
         int64_t off = 0, dst = 0;
         for (const auto& r : reqs) {
-            if (r.out) {
+            if (r.wants_logits()) {
                 d2h(logits_host_ + dst * V, l + off * V, size_t(r.count * V) * sizeof(float));
                 dst += r.count;
             }
@@ -1697,9 +1704,8 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     }
     int64_t dst = 0;
     for (const auto& r : reqs) {
-        if (!r.out) continue;
-        r.out->resize(static_cast<size_t>(r.count * V));
-        std::memcpy(r.out->data(), logits_host_ + dst * V, size_t(r.count * V) * sizeof(float));
+        if (!r.wants_logits()) continue;
+        std::memcpy(r.dest(V), logits_host_ + dst * V, size_t(r.count * V) * sizeof(float));
         dst += r.count;
     }
     mark("logits.d2h");
@@ -1769,9 +1775,9 @@ void CudaModel::forward(std::span<ForwardItem> items) {
             it.final_hidden->resize(static_cast<size_t>(sq.count * hc * D));
             d2h(it.final_hidden->data(), x + sq.begin * hc * D, it.final_hidden->size() * sizeof(float));
         }
-        if (it.logits_out || it.argmax_out) {
+        if (it.logits_out || it.logits_into || it.argmax_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out, it.logits_into});
         }
     }
     emit_logits(x, reqs, hc_head_fn_, hc_head_scale_, hc_head_base_, norm_);

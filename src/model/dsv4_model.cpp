@@ -715,18 +715,15 @@ void Dsv4Model::emit_logits(const std::vector<float>& x, const std::vector<Logit
         }
         xr = xs.data();
     }
-    // One request wanting only logits: straight into its vector.
-    const bool direct = reqs.size() == 1 && reqs[0].out && !reqs[0].argmax;
-    if (direct)
-        reqs[0].out->resize(static_cast<size_t>(total * V));
-    else
-        lg.resize(static_cast<size_t>(total * V));
-    float* l = direct ? reqs[0].out->data() : lg.data();
+    // One request wanting only logits: straight into its destination.
+    const bool direct = reqs.size() == 1 && reqs[0].wants_logits() && !reqs[0].argmax;
+    if (!direct) lg.resize(static_cast<size_t>(total * V));
+    float* l = direct ? reqs[0].dest(V) : lg.data();
     head_logits(xr, total, fn, scale, base, norm, l);
     if (direct) return;
     int64_t o = 0;
     for (const auto& r : reqs) {
-        if (r.out) r.out->assign(lg.begin() + o * V, lg.begin() + (o + r.count) * V);
+        if (r.wants_logits()) std::copy(lg.begin() + o * V, lg.begin() + (o + r.count) * V, r.dest(V));
         // A left-to-right scan with `>`: the lowest index of the maximum (what greedy sampling picks).
         for (int64_t i = 0; r.argmax && i < r.count; ++i) {
             const float* row = l + (o + i) * V;
@@ -823,9 +820,9 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
         const auto& sq = rows.seqs[s++];
         if (it.final_hidden)
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
-        if (it.logits_out || it.argmax_out) {
+        if (it.logits_out || it.logits_into || it.argmax_out) {
             const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
+            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out, it.logits_into});
         }
         it.state->pos_ += sq.count;
     }

@@ -185,6 +185,9 @@ struct ForwardItem {
     std::span<const int32_t> tokens;     // appended at state->position()
     bool all_logits = false;             // logits of every row, else only the last
     std::vector<float>* logits_out = nullptr;  // [rows, vocab] (resized); may be null
+    // Instead of logits_out: the caller's buffer of [rows, vocab] floats (the rows logits_out would
+    // hold), written in place; saves the vector and a copy (a Flash row is 0.5 MB).
+    float* logits_into = nullptr;
     // Optional: the index of the largest logit (lowest on ties; what greedy sampling without penalties
     // picks) of the rows logits_out would hold (every row with all_logits, else the last), one entry
     // per row, computed where the logits are (on the device for a device forward, so that only the
@@ -274,6 +277,14 @@ private:
         int64_t first, count;  // rows of the residual
         std::vector<float>* out;  // may be null
         int32_t* argmax;          // each row's argmax ([count]); may be null
+        float* into = nullptr;    // instead of out: [count, vocab] in place
+        bool wants_logits() const { return out || into; }
+        // Where the logits go (out resized to count rows).
+        float* dest(int64_t vocab) const {
+            if (into) return into;
+            out->resize(static_cast<size_t>(count * vocab));
+            return out->data();
+        }
     };
     // All requested rows of every item through one head GEMM (the head is read once per call).
     void emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,

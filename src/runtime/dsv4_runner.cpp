@@ -93,7 +93,12 @@ public:
                 throw std::logic_error("step: more logits rows than tokens");
             fi[i].state = as_state(*items[i].state).s.get();
             fi[i].tokens = items[i].tokens;
-            fi[i].logits_out = items[i].logits ? &out[i] : nullptr;
+            // The rows straight into the scheduler's buffer when they are exactly the ones it asked
+            // for (one row, or every row of a verification); otherwise through a vector.
+            const bool in_place = items[i].logits && !items[i].tokens.empty() &&
+                                  (!several || (size_t)items[i].n_logits == items[i].tokens.size());
+            fi[i].logits_into = in_place ? items[i].logits : nullptr;
+            fi[i].logits_out = items[i].logits && !in_place ? &out[i] : nullptr;
             fi[i].all_logits = several;
             if (items[i].argmax) {
                 picks[i].resize(several ? items[i].tokens.size() : 1);
@@ -107,7 +112,7 @@ public:
             const size_t rows = (size_t)std::max<int64_t>(1, items[i].n_logits);
             if (items[i].argmax)  // the last `rows` of the rows the forward picked for
                 std::copy(picks[i].end() - (ptrdiff_t)rows, picks[i].end(), items[i].argmax);
-            if (!items[i].logits) continue;
+            if (!items[i].logits || fi[i].logits_into) continue;
             if (rows > items[i].tokens.size() || out[i].size() < rows * v)
                 throw std::runtime_error("model returned fewer logits rows than asked for");
             std::memcpy(items[i].logits, out[i].data() + out[i].size() - rows * v, rows * v * sizeof(float));

@@ -177,6 +177,42 @@ TEST(Batching, ArgmaxOutIsEachRowsArgmax) {
     }
 }
 
+// logits_into writes the rows logits_out would hold straight into the caller's buffer (one request
+// alone, and beside others with argmax and vector outputs), and nothing past them.
+TEST(Batching, LogitsIntoMatchesLogitsOut) {
+    Dsv4Model& m = model();
+    const size_t V = size_t(m.config().vocab_size);
+    std::vector<std::vector<int32_t>> seqs = {random_tokens(12, 21, int(V)), random_tokens(7, 22, int(V)),
+                                              random_tokens(9, 23, int(V))};
+    for (bool batched : {false, true}) {
+        SCOPED_TRACE(batched ? "batched" : "alone");
+        std::vector<std::unique_ptr<SequenceState>> sa, sb;
+        for (size_t i = 0; i < seqs.size(); ++i) sa.push_back(m.new_sequence()), sb.push_back(m.new_sequence());
+        const size_t n = batched ? seqs.size() : 1;
+        std::vector<std::vector<float>> out(n), into(n);
+        std::vector<int32_t> am(n, -1);
+        std::vector<ForwardItem> a(n), b(n);
+        for (size_t i = 0; i < n; ++i) {
+            const bool all = i == 0;  // every row of the first, the last row of the others
+            a[i].state = sa[i].get();
+            b[i].state = sb[i].get();
+            a[i].tokens = b[i].tokens = seqs[i];
+            a[i].all_logits = b[i].all_logits = all;
+            a[i].logits_out = &out[i];
+            into[i].assign((all ? seqs[i].size() : 1) * V + 5, -3.0f);  // 5 guard floats past the rows
+            b[i].logits_into = into[i].data();
+            if (i == 2) b[i].argmax_out = &am[i];
+        }
+        m.forward(a);
+        m.forward(b);
+        for (size_t i = 0; i < n; ++i) {
+            ASSERT_EQ(out[i].size() + 5, into[i].size()) << i;
+            EXPECT_EQ(std::vector<float>(into[i].begin(), into[i].end() - 5), out[i]) << i;
+            EXPECT_EQ(std::vector<float>(into[i].end() - 5, into[i].end()), std::vector<float>(5, -3.0f)) << i;
+        }
+    }
+}
+
 TEST(Batching, MixedPrefillAndDecodeAndClone) {
     Dsv4Model& m = model();
     const int V = int(m.config().vocab_size);
