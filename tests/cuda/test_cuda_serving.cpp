@@ -3,6 +3,8 @@
 // with speculative decoding (device states are rolled back on the GPU).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "dsinfer/engine.h"
 #include "runtime/dsv4_runner.h"
 #include "runtime/scheduler.h"
@@ -14,8 +16,11 @@ namespace {
 const std::string kModel = DSINFER_TEST_DATA "/dsv4-tiny-flash";
 
 // Runs n greedy requests of growing prompt length through a scheduler over the GPU runner; each must
-// finish by length with exactly max_tokens tokens, and the pool must end empty.
-void run_requests(EngineOptions o, int n, int prompt0, int prompt_step, int max_tokens) {
+// finish by length with exactly max_tokens tokens, and the pool must end empty. With logprobs >= 0 the
+// requests ask for log-probabilities, so their rows come to the host (the logits path) instead of the
+// device argmax. Returns each request's tokens, and through top1 each token's reported best id.
+std::vector<std::vector<int32_t>> run_requests(EngineOptions o, int n, int prompt0, int prompt_step, int max_tokens,
+                                               int logprobs = -1, std::vector<std::vector<int32_t>>* top1 = nullptr) {
     auto runner = make_dsv4_runner(kModel, "cuda");
     if (o.speculative) {
         EXPECT_EQ(runner->draft_unavailable(), "");
@@ -29,27 +34,37 @@ void run_requests(EngineOptions o, int n, int prompt0, int prompt_step, int max_
         s->params.temperature = 0;
         s->params.max_tokens = max_tokens;
         s->params.ignore_eos = true;
-        ASSERT_TRUE(sched.validate({s->tokens, s->params}).ok());
+        s->params.logprobs = logprobs;
+        EXPECT_TRUE(sched.validate({s->tokens, s->params}).ok());
         s->out = std::make_shared<OutputChannel>(s->id, nullptr);
         ch.push_back(s->out);
         sched.add(std::move(s));
     }
-    for (int steps = 0; sched.has_work(); ++steps) {
-        ASSERT_LT(steps, 10000);
-        sched.step();
-    }
+    for (int steps = 0; sched.has_work() && steps < 10000; ++steps) sched.step();
+    EXPECT_FALSE(sched.has_work());
+    std::vector<std::vector<int32_t>> out;
+    if (top1) top1->clear();
     for (auto& c : ch) {
         TokenEvent ev;
-        int tokens = 0;
         FinishReason fin = FinishReason::none;
+        out.emplace_back();
+        if (top1) top1->emplace_back();
         while (c->next_for(ev, 0) == 1) {
-            tokens += ev.has_token;
+            if (ev.has_token) {
+                out.back().push_back(ev.token);
+                if (logprobs >= 0) {
+                    EXPECT_TRUE(ev.logprob <= 0.0f && std::isfinite(ev.logprob)) << ev.logprob;
+                    EXPECT_EQ(ev.top.size(), size_t(logprobs));
+                    if (top1 && !ev.top.empty()) top1->back().push_back(ev.top[0].id);
+                }
+            }
             if (ev.finish != FinishReason::none) fin = ev.finish;
         }
-        EXPECT_EQ(tokens, max_tokens);
+        EXPECT_EQ(out.back().size(), size_t(max_tokens));
         EXPECT_EQ(fin, FinishReason::length);
     }
     EXPECT_EQ(sched.pool().used(), 0);
+    return out;
 }
 
 }  // namespace
@@ -69,4 +84,20 @@ TEST(CudaServing, SpeculativeRunsOnTheGpu) {
     o.max_batch_tokens = 48;
     o.speculative = 2;
     run_requests(o, 3, 20, 9, 9);
+}
+
+// Greedy requests that ask for logprobs take the logits path (every row copied to the host, straight
+// into the scheduler's rows, side by side from 8 rows on) and pick on the host; the same requests
+// without logprobs take the device argmax. Same batches, same logits: the same tokens, and each
+// token is the best id its logprobs report.
+TEST(CudaServing, LogitsPathMatchesDeviceArgmax) {
+    EngineOptions o;
+    o.kv_cache_gb = 0.25;
+    o.max_batch_tokens = 512;
+    o.prefix_caching = false;
+    const auto picked = run_requests(o, 10, 12, 3, 5);
+    std::vector<std::vector<int32_t>> top1;
+    const auto with_logprobs = run_requests(o, 10, 12, 3, 5, 2, &top1);
+    EXPECT_EQ(with_logprobs, picked);
+    EXPECT_EQ(top1, with_logprobs);
 }
