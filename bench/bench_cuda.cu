@@ -132,6 +132,29 @@ double time_ms(const std::function<void(int)>& fn, int iters) {
     return double(ms) / iters;
 }
 
+// One CUDA graph per layer i, capturing fn(i) on the bench stream.
+std::vector<cudaGraphExec_t> capture_graphs(int layers, const std::function<void(int)>& fn) {
+    std::vector<cudaGraphExec_t> execs;
+    for (int i = 0; i < layers; ++i) {
+        cudaGraph_t g;
+        CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
+        fn(i);
+        CK(cudaStreamEndCapture(st(), &g));
+        cudaGraphExec_t e;
+        CK(cudaGraphInstantiate(&e, g, 0));
+        execs.push_back(e);
+        CK(cudaGraphDestroy(g));
+    }
+    return execs;
+}
+// ms per replay of the graphs in turn (time_ms), then destroys them.
+double replay_ms(std::vector<cudaGraphExec_t>& execs, int iters) {
+    const double ms = time_ms([&](int i) { CK(cudaGraphLaunch(execs[size_t(i) % execs.size()], st())); }, iters);
+    for (auto e : execs) CK(cudaGraphExecDestroy(e));
+    execs.clear();
+    return ms;
+}
+
 double g_copy_gbs = 0, g_fp8_tflops = 0, g_fp8_block_tflops = 0;
 
 void ceiling_copy() {
@@ -758,17 +781,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
         fork = fused = mma = true;
         cuda::set_mma_gemv(1);
         cuda::set_mma_split(true);
-        std::vector<cudaGraphExec_t> execs;
-        for (int i = 0; i < layers; ++i) {
-            cudaGraph_t g;
-            CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
-            step(i);
-            CK(cudaStreamEndCapture(st(), &g));
-            cudaGraphExec_t e;
-            CK(cudaGraphInstantiate(&e, g, 0));
-            execs.push_back(e);
-            CK(cudaGraphDestroy(g));
-        }
+        std::vector<cudaGraphExec_t> execs = capture_graphs(layers, step);
         for (int i = 0; i < 2 * layers; ++i) CK(cudaGraphLaunch(execs[size_t(i % layers)], st()));
         CK(cudaStreamSynchronize(st()));
         CK(cudaProfilerStart());
@@ -803,19 +816,8 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
         cuda::set_grouped_gemv_rows_per_warp(b ? 2 : 0);
         const double ms = time_ms(step, 50);
         // The same sequence captured once in a CUDA graph per layer, replayed.
-        std::vector<cudaGraphExec_t> execs;
-        for (int i = 0; i < layers; ++i) {
-            cudaGraph_t g;
-            CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
-            step(i);
-            CK(cudaStreamEndCapture(st(), &g));
-            cudaGraphExec_t e;
-            CK(cudaGraphInstantiate(&e, g, 0));
-            execs.push_back(e);
-            CK(cudaGraphDestroy(g));
-        }
-        const double gms = time_ms([&](int i) { CK(cudaGraphLaunch(execs[size_t(i % layers)], st())); }, 50);
-        for (auto e : execs) CK(cudaGraphExecDestroy(e));
+        std::vector<cudaGraphExec_t> execs = capture_graphs(layers, step);
+        const double gms = replay_ms(execs, 50);
         const double gbs = layer_bytes / (ms * 1e-3) / 1e9, ggbs = layer_bytes / (gms * 1e-3) / 1e9;
         std::printf("layer    %s\n", variant == 0   ? "before grouped decode launches:"
                                      : variant == 1 ? "grouped decode launches, multi-row/slice GEMVs:"
@@ -999,19 +1001,8 @@ void bench_chain() {
                                          static_cast<const uint8_t*>(b), bytes, out);
                 }
             };
-            std::vector<cudaGraphExec_t> execs;
-            for (int i = 0; i < layers; ++i) {
-                cudaGraph_t g;
-                CK(cudaStreamBeginCapture(st(), cudaStreamCaptureModeThreadLocal));
-                layer(i);
-                CK(cudaStreamEndCapture(st(), &g));
-                cudaGraphExec_t e;
-                CK(cudaGraphInstantiate(&e, g, 0));
-                execs.push_back(e);
-                CK(cudaGraphDestroy(g));
-            }
-            const double ms = time_ms([&](int i) { CK(cudaGraphLaunch(execs[size_t(i % layers)], st())); }, 40);
-            for (auto e : execs) CK(cudaGraphExecDestroy(e));
+            std::vector<cudaGraphExec_t> execs = capture_graphs(layers, layer);
+            const double ms = replay_ms(execs, 40);
             const double gbs = total / (ms * 1e-3) / 1e9;
             std::printf("chain    tiny %3d iters, %-34s %8.1f us  %5.1f%% of copy on %.1f MB\n", tiny_iters,
                         mode == 0   ? "plain reads after pdl_wait:"

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <map>
 
 #include "runtime/sampler.h"
@@ -54,18 +55,26 @@ TEST(Sampler, TopKTopPMinPMath) {
     EXPECT_NEAR(t[0].second, 0.25 / z, 1e-5);
 }
 
-TEST(Sampler, EmpiricalFrequenciesFollowTheDistribution) {
-    auto l = logits_of({0.6, 0.3, 0.1});
+// `trials` seeded draws at temperature 1 give each token of `want` with its probability (within tol),
+// and no other token.
+static void expect_frequencies(const std::vector<float>& l, uint64_t seed, int trials,
+                               const std::map<int, double>& want, double tol) {
     SamplingParams p;
     p.temperature = 1;
-    Rng rng(7);
+    Rng rng(seed);
     TokenHistory h;
     std::map<int, int> n;
-    const int trials = 20000;
     for (int i = 0; i < trials; ++i) ++n[sample(l, p, rng, h).token];
-    EXPECT_NEAR(n[0] / (double)trials, 0.6, 0.02);
-    EXPECT_NEAR(n[1] / (double)trials, 0.3, 0.02);
-    EXPECT_NEAR(n[2] / (double)trials, 0.1, 0.02);
+    int seen = 0;
+    for (auto [id, prob] : want) {
+        EXPECT_NEAR(n[id] / (double)trials, prob, tol) << "token " << id;
+        seen += n[id];
+    }
+    EXPECT_EQ(seen, trials);
+}
+
+TEST(Sampler, EmpiricalFrequenciesFollowTheDistribution) {
+    expect_frequencies(logits_of({0.6, 0.3, 0.1}), 7, 20000, {{0, 0.6}, {1, 0.3}, {2, 0.1}}, 0.02);
 }
 
 TEST(Sampler, SeedDeterminism) {
@@ -148,37 +157,62 @@ TEST(StopStrings, HoldsBackOnlyPossiblePrefixes) {
 }
 
 // The partial-sort implementation against a plain full-sort reference, on a large random vocabulary.
-TEST(Sampler, FilteringMatchesFullSortReference) {
-    Rng rng(3);
-    std::vector<float> l(20000);
-    for (auto& x : l) x = (float)(rng.uniform() * 12 - 6);
-    auto reference = [&](const SamplingParams& p) {
-        std::vector<std::pair<int32_t, double>> c;
-        double mx = *std::max_element(l.begin(), l.end()), sum = 0;
-        for (int32_t i = 0; i < (int32_t)l.size(); ++i) c.push_back({i, std::exp((l[i] - mx) / p.temperature)});
-        for (auto& x : c) sum += x.second;
-        for (auto& x : c) x.second /= sum;
-        std::sort(c.begin(), c.end(), [](auto& a, auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); });
-        if (p.top_k > 0 && p.top_k < (int)c.size()) c.resize(p.top_k);
-        double mass = 0, cum = 0;
-        for (auto& x : c) mass += x.second;
-        size_t n = 0;
-        while (n < c.size() && cum < p.top_p * mass) cum += c[n++].second;
-        if (p.top_p < 1) c.resize(std::max<size_t>(1, n));
-        std::vector<int32_t> ids;
-        for (auto& x : c)
-            if (x.second >= p.min_p * c.front().second) ids.push_back(x.first);
-        return ids;
-    };
-    for (float temp : {0.3f, 1.0f, 2.0f})
-        for (int k : {0, 50, 400, 5000})
-            for (float tp : {1.0f, 0.9f, 0.5f, 0.05f})
-                for (float mp : {0.0f, 0.2f}) {
+// What temperature, top-k, top-p and min-p keep, by a full sort in double: (id, probability
+// renormalised over the kept set), most likely first (ties by id).
+static std::vector<std::pair<int32_t, double>> reference_distribution(const std::vector<float>& l,
+                                                                      const SamplingParams& p) {
+    std::vector<std::pair<int32_t, double>> c;
+    const double mx = *std::max_element(l.begin(), l.end());
+    double sum = 0;
+    for (int32_t i = 0; i < (int32_t)l.size(); ++i) c.push_back({i, std::exp((l[i] - mx) / p.temperature)});
+    for (auto& x : c) sum += x.second;
+    for (auto& x : c) x.second /= sum;
+    std::sort(c.begin(), c.end(),
+              [](auto& a, auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); });
+    if (p.top_k > 0 && p.top_k < (int)c.size()) c.resize(p.top_k);
+    double mass = 0, cum = 0;
+    for (auto& x : c) mass += x.second;
+    size_t n = 0;
+    while (n < c.size() && cum < p.top_p * mass) cum += c[n++].second;
+    if (p.top_p < 1) c.resize(std::max<size_t>(1, n));
+    std::vector<std::pair<int32_t, double>> kept;
+    for (auto& x : c)
+        if (x.second >= p.min_p * c.front().second) kept.push_back(x);
+    double s = 0;
+    for (auto& x : kept) s += x.second;
+    for (auto& x : kept) x.second /= s;
+    return kept;
+}
+
+// fn(p) for every combination of the given temperatures, top_k, top_p and min_p (in a trace scope).
+static void each_params(std::initializer_list<float> temps, std::initializer_list<int> ks,
+                        std::initializer_list<float> tps, std::initializer_list<float> mps,
+                        const std::function<void(const SamplingParams&)>& fn) {
+    for (float temp : temps)
+        for (int k : ks)
+            for (float tp : tps)
+                for (float mp : mps) {
                     SamplingParams p;
                     p.temperature = temp;
                     p.top_k = k;
                     p.top_p = tp;
                     p.min_p = mp;
+                    SCOPED_TRACE(testing::Message() << "T " << temp << " k " << k << " p " << tp << " min_p " << mp);
+                    fn(p);
+                }
+}
+
+TEST(Sampler, FilteringMatchesFullSortReference) {
+    Rng rng(3);
+    std::vector<float> l(20000);
+    for (auto& x : l) x = (float)(rng.uniform() * 12 - 6);
+    auto reference = [&](const SamplingParams& p) {
+        std::vector<int32_t> ids;
+        for (auto& x : reference_distribution(l, p)) ids.push_back(x.first);
+        return ids;
+    };
+    each_params({0.3f, 1.0f, 2.0f}, {0, 50, 400, 5000}, {1.0f, 0.9f, 0.5f, 0.05f}, {0.0f, 0.2f},
+                [&](const SamplingParams& p) {
                     auto got = filtered_distribution(l, p);
                     std::vector<int32_t> ids;
                     for (auto& x : got) ids.push_back(x.first);
@@ -186,8 +220,8 @@ TEST(Sampler, FilteringMatchesFullSortReference) {
                     // The same set (the order of the far tail may differ where float probabilities tie).
                     std::sort(ids.begin(), ids.end());
                     std::sort(ref.begin(), ref.end());
-                    EXPECT_EQ(ids, ref) << "T " << temp << " k " << k << " p " << tp << " min_p " << mp;
-                }
+                    EXPECT_EQ(ids, ref);
+                });
 }
 
 // A row shaped like a language model's (a few likely tokens over a long flat tail, the Flash vocabulary
@@ -198,47 +232,16 @@ TEST(Sampler, PeakedVocabularyMatchesReference) {
     std::vector<float> l(129280);
     for (auto& x : l) x = (float)(rng.uniform() * 6 - 7);
     for (int i = 0; i < 40; ++i) l[(size_t)(i * 3203 + 17) % l.size()] = 4.0f + (float)(i % 11) * 0.7f;
-    auto reference = [&](const SamplingParams& p) {
-        std::vector<std::pair<int32_t, double>> c;
-        const double mx = *std::max_element(l.begin(), l.end());
-        double sum = 0;
-        for (int32_t i = 0; i < (int32_t)l.size(); ++i) c.push_back({i, std::exp((l[i] - mx) / p.temperature)});
-        for (auto& x : c) sum += x.second;
-        for (auto& x : c) x.second /= sum;
-        std::sort(c.begin(), c.end(),
-                  [](auto& a, auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); });
-        if (p.top_k > 0 && p.top_k < (int)c.size()) c.resize(p.top_k);
-        double mass = 0, cum = 0;
-        for (auto& x : c) mass += x.second;
-        size_t n = 0;
-        while (n < c.size() && cum < p.top_p * mass) cum += c[n++].second;
-        if (p.top_p < 1) c.resize(std::max<size_t>(1, n));
-        std::vector<std::pair<int32_t, double>> kept;
-        for (auto& x : c)
-            if (x.second >= p.min_p * c.front().second) kept.push_back(x);
-        double s = 0;
-        for (auto& x : kept) s += x.second;
-        for (auto& x : kept) x.second /= s;
-        return kept;
-    };
-    for (float temp : {0.6f, 1.0f, 1.5f})
-        for (int k : {0, 20, 40, 300})
-            for (float tp : {1.0f, 0.95f, 0.7f})
-                for (float mp : {0.0f, 0.05f}) {
-                    SamplingParams p;
-                    p.temperature = temp;
-                    p.top_k = k;
-                    p.top_p = tp;
-                    p.min_p = mp;
-                    if (k == 0 && tp == 1.0f && mp == 0) continue;  // nothing filtered: the whole row
-                    const auto got = filtered_distribution(l, p);
-                    const auto ref = reference(p);
-                    ASSERT_EQ(got.size(), ref.size()) << "T " << temp << " k " << k << " p " << tp << " min_p " << mp;
-                    for (size_t j = 0; j < got.size(); ++j) {
-                        EXPECT_EQ(got[j].first, ref[j].first) << j;
-                        EXPECT_NEAR(got[j].second, ref[j].second, 1e-6 * ref[j].second + 1e-12) << j;
-                    }
-                }
+    each_params({0.6f, 1.0f, 1.5f}, {0, 20, 40, 300}, {1.0f, 0.95f, 0.7f}, {0.0f, 0.05f}, [&](const SamplingParams& p) {
+        if (p.top_k == 0 && p.top_p == 1.0f && p.min_p == 0) return;  // nothing filtered: the whole row
+        const auto got = filtered_distribution(l, p);
+        const auto ref = reference_distribution(l, p);
+        ASSERT_EQ(got.size(), ref.size());
+        for (size_t j = 0; j < got.size(); ++j) {
+            EXPECT_EQ(got[j].first, ref[j].first) << j;
+            EXPECT_NEAR(got[j].second, ref[j].second, 1e-6 * ref[j].second + 1e-12) << j;
+        }
+    });
 }
 
 // The draw from the whole softmax (no filters) follows the distribution over a full-size row.
@@ -247,17 +250,8 @@ TEST(Sampler, WholeRowDrawFollowsTheDistribution) {
     l[5] = std::log(0.5f);
     l[70000] = std::log(0.3f);
     l[129279] = std::log(0.2f);
-    SamplingParams p;
-    p.temperature = 1;
-    Rng rng(3);
-    TokenHistory h;
-    std::map<int, int> n;
-    const int trials = 4000;
-    for (int i = 0; i < trials; ++i) ++n[sample(l, p, rng, h).token];
-    EXPECT_NEAR(n[5] / (double)trials, 0.5, 0.03);
-    EXPECT_NEAR(n[70000] / (double)trials, 0.3, 0.03);
-    EXPECT_NEAR(n[129279] / (double)trials, 0.2, 0.03);
-    EXPECT_EQ(n[5] + n[70000] + n[129279], trials);  // the tail (e^-30 each) is never drawn here
+    // (The tail, e^-30 each, is never drawn in these 4000.)
+    expect_frequencies(l, 3, 4000, {{5, 0.5}, {70000, 0.3}, {129279, 0.2}}, 0.03);
 }
 
 // Top logprobs over a full-size row (ties included) match a full sort; the values are log-softmax.
