@@ -7,6 +7,7 @@
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 namespace dsinfer::runtime {
@@ -196,6 +197,40 @@ std::pair<int64_t, double> above(const float* e, size_t n, float th) {
 
 }  // namespace
 
+namespace {
+
+// The kept distribution from tokens in logit order (ids and weights: a prefix of the row's order that
+// holds every kept token; with top-k, exactly the top-k set) and the row's total weight.
+std::vector<std::pair<int32_t, float>> finish_distribution(std::span<const int32_t> cand, std::span<const float> wf,
+                                                           double z_all, const SamplingParams& p, bool top_k) {
+    std::vector<double> w(wf.begin(), wf.end());
+    size_t keep = cand.size();
+    if (p.top_p < 1.0f) {  // a share of the top-k set's mass, else of the whole row's
+        double base = z_all;
+        if (top_k) {
+            base = 0;
+            for (double x : w) base += x;
+        }
+        double cum = 0;
+        size_t n = 0;
+        while (n < cand.size() && cum < p.top_p * base) cum += w[n++];
+        keep = std::max<size_t>(1, n);
+    }
+    if (p.min_p > 0) {  // relative to the most likely token
+        size_t n = 0;
+        while (n < keep && w[n] >= p.min_p * w[0]) ++n;
+        keep = std::max<size_t>(1, n);
+    }
+    double s2 = 0;
+    for (size_t j = 0; j < keep; ++j) s2 += w[j];
+    std::vector<std::pair<int32_t, float>> c;
+    c.reserve(keep);
+    for (size_t j = 0; j < keep; ++j) c.push_back({cand[j], (float)(w[j] / s2)});
+    return c;
+}
+
+}  // namespace
+
 std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p) {
     // The kept tokens are the most likely few. With every token's weight w = exp((l - max) / T) at
     // hand (one vectorized pass), a threshold on w is moved down by powers of e^2 until the tokens at
@@ -242,31 +277,52 @@ std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const flo
         cand.resize((size_t)p.top_k);
     }
     std::sort(cand.begin(), cand.end(), by_logit);
-    std::vector<double> w(cand.size());
+    std::vector<float> w(cand.size());
     for (size_t j = 0; j < cand.size(); ++j) w[j] = e[cand[j]];
-    size_t keep = cand.size();
-    if (top_p) {  // a share of the top-k set's mass, else of the whole row's
-        double base = z_all;
-        if (top_k) {
-            base = 0;
-            for (double x : w) base += x;
-        }
+    return finish_distribution(cand, w, z_all, p, top_k);
+}
+
+RowSummary summarize_row(std::span<const float> logits, float temperature, size_t cap) {
+    RowSummary s;
+    s.vocab = (int64_t)logits.size();
+    s.mx = row_max(logits);
+    std::vector<float>& e = weights_buffer(logits.size());
+    s.z = exp_row(logits, s.mx, 1.0f / temperature, e.data());
+    std::vector<int32_t> ids(logits.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)i;
+    auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    cap = std::min(cap, ids.size());
+    std::partial_sort(ids.begin(), ids.begin() + (ptrdiff_t)cap, ids.end(), by_logit);
+    s.ids.assign(ids.begin(), ids.begin() + (ptrdiff_t)cap);
+    for (int32_t i : s.ids) s.w.push_back(e[(size_t)i]);
+    return s;
+}
+
+std::optional<std::vector<std::pair<int32_t, float>>> filtered_from_summary(const RowSummary& s,
+                                                                            const SamplingParams& p) {
+    // The tokens with weight (weights fall along the logit order, so the zeros come last).
+    size_t n = 0;
+    while (n < s.w.size() && s.w[n] > 0) ++n;
+    if (n == 0) return std::nullopt;
+    const bool whole = n < s.w.size() || (int64_t)s.w.size() == s.vocab;  // every token with weight is here
+    const bool top_k = p.top_k > 0 && p.top_k < s.vocab;
+    const bool top_p = p.top_p < 1.0f;
+    std::span<const int32_t> ids(s.ids.data(), n);
+    std::span<const float> w(s.w.data(), n);
+    if (top_k) {
+        if ((size_t)p.top_k > n && !whole) return std::nullopt;
+        ids = ids.first(std::min(n, (size_t)p.top_k));
+        w = w.first(ids.size());
+    } else if (top_p) {  // the nucleus must end among these
         double cum = 0;
-        size_t n = 0;
-        while (n < cand.size() && cum < p.top_p * base) cum += w[n++];
-        keep = std::max<size_t>(1, n);
+        for (float x : w) cum += x;
+        if (cum < p.top_p * s.z && !whole) return std::nullopt;
+    } else if (p.min_p > 0) {  // so must the tokens min-p keeps
+        if ((double)w.back() >= p.min_p * (double)w.front() && !whole) return std::nullopt;
+    } else {
+        return std::nullopt;  // nothing filtered: a draw over the whole row
     }
-    if (p.min_p > 0) {  // relative to the most likely token
-        size_t n = 0;
-        while (n < keep && w[n] >= p.min_p * w[0]) ++n;
-        keep = std::max<size_t>(1, n);
-    }
-    double s2 = 0;
-    for (size_t j = 0; j < keep; ++j) s2 += w[j];
-    std::vector<std::pair<int32_t, float>> c;
-    c.reserve(keep);
-    for (size_t j = 0; j < keep; ++j) c.push_back({cand[j], (float)(w[j] / s2)});
-    return c;
+    return finish_distribution(ids, w, s.z, p, top_k);
 }
 
 SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rng, const TokenHistory& h) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -59,6 +60,24 @@ void apply_penalties(std::span<float> logits, const SamplingParams& p, const Tok
 std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p);
 
 SampleResult sample(std::span<const float> logits, const SamplingParams& p, Rng& rng, const TokenHistory& h);
+
+// What a pass over a logits row can hand on instead of the row (the form a device pass would return,
+// a few KB instead of 0.5 MB): the maximum, the total weight z = sum of exp((l - max) / T), and the
+// `cap` most likely tokens (by logit, ties by lowest id) with their weights exp((l - max) / T).
+struct RowSummary {
+    int64_t vocab = 0;
+    float mx = 0;
+    double z = 0;
+    std::vector<int32_t> ids;
+    std::vector<float> w;
+};
+// The reference summary, computed on the host (the weights and z exactly as the sampler computes them).
+RowSummary summarize_row(std::span<const float> logits, float temperature, size_t cap);
+// filtered_distribution from a summary alone (penalties already applied to the row it summarizes):
+// the same result whenever the kept tokens are among the summary's, nullopt when they may not be
+// (or when nothing is filtered: that draw needs the whole row).
+std::optional<std::vector<std::pair<int32_t, float>>> filtered_from_summary(const RowSummary& s,
+                                                                            const SamplingParams& p);
 
 // fn(0) … fn(n − 1): the rows of a step, on up to 16 threads when there are enough of them to pay
 // (from 8 on; sampling a 129k row takes 0.1-0.7 ms). Rethrows the first exception a call threw.

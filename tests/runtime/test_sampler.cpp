@@ -279,3 +279,47 @@ TEST(Sampler, TopLogprobsOfAFullRowMatchASort) {
         EXPECT_NEAR(r.top[j].logprob, l[idx[j]] - mx - std::log(z), 1e-5) << j;
     }
 }
+
+// A summary of the most likely tokens gives exactly filtered_distribution's result whenever it answers,
+// answers whenever it holds the whole row, and declines when the kept set may reach past it.
+TEST(Sampler, SummaryGivesTheSameDistributionOrDeclines) {
+    Rng rng(17);
+    std::vector<float> peaked(129280), flat(3000);
+    for (auto& x : peaked) x = (float)(rng.uniform() * 6 - 7);
+    for (int i = 0; i < 40; ++i) peaked[(size_t)(i * 3203 + 17) % peaked.size()] = 4.0f + (float)(i % 11) * 0.7f;
+    for (auto& x : flat) x = (float)(rng.uniform() * 2);
+    flat[100] = flat[200] = flat[300] = 2.5f;  // tied logits: ids break the tie
+    int answered = 0, declined = 0;
+    for (const auto* row : {&peaked, &flat})
+        for (size_t cap : {size_t(8), size_t(64), size_t(1024), row->size()})
+            each_params({0.7f, 1.3f}, {0, 5, 40, 200}, {1.0f, 0.9f, 0.5f}, {0.0f, 0.1f}, [&](const SamplingParams& p) {
+                SCOPED_TRACE(testing::Message() << "vocab " << row->size() << " cap " << cap);
+                const RowSummary s = summarize_row(*row, p.temperature, cap);
+                ASSERT_EQ(s.ids.size(), std::min(cap, row->size()));
+                const auto got = filtered_from_summary(s, p);
+                const bool filtered = p.top_k > 0 || p.top_p < 1.0f || p.min_p > 0;
+                if (!got) {
+                    ++declined;
+                    EXPECT_TRUE(!filtered || cap < row->size());  // the whole row always answers
+                    if (p.top_k > 0) {                            // declined: the top-k set is longer than the summary
+                        EXPECT_GT((size_t)p.top_k, cap);
+                    } else if (p.top_p < 1.0f) {  // the nucleus (before min-p) is
+                        SamplingParams q = p;
+                        q.min_p = 0;
+                        EXPECT_GT(filtered_distribution(*row, q).size(), cap);
+                    } else if (filtered) {  // what min-p keeps is
+                        EXPECT_GE(filtered_distribution(*row, p).size(), cap);
+                    }
+                    return;
+                }
+                ++answered;
+                const auto full = filtered_distribution(*row, p);
+                ASSERT_EQ(got->size(), full.size());
+                for (size_t j = 0; j < full.size(); ++j) {
+                    EXPECT_EQ((*got)[j].first, full[j].first) << j;
+                    EXPECT_EQ((*got)[j].second, full[j].second) << j;  // bitwise
+                }
+            });
+    EXPECT_GT(answered, 100);
+    EXPECT_GT(declined, 10);
+}
