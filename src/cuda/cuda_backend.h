@@ -308,6 +308,13 @@ void moe_route_hash(const float* logits, int64_t t, int64_t e, const int32_t* to
 // left-to-right scan taking l[j] > l[best] finds (NaNs never taken; a NaN at index 0 is kept). Greedy
 // sampling on the device (logits [rows, n] and out [rows] device).
 void argmax_rows(const float* logits, int64_t rows, int64_t n, int32_t* out);
+// What the host sampler needs of each row instead of the row (runtime::RowSummary, on the device):
+// for row r of logits [rows, n], mx[r] = its maximum, z[r] = the sum over the row of
+// exp((l - mx) * inv_t[r]) (double), and ids[r * cap ..] the cap largest logits' indices sorted by
+// logit descending, ties by lowest index (-1 for -inf logits), with their weights in w[r * cap ..].
+// Weights use the host sampler's exponential operation for operation. 1 <= cap <= min(1024, n).
+void sample_summary(const float* logits, int64_t rows, int64_t n, const float* inv_t, int cap, float* mx, double* z,
+                    int32_t* ids, float* w);
 
 // ---- Batched decode of several sequences (beyond the op table) ----
 // sparse_attn where query row i has its own key arrays a_rows[i] (na rows) and b_rows[i], and reads

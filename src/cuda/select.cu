@@ -281,6 +281,93 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_rows_kernel(const float
     if (lane == 0) out[blockIdx.x] = (n > 0 && isnan(row[0])) || i < 0 ? 0 : i;
 }
 
+// exp(x) for x <= 0 as the host sampler's exp_le0 computes it (runtime/sampler.cpp): the same
+// operations, each rounded on its own (no contraction), so the weights agree to the rounding of
+// the two compilers' exponent bits and no more.
+__device__ __forceinline__ float exp_le0_dev(float x) {
+    const bool live = x > -87.3f;
+    x = live ? x : 0.f;
+    const float n = __fsub_rn(__fadd_rn(__fmul_rn(x, 1.44269504088896341f), 12582912.f), 12582912.f);
+    float r = __fadd_rn(__fmul_rn(n, -0.693145751953125f), x);
+    r = __fadd_rn(__fmul_rn(n, -1.428606765330187e-06f), r);
+    float q = 1.f / 5040;
+    q = __fadd_rn(__fmul_rn(q, r), 1.f / 720);
+    q = __fadd_rn(__fmul_rn(q, r), 1.f / 120);
+    q = __fadd_rn(__fmul_rn(q, r), 1.f / 24);
+    q = __fadd_rn(__fmul_rn(q, r), 1.f / 6);
+    q = __fadd_rn(__fmul_rn(q, r), 0.5f);
+    q = __fadd_rn(__fmul_rn(q, r), 1.f);
+    q = __fadd_rn(__fmul_rn(q, r), 1.f);
+    const float scale = __int_as_float((int(n) + 127) << 23);
+    return live ? __fmul_rn(q, scale) : 0.f;
+}
+
+constexpr int kSummaryThreads = 1024;
+
+// Block: one row. ids[0..cap) hold topk_kernel's picks (the cap largest logits, ties by lowest index,
+// -1 for -inf), in index order within "above" and "equal to" the cap-th; sorted here by logit
+// descending, ties by index; then the maximum, the total weight over the whole row (double) and
+// each pick's weight.
+__global__ void __launch_bounds__(kSummaryThreads)
+    summary_finish_kernel(const float* logits, int64_t n, const float* inv_t, int cap, float* mx, double* z,
+                          int32_t* ids, float* w) {
+    pdl_wait();
+    pdl_release();
+    __shared__ uint32_t key[kSummaryThreads];
+    __shared__ int32_t idx[kSummaryThreads];
+    __shared__ double part[kSummaryThreads / 32];
+    const int64_t r = blockIdx.x;
+    const float* row = logits + r * n;
+    int32_t* out = ids + r * cap;
+    const int t = threadIdx.x;
+    int p2 = 1;
+    while (p2 < cap) p2 <<= 1;
+    if (t < p2) {
+        const int32_t id = t < cap ? out[t] : -1;
+        idx[t] = id >= 0 ? id : INT32_MAX;
+        key[t] = id >= 0 ? order_key(row[id]) : 0u;
+    }
+    __syncthreads();
+    // Bitonic sort of p2 entries: key descending, then index ascending.
+    for (int size = 2; size <= p2; size <<= 1)
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            if (t < p2) {
+                const int o = t ^ stride;
+                if (o > t) {
+                    const bool first_before = key[t] > key[o] || (key[t] == key[o] && idx[t] < idx[o]);
+                    const bool descending = (t & size) == 0;
+                    if (first_before != descending) {
+                        const uint32_t kt = key[t];
+                        key[t] = key[o];
+                        key[o] = kt;
+                        const int32_t it = idx[t];
+                        idx[t] = idx[o];
+                        idx[o] = it;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    const float m = idx[0] != INT32_MAX ? row[idx[0]] : -INFINITY;
+    const float it = inv_t[r];
+    double acc = 0;
+    for (int64_t j = t; j < n; j += blockDim.x) acc += exp_le0_dev(__fmul_rn(__fsub_rn(row[j], m), it));
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if ((t & 31) == 0) part[t >> 5] = acc;
+    __syncthreads();
+    if (t == 0) {
+        double s = 0;
+        for (int k = 0; k < int(blockDim.x / 32); ++k) s += part[k];
+        mx[r] = m;
+        z[r] = s;
+    }
+    if (t < cap) {
+        const int32_t id = idx[t] == INT32_MAX ? -1 : idx[t];
+        out[t] = id;
+        w[r * cap + t] = id >= 0 ? exp_le0_dev(__fmul_rn(__fsub_rn(row[id], m), it)) : 0.f;
+    }
+}
+
 }  // namespace
 
 void compress_pool(const float* kv, const float* score, int64_t ratio, int64_t d, bool overlap, float* z) {
@@ -346,6 +433,18 @@ void argmax_rows(const float* logits, int64_t rows, int64_t n, int32_t* out) {
     if (rows <= 0) return;
     if (n <= 0 || n > INT32_MAX) fail("argmax_rows: row length out of range");
     launch_pdl(argmax_rows_kernel, unsigned(rows), kArgmaxThreads, 0, logits, n, out);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void sample_summary(const float* logits, int64_t rows, int64_t n, const float* inv_t, int cap, float* mx, double* z,
+                    int32_t* ids, float* w) {
+    if (rows <= 0) return;
+    if (cap <= 0 || cap > kSummaryThreads || cap > n) fail("sample_summary: cap must be in [1, min(1024, n)]");
+    int32_t* tie = static_cast<int32_t*>(scratch(kScratchTopkTie, size_t(rows) * sizeof(int32_t)));
+    launch_pdl(topk_kernel, unsigned(rows), kTopkThreads, 0, logits, n, static_cast<const int32_t*>(nullptr),
+               int64_t(cap), ids, tie);
+    DSINFER_CUDA_LAUNCH();
+    launch_pdl(summary_finish_kernel, unsigned(rows), kSummaryThreads, 0, logits, n, inv_t, cap, mx, z, ids, w);
     DSINFER_CUDA_LAUNCH();
 }
 

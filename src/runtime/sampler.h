@@ -71,7 +71,8 @@ struct RowSummary {
     std::vector<int32_t> ids;
     std::vector<float> w;
 };
-// The reference summary, computed on the host (the weights and z exactly as the sampler computes them).
+// The reference summary, computed on the host (the weights and z exactly as the sampler computes them;
+// cuda::sample_summary is the device pass, the same ids and weights bit for bit).
 RowSummary summarize_row(std::span<const float> logits, float temperature, size_t cap);
 // filtered_distribution from a summary alone (penalties already applied to the row it summarizes):
 // the same result whenever the kept tokens are among the summary's, nullopt when they may not be

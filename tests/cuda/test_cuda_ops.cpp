@@ -9,12 +9,14 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <span>
 #include <vector>
 
 #include "core/dtype.h"
 #include "cpu/cpu_ops.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/model_kernels.h"
+#include "runtime/sampler.h"
 
 using namespace dsinfer;
 using ops::ScaleKind;
@@ -952,6 +954,48 @@ TEST_F(CudaOps, ArgmaxRowsMatchScan) {
         cuda::argmax_rows(dl.f(), rows, n, out.i());
         EXPECT_EQ(out.get<int32_t>(), want);
     }
+}
+
+// The device summary of logits rows (sample_summary) is the host sampler's (runtime::summarize_row):
+// the same maximum, the same tokens in the same order while they have weight, bitwise the same
+// weights (the exponential is the same operations, sampler.cpp compiled without contraction), and
+// the total weight within the host's own rounding: it adds float lane sums of 32 positive terms
+// (relative error at most 31 · 2^-24 < 2e-6), the device adds in double. Rows: noise, a peaked row like a
+// language model's, ties across the cut (lowest index first), -inf entries, several temperatures.
+TEST_F(CudaOps, SampleSummaryMatchesHost) {
+    const float inf = std::numeric_limits<float>::infinity();
+    for (int64_t n : {int64_t(129280), int64_t(3000)})
+        for (int cap : {1, 64, 256, 1024}) {
+            SCOPED_TRACE(testing::Message() << "n " << n << " cap " << cap);
+            const int64_t rows = 5;
+            auto l = randn(size_t(rows * n), 3.f);
+            auto row = [&](int64_t r) { return l.data() + r * n; };
+            for (int64_t j = 0; j < n; ++j) row(1)[j] = row(1)[j] * 0.5f - 6.f;  // peaked: 40 likely tokens
+            for (int i = 0; i < 40; ++i) row(1)[(i * 3203 + 17) % n] = 4.0f + float(i % 11) * 0.7f;
+            for (int64_t j = 0; j < n; ++j) row(2)[j] = float(int(row(2)[j] * 4.f)) / 4.f;  // many ties
+            for (int64_t j = 0; j < n; j += 2) row(3)[j] = -inf;                            // half masked
+            const std::vector<float> temps = {1.0f, 0.6f, 1.5f, 0.8f, 1.0f};
+            std::vector<float> inv_t;
+            for (float t : temps) inv_t.push_back(1.0f / t);
+            Dev dl(l), dt(inv_t);
+            Dev mx = poisoned(size_t(rows)), w = poisoned(size_t(rows * cap)), ids(size_t(rows * cap) * 4),
+                z(size_t(rows) * 8);
+            cuda::sample_summary(dl.f(), rows, n, dt.f(), cap, mx.f(), static_cast<double*>(z.p), ids.i(), w.f());
+            const auto gm = mx.get<float>(), gw = w.get<float>();
+            const auto gi = ids.get<int32_t>();
+            const auto gz = z.get<double>();
+            for (int64_t r = 0; r < rows; ++r) {
+                SCOPED_TRACE(testing::Message() << "row " << r);
+                const runtime::RowSummary h =
+                    runtime::summarize_row(std::span<const float>(row(r), size_t(n)), temps[size_t(r)], size_t(cap));
+                EXPECT_EQ(gm[size_t(r)], h.mx);
+                EXPECT_NEAR(gz[size_t(r)], h.z, 2e-6 * h.z);
+                for (int k = 0; k < cap && h.w[size_t(k)] > 0; ++k) {
+                    ASSERT_EQ(gi[size_t(r * cap + k)], h.ids[size_t(k)]) << k;
+                    EXPECT_EQ(gw[size_t(r * cap + k)], h.w[size_t(k)]) << k;
+                }
+            }
+        }
 }
 
 // Uploads through h2d_staged with parameter uploads on and off: every size lands intact (kernel
