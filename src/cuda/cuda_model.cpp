@@ -482,18 +482,6 @@ private:
     void linear_xq(const float* xq, int64_t m, const ops::Weight& w, float* y);
     // rmsnorm of x in place, and its quantized copy into xq when xq is not null (one launch).
     void norm_q(float* x, int64_t rows, int64_t dim, const float* w, float* xq);
-    struct LogitsRequest {
-        int64_t first, count;  // rows of the residual
-        std::vector<float>* out;  // may be null
-        int32_t* argmax;          // each row's argmax ([count]); may be null
-        float* into = nullptr;    // instead of out: [count, vocab] in place
-        bool wants_logits() const { return out || into; }
-        float* dest(int64_t vocab) const {  // out resized to count rows
-            if (into) return into;
-            out->resize(static_cast<size_t>(count * vocab));
-            return out->data();
-        }
-    };
     // Every requested row of every item through one hc_head, norm and head GEMM (the head is read
     // once per call, not once per sequence) and one device→host copy.
     void emit_logits(const float* x, const std::vector<LogitsRequest>& reqs, const float* fn, const float* scale,
@@ -1782,10 +1770,7 @@ void CudaModel::forward(std::span<ForwardItem> items) {
             it.final_hidden->resize(static_cast<size_t>(sq.count * hc * D));
             d2h(it.final_hidden->data(), x + sq.begin * hc * D, it.final_hidden->size() * sizeof(float));
         }
-        if (it.logits_out || it.logits_into || it.argmax_out) {
-            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out, it.logits_into});
-        }
+        if (LogitsRequest r; LogitsRequest::of(it, sq.begin, sq.count, r)) reqs.push_back(r);
     }
     emit_logits(x, reqs, hc_head_fn_, hc_head_scale_, hc_head_base_, norm_);
     s = 0;
@@ -1854,10 +1839,7 @@ void CudaModel::forward_mtp(std::span<MtpItem> items) {
             it.final_hidden->resize(static_cast<size_t>(sq.count * hc * D));
             d2h(it.final_hidden->data(), x + sq.begin * hc * D, it.final_hidden->size() * sizeof(float));
         }
-        if (it.logits_out || it.argmax_out) {
-            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
-        }
+        if (LogitsRequest r; LogitsRequest::of(it, sq.begin, sq.count, r)) reqs.push_back(r);
     }
     emit_logits(x, reqs, mw.hc_head_fn, mw.hc_head_scale, mw.hc_head_base, mw.norm);
     s = 0;

@@ -820,10 +820,7 @@ void Dsv4Model::forward(std::span<ForwardItem> items) {
         const auto& sq = rows.seqs[s++];
         if (it.final_hidden)
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
-        if (it.logits_out || it.logits_into || it.argmax_out) {
-            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out, it.logits_into});
-        }
+        if (LogitsRequest r; LogitsRequest::of(it, sq.begin, sq.count, r)) reqs.push_back(r);
         it.state->pos_ += sq.count;
     }
     emit_logits(x, reqs, w_.hc_head_fn.get(), w_.hc_head_scale.get(), w_.hc_head_base.get(), w_.norm.get());
@@ -877,10 +874,7 @@ void Dsv4Model::forward_mtp(std::span<MtpItem> items) {
     for (auto& it : items) {
         if (it.tokens.empty()) continue;
         const auto& sq = rows.seqs[s++];
-        if (it.logits_out || it.argmax_out) {
-            const int64_t first = it.all_logits ? sq.begin : sq.begin + sq.count - 1;
-            reqs.push_back({first, sq.begin + sq.count - first, it.logits_out, it.argmax_out});
-        }
+        if (LogitsRequest r; LogitsRequest::of(it, sq.begin, sq.count, r)) reqs.push_back(r);
         if (it.final_hidden)
             it.final_hidden->assign(x.begin() + sq.begin * hc * D, x.begin() + (sq.begin + sq.count) * hc * D);
         it.state->mtp_pos_ += sq.count;

@@ -216,6 +216,35 @@ struct MtpItem {
     std::vector<float>* final_hidden = nullptr;
 };
 
+// The rows of one item that a forward call turns into logits or greedy picks (both forwards' emit_logits).
+struct LogitsRequest {
+    int64_t first = 0, count = 0;       // rows of the call's residual
+    std::vector<float>* out = nullptr;  // may be null
+    int32_t* argmax = nullptr;          // each row's argmax ([count]); may be null
+    float* into = nullptr;              // instead of out: [count, vocab] in place
+    bool wants_logits() const { return out || into; }
+    // Where the logits go (out resized to count rows).
+    float* dest(int64_t vocab) const {
+        if (into) return into;
+        out->resize(static_cast<size_t>(count * vocab));
+        return out->data();
+    }
+    // The request of an item whose rows are [begin, begin + n) of the call: every row with
+    // all_logits, else the last; false when the item asks for nothing.
+    template <class Item>
+    static bool of(const Item& it, int64_t begin, int64_t n, LogitsRequest& r) {
+        float* into = nullptr;
+        if constexpr (requires { it.logits_into; }) into = it.logits_into;
+        if (!it.logits_out && !into && !it.argmax_out) return false;
+        r.first = it.all_logits ? begin : begin + n - 1;
+        r.count = begin + n - r.first;
+        r.out = it.logits_out;
+        r.argmax = it.argmax_out;
+        r.into = into;
+        return true;
+    }
+};
+
 // The same forward on another device (the CUDA backend provides one, src/cuda/cuda_model.h): it
 // keeps its own copies of the weights and the sequences' caches in device memory, reads the
 // model's config, weights, options and RoPE tables, and advances the states' positions.
@@ -273,19 +302,6 @@ private:
     void linear(const float* x, int64_t m, const ops::Weight& w, float* y, bool quant_input);
     void head_logits(const float* x, int64_t m, const float* fn, const float* scale, const float* base,
                      const float* norm, float* logits);
-    struct LogitsRequest {
-        int64_t first, count;  // rows of the residual
-        std::vector<float>* out;  // may be null
-        int32_t* argmax;          // each row's argmax ([count]); may be null
-        float* into = nullptr;    // instead of out: [count, vocab] in place
-        bool wants_logits() const { return out || into; }
-        // Where the logits go (out resized to count rows).
-        float* dest(int64_t vocab) const {
-            if (into) return into;
-            out->resize(static_cast<size_t>(count * vocab));
-            return out->data();
-        }
-    };
     // All requested rows of every item through one head GEMM (the head is read once per call).
     void emit_logits(const std::vector<float>& x, const std::vector<LogitsRequest>& reqs, const float* fn,
                      const float* scale, const float* base, const float* norm);

@@ -34,47 +34,38 @@ void apply_penalties(std::span<float> logits, const SamplingParams& p, const Tok
     }
 }
 
-static float row_max(std::span<const float> l);
-
-// The first index of the maximum (0 for a row without one, e.g. all NaN).
-static int32_t argmax(std::span<const float> l) {
-    const float mx = row_max(l);
-    for (int32_t i = 0; i < (int32_t)l.size(); ++i)
-        if (l[i] == mx) return i;
-    return 0;
-}
-
 namespace {
 
-// exp(x) for x <= 0 in float, within about 1e-7 of the value (0 below -87.3, for -inf and for NaN).
-// Branch-free so that the passes over a 129k vocabulary vectorize: the sampler then costs tens of
-// microseconds a row instead of the milliseconds std::exp in double takes (a GPU decode step of 2
-// Flash layers is under 1 ms).
-inline float exp_le0(float x) {
-    const bool live = x > -87.3f;
-    x = live ? x : 0.f;
-    const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (1.5 · 2^23)
-    float r = n * -0.693145751953125f + x;                                 // ln 2 in two parts (Cody-Waite)
-    r = n * -1.428606765330187e-06f + r;                                   // |r| <= ln 2 / 2
+typedef float v8f __attribute__((vector_size(32)));  // eight lanes (one AVX register where the build has it)
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+// exp(x) for x <= 0 in float on eight lanes, within about 1e-7 of the value (0 below -87.3, for -inf
+// and for NaN). Branch-free so that the passes over a 129k vocabulary vectorize: the sampler then
+// costs tens of microseconds a row instead of the milliseconds std::exp in double takes (a GPU decode
+// step of 2 Flash layers is under 1 ms). Each product and sum is rounded on its own (this file is
+// compiled without contraction): cuda::sample_summary repeats the same operations.
+inline v8f exp_le0(v8f x) {
+    auto splat = [](float a) { return v8f{a, a, a, a, a, a, a, a}; };
+    const v8i live = x > splat(-87.3f);
+    x = (v8f)((v8i)x & live);
+    const v8f n = (x * splat(1.44269504088896341f) + splat(12582912.f)) - splat(12582912.f);  // round (1.5 · 2^23)
+    v8f r = n * splat(-0.693145751953125f) + x;  // ln 2 in two parts (Cody-Waite)
+    r = n * splat(-1.428606765330187e-06f) + r;  // |r| <= ln 2 / 2
     // e^r: Taylor to degree 7 (the term left out is below 2^-27 of the value).
-    float q = 1.f / 5040;
-    q = q * r + 1.f / 720;
-    q = q * r + 1.f / 120;
-    q = q * r + 1.f / 24;
-    q = q * r + 1.f / 6;
-    q = q * r + 0.5f;
-    q = q * r + 1.f;
-    q = q * r + 1.f;
-    const int32_t e = ((int32_t)n + 127) << 23;  // 2^n, n in [-126, 0]
-    float scale;
-    std::memcpy(&scale, &e, 4);
-    return live ? q * scale : 0.f;
+    v8f q = splat(1.f / 5040);
+    q = q * r + splat(1.f / 720);
+    q = q * r + splat(1.f / 120);
+    q = q * r + splat(1.f / 24);
+    q = q * r + splat(1.f / 6);
+    q = q * r + splat(0.5f);
+    q = q * r + splat(1.f);
+    q = q * r + splat(1.f);
+    const v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;  // 2^n, n in [-126, 0]
+    return (v8f)((v8i)(q * (v8f)e) & live);
 }
 
-}  // namespace
-
 // (Reductions are written as eight lanes so that they vectorize without reassociation.)
-static float row_max(std::span<const float> l) {
+float row_max(std::span<const float> l) {
     float lane[8];
     for (float& x : lane) x = -std::numeric_limits<float>::infinity();
     const size_t n = l.size(), n8 = n / 8 * 8;
@@ -86,29 +77,9 @@ static float row_max(std::span<const float> l) {
     return mx;
 }
 
-namespace {
-
-typedef float v8f __attribute__((vector_size(32)));  // eight lanes (one AVX register where the build has it)
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-// exp_le0 on eight lanes, the same operations.
-inline v8f exp_le0(v8f x) {
-    auto splat = [](float a) { return v8f{a, a, a, a, a, a, a, a}; };
-    const v8i live = x > splat(-87.3f);
-    x = (v8f)((v8i)x & live);
-    const v8f n = (x * splat(1.44269504088896341f) + splat(12582912.f)) - splat(12582912.f);
-    v8f r = n * splat(-0.693145751953125f) + x;
-    r = n * splat(-1.428606765330187e-06f) + r;
-    v8f q = splat(1.f / 5040);
-    q = q * r + splat(1.f / 720);
-    q = q * r + splat(1.f / 120);
-    q = q * r + splat(1.f / 24);
-    q = q * r + splat(1.f / 6);
-    q = q * r + splat(0.5f);
-    q = q * r + splat(1.f);
-    q = q * r + splat(1.f);
-    const v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
-    return (v8f)((v8i)(q * (v8f)e) & live);
+// Token a before token b in the order of their probabilities: logit descending, ties by id.
+auto by_logit(std::span<const float> l) {
+    return [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
 }
 
 // The weights exp((l - mx) · inv_t) of a row into e (if not null) and their sum: float partial sums
@@ -130,10 +101,15 @@ double exp_row(std::span<const float> l, float mx, float inv_t, float* e) {
         }
         for (int j = 0; j < 8; ++j) s += part[j];
     }
-    for (; i < n; ++i) {
-        const float w = exp_le0((l[i] - mx) * inv_t);
-        if (e) e[i] = w;
-        s += w;
+    for (; i < n; i += 8) {  // the last n - i < 256 tokens, eight lanes at a time, added one by one
+        const size_t m = std::min<size_t>(8, n - i);
+        v8f x = mxv;
+        std::memcpy(&x, l.data() + i, m * sizeof(float));
+        const v8f w = exp_le0((x - mxv) * itv);
+        for (size_t j = 0; j < m; ++j) {
+            if (e) e[i + j] = w[j];
+            s += w[j];
+        }
     }
     return s;
 }
@@ -195,10 +171,6 @@ std::pair<int64_t, double> above(const float* e, size_t n, float th) {
     return {c, m};
 }
 
-}  // namespace
-
-namespace {
-
 // The kept distribution from tokens in logit order (ids and weights: a prefix of the row's order that
 // holds every kept token; with top-k, exactly the top-k set) and the row's total weight.
 std::vector<std::pair<int32_t, float>> finish_distribution(std::span<const int32_t> cand, std::span<const float> wf,
@@ -230,6 +202,13 @@ std::vector<std::pair<int32_t, float>> finish_distribution(std::span<const int32
 }
 
 }  // namespace
+
+int32_t first_max(std::span<const float> l) {
+    const float mx = row_max(l);
+    for (int32_t i = 0; i < (int32_t)l.size(); ++i)
+        if (l[i] == mx) return i;
+    return 0;
+}
 
 std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p) {
     // The kept tokens are the most likely few. With every token's weight w = exp((l - max) / T) at
@@ -271,12 +250,12 @@ std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const flo
     }
     if (cand.empty())
         cand.push_back((int32_t)std::distance(logits.begin(), std::max_element(logits.begin(), logits.end())));
-    auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    const auto order = by_logit(logits);
     if (top_k && cand.size() > (size_t)p.top_k) {
-        std::nth_element(cand.begin(), cand.begin() + p.top_k, cand.end(), by_logit);
+        std::nth_element(cand.begin(), cand.begin() + p.top_k, cand.end(), order);
         cand.resize((size_t)p.top_k);
     }
-    std::sort(cand.begin(), cand.end(), by_logit);
+    std::sort(cand.begin(), cand.end(), order);
     std::vector<float> w(cand.size());
     for (size_t j = 0; j < cand.size(); ++j) w[j] = e[cand[j]];
     return finish_distribution(cand, w, z_all, p, top_k);
@@ -290,9 +269,8 @@ RowSummary summarize_row(std::span<const float> logits, float temperature, size_
     s.z = exp_row(logits, s.mx, 1.0f / temperature, e.data());
     std::vector<int32_t> ids(logits.size());
     for (size_t i = 0; i < ids.size(); ++i) ids[i] = (int32_t)i;
-    auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
     cap = std::min(cap, ids.size());
-    std::partial_sort(ids.begin(), ids.begin() + (ptrdiff_t)cap, ids.end(), by_logit);
+    std::partial_sort(ids.begin(), ids.begin() + (ptrdiff_t)cap, ids.end(), by_logit(logits));
     s.ids.assign(ids.begin(), ids.begin() + (ptrdiff_t)cap);
     for (int32_t i : s.ids) s.w.push_back(e[(size_t)i]);
     return s;
@@ -335,7 +313,7 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
     }
     SampleResult r;
     if (p.temperature <= 0 || p.top_k == 1) {
-        r.token = argmax(logits);
+        r.token = first_max(logits);
     } else if ((p.top_k <= 0 || p.top_k >= (int)logits.size()) && p.top_p >= 1.0f && p.min_p <= 0) {
         // Nothing filtered: draw from the whole softmax in id order, no sorting.
         const float mx = row_max(logits);
@@ -367,7 +345,7 @@ void fill_logprobs(std::span<const float> raw, const SamplingParams& p, SampleRe
         int k = std::min<int>(p.logprobs, (int)raw.size());
         if (k > 0) {
             // The k largest in one pass: a sorted list of the best so far (k is small).
-            auto better = [&](int32_t a, int32_t b) { return raw[a] > raw[b] || (raw[a] == raw[b] && a < b); };
+            const auto better = by_logit(raw);
             std::vector<int32_t> best;
             best.reserve((size_t)k + 1);
             const int32_t n = (int32_t)raw.size();
@@ -420,10 +398,10 @@ void for_each_row(size_t n, const std::function<void(size_t)>& fn) {
 bool is_greedy(const SamplingParams& p) { return p.temperature <= 0 || p.top_k == 1; }
 
 int32_t greedy_token(std::span<const float> raw, const SamplingParams& p, const TokenHistory& h) {
-    if (!uses_penalties(p)) return argmax(raw);
+    if (!uses_penalties(p)) return first_max(raw);
     std::vector<float> work(raw.begin(), raw.end());
     apply_penalties(work, p, h);
-    return argmax(work);
+    return first_max(work);
 }
 
 std::vector<float> sampling_probs(std::span<const float> raw, const SamplingParams& p, const TokenHistory& h) {

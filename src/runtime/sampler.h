@@ -52,6 +52,9 @@ struct SampleResult {
 
 bool uses_penalties(const SamplingParams& p);
 
+// The first index of the row's maximum (what greedy sampling picks; 0 for a row without one).
+int32_t first_max(std::span<const float> logits);
+
 // Applies presence/frequency/repetition penalties to `logits` in place.
 void apply_penalties(std::span<float> logits, const SamplingParams& p, const TokenHistory& h);
 

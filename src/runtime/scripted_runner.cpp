@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "runtime/sampler.h"
+
 namespace dsinfer::runtime {
 namespace {
 
@@ -59,16 +61,6 @@ std::unique_ptr<RunnerState> ScriptedRunner::clone_state(const RunnerState& s) {
     return c;
 }
 
-namespace {
-// The lowest index of the largest value (what greedy sampling picks).
-int32_t first_max(const float* l, int32_t n) {
-    int32_t best = 0;
-    for (int32_t j = 1; j < n; ++j)
-        if (l[j] > l[best]) best = j;
-    return best;
-}
-}  // namespace
-
 int64_t ScriptedRunner::states_alive() const { return alive_->load(); }
 
 void ScriptedRunner::step(std::span<StepItem> items) {
@@ -88,7 +80,7 @@ void ScriptedRunner::step(std::span<StepItem> items) {
             std::span<const int32_t> prefix(st.tokens.data(), st.tokens.size() - (size_t)(rows - 1 - r));
             float* out = it.logits ? it.logits + r * o_.vocab : row.data();
             fill_logits(prefix, o_.next_token(prefix), 0, out);
-            if (it.argmax) it.argmax[r] = first_max(out, o_.vocab);
+            if (it.argmax) it.argmax[r] = first_max(std::span<const float>(out, (size_t)o_.vocab));
         }
     }
 }
@@ -133,7 +125,7 @@ void ScriptedRunner::draft(std::span<DraftItem> items, const DraftPicker& pick) 
             if (items[i].k <= r) continue;
             fill_logits(ctx[i], o_.draft_token(ctx[i]), 0x5bd1e995u, logits.data());
             // An argmax_only item gets the id alone, as a device runner would give it.
-            ctx[i].push_back(items[i].argmax_only ? pick(i, r, nullptr, first_max(logits.data(), o_.vocab))
+            ctx[i].push_back(items[i].argmax_only ? pick(i, r, nullptr, first_max(logits))
                                                   : pick(i, r, logits.data(), -1));
         }
     }
