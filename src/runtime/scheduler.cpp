@@ -286,9 +286,8 @@ void Scheduler::step() {
                 Spec& sp = spec[which[i]];
                 Sequence& s = *plan[which[i]].seq;
                 if (!lg) {  // an argmax_only item: the runner found the pick
-                    if (!di[i].argmax_only || am < 0 || am >= vocab)
-                        throw std::logic_error("draft: a pick without logits must be an argmax_only item's id");
-                    sp.feed.push_back(am);
+                    if (!di[i].argmax_only) throw std::logic_error("draft: no logits for an item that asked for them");
+                    sp.feed.push_back(runner_pick(am));
                     return am;
                 }
                 std::span<const float> row(lg, (size_t)vocab);
