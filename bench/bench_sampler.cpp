@@ -1,7 +1,8 @@
 // The host sampler on a Flash-size logits row (129280 tokens), per row: what `dsinfer serve` spends per
 // sequence and step for every request that is not greedy without penalties (those take the argmax
-// where the logits are). Two rows: one shaped like a language model's (a few likely tokens over a flat
-// tail) and one of N(0, 3) noise (a wide nucleus). The ceiling: a memcpy of the row; each figure is
+// where the logits are). Three rows: one shaped like a language model's (a few likely tokens over a flat
+// tail), one of N(0, 3) noise, and a flat one of N(0, 0.3) noise (a random model's, or a high
+// temperature's: the nucleus holds most of the vocabulary). The ceiling: a memcpy of the row; each figure is
 // also given as a number of such copies.
 //
 // Usage: bench_sampler
@@ -35,10 +36,11 @@ int main() {
     const size_t vocab = 129280;
     std::mt19937 gen(1);
     std::normal_distribution<float> noise(0.f, 3.f);
-    std::vector<float> wide(vocab), peaked(vocab);
+    std::vector<float> wide(vocab), peaked(vocab), flat(vocab);
     for (size_t i = 0; i < vocab; ++i) {
         wide[i] = noise(gen);
         peaked[i] = wide[i] * 0.7f - 4.f;
+        flat[i] = wide[i] * 0.1f;
     }
     for (size_t i = 0; i < 30; ++i) peaked[(i * 7919) % vocab] = 6.f + float(i % 9);
     std::vector<float> copy(vocab);
@@ -71,8 +73,10 @@ int main() {
     add("temperature 0.7, min_p 0.05", 0.7f, 0, 1.f, 0.05f, -1);
     add("temperature 0.6, top_p 0.95, 5 logprobs", 0.6f, 0, 0.95f, 0.f, 5);
     TokenHistory h;
-    for (auto* row : {&peaked, &wide}) {
-        std::printf("row      %s\n", row == &peaked ? "peaked (30 likely tokens over a flat tail)" : "N(0, 3) noise");
+    for (auto* row : {&peaked, &wide, &flat}) {
+        std::printf("row      %s\n", row == &peaked ? "peaked (30 likely tokens over a flat tail)"
+                                     : row == &wide ? "N(0, 3) noise"
+                                                    : "N(0, 0.3) noise (flat)");
         for (const Case& c : cases) {
             Rng rng(7);
             const double us = us_per_call([&](int) { return int64_t(sample(*row, c.p, rng, h).token); }, 100);

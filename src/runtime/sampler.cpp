@@ -82,6 +82,44 @@ auto by_logit(std::span<const float> l) {
     return [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
 }
 
+// ids (ascending) sorted into by_logit's order. A wide nucleus (a flat row, a high temperature) keeps
+// most of the vocabulary, and a comparison sort of 10^5 ids through the logits takes milliseconds: from
+// kRadixFrom ids on, a stable radix sort on the logits' bits (three passes of 11 bits over a key that
+// orders floats descending) leaves ties in id order, which is by_logit's order exactly. The ids' logits
+// are numbers (NaN weighs nothing and is never a candidate); -0 is keyed as +0, which compares equal.
+void sort_by_logit(std::vector<int32_t>& ids, std::span<const float> l) {
+    constexpr size_t kRadixFrom = 2048;
+    if (ids.size() < kRadixFrom) {
+        std::sort(ids.begin(), ids.end(), by_logit(l));
+        return;
+    }
+    const size_t n = ids.size();
+    thread_local std::vector<uint32_t> key, key2;  // reused (a fresh 10^5-entry buffer faults its pages in)
+    thread_local std::vector<int32_t> ids2;
+    key.resize(n);
+    key2.resize(n);
+    ids2.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+        uint32_t b;
+        const float x = l[(size_t)ids[i]] + 0.0f;  // -0 → +0
+        std::memcpy(&b, &x, sizeof b);
+        b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // ascending order of the floats
+        key[i] = ~b;                                      // descending
+    }
+    for (int shift = 0; shift < 33; shift += 11) {
+        size_t count[2049] = {};
+        for (size_t i = 0; i < n; ++i) ++count[((key[i] >> shift) & 2047u) + 1];
+        for (size_t d = 0; d < 2048; ++d) count[d + 1] += count[d];
+        for (size_t i = 0; i < n; ++i) {
+            const size_t at = count[(key[i] >> shift) & 2047u]++;
+            key2[at] = key[i];
+            ids2[at] = ids[i];
+        }
+        key.swap(key2);
+        ids.swap(ids2);
+    }
+}
+
 // The weights exp((l - mx) · inv_t) of a row into e (if not null) and their sum: float partial sums
 // of eight lanes over chunks of 256, added in double in a fixed order.
 double exp_row(std::span<const float> l, float mx, float inv_t, float* e) {
@@ -252,10 +290,24 @@ std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const flo
         cand.push_back((int32_t)std::distance(logits.begin(), std::max_element(logits.begin(), logits.end())));
     const auto order = by_logit(logits);
     if (top_k && cand.size() > (size_t)p.top_k) {
-        std::nth_element(cand.begin(), cand.begin() + p.top_k, cand.end(), order);
-        cand.resize((size_t)p.top_k);
+        const size_t k = (size_t)p.top_k;
+        if (cand.size() > 8 * k) {  // a flat row: one pass with a heap of the best k (its top the worst)
+            std::vector<int32_t> heap(cand.begin(), cand.begin() + (ptrdiff_t)k);
+            std::make_heap(heap.begin(), heap.end(), order);
+            for (size_t j = k; j < cand.size(); ++j)
+                if (order(cand[j], heap.front())) {
+                    std::pop_heap(heap.begin(), heap.end(), order);
+                    heap.back() = cand[j];
+                    std::push_heap(heap.begin(), heap.end(), order);
+                }
+            cand.swap(heap);
+        } else {
+            std::nth_element(cand.begin(), cand.begin() + (ptrdiff_t)k, cand.end(), order);
+            cand.resize(k);
+        }
+        std::sort(cand.begin(), cand.end());  // back to id order (sort_by_logit's input)
     }
-    std::sort(cand.begin(), cand.end(), order);
+    sort_by_logit(cand, logits);
     std::vector<float> w(cand.size());
     for (size_t j = 0; j < cand.size(); ++j) w[j] = e[cand[j]];
     return finish_distribution(cand, w, z_all, p, top_k);

@@ -244,6 +244,27 @@ TEST(Sampler, PeakedVocabularyMatchesReference) {
     });
 }
 
+// A flat row (a random model, a high temperature): the nucleus keeps most of the vocabulary, which the
+// sampler orders with a radix sort. Logits on a coarse grid make thousands of exact ties (and -0 next
+// to +0): the kept tokens come in the reference's order (probability descending, ties by id), exactly.
+TEST(Sampler, WideNucleusKeepsTheReferenceOrder) {
+    Rng rng(5);
+    std::vector<float> l(129280);
+    for (auto& x : l) x = std::round((float)(rng.uniform() * 2 - 1) * 64.0f) / 128.0f;
+    for (size_t i = 0; i < l.size(); i += 97) l[i] = (i / 97) % 2 ? -0.0f : 0.0f;
+    each_params({0.6f, 2.0f}, {0, 3000, 100000}, {1.0f, 0.95f, 0.5f}, {0.0f, 0.9f}, [&](const SamplingParams& p) {
+        if (p.top_k == 0 && p.top_p == 1.0f && p.min_p == 0) return;  // nothing filtered: the whole row
+        const auto got = filtered_distribution(l, p);
+        const auto ref = reference_distribution(l, p);
+        ASSERT_EQ(got.size(), ref.size());
+        ASSERT_GT(got.size(), 1000u);  // a wide nucleus (the candidates sorted number 3000 or more)
+        for (size_t j = 0; j < got.size(); ++j) {
+            ASSERT_EQ(got[j].first, ref[j].first) << j;
+            ASSERT_NEAR(got[j].second, ref[j].second, 1e-6 * ref[j].second + 1e-12) << j;
+        }
+    });
+}
+
 // The draw from the whole softmax (no filters) follows the distribution over a full-size row.
 TEST(Sampler, WholeRowDrawFollowsTheDistribution) {
     std::vector<float> l(129280, -30.0f);
