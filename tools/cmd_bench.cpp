@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <memory>
 #include <random>
 #include <set>
@@ -194,7 +195,7 @@ std::vector<int> parse_list(const std::string& s, const std::string& flag) {
 template <class Tokens>
 void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vector<int>& batches, int context,
                       int decode, std::map<int, double>& step_bytes, double copy_gbs, uint64_t per_token,
-                      bool host_logits, const SamplingParams* sampled, Tokens&& tokens) {
+                      bool host_logits, const SamplingParams* sampled, bool use_summaries, Tokens&& tokens) {
     auto base = model.new_sequence();
     {
         std::vector<float> logits;
@@ -218,6 +219,11 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
         std::vector<runtime::Rng> rngs;
         for (int b = 0; b < B; ++b) rngs.emplace_back(uint64_t(1000 + b));
         const runtime::TokenHistory history;
+        // Sampled rows as the server asks for them: a summary where it serves (sample_summaries).
+        const bool summaries = sampled && use_summaries && runtime::summary_can_serve(*sampled);
+        std::vector<SummaryRequest> sums(static_cast<size_t>(B));
+        std::vector<std::optional<std::vector<std::pair<int32_t, float>>>> dists(static_cast<size_t>(B));
+        int64_t rows_summarized = 0, rows_sampled = 0;
         double total = 0, sampling = 0;
         for (int step = 0; step <= decode; ++step) {
             for (int b = 0; b < B; ++b) {
@@ -228,15 +234,32 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
                     items[size_t(b)].logits_out = &logits[size_t(b)];
                 else
                     items[size_t(b)].argmax_out = &picks[size_t(b)];
+                if (summaries) {
+                    SummaryRequest& q = sums[size_t(b)];
+                    q = SummaryRequest{};
+                    q.temperature = sampled->temperature;
+                    q.enough = [sampled, d = &dists[size_t(b)]](const RowSummary& sm) {
+                        *d = runtime::filtered_from_summary(sm, *sampled);
+                        return d->has_value();
+                    };
+                    items[size_t(b)].summary = &q;
+                }
             }
             double s = now_s();
             model.forward(items);
             const double fwd = now_s();
-            if (sampled)  // as the server does: every row drawn on the host, the rows side by side
+            if (sampled)  // as the server does: the rows drawn on the host side by side
                 runtime::for_each_row(size_t(B), [&](size_t b) {
-                    picks[b] = runtime::sample(logits[b], *sampled, rngs[b], history).token;
+                    if (sums[b].summarized)
+                        picks[b] = runtime::draw_filtered(*dists[b], rngs[b]);
+                    else
+                        picks[b] = runtime::sample(logits[b], *sampled, rngs[b], history).token;
                 });
-            if (step > 0) total += now_s() - s, sampling += now_s() - fwd;  // step 0 warms up
+            if (step > 0) {  // step 0 warms up
+                total += now_s() - s, sampling += now_s() - fwd;
+                for (const auto& q : sums) rows_summarized += q.summarized ? 1 : 0;
+                rows_sampled += sampled ? B : 0;
+            }
         }
         const double step_s = total / decode;
         const double bytes = B == 1 ? double(per_token) : step_bytes[B];
@@ -245,12 +268,15 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
             "decode         batch %d, context %d: %d steps, %.3f ms/step, %.2f tokens/s per sequence, %.1f "
             "tokens/s in all (%s)\n",
             B, context, decode, step_s * 1e3, 1.0 / step_s, B / step_s,
-            sampled       ? "logits to the host, sampled there"
+            sampled && summaries ? "sampled on the host from summaries, else from logits"
+            : sampled            ? "logits to the host, sampled there"
             : host_logits ? "logits to the host"
                           : "argmax on the device");
         if (sampled)
-            std::printf("               of which sampling (temperature %.2g, top_p %.2g): %.3f ms/step\n",
-                        double(sampled->temperature), double(sampled->top_p), sampling / decode * 1e3);
+            std::printf("               of which sampling (temperature %.2g, top_p %.2g, top_k %d): %.3f ms/step; "
+                        "%lld of %lld rows from their summaries\n",
+                        double(sampled->temperature), double(sampled->top_p), sampled->top_k,
+                        sampling / decode * 1e3, (long long)rows_summarized, (long long)rows_sampled);
         std::printf("               ~%s of weights per step%s = %.1f GB/s, %.1f%% of the device copy bandwidth "
                     "(%.0f GB/s)\n",
                     human_bytes(bytes).c_str(), B == 1 ? "" : " (uniform routing)", gbs, 100.0 * gbs / copy_gbs,
@@ -267,7 +293,7 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
 void usage() {
     std::fprintf(stderr,
                  "usage: dsinfer bench [--model DIR] [--device cpu|cuda] [--prompt N] [--decode N] [--batch 1,8]\n"
-                 "                     [--context N] [--threads N] [--logits] [--sample T,P]\n"
+                 "                     [--context N] [--threads N] [--logits] [--sample T,P[,K]]\n"
                  "  --model DIR     model folder (default $DSINFER_MODEL, else models/default); for real Flash layer "
                  "shapes make one with\n"
                  "                  dsinfer make-synthetic --like flash --layers 2 --out DIR\n"
@@ -282,9 +308,11 @@ void usage() {
                  "  --fp8-prefill   cuda: prefill GEMMs on FP8 tensor cores (default exact float32)\n"
                  "  --logits        cuda decode: copy each sequence's logits to the host every step (what sampled\n"
                  "                  requests need); by default only each one's argmax comes back (greedy requests)\n"
-                 "  --sample T,P    cuda decode: also draw every sequence's token on the host from its logits with\n"
-                 "                  temperature T and top_p P, as the server does (implies --logits; the step\n"
+                 "  --sample T,P[,K] cuda decode: also draw every sequence's token on the host with temperature T,\n"
+                 "                  top_p P and top_k K (default 0: off), as the server does: from the row's summary\n"
+                 "                  (its 1024 most likely tokens) where that serves, else from its logits (the step\n"
                  "                  time includes it)\n"
+                 "  --no-summaries  with --sample: every row's logits to the host\n"
                  "  --no-warm       do not bring the weights into the page cache first\n"
                  "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
                  "  --no-quant-sim  turn the quantization simulation off\n"
@@ -293,7 +321,7 @@ void usage() {
 
 int run(int argc, char** argv) {
     std::string dir = dsinfer::cli::default_model_dir(), device = "cpu";
-    bool fp8_prefill = false, host_logits = false, sample = false;
+    bool fp8_prefill = false, host_logits = false, sample = false, summaries = true;
     SamplingParams sample_params;
     int prompt = 32, decode = 8, context = 8, threads = 0;
     bool warm = true;
@@ -326,6 +354,8 @@ int run(int argc, char** argv) {
             fp8_prefill = true;
         else if (a == "--logits")
             host_logits = true;
+        else if (a == "--no-summaries")
+            summaries = false;
         else if (a == "--sample") {
             const std::string v = val();
             const size_t comma = v.find(',');
@@ -333,9 +363,12 @@ int run(int argc, char** argv) {
             sample_params.temperature = std::strtof(v.c_str(), &end);
             const bool t_ok = end == v.c_str() + (comma == std::string::npos ? v.size() : comma);
             sample_params.top_p = comma == std::string::npos ? 1.0f : std::strtof(v.c_str() + comma + 1, &end);
+            const size_t comma2 = comma == std::string::npos ? comma : v.find(',', comma + 1);
+            if (comma2 != std::string::npos && end == v.c_str() + comma2)
+                sample_params.top_k = int(std::strtol(v.c_str() + comma2 + 1, &end, 10));
             if (!t_ok || *end != 0 || !(sample_params.temperature > 0) || !(sample_params.top_p > 0) ||
-                sample_params.top_p > 1)
-                throw Error("--sample '" + v + "': expected T,P with T > 0 and 0 < P <= 1 (e.g. 0.6,0.95)");
+                sample_params.top_p > 1 || sample_params.top_k < 0)
+                throw Error("--sample '" + v + "': expected T,P[,K] with T > 0, 0 < P <= 1, K >= 0 (e.g. 0.6,0.95)");
             sample = host_logits = true;
         } else if (a == "--no-warm")
             warm = false;
@@ -459,7 +492,7 @@ int run(int argc, char** argv) {
     double tps_b1 = 0;
     if (on_gpu) {
         decode_on_device(*model, cfg, batches, context, decode, step_bytes, dev_copy_gbs, per_token, host_logits,
-                         sample ? &sample_params : nullptr, tokens);
+                         sample ? &sample_params : nullptr, summaries, tokens);
         return 0;
     }
     for (int B : batches) {

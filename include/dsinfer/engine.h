@@ -27,6 +27,10 @@ struct EngineOptions {
     // and verified by the main model in the same step (0 = off). Output is distributed exactly as
     // without it (greedy: the same tokens).
     int speculative = 0;
+    // Sampled requests without penalties or logprobs, with top-k, top-p or min-p: the GPU forward
+    // returns a summary of each row (the most likely 1024 tokens and the row's total weight) instead of
+    // the 0.5 MB row whenever the kept tokens are among them; the same tokens either way.
+    bool sample_summaries = true;
     std::string device = "cpu";    // Engine::load: cpu, or cuda in a build with the CUDA backend
 };
 
@@ -48,6 +52,7 @@ struct EngineStats {
     int64_t prompt_tokens = 0, generated_tokens = 0, prefix_hit_tokens = 0;
     int64_t preemptions = 0, steps = 0;
     int64_t draft_tokens = 0, draft_accepted = 0;  // speculative decoding: proposed, accepted by the model
+    int64_t sampled_rows = 0, summary_rows = 0;    // tokens drawn from a row; of those, from its summary
 };
 
 // The output side of one submitted request. next() blocks until an event is ready.

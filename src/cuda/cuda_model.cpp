@@ -534,6 +534,7 @@ private:
     template <class F>
     std::vector<float*> graphed(const GraphKey& key, bool enabled, const std::vector<const void*>& inputs, F run);
     float* logits_host_ = nullptr;  // page-locked landing buffer of emit_logits
+    std::vector<char> summary_host_;  // emit_logits: the rows' summaries as copied back
     std::vector<int32_t> argmax_host_;
     size_t logits_host_bytes_ = 0;
 };
@@ -1664,12 +1665,60 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
             off += r.count;
         }
     }
+    // Sampled rows a summary may serve (SummaryRequest): each row's maximum, total weight and most
+    // likely `cap` tokens come back (one copy, 8 KB a row against 0.5 MB), and the row itself only when
+    // its request finds the summary short. One pass over all m rows (those not asking are ignored).
+    int cap = 0;
+    for (const auto& r : reqs)
+        if (r.summary) cap = std::max(cap, std::clamp(r.summary->cap, 1, 1024));
+    cap = int(std::min<int64_t>(cap, V));
+    if (cap > 0) {
+        std::vector<float> inv_t(size_t(m), 1.0f);
+        int64_t off = 0;
+        for (const auto& r : reqs) {
+            if (r.summary) inv_t[size_t(off)] = 1.0f / r.summary->temperature;  // as the host sampler forms it
+            off += r.count;
+        }
+        float* inv_t_d = call_.f(m);
+        h2d_staged(inv_t_d, inv_t.data(), size_t(m) * sizeof(float));
+        // One block: z [m] doubles, then mx [m], ids [m, cap], w [m, cap].
+        const size_t bytes = size_t(m) * (8 + 4 + 8 * size_t(cap));
+        auto* blk = reinterpret_cast<char*>(call_.i64(int64_t((bytes + 7) / 8)));
+        double* z_d = reinterpret_cast<double*>(blk);
+        float* mx_d = reinterpret_cast<float*>(blk + 8 * m);
+        int32_t* ids_d = reinterpret_cast<int32_t*>(blk + 12 * m);
+        float* w_d = reinterpret_cast<float*>(blk + 12 * m + 4 * m * cap);
+        sample_summary(l, m, V, inv_t_d, cap, mx_d, z_d, ids_d, w_d);
+        summary_host_.resize(bytes);
+        d2h(summary_host_.data(), blk, bytes);
+        const char* hb = summary_host_.data();
+        off = 0;
+        for (const auto& r : reqs) {
+            if (r.summary) {
+                SummaryRequest& q = *r.summary;
+                RowSummary& sm = q.out;
+                const int qc = std::min(cap, std::clamp(q.cap, 1, 1024));
+                sm.vocab = V;
+                std::memcpy(&sm.z, hb + 8 * off, 8);
+                std::memcpy(&sm.mx, hb + 8 * m + 4 * off, 4);
+                sm.ids.resize(size_t(qc));
+                sm.w.resize(size_t(qc));
+                std::memcpy(sm.ids.data(), hb + 12 * m + 4 * off * cap, size_t(qc) * 4);
+                std::memcpy(sm.w.data(), hb + 12 * m + 4 * m * cap + 4 * off * cap, size_t(qc) * 4);
+                q.summarized = q.enough && q.enough(sm);
+            }
+            off += r.count;
+        }
+        mark("logits.summary");
+    }
+    auto row_wanted = [](const LogitsRequest& r) { return r.wants_logits() && !(r.summary && r.summary->summarized); };
+    for (const auto& r : reqs) all_logits = all_logits && row_wanted(r);
     // Through a page-locked buffer kept across calls: a pageable destination would be staged by the
     // driver, and a fresh one faulted in page by page (batch 64: 33 MB per step). Only the rows asked
     // for as logits are copied.
     int64_t need = 0;
     for (const auto& r : reqs)
-        if (r.wants_logits()) need += r.count;
+        if (row_wanted(r)) need += r.count;
     const size_t bytes = size_t(need * V) * sizeof(float);
     if (bytes > logits_host_bytes_) {
         host_free(logits_host_);
@@ -1683,7 +1732,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     } else if (need > 0) {
         int64_t off = 0, dst = 0;
         for (const auto& r : reqs) {
-            if (r.wants_logits()) {
+            if (row_wanted(r)) {
                 d2h(logits_host_ + dst * V, l + off * V, size_t(r.count * V) * sizeof(float));
                 dst += r.count;
             }
@@ -1695,7 +1744,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     std::vector<size_t> lens;
     int64_t dst = 0;
     for (const auto& r : reqs) {
-        if (!r.wants_logits()) continue;
+        if (!row_wanted(r)) continue;
         copies.push_back({r.dest(V), logits_host_ + dst * V});
         lens.push_back(size_t(r.count * V) * sizeof(float));
         dst += r.count;

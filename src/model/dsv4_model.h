@@ -16,6 +16,7 @@
 #include "io/safetensors.h"
 #include "model/dsv4_weights.h"
 #include "model/kv_store.h"
+#include "model/row_summary.h"
 #include "ops/ops.h"
 
 namespace dsinfer {
@@ -193,6 +194,9 @@ struct ForwardItem {
     // per row, computed where the logits are (on the device for a device forward, so that only the
     // ids come back). Independent of logits_out.
     int32_t* argmax_out = nullptr;
+    // Optional, with one logits row (logits_into or logits_out, not all_logits): its summary instead of
+    // the row where the forward can make one (SummaryRequest; the GPU forward), else the row.
+    SummaryRequest* summary = nullptr;
     // Optional captures: the pre-hc_head residual [T, hc, dim] (the MTP block's input), and each main
     // layer's output [T, hc, dim].
     std::vector<float>* final_hidden = nullptr;
@@ -222,6 +226,7 @@ struct LogitsRequest {
     std::vector<float>* out = nullptr;  // may be null
     int32_t* argmax = nullptr;          // each row's argmax ([count]); may be null
     float* into = nullptr;              // instead of out: [count, vocab] in place
+    SummaryRequest* summary = nullptr;  // one row: its summary instead, where the forward makes one
     bool wants_logits() const { return out || into; }
     // Where the logits go (out resized to count rows).
     float* dest(int64_t vocab) const {
@@ -241,6 +246,8 @@ struct LogitsRequest {
         r.out = it.logits_out;
         r.argmax = it.argmax_out;
         r.into = into;
+        if constexpr (requires { it.summary; })
+            if (r.count == 1 && r.wants_logits()) r.summary = it.summary;
         return true;
     }
 };

@@ -100,6 +100,7 @@ public:
             fi[i].logits_into = in_place ? items[i].logits : nullptr;
             fi[i].logits_out = items[i].logits && !in_place ? &out[i] : nullptr;
             fi[i].all_logits = several;
+            if (in_place && !several) fi[i].summary = items[i].summary;
             if (items[i].argmax) {
                 picks[i].resize(several ? items[i].tokens.size() : 1);
                 fi[i].argmax_out = picks[i].data();

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "model/row_summary.h"
 #include "runtime/kv_geometry.h"
 
 namespace dsinfer {
@@ -53,6 +54,9 @@ struct StepItem {
     float* logits = nullptr;
     int64_t n_logits = 1;
     int32_t* argmax = nullptr;
+    // Optional, with logits and one row (n_logits 1): that row's summary instead of the row, where the
+    // runner's forward makes one (model/row_summary.h); the row is written only when it does not.
+    SummaryRequest* summary = nullptr;
 };
 
 // One sequence's share of a draft: `context` is every token of the sequence, i.e. the tokens its state

@@ -355,6 +355,20 @@ std::optional<std::vector<std::pair<int32_t, float>>> filtered_from_summary(cons
     return finish_distribution(ids, w, s.z, p, top_k);
 }
 
+int32_t draw_filtered(const std::vector<std::pair<int32_t, float>>& dist, Rng& rng) {
+    double u = rng.uniform(), cum = 0;
+    for (auto& [t, q] : dist) {
+        cum += q;
+        if (u < cum) return t;
+    }
+    return dist.back().first;
+}
+
+bool summary_can_serve(const SamplingParams& p) {
+    const bool filtered = p.top_k > 0 || p.top_p < 1.0f || p.min_p > 0;
+    return !is_greedy(p) && !uses_penalties(p) && p.logprobs < 0 && filtered;
+}
+
 SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rng, const TokenHistory& h) {
     std::vector<float> work;
     std::span<const float> logits = raw;
@@ -373,16 +387,7 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
         const double sum = exp_row(logits, mx, 1.0f / p.temperature, e.data());
         r.token = draw_weights(std::span<const float>(e.data(), logits.size()), rng.uniform() * sum);
     } else {
-        auto dist = filtered_distribution(logits, p);
-        double u = rng.uniform(), cum = 0;
-        r.token = dist.back().first;
-        for (auto& [t, q] : dist) {
-            cum += q;
-            if (u < cum) {
-                r.token = t;
-                break;
-            }
-        }
+        r.token = draw_filtered(filtered_distribution(logits, p), rng);
     }
     fill_logprobs(raw, p, r);
     return r;

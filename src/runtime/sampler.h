@@ -11,6 +11,7 @@
 
 #include "dsinfer/request.h"
 #include "dsinfer/sampling_params.h"
+#include "model/row_summary.h"
 
 namespace dsinfer::runtime {
 
@@ -63,25 +64,23 @@ void apply_penalties(std::span<float> logits, const SamplingParams& p, const Tok
 std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const float> logits, const SamplingParams& p);
 
 SampleResult sample(std::span<const float> logits, const SamplingParams& p, Rng& rng, const TokenHistory& h);
+// The draw sample() makes from a filtered distribution (one uniform, the kept tokens in order).
+int32_t draw_filtered(const std::vector<std::pair<int32_t, float>>& dist, Rng& rng);
 
-// What a pass over a logits row can hand on instead of the row (the form a device pass would return,
-// a few KB instead of 0.5 MB): the maximum, the total weight z = sum of exp((l - max) / T), and the
-// `cap` most likely tokens (by logit, ties by lowest id) with their weights exp((l - max) / T).
-struct RowSummary {
-    int64_t vocab = 0;
-    float mx = 0;
-    double z = 0;
-    std::vector<int32_t> ids;
-    std::vector<float> w;
-};
-// The reference summary, computed on the host (the weights and z exactly as the sampler computes them;
-// cuda::sample_summary is the device pass, the same ids and weights bit for bit).
+// The reference summary (RowSummary, model/row_summary.h), computed on the host (the weights and z
+// exactly as the sampler computes them; cuda::sample_summary is the device pass, the same ids and
+// weights bit for bit).
 RowSummary summarize_row(std::span<const float> logits, float temperature, size_t cap);
 // filtered_distribution from a summary alone (penalties already applied to the row it summarizes):
 // the same result whenever the kept tokens are among the summary's, nullopt when they may not be
 // (or when nothing is filtered: that draw needs the whole row).
 std::optional<std::vector<std::pair<int32_t, float>>> filtered_from_summary(const RowSummary& s,
                                                                             const SamplingParams& p);
+
+// Whether a row for these parameters can be sampled from its summary (filtered_from_summary, then
+// draw_filtered: the token sample() draws): not greedy, no penalties, no logprobs (those read the
+// row), and some filter (top-k, top-p or min-p; a draw over the whole softmax needs the row).
+bool summary_can_serve(const SamplingParams& p);
 
 // fn(0) … fn(n − 1): the rows of a step, on up to 16 threads when there are enough of them to pay
 // (from 8 on; sampling a 129k row takes 0.1-0.7 ms). Rethrows the first exception a call threw.

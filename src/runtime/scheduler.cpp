@@ -326,6 +326,8 @@ void Scheduler::step() {
     logits_.resize(n_logits * (size_t)vocab);
     argmax_.assign(n_argmax, -1);
     size_t ai = 0;
+    summaries_.assign(plan.size(), SummaryRequest{});
+    summary_dists_.assign(plan.size(), std::nullopt);
     std::vector<StepItem> items;
     items.reserve(plan.size());
     size_t li = 0;
@@ -351,6 +353,16 @@ void Scheduler::step() {
                     si.argmax = argmax_.data() + ai++;
                 else
                     si.logits = logits_.data() + vocab * li++;
+                if (!am && opts_.sample_summaries && summary_can_serve(it.seq->params)) {
+                    // The summary serves when the kept tokens are among its (then kept for the draw).
+                    SummaryRequest& q = summaries_[k];
+                    q.temperature = it.seq->params.temperature;
+                    q.enough = [p = &it.seq->params, d = &summary_dists_[k]](const RowSummary& s) {
+                        *d = filtered_from_summary(s, *p);
+                        return d->has_value();
+                    };
+                    si.summary = &q;
+                }
             }
         }
         items.push_back(si);
@@ -367,11 +379,16 @@ void Scheduler::step() {
         for (size_t k = 0; k < plan.size(); ++k)
             if (spec[k].feed.empty() && items[k].logits) rows.push_back(k);
         auto draw_row = [&](size_t j) {
-            Sequence& s = *plan[rows[j]].seq;
-            drawn[rows[j]] =
-                sample(std::span<const float>(items[rows[j]].logits, (size_t)vocab), s.params, s.rng, s.history);
+            const size_t k = rows[j];
+            Sequence& s = *plan[k].seq;
+            if (summaries_[k].summarized)  // the token sample() would draw from the row
+                drawn[k].token = draw_filtered(*summary_dists_[k], s.rng);
+            else
+                drawn[k] = sample(std::span<const float>(items[k].logits, (size_t)vocab), s.params, s.rng, s.history);
         };
         for_each_row(rows.size(), draw_row);
+        stats_.sampled_rows += (int64_t)rows.size();
+        for (size_t k : rows) stats_.summary_rows += summaries_[k].summarized ? 1 : 0;
     }
     std::vector<uint64_t> done_ids;
     std::vector<StepItem> redo;                 // sequences that rejected a draft: their kept tokens again

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 
@@ -81,6 +82,15 @@ void ScriptedRunner::step(std::span<StepItem> items) {
             float* out = it.logits ? it.logits + r * o_.vocab : row.data();
             fill_logits(prefix, o_.next_token(prefix), 0, out);
             if (it.argmax) it.argmax[r] = first_max(std::span<const float>(out, (size_t)o_.vocab));
+            // A summary, as a device forward would make it; when it is taken, the row is poisoned
+            // (the caller must not read it).
+            if (it.summary && o_.summary_cap > 0 && rows == 1 && it.logits) {
+                SummaryRequest& q = *it.summary;
+                q.out = summarize_row(std::span<const float>(out, (size_t)o_.vocab), q.temperature,
+                                      (size_t)std::min(q.cap, o_.summary_cap));
+                q.summarized = q.enough && q.enough(q.out);
+                if (q.summarized) std::fill(out, out + o_.vocab, std::numeric_limits<float>::quiet_NaN());
+            }
         }
     }
 }

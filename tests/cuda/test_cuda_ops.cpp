@@ -986,7 +986,7 @@ TEST_F(CudaOps, SampleSummaryMatchesHost) {
             const auto gz = z.get<double>();
             for (int64_t r = 0; r < rows; ++r) {
                 SCOPED_TRACE(testing::Message() << "row " << r);
-                const runtime::RowSummary h =
+                const RowSummary h =
                     runtime::summarize_row(std::span<const float>(row(r), size_t(n)), temps[size_t(r)], size_t(cap));
                 EXPECT_EQ(gm[size_t(r)], h.mx);
                 EXPECT_NEAR(gz[size_t(r)], h.z, 2e-6 * h.z);

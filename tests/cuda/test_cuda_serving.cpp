@@ -101,3 +101,61 @@ TEST(CudaServing, LogitsPathMatchesDeviceArgmax) {
     EXPECT_EQ(with_logprobs, picked);
     EXPECT_EQ(top1, with_logprobs);
 }
+
+namespace {
+// Sampled requests (seeded, so each one's tokens are fixed by its rows) through the scheduler over the
+// GPU runner; returns each one's tokens and the scheduler's stats.
+std::vector<std::vector<int32_t>> run_sampled(bool summaries, EngineStats* stats) {
+    EngineOptions o;
+    o.kv_cache_gb = 0.25;
+    o.max_batch_tokens = 512;
+    o.prefix_caching = false;
+    o.sample_summaries = summaries;
+    auto runner = make_dsv4_runner(kModel, "cuda");
+    Scheduler sched(*runner, o);
+    std::vector<std::shared_ptr<OutputChannel>> ch;
+    for (int i = 0; i < 12; ++i) {
+        auto s = std::make_unique<Sequence>();
+        s->id = s->arrival = (uint64_t)i + 1;
+        for (int t = 0; t < 10 + 3 * i; ++t) s->tokens.push_back(2 + (t * 53 + i * 89) % 1000);
+        s->params.temperature = 0.8f;
+        s->params.seed = 4000 + (uint64_t)i;
+        switch (i % 4) {
+            case 0: s->params.top_k = 40; break;                          // within the summary
+            case 1: s->params.top_k = 20, s->params.top_p = 0.9f; break;  // within
+            case 2: s->params.top_p = 0.95f; break;                       // within or not, by the row
+            case 3: s->params.min_p = 0.1f, s->params.top_k = 200; break; // within
+        }
+        s->params.max_tokens = 6;
+        s->params.ignore_eos = true;
+        EXPECT_TRUE(sched.validate({s->tokens, s->params}).ok());
+        s->out = std::make_shared<OutputChannel>(s->id, nullptr);
+        ch.push_back(s->out);
+        sched.add(std::move(s));
+    }
+    for (int steps = 0; sched.has_work() && steps < 10000; ++steps) sched.step();
+    EXPECT_FALSE(sched.has_work());
+    std::vector<std::vector<int32_t>> out;
+    for (auto& c : ch) {
+        TokenEvent ev;
+        out.emplace_back();
+        while (c->next_for(ev, 0) == 1)
+            if (ev.has_token) out.back().push_back(ev.token);
+        EXPECT_EQ(out.back().size(), 6u);
+    }
+    *stats = sched.stats();
+    return out;
+}
+}  // namespace
+
+// Sampled requests drawn from the rows' device summaries (cuda::sample_summary: 1024 tokens and the
+// row's total weight come back instead of the row) get the tokens the whole rows give.
+TEST(CudaServing, SummarySamplingMatchesTheRows) {
+    EngineStats with, without;
+    const auto a = run_sampled(true, &with);
+    const auto b = run_sampled(false, &without);
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(with.sampled_rows, 12 * 6);
+    EXPECT_GE(with.summary_rows, 12 * 6 * 3 / 4);  // top-k cuts within 1024 tokens always serve
+    EXPECT_EQ(without.summary_rows, 0);
+}

@@ -1,0 +1,35 @@
+// Sampling without the whole logits row: what a pass over a row can hand on instead of it, and a
+// forward item's request for that.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace dsinfer {
+
+// A logits row's maximum, its total weight z = sum of exp((l - max) / T), and the `cap` most likely
+// tokens (by logit, ties by lowest id) with their weights exp((l - max) / T): a few KB instead of a
+// 0.5 MB Flash row. runtime::summarize_row computes it on the host; cuda::sample_summary on the
+// device, the same ids and weights bit for bit.
+struct RowSummary {
+    int64_t vocab = 0;
+    float mx = 0;
+    double z = 0;
+    std::vector<int32_t> ids;
+    std::vector<float> w;
+};
+
+// A request for one logits row's summary instead of the row. A forward that summarizes where its
+// logits are (the GPU forward) fills `out`, asks `enough`, and when it returns true delivers no row
+// and sets `summarized`; otherwise, and for a forward that does not summarize (the host's), the row
+// comes as asked and `summarized` stays false.
+struct SummaryRequest {
+    float temperature = 1;
+    int cap = 1024;  // tokens kept (1 .. 1024)
+    std::function<bool(const RowSummary&)> enough;
+    RowSummary out;
+    bool summarized = false;
+};
+
+}  // namespace dsinfer
