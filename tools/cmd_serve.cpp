@@ -40,7 +40,9 @@ const char* kUsage =
     "  --max-messages N       messages per chat request (default 1024)\n"
     "  --no-prefix-caching    do not keep prefix snapshots\n"
     "  --speculative K        speculative decoding: K draft tokens per step from the model's MTP block,\n"
-    "                         verified in the same step (default 0 = off; CPU forward only)\n"
+    "                         verified in the same step (default 0 = off)\n"
+    "  --no-sample-summaries  cuda: copy every sampled request's logits row to the host (by default a row's\n"
+    "                         1024 most likely tokens come back instead whenever they hold what is kept)\n"
     "  --device D             cpu (default) or cuda (a build with -DDSINFER_CUDA=ON)\n"
     "  --tokenizer FILE       tokenizer.json to use (default: DIR/tokenizer.json when present, else text maps\n"
     "                         to ids byte by byte)\n"
@@ -83,6 +85,7 @@ int serve_main(int argc, char** argv) {
         else if (a == "--max-body-mb") so.max_body_bytes = (size_t)num() << 20;
         else if (a == "--max-messages") so.max_messages = (size_t)num();
         else if (a == "--no-prefix-caching") eo.prefix_caching = false;
+        else if (a == "--no-sample-summaries") eo.sample_summaries = false;
         else if (a == "--speculative") {
             long long k = num();
             if (k < 0 || k > 16) throw std::invalid_argument("--speculative needs a draft count in 0..16");

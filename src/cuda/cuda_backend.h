@@ -312,7 +312,8 @@ void argmax_rows(const float* logits, int64_t rows, int64_t n, int32_t* out);
 // for row r of logits [rows, n], mx[r] = its maximum, z[r] = the sum over the row of
 // exp((l - mx) * inv_t[r]) (double), and ids[r * cap ..] the cap largest logits' indices sorted by
 // logit descending, ties by lowest index (-1 for -inf logits), with their weights in w[r * cap ..].
-// Weights use the host sampler's exponential operation for operation. 1 <= cap <= min(1024, n).
+// Weights and z use the host sampler's operations in its order (runtime exp_row): the same bits.
+// 1 <= cap <= min(1024, n); n <= 262144.
 void sample_summary(const float* logits, int64_t rows, int64_t n, const float* inv_t, int cap, float* mx, double* z,
                     int32_t* ids, float* w);
 

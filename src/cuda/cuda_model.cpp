@@ -1671,7 +1671,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     int cap = 0;
     for (const auto& r : reqs)
         if (r.summary) cap = std::max(cap, std::clamp(r.summary->cap, 1, 1024));
-    cap = int(std::min<int64_t>(cap, V));
+    cap = V <= 262144 ? int(std::min<int64_t>(cap, V)) : 0;  // sample_summary's row limit (else the rows)
     if (cap > 0) {
         std::vector<float> inv_t(size_t(m), 1.0f);
         int64_t off = 0;

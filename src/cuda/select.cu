@@ -303,6 +303,7 @@ __device__ __forceinline__ float exp_le0_dev(float x) {
 }
 
 constexpr int kSummaryThreads = 1024;
+constexpr int64_t kSummaryChunk = 256;  // tokens a thread sums (rows up to 1024 chunks: 262144 tokens)
 
 // Block: one row. ids[0..cap) hold topk_kernel's picks (the cap largest logits, ties by lowest index,
 // -1 for -inf), in index order within "above" and "equal to" the cap-th; sorted here by logit
@@ -315,7 +316,7 @@ __global__ void __launch_bounds__(kSummaryThreads)
     pdl_release();
     __shared__ uint32_t key[kSummaryThreads];
     __shared__ int32_t idx[kSummaryThreads];
-    __shared__ double part[kSummaryThreads / 32];
+    __shared__ double chunk[kSummaryThreads];  // per chunk of kSummaryChunk tokens, then the pairwise sums
     const int64_t r = blockIdx.x;
     const float* row = logits + r * n;
     int32_t* out = ids + r * cap;
@@ -350,16 +351,30 @@ __global__ void __launch_bounds__(kSummaryThreads)
         }
     const float m = idx[0] != INT32_MAX ? row[idx[0]] : -INFINITY;
     const float it = inv_t[r];
-    double acc = 0;
-    for (int64_t j = t; j < n; j += blockDim.x) acc += exp_le0_dev(__fmul_rn(__fsub_rn(row[j], m), it));
-    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if ((t & 31) == 0) part[t >> 5] = acc;
+    // z in the host sampler's order (runtime exp_row): thread c sums chunk c (256 tokens) as eight float
+    // lanes (lane j: tokens k ≡ j mod 8, in order) added in double in lane order; then the chunks' sums
+    // pairwise, at step s chunk i taking chunk i + s for i a multiple of 2s.
+    const int nc = int((n + kSummaryChunk - 1) / kSummaryChunk);
+    if (t < nc) {
+        const int64_t c0 = int64_t(t) * kSummaryChunk, c1 = min(n, c0 + kSummaryChunk);
+        float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        for (int64_t k = c0; k < c1; k += 8)
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                if (k + j < c1) lane[j] = __fadd_rn(lane[j], exp_le0_dev(__fmul_rn(__fsub_rn(row[k + j], m), it)));
+        double c = 0;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) c = __dadd_rn(c, double(lane[j]));
+        chunk[t] = c;
+    }
+    for (int step = 1; step < nc; step *= 2) {
+        __syncthreads();
+        if (t % (2 * step) == 0 && t + step < nc) chunk[t] = __dadd_rn(chunk[t], chunk[t + step]);
+    }
     __syncthreads();
     if (t == 0) {
-        double s = 0;
-        for (int k = 0; k < int(blockDim.x / 32); ++k) s += part[k];
         mx[r] = m;
-        z[r] = s;
+        z[r] = chunk[0];
     }
     if (t < cap) {
         const int32_t id = idx[t] == INT32_MAX ? -1 : idx[t];
@@ -440,6 +455,7 @@ void sample_summary(const float* logits, int64_t rows, int64_t n, const float* i
                     int32_t* ids, float* w) {
     if (rows <= 0) return;
     if (cap <= 0 || cap > kSummaryThreads || cap > n) fail("sample_summary: cap must be in [1, min(1024, n)]");
+    if (n > kSummaryThreads * kSummaryChunk) fail("sample_summary: rows of more than 262144 tokens");
     int32_t* tie = static_cast<int32_t*>(scratch(kScratchTopkTie, size_t(rows) * sizeof(int32_t)));
     launch_pdl(topk_kernel, unsigned(rows), kTopkThreads, 0, logits, n, static_cast<const int32_t*>(nullptr),
                int64_t(cap), ids, tie);

@@ -120,36 +120,47 @@ void sort_by_logit(std::vector<int32_t>& ids, std::span<const float> l) {
     }
 }
 
-// The weights exp((l - mx) · inv_t) of a row into e (if not null) and their sum: float partial sums
-// of eight lanes over chunks of 256, added in double in a fixed order.
+// The weights exp((l - mx) · inv_t) of a row into e (if not null) and their sum z, in an order a device
+// pass repeats in parallel (cuda::sample_summary, bit for bit): the row in chunks of 256 tokens (the
+// last may be shorter); in a chunk, eight float lane sums (lane j: the tokens k ≡ j mod 8, in order),
+// added in double in lane order; then the chunks' sums added pairwise, at step s = 1, 2, 4, … chunk i
+// taking chunk i + s for every i a multiple of 2s.
 double exp_row(std::span<const float> l, float mx, float inv_t, float* e) {
     constexpr size_t kChunk = 256;
     const size_t n = l.size();
     const v8f mxv = {mx, mx, mx, mx, mx, mx, mx, mx}, itv = {inv_t, inv_t, inv_t, inv_t, inv_t, inv_t, inv_t, inv_t};
-    double s = 0;
-    size_t i = 0;
-    for (; i + kChunk <= n; i += kChunk) {
+    thread_local std::vector<double> chunk;
+    chunk.clear();
+    for (size_t i = 0; i < n; i += kChunk) {
+        const size_t end = std::min(n, i + kChunk);
         v8f part = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (size_t k = i; k < i + kChunk; k += 8) {
+        size_t k = i;
+        for (; k + 8 <= end; k += 8) {
             v8f x;
             std::memcpy(&x, l.data() + k, sizeof x);
             const v8f w = exp_le0((x - mxv) * itv);
             if (e) std::memcpy(e + k, &w, sizeof w);
             part += w;
         }
-        for (int j = 0; j < 8; ++j) s += part[j];
-    }
-    for (; i < n; i += 8) {  // the last n - i < 256 tokens, eight lanes at a time, added one by one
-        const size_t m = std::min<size_t>(8, n - i);
-        v8f x = mxv;
-        std::memcpy(&x, l.data() + i, m * sizeof(float));
-        const v8f w = exp_le0((x - mxv) * itv);
-        for (size_t j = 0; j < m; ++j) {
-            if (e) e[i + j] = w[j];
-            s += w[j];
+        if (k < end) {  // the row's last tokens, fewer than eight: the lanes past the row add nothing
+            const size_t m = end - k;
+            v8f x = mxv;
+            std::memcpy(&x, l.data() + k, m * sizeof(float));
+            v8f w = exp_le0((x - mxv) * itv);
+            for (size_t j = 0; j < 8; ++j) {
+                if (j < m && e) e[k + j] = w[j];
+                if (j >= m) w[j] = 0;
+            }
+            part += w;
         }
+        double c = 0;
+        for (int j = 0; j < 8; ++j) c += part[j];
+        chunk.push_back(c);
     }
-    return s;
+    const size_t nc = chunk.size();
+    for (size_t step = 1; step < nc; step *= 2)
+        for (size_t i = 0; i + step < nc; i += 2 * step) chunk[i] += chunk[i + step];
+    return nc ? chunk[0] : 0.0;
 }
 
 // The first token whose running sum of weights (in id order) passes u: whole blocks of 256 are
