@@ -195,7 +195,8 @@ std::vector<int> parse_list(const std::string& s, const std::string& flag) {
 template <class Tokens>
 void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vector<int>& batches, int context,
                       int decode, std::map<int, double>& step_bytes, double copy_gbs, uint64_t per_token,
-                      bool host_logits, const SamplingParams* sampled, bool use_summaries, Tokens&& tokens) {
+                      bool host_logits, const SamplingParams* sampled, bool use_summaries, bool device_draws,
+                      Tokens&& tokens) {
     auto base = model.new_sequence();
     {
         std::vector<float> logits;
@@ -221,6 +222,7 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
         const runtime::TokenHistory history;
         // Sampled rows as the server asks for them: a summary where it serves (sample_summaries).
         const bool summaries = sampled && use_summaries && runtime::summary_can_serve(*sampled);
+        const bool draws = sampled && device_draws && runtime::whole_row_draw_can_serve(*sampled, cfg.vocab_size);
         std::vector<SummaryRequest> sums(static_cast<size_t>(B));
         std::vector<std::optional<std::vector<std::pair<int32_t, float>>>> dists(static_cast<size_t>(B));
         int64_t rows_summarized = 0, rows_sampled = 0;
@@ -243,6 +245,13 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
                         return d->has_value();
                     };
                     items[size_t(b)].summary = &q;
+                } else if (draws) {  // the uniform now, as the server draws it
+                    SummaryRequest& q = sums[size_t(b)];
+                    q = SummaryRequest{};
+                    q.temperature = sampled->temperature;
+                    q.draw = true;
+                    q.u = rngs[size_t(b)].uniform();
+                    items[size_t(b)].summary = &q;
                 }
             }
             double s = now_s();
@@ -250,7 +259,10 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
             const double fwd = now_s();
             if (sampled)  // as the server does: the rows drawn on the host side by side
                 runtime::for_each_row(size_t(B), [&](size_t b) {
-                    if (sums[b].summarized)
+                    if (sums[b].draw)
+                        picks[b] = sums[b].summarized ? sums[b].token
+                                                      : runtime::draw_whole_row(logits[b], sampled->temperature, sums[b].u);
+                    else if (sums[b].summarized)
                         picks[b] = runtime::draw_filtered(*dists[b], rngs[b]);
                     else
                         picks[b] = runtime::sample(logits[b], *sampled, rngs[b], history).token;
@@ -268,7 +280,8 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
             "decode         batch %d, context %d: %d steps, %.3f ms/step, %.2f tokens/s per sequence, %.1f "
             "tokens/s in all (%s)\n",
             B, context, decode, step_s * 1e3, 1.0 / step_s, B / step_s,
-            sampled && summaries ? "sampled on the host from summaries, else from logits"
+            sampled && draws     ? "drawn on the device"
+            : sampled && summaries ? "sampled on the host from summaries, else from logits"
             : sampled            ? "logits to the host, sampled there"
             : host_logits ? "logits to the host"
                           : "argmax on the device");
@@ -313,6 +326,7 @@ void usage() {
                  "                  (its 1024 most likely tokens) where that serves, else from its logits (the step\n"
                  "                  time includes it)\n"
                  "  --no-summaries  with --sample: every row's logits to the host\n"
+                 "  --device-draws  with --sample T,1: the token drawn on the device, only its id back\n"
                  "  --no-warm       do not bring the weights into the page cache first\n"
                  "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
                  "  --no-quant-sim  turn the quantization simulation off\n"
@@ -321,7 +335,7 @@ void usage() {
 
 int run(int argc, char** argv) {
     std::string dir = dsinfer::cli::default_model_dir(), device = "cpu";
-    bool fp8_prefill = false, host_logits = false, sample = false, summaries = true;
+    bool fp8_prefill = false, host_logits = false, sample = false, summaries = true, device_draws = false;
     SamplingParams sample_params;
     int prompt = 32, decode = 8, context = 8, threads = 0;
     bool warm = true;
@@ -356,6 +370,8 @@ int run(int argc, char** argv) {
             host_logits = true;
         else if (a == "--no-summaries")
             summaries = false;
+        else if (a == "--device-draws")
+            device_draws = true;
         else if (a == "--sample") {
             const std::string v = val();
             const size_t comma = v.find(',');
@@ -492,7 +508,7 @@ int run(int argc, char** argv) {
     double tps_b1 = 0;
     if (on_gpu) {
         decode_on_device(*model, cfg, batches, context, decode, step_bytes, dev_copy_gbs, per_token, host_logits,
-                         sample ? &sample_params : nullptr, summaries, tokens);
+                         sample ? &sample_params : nullptr, summaries, device_draws, tokens);
         return 0;
     }
     for (int B : batches) {

@@ -31,6 +31,10 @@ struct EngineOptions {
     // returns a summary of each row (the most likely 1024 tokens and the row's total weight) instead of
     // the 0.5 MB row whenever the kept tokens are among them; the same tokens either way.
     bool sample_summaries = true;
+    // Sampled requests that filter nothing (no top-k, top_p 1, min_p 0) and have no penalties or
+    // logprobs: the GPU forward draws the token over the row's whole softmax from the request's uniform
+    // (drawn from its stream before the step) and returns only the id; the same token as on the host.
+    bool device_draws = false;
     std::string device = "cpu";    // Engine::load: cpu, or cuda in a build with the CUDA backend
 };
 

@@ -1668,15 +1668,47 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
     // Sampled rows a summary may serve (SummaryRequest): each row's maximum, total weight and most
     // likely `cap` tokens come back (one copy, 8 KB a row against 0.5 MB), and the row itself only when
     // its request finds the summary short. One pass over all m rows (those not asking are ignored).
+    // Whole-softmax draws (SummaryRequest::draw): the token comes back instead of the row.
+    bool any_draw = false;
+    for (const auto& r : reqs) any_draw = any_draw || (r.summary && r.summary->draw);
+    if (any_draw && V <= 262144) {
+        std::vector<float> inv_t(size_t(m), 1.0f);
+        std::vector<double> u(size_t(m), -1.0);
+        int64_t off = 0;
+        for (const auto& r : reqs) {
+            if (r.summary && r.summary->draw) {
+                inv_t[size_t(off)] = 1.0f / r.summary->temperature;  // as the host sampler forms it
+                u[size_t(off)] = r.summary->u;
+            }
+            off += r.count;
+        }
+        float* inv_t_d = call_.f(m);
+        auto* u_d = reinterpret_cast<double*>(call_.i64(m));
+        int32_t* tok_d = call_.i32(m);
+        h2d_staged(inv_t_d, inv_t.data(), size_t(m) * sizeof(float));
+        h2d_staged(u_d, u.data(), size_t(m) * sizeof(double));
+        draw_rows(l, m, V, inv_t_d, u_d, tok_d);
+        std::vector<int32_t> tok(static_cast<size_t>(m));
+        d2h(tok.data(), tok_d, size_t(m) * sizeof(int32_t));
+        off = 0;
+        for (const auto& r : reqs) {
+            if (r.summary && r.summary->draw) {
+                r.summary->token = tok[size_t(off)];
+                r.summary->summarized = true;
+            }
+            off += r.count;
+        }
+        mark("logits.draw");
+    }
     int cap = 0;
     for (const auto& r : reqs)
-        if (r.summary) cap = std::max(cap, std::clamp(r.summary->cap, 1, 1024));
+        if (r.summary && !r.summary->draw) cap = std::max(cap, std::clamp(r.summary->cap, 1, 1024));
     cap = V <= 262144 ? int(std::min<int64_t>(cap, V)) : 0;  // sample_summary's row limit (else the rows)
     if (cap > 0) {
         std::vector<float> inv_t(size_t(m), 1.0f);
         int64_t off = 0;
         for (const auto& r : reqs) {
-            if (r.summary) inv_t[size_t(off)] = 1.0f / r.summary->temperature;  // as the host sampler forms it
+            if (r.summary && !r.summary->draw) inv_t[size_t(off)] = 1.0f / r.summary->temperature;  // as the host sampler forms it
             off += r.count;
         }
         float* inv_t_d = call_.f(m);
@@ -1694,7 +1726,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
         const char* hb = summary_host_.data();
         off = 0;
         for (const auto& r : reqs) {
-            if (r.summary) {
+            if (r.summary && !r.summary->draw) {
                 SummaryRequest& q = *r.summary;
                 RowSummary& sm = q.out;
                 const int qc = std::min(cap, std::clamp(q.cap, 1, 1024));

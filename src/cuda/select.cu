@@ -305,6 +305,35 @@ __device__ __forceinline__ float exp_le0_dev(float x) {
 constexpr int kSummaryThreads = 1024;
 constexpr int64_t kSummaryChunk = 256;  // tokens a thread sums (rows up to 1024 chunks: 262144 tokens)
 
+// The total weight of a row, sum of exp_le0((l - m) · it), in the host sampler's order (runtime exp_row),
+// by a block of kSummaryThreads: thread c sums chunk c (256 tokens) as eight float lanes (lane j: tokens
+// k ≡ j mod 8, in order) added in double in lane order, into chunk[c]; then the chunks' sums pairwise in
+// tree (at step s entry i takes entry i + s, for i a multiple of 2s). Returns the total in every thread.
+// chunk and tree hold kSummaryThreads doubles each and may be the same array (chunk is then overwritten).
+__device__ double row_weight_total(const float* row, int64_t n, float m, float it, double* chunk, double* tree) {
+    const int t = threadIdx.x;
+    const int nc = int((n + kSummaryChunk - 1) / kSummaryChunk);
+    if (t < nc) {
+        const int64_t c0 = int64_t(t) * kSummaryChunk, c1 = min(n, c0 + kSummaryChunk);
+        float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        for (int64_t k = c0; k < c1; k += 8)
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                if (k + j < c1) lane[j] = __fadd_rn(lane[j], exp_le0_dev(__fmul_rn(__fsub_rn(row[k + j], m), it)));
+        double c = 0;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) c = __dadd_rn(c, double(lane[j]));
+        chunk[t] = c;
+        tree[t] = c;
+    }
+    for (int step = 1; step < nc; step *= 2) {
+        __syncthreads();
+        if (t % (2 * step) == 0 && t + step < nc) tree[t] = __dadd_rn(tree[t], tree[t + step]);
+    }
+    __syncthreads();
+    return tree[0];
+}
+
 // Block: one row. ids[0..cap) hold topk_kernel's picks (the cap largest logits, ties by lowest index,
 // -1 for -inf), in index order within "above" and "equal to" the cap-th; sorted here by logit
 // descending, ties by index; then the maximum, the total weight over the whole row (double) and
@@ -351,36 +380,72 @@ __global__ void __launch_bounds__(kSummaryThreads)
         }
     const float m = idx[0] != INT32_MAX ? row[idx[0]] : -INFINITY;
     const float it = inv_t[r];
-    // z in the host sampler's order (runtime exp_row): thread c sums chunk c (256 tokens) as eight float
-    // lanes (lane j: tokens k ≡ j mod 8, in order) added in double in lane order; then the chunks' sums
-    // pairwise, at step s chunk i taking chunk i + s for i a multiple of 2s.
-    const int nc = int((n + kSummaryChunk - 1) / kSummaryChunk);
-    if (t < nc) {
-        const int64_t c0 = int64_t(t) * kSummaryChunk, c1 = min(n, c0 + kSummaryChunk);
-        float lane[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-        for (int64_t k = c0; k < c1; k += 8)
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-                if (k + j < c1) lane[j] = __fadd_rn(lane[j], exp_le0_dev(__fmul_rn(__fsub_rn(row[k + j], m), it)));
-        double c = 0;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) c = __dadd_rn(c, double(lane[j]));
-        chunk[t] = c;
-    }
-    for (int step = 1; step < nc; step *= 2) {
-        __syncthreads();
-        if (t % (2 * step) == 0 && t + step < nc) chunk[t] = __dadd_rn(chunk[t], chunk[t + step]);
-    }
-    __syncthreads();
+    const double total = row_weight_total(row, n, m, it, chunk, chunk);
     if (t == 0) {
         mx[r] = m;
-        z[r] = chunk[0];
+        z[r] = total;
     }
     if (t < cap) {
         const int32_t id = idx[t] == INT32_MAX ? -1 : idx[t];
         out[t] = id;
         w[r * cap + t] = id >= 0 ? exp_le0_dev(__fmul_rn(__fsub_rn(row[id], m), it)) : 0.f;
     }
+}
+
+// Block: one row with u[r] >= 0: the token runtime::draw_whole_row gives for u[r], operation for
+// operation: the row's maximum (a float max: the same value in any order), the chunk sums and the
+// total weight z as summary_finish_kernel forms them, then thread 0 steps over whole chunks by their
+// sums and walks the chunk u · z falls in token by token in double (the last token with weight if
+// rounding leaves it past the end). Rows with u[r] < 0 get -1.
+__global__ void __launch_bounds__(kSummaryThreads)
+    draw_rows_kernel(const float* logits, int64_t n, const float* inv_t, const double* u, int32_t* out) {
+    pdl_wait();
+    pdl_release();
+    __shared__ double chunk[kSummaryThreads], tree[kSummaryThreads];
+    __shared__ float wmax[kSummaryThreads / 32];
+    const int64_t r = blockIdx.x;
+    const double ur = u[r];
+    const int t = threadIdx.x;
+    if (ur < 0) {
+        if (t == 0) out[r] = -1;
+        return;
+    }
+    const float* row = logits + r * n;
+    float m = -INFINITY;
+    for (int64_t j = t; j < n; j += blockDim.x) m = row[j] > m ? row[j] : m;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v = __shfl_xor_sync(0xffffffffu, m, o);
+        m = v > m ? v : m;
+    }
+    if ((t & 31) == 0) wmax[t >> 5] = m;
+    __syncthreads();
+    m = -INFINITY;
+    for (int k = 0; k < int(blockDim.x / 32); ++k) m = wmax[k] > m ? wmax[k] : m;
+    const float it = inv_t[r];
+    const double total = row_weight_total(row, n, m, it, chunk, tree);
+    if (t != 0) return;
+    const double target = __dmul_rn(ur, total);
+    double cum = 0;
+    int64_t i = 0;
+    for (; i + kSummaryChunk <= n; i += kSummaryChunk) {
+        const double blk = chunk[i / kSummaryChunk];
+        if (__dadd_rn(cum, blk) > target) break;
+        cum = __dadd_rn(cum, blk);
+    }
+    for (; i < n; ++i) {
+        const float e = exp_le0_dev(__fmul_rn(__fsub_rn(row[i], m), it));
+        cum = __dadd_rn(cum, double(e));
+        if (target < cum && e > 0.f) {
+            out[r] = int32_t(i);
+            return;
+        }
+    }
+    for (int64_t j = n - 1; j >= 0; --j)
+        if (exp_le0_dev(__fmul_rn(__fsub_rn(row[j], m), it)) > 0.f) {
+            out[r] = int32_t(j);
+            return;
+        }
+    out[r] = 0;
 }
 
 }  // namespace
@@ -461,6 +526,13 @@ void sample_summary(const float* logits, int64_t rows, int64_t n, const float* i
                int64_t(cap), ids, tie);
     DSINFER_CUDA_LAUNCH();
     launch_pdl(summary_finish_kernel, unsigned(rows), kSummaryThreads, 0, logits, n, inv_t, cap, mx, z, ids, w);
+    DSINFER_CUDA_LAUNCH();
+}
+
+void draw_rows(const float* logits, int64_t rows, int64_t n, const float* inv_t, const double* u, int32_t* out) {
+    if (rows <= 0) return;
+    if (n <= 0 || n > kSummaryThreads * kSummaryChunk) fail("draw_rows: rows of 1 to 262144 tokens");
+    launch_pdl(draw_rows_kernel, unsigned(rows), kSummaryThreads, 0, logits, n, inv_t, u, out);
     DSINFER_CUDA_LAUNCH();
 }
 

@@ -24,11 +24,19 @@ struct RowSummary {
 // logits are (the GPU forward) fills `out`, asks `enough`, and when it returns true delivers no row
 // and sets `summarized`; otherwise, and for a forward that does not summarize (the host's), the row
 // comes as asked and `summarized` stays false.
+//
+// With `draw` (a request whose sampling filters nothing), the forward that can instead draws the token
+// itself from the row's whole softmax at `temperature` for the request's uniform `u` (drawn from its
+// stream beforehand): the token runtime::draw_whole_row gives, in `token`, with `summarized` set and no
+// row delivered; `enough` and `out` are not used.
 struct SummaryRequest {
     float temperature = 1;
     int cap = 1024;  // tokens kept (1 .. 1024)
     std::function<bool(const RowSummary&)> enough;
     RowSummary out;
+    bool draw = false;
+    double u = 0;
+    int32_t token = -1;
     bool summarized = false;
 };
 

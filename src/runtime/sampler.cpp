@@ -366,6 +366,18 @@ std::optional<std::vector<std::pair<int32_t, float>>> filtered_from_summary(cons
     return finish_distribution(ids, w, s.z, p, top_k);
 }
 
+int32_t draw_whole_row(std::span<const float> logits, float temperature, double u) {
+    const float mx = row_max(logits);
+    std::vector<float>& e = weights_buffer(logits.size());
+    const double sum = exp_row(logits, mx, 1.0f / temperature, e.data());
+    return draw_weights(std::span<const float>(e.data(), logits.size()), u * sum);
+}
+
+bool whole_row_draw_can_serve(const SamplingParams& p, int64_t vocab) {
+    const bool unfiltered = (p.top_k <= 0 || p.top_k >= vocab) && p.top_p >= 1.0f && p.min_p <= 0;
+    return !is_greedy(p) && !uses_penalties(p) && p.logprobs < 0 && unfiltered;
+}
+
 int32_t draw_filtered(const std::vector<std::pair<int32_t, float>>& dist, Rng& rng) {
     double u = rng.uniform(), cum = 0;
     for (auto& [t, q] : dist) {
@@ -393,10 +405,7 @@ SampleResult sample(std::span<const float> raw, const SamplingParams& p, Rng& rn
         r.token = first_max(logits);
     } else if ((p.top_k <= 0 || p.top_k >= (int)logits.size()) && p.top_p >= 1.0f && p.min_p <= 0) {
         // Nothing filtered: draw from the whole softmax in id order, no sorting.
-        const float mx = row_max(logits);
-        std::vector<float>& e = weights_buffer(logits.size());
-        const double sum = exp_row(logits, mx, 1.0f / p.temperature, e.data());
-        r.token = draw_weights(std::span<const float>(e.data(), logits.size()), rng.uniform() * sum);
+        r.token = draw_whole_row(logits, p.temperature, rng.uniform());
     } else {
         r.token = draw_filtered(filtered_distribution(logits, p), rng);
     }

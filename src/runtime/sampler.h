@@ -66,6 +66,16 @@ std::vector<std::pair<int32_t, float>> filtered_distribution(std::span<const flo
 SampleResult sample(std::span<const float> logits, const SamplingParams& p, Rng& rng, const TokenHistory& h);
 // The draw sample() makes from a filtered distribution (one uniform, the kept tokens in order).
 int32_t draw_filtered(const std::vector<std::pair<int32_t, float>>& dist, Rng& rng);
+// The draw sample() makes when nothing is filtered, for its uniform u in [0, 1): the first token (id
+// order) whose running sum of weights exp((l - max) / T) passes u · z (z summed as exp_row sums it;
+// whole chunks of 256 stepped over by their float-lane sums, the one u falls in walked token by token
+// in double; the last token with weight if rounding leaves u past the end). cuda::draw_rows is the
+// device pass, the same token.
+int32_t draw_whole_row(std::span<const float> logits, float temperature, double u);
+// Whether a row for these parameters is drawn over its whole softmax (nothing filtered: no top-k below
+// the vocabulary, top_p 1, min_p 0) with nothing else read from it (not greedy, no penalties, no
+// logprobs): the draw a device pass can make from a uniform drawn beforehand (SummaryRequest::draw).
+bool whole_row_draw_can_serve(const SamplingParams& p, int64_t vocab);
 
 // The reference summary (RowSummary, model/row_summary.h), computed on the host (the weights and z
 // exactly as the sampler computes them; cuda::sample_summary is the device pass, the same ids and

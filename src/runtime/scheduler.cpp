@@ -256,7 +256,7 @@ void Scheduler::step() {
     const int64_t vocab = info_.vocab_size;
     auto runner_pick = [&](int32_t t) {
         if (t < 0 || t >= vocab)
-            throw std::logic_error("the runner returned no greedy pick (or one outside the vocabulary)");
+            throw std::logic_error("the runner returned no pick (or one outside the vocabulary)");
         return t;
     };
     // Greedy without penalties or logprobs needs only the argmax: the runner finds it where the
@@ -362,6 +362,13 @@ void Scheduler::step() {
                         return d->has_value();
                     };
                     si.summary = &q;
+                } else if (!am && opts_.device_draws && whole_row_draw_can_serve(it.seq->params, vocab)) {
+                    // The row's uniform drawn now, as sample() would draw it after the step.
+                    SummaryRequest& q = summaries_[k];
+                    q.temperature = it.seq->params.temperature;
+                    q.draw = true;
+                    q.u = it.seq->rng.uniform();
+                    si.summary = &q;
                 }
             }
         }
@@ -381,10 +388,14 @@ void Scheduler::step() {
         auto draw_row = [&](size_t j) {
             const size_t k = rows[j];
             Sequence& s = *plan[k].seq;
-            if (summaries_[k].summarized)  // the token sample() would draw from the row
+            const std::span<const float> row(items[k].logits, (size_t)vocab);
+            if (summaries_[k].draw)  // the uniform was drawn before the step
+                drawn[k].token = summaries_[k].summarized ? runner_pick(summaries_[k].token)
+                                                          : draw_whole_row(row, s.params.temperature, summaries_[k].u);
+            else if (summaries_[k].summarized)  // the token sample() would draw from the row
                 drawn[k].token = draw_filtered(*summary_dists_[k], s.rng);
             else
-                drawn[k] = sample(std::span<const float>(items[k].logits, (size_t)vocab), s.params, s.rng, s.history);
+                drawn[k] = sample(row, s.params, s.rng, s.history);
         };
         for_each_row(rows.size(), draw_row);
         stats_.sampled_rows += (int64_t)rows.size();

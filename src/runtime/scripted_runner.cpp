@@ -86,9 +86,14 @@ void ScriptedRunner::step(std::span<StepItem> items) {
             // (the caller must not read it).
             if (it.summary && o_.summary_cap > 0 && rows == 1 && it.logits) {
                 SummaryRequest& q = *it.summary;
-                q.out = summarize_row(std::span<const float>(out, (size_t)o_.vocab), q.temperature,
-                                      (size_t)std::min(q.cap, o_.summary_cap));
-                q.summarized = q.enough && q.enough(q.out);
+                const std::span<const float> row(out, (size_t)o_.vocab);
+                if (q.draw) {
+                    q.token = draw_whole_row(row, q.temperature, q.u);
+                    q.summarized = true;
+                } else {
+                    q.out = summarize_row(row, q.temperature, (size_t)std::min(q.cap, o_.summary_cap));
+                    q.summarized = q.enough && q.enough(q.out);
+                }
                 if (q.summarized) std::fill(out, out + o_.vocab, std::numeric_limits<float>::quiet_NaN());
             }
         }

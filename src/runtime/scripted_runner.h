@@ -20,7 +20,7 @@ struct ScriptedOptions {
     std::function<int32_t(std::span<const int32_t>)> next_token;
     float peak = 8.0f;        // logit of the chosen token above the others' spread in [-2, 0]
     int step_delay_us = 0;    // simulated compute time per step
-    int summary_cap = 0;      // > 0: answer StepItem summary requests (tokens kept, at most this many)
+    int summary_cap = 0;      // > 0: answer StepItem summary requests (tokens kept, at most this many) and draws
     // A draft model for speculative decoding (off: the runner has none, like a model without MTP).
     // Its token for a context; default: next_token's, except a deterministic quarter of contexts where
     // it is off by one. Its logits: the same construction with a spread of its own.

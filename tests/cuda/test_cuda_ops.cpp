@@ -1000,6 +1000,40 @@ TEST_F(CudaOps, SampleSummaryMatchesHost) {
         }
 }
 
+// The device's whole-softmax draw (draw_rows) is the host sampler's (runtime::draw_whole_row): the same
+// token for every row and uniform, bitwise, over rows of 129280 (505 chunks), 3000 and 1001 tokens
+// (a chunk ending inside a group of eight): noise, a peaked row, a flat row, a row half -inf, and
+// uniforms at 0, near 1 and between; rows with a negative uniform get -1.
+TEST_F(CudaOps, DrawRowsMatchHost) {
+    const float inf = std::numeric_limits<float>::infinity();
+    for (int64_t n : {int64_t(129280), int64_t(3000), int64_t(1001)}) {
+        SCOPED_TRACE(testing::Message() << "n " << n);
+        const std::vector<double> us = {0.0, 0.5, 0.999999, 0.123456789, 0.87654321, 0.3, 0.7, -1.0};
+        const int64_t rows = int64_t(us.size());
+        auto l = randn(size_t(rows * n), 3.f);
+        auto row = [&](int64_t r) { return l.data() + r * n; };
+        for (int64_t j = 0; j < n; ++j) row(1)[j] = row(1)[j] * 0.5f - 6.f;  // peaked: 40 likely tokens
+        for (int i = 0; i < 40; ++i) row(1)[(i * 3203 + 17) % n] = 4.0f + float(i % 11) * 0.7f;
+        for (int64_t j = 0; j < n; ++j) row(2)[j] *= 0.03f;                 // flat
+        for (int64_t j = 0; j < n; j += 2) row(3)[j] = -inf;                // half masked
+        const std::vector<float> temps = {1.0f, 0.6f, 1.5f, 0.8f, 1.0f, 2.0f, 0.3f, 1.0f};
+        std::vector<float> inv_t;
+        for (float t : temps) inv_t.push_back(1.0f / t);
+        Dev dl(l), dt(inv_t), du(us), out(size_t(rows) * 4);
+        cuda::draw_rows(dl.f(), rows, n, dt.f(), static_cast<const double*>(du.p), out.i());
+        const auto got = out.get<int32_t>();
+        for (int64_t r = 0; r < rows; ++r) {
+            SCOPED_TRACE(testing::Message() << "row " << r);
+            if (us[size_t(r)] < 0) {
+                EXPECT_EQ(got[size_t(r)], -1);
+                continue;
+            }
+            EXPECT_EQ(got[size_t(r)], runtime::draw_whole_row(std::span<const float>(row(r), size_t(n)),
+                                                              temps[size_t(r)], us[size_t(r)]));
+        }
+    }
+}
+
 // Uploads through h2d_staged with parameter uploads on and off: every size lands intact (kernel
 // parameters up to 8 KB, staging beyond and for sizes that are not 4-byte multiples), in stream order
 // with the kernels around them.

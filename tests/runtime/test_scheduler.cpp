@@ -189,9 +189,10 @@ TEST(Scheduler, ManySampledRowsInOneStepMatchAlone) {
 
 // Sampled rows drawn from summaries (the scripted runner summarizes as the GPU forward does, and poisons
 // the rows it summarized) give the tokens the whole rows give. Rows whose kept tokens may lie beyond the
-// summary's 64 come whole, as do rows the summary cannot serve (logprobs, penalties).
+// summary's 64 come whole, as do rows the summary cannot serve (logprobs, penalties). Rows that filter
+// nothing are drawn by the runner from a uniform drawn before the step (device_draws): the same tokens.
 TEST(Scheduler, SummarySamplingGivesTheRowsTokens) {
-    auto run = [](int summary_cap, bool on, EngineStats* stats) {
+    auto run = [](int summary_cap, bool on, bool draws, EngineStats* stats) {
         ScriptedOptions so;
         so.peak = 0.5f;
         so.summary_cap = summary_cap;
@@ -200,14 +201,15 @@ TEST(Scheduler, SummarySamplingGivesTheRowsTokens) {
         o.max_batch_tokens = 100000;
         o.prefix_caching = false;
         o.sample_summaries = on;
+        o.device_draws = draws;
         Harness h(o, so);
         std::vector<uint64_t> ids;
-        for (int i = 0; i < 21; ++i) {
+        for (int i = 0; i < 24; ++i) {
             SamplingParams p;
             p.temperature = 1.2f;
             p.seed = 900 + (uint64_t)i;
             p.max_tokens = 10;
-            switch (i % 7) {
+            switch (i % 8) {
                 case 0: p.top_k = 8; break;          // within the summary
                 case 1: p.top_k = 100; break;        // beyond it: the row
                 case 2: p.top_p = 0.1f; break;       // a narrow nucleus: within
@@ -215,6 +217,7 @@ TEST(Scheduler, SummarySamplingGivesTheRowsTokens) {
                 case 4: p.min_p = 0.6f; break;       // within
                 case 5: p.top_k = 8, p.logprobs = 2; break;                // reads the row
                 case 6: p.top_p = 0.1f, p.presence_penalty = 0.5f; break;  // likewise
+                case 7: p.temperature = 0.9f; break;                        // nothing filtered: a draw
             }
             ids.push_back(h.submit(make_prompt(6 + i % 4, 70 + i), p));
         }
@@ -224,17 +227,20 @@ TEST(Scheduler, SummarySamplingGivesTheRowsTokens) {
         for (uint64_t id : ids) out.push_back(h.results[id].tokens);
         return out;
     };
-    EngineStats with, off, rows_only;
-    const auto a = run(64, true, &with);
-    const auto b = run(64, false, &off);
-    const auto c = run(0, true, &rows_only);
+    EngineStats with, draws, off, rows_only;
+    const auto a = run(64, true, false, &with);
+    const auto d = run(64, true, true, &draws);
+    const auto b = run(64, false, false, &off);
+    const auto c = run(0, true, true, &rows_only);
     EXPECT_EQ(a, b);
     EXPECT_EQ(a, c);
+    EXPECT_EQ(a, d);
     size_t total = 0;
     for (const auto& t : a) total += t.size();
-    EXPECT_GT(total, 21u * 5);
-    EXPECT_GT(with.summary_rows, with.sampled_rows / 4);  // three kinds of seven within
+    EXPECT_GT(total, 24u * 5);
+    EXPECT_GT(with.summary_rows, with.sampled_rows / 5);  // three kinds of eight within
     EXPECT_LT(with.summary_rows, with.sampled_rows / 2);
+    EXPECT_GT(draws.summary_rows, with.summary_rows + with.sampled_rows / 10);  // and the draws
     EXPECT_EQ(off.summary_rows, 0);
     EXPECT_EQ(rows_only.summary_rows, 0);
     EXPECT_EQ(off.sampled_rows, with.sampled_rows);
