@@ -316,6 +316,10 @@ void argmax_rows(const float* logits, int64_t rows, int64_t n, int32_t* out);
 // 1 <= cap <= min(1024, n); n <= 262144.
 void sample_summary(const float* logits, int64_t rows, int64_t n, const float* inv_t, int cap, float* mx, double* z,
                     int32_t* ids, float* w);
+// topk (the indexer's) and sample_summary's select: the variant with warp-aggregated histogram atomics
+// and the compaction by contiguous segments (the same output; DSINFER_CUDA_TOPK_SEGMENTS=1 or this;
+// off by default until measured).
+void set_topk_segments(bool on);
 // out[r] = the token runtime::draw_whole_row(row r, 1 / inv_t[r], u[r]) gives (a draw over the whole
 // softmax, the same operations in the same order), or -1 where u[r] < 0. logits [rows, n], inv_t
 // [rows], u [rows] (double) and out [rows] device; n <= 262144.

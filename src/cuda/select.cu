@@ -2,6 +2,8 @@
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <vector>
 
 #include "cpu/cpu_ops.h"
@@ -76,10 +78,26 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 
 constexpr int kTopkThreads = 1024;
 
+std::atomic<int> g_topk_segments{-1};  // -1: DSINFER_CUDA_TOPK_SEGMENTS (read once; on only if '1')
+bool topk_segments() {
+    int m = g_topk_segments.load();
+    if (m < 0) {
+        const char* v = std::getenv("DSINFER_CUDA_TOPK_SEGMENTS");
+        m = v && v[0] == '1' ? 1 : 0;
+        g_topk_segments = m;
+    }
+    return m == 1;
+}
+
 // Radix select of the kk-th largest key, then an in-order compaction: all keys above it, and the
 // lowest-index ones equal to it. tie[i] = 1 when keys equal to the kk-th (finite) one are more than
 // the slots left for them: the set is then not fixed by the values, and the host redoes the row
 // with the CPU's PyTorch tie order (topk below).
+// SEG (DSINFER_CUDA_TOPK_SEGMENTS=1, set_topk_segments; off until measured): one shared atomic per
+// distinct bin of a warp in the histograms (a flat row puts most keys in one bin), and the compaction
+// by contiguous segments (thread t owns segment t: count its keys above and at the threshold, two block
+// scans, write in index order) instead of ⌈n / 1024⌉ rounds of one block scan each; the same output.
+template <bool SEG>
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores, int64_t n_all, const int32_t* valid,
                                                             int64_t k, int32_t* idx, int32_t* tie) {
     pdl_wait();
@@ -108,9 +126,22 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores,
             for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
             __syncthreads();
             const uint32_t prefix = s_prefix, mask = s_mask;
-            for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-                const uint32_t key = order_key(s[j]);
-                if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1);
+            if constexpr (SEG) {
+                for (int64_t c0 = 0; c0 < n; c0 += blockDim.x) {
+                    const int64_t j = c0 + threadIdx.x;
+                    int bin = -1;
+                    if (j < n) {
+                        const uint32_t key = order_key(s[j]);
+                        if ((key & mask) == prefix) bin = int((key >> shift) & 255);
+                    }
+                    const unsigned peers = __match_any_sync(0xffffffffu, bin);
+                    if (bin >= 0 && int(threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
+                }
+            } else {
+                for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+                    const uint32_t key = order_key(s[j]);
+                    if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255], 1);
+                }
             }
             __syncthreads();
             if (threadIdx.x == 0) {
@@ -129,7 +160,33 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores,
     }
     const uint32_t thr = s_prefix;
     const int64_t take_eq = s_remaining, count_gt = kk - take_eq;
-    for (int64_t c0 = 0; c0 < n && kk > 0; c0 += blockDim.x) {
+    if (SEG && kk > 0) {
+        const int64_t seg = (n + blockDim.x - 1) / blockDim.x;
+        const int64_t a = min(n, int64_t(threadIdx.x) * seg), b = min(n, a + seg);
+        int gt = 0, eq = 0;
+        for (int64_t j = a; j < b; ++j) {
+            const uint32_t key = order_key(s[j]);
+            gt += key > thr;
+            eq += key == thr;
+        }
+        int gt_ex, eq_ex, eq_total;
+        Scan(scan_tmp).ExclusiveSum(gt, gt_ex);
+        __syncthreads();
+        Scan(scan_tmp).ExclusiveSum(eq, eq_ex, eq_total);
+        int64_t pg = gt_ex, pe = eq_ex;
+        if (gt > 0 || (eq > 0 && pe < take_eq))
+            for (int64_t j = a; j < b; ++j) {
+                const uint32_t key = order_key(s[j]);
+                if (key > thr) {
+                    out[pg++] = int32_t(j);
+                } else if (key == thr) {
+                    if (pe < take_eq) out[count_gt + pe] = int32_t(j);
+                    ++pe;
+                }
+            }
+        if (threadIdx.x == 0) s_base_eq = eq_total;
+    }
+    for (int64_t c0 = 0; !SEG && c0 < n && kk > 0; c0 += blockDim.x) {
         const int64_t j = c0 + threadIdx.x;
         int gt = 0, eq = 0;
         if (j < n) {
@@ -468,7 +525,10 @@ void index_scores(const float* q, const float* w, int64_t t, int64_t h, int64_t 
 void topk(const float* scores, int64_t t, int64_t n, const int32_t* valid, int64_t k, int32_t* idx) {
     if (t <= 0 || k <= 0) return;
     int32_t* tie = static_cast<int32_t*>(scratch(kScratchTopkTie, size_t(t) * sizeof(int32_t)));
-    launch_pdl(topk_kernel, unsigned(t), kTopkThreads, 0, scores, n, valid, k, idx, tie);
+    if (topk_segments())
+        launch_pdl(topk_kernel<true>, unsigned(t), kTopkThreads, 0, scores, n, valid, k, idx, tie);
+    else
+        launch_pdl(topk_kernel<false>, unsigned(t), kTopkThreads, 0, scores, n, valid, k, idx, tie);
     DSINFER_CUDA_LAUNCH();
     // Rows whose k-th score ties with candidates left out: PyTorch's CPU topk picks among them by
     // its selection algorithm (indexer scores tie exactly at zero), so those rows are redone on the
@@ -522,8 +582,12 @@ void sample_summary(const float* logits, int64_t rows, int64_t n, const float* i
     if (cap <= 0 || cap > kSummaryThreads || cap > n) fail("sample_summary: cap must be in [1, min(1024, n)]");
     if (n > kSummaryThreads * kSummaryChunk) fail("sample_summary: rows of more than 262144 tokens");
     int32_t* tie = static_cast<int32_t*>(scratch(kScratchTopkTie, size_t(rows) * sizeof(int32_t)));
-    launch_pdl(topk_kernel, unsigned(rows), kTopkThreads, 0, logits, n, static_cast<const int32_t*>(nullptr),
-               int64_t(cap), ids, tie);
+    if (topk_segments())
+        launch_pdl(topk_kernel<true>, unsigned(rows), kTopkThreads, 0, logits, n, static_cast<const int32_t*>(nullptr),
+                   int64_t(cap), ids, tie);
+    else
+        launch_pdl(topk_kernel<false>, unsigned(rows), kTopkThreads, 0, logits, n, static_cast<const int32_t*>(nullptr),
+                   int64_t(cap), ids, tie);
     DSINFER_CUDA_LAUNCH();
     launch_pdl(summary_finish_kernel, unsigned(rows), kSummaryThreads, 0, logits, n, inv_t, cap, mx, z, ids, w);
     DSINFER_CUDA_LAUNCH();
@@ -535,5 +599,7 @@ void draw_rows(const float* logits, int64_t rows, int64_t n, const float* inv_t,
     launch_pdl(draw_rows_kernel, unsigned(rows), kSummaryThreads, 0, logits, n, inv_t, u, out);
     DSINFER_CUDA_LAUNCH();
 }
+
+void set_topk_segments(bool on) { g_topk_segments = on ? 1 : 0; }
 
 }  // namespace dsinfer::cuda

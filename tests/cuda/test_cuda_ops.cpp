@@ -1000,6 +1000,55 @@ TEST_F(CudaOps, SampleSummaryMatchesHost) {
         }
 }
 
+// The select's two variants (set_topk_segments: warp-aggregated histograms and the compaction by
+// segments, against one block scan per 1024 entries) give the same picks in the same order: the
+// indexer's top-k over rows with exact ties, -inf tails and per-row candidate counts, and the sample
+// summaries of Flash-size rows (a flat one: most keys in one histogram bin).
+TEST_F(CudaOps, TopkSegmentsMatchRounds) {
+    const float inf = std::numeric_limits<float>::infinity();
+    for (auto [t, n, k] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {3, 40, 4}, {2, 1000, 64}, {4, 4096, 512}, {2, 20000, 512}, {2, 129280, 1024}}) {
+        SCOPED_TRACE(testing::Message() << "t " << t << " n " << n << " k " << k);
+        std::vector<float> s(size_t(t * n));
+        std::uniform_int_distribution<int> coin(0, 3);
+        for (int64_t i = 0; i < t; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+                const int c = coin(rng());
+                s[size_t(i * n + j)] = c == 0 ? 1.f + float(j % 97) : (c == 1 ? -inf : 0.f);
+            }
+        std::vector<int32_t> valid(static_cast<size_t>(t));
+        for (int64_t i = 0; i < t; ++i) valid[size_t(i)] = int32_t(std::max<int64_t>(1, n - i * 13));
+        Dev ds(s), dv(valid);
+        std::vector<std::vector<int32_t>> got;
+        for (bool seg : {false, true}) {
+            cuda::set_topk_segments(seg);
+            Dev out(size_t(t * k) * 4);
+            cuda::backend().topk(ds.f(), t, n, dv.i(), k, out.i());
+            got.push_back(out.get<int32_t>());
+        }
+        EXPECT_EQ(got[0], got[1]);
+    }
+    const int64_t rows = 3, n = 129280;
+    const int cap = 1024;
+    auto l = randn(size_t(rows * n), 3.f);
+    for (int64_t j = 0; j < n; ++j) l[size_t(n + j)] *= 0.01f;                        // flat
+    for (int64_t j = 0; j < n; ++j) l[size_t(2 * n + j)] = float(int(l[size_t(j)] * 4.f)) / 4.f;  // ties
+    const std::vector<float> inv_t = {1.0f, 1.0f / 0.6f, 1.0f};
+    Dev dl(l), dt(inv_t);
+    std::vector<std::vector<int32_t>> ids;
+    std::vector<std::vector<float>> ws;
+    for (bool seg : {false, true}) {
+        cuda::set_topk_segments(seg);
+        Dev mx(size_t(rows) * 4), w(size_t(rows * cap) * 4), id(size_t(rows * cap) * 4), z(size_t(rows) * 8);
+        cuda::sample_summary(dl.f(), rows, n, dt.f(), cap, mx.f(), static_cast<double*>(z.p), id.i(), w.f());
+        ids.push_back(id.get<int32_t>());
+        ws.push_back(w.get<float>());
+    }
+    cuda::set_topk_segments(false);
+    EXPECT_EQ(ids[0], ids[1]);
+    EXPECT_EQ(ws[0], ws[1]);
+}
+
 // The device's whole-softmax draw (draw_rows) is the host sampler's (runtime::draw_whole_row): the same
 // token for every row and uniform, bitwise, over rows of 129280 (505 chunks), 3000 and 1001 tokens
 // (a chunk ending inside a group of eight): noise, a peaked row, a flat row, a row half -inf, and
