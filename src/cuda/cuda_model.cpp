@@ -1665,9 +1665,6 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
             off += r.count;
         }
     }
-    // Sampled rows a summary may serve (SummaryRequest): each row's maximum, total weight and most
-    // likely `cap` tokens come back (one copy, 8 KB a row against 0.5 MB), and the row itself only when
-    // its request finds the summary short. One pass over all m rows (those not asking are ignored).
     // Whole-softmax draws (SummaryRequest::draw): the token comes back instead of the row.
     bool any_draw = false;
     for (const auto& r : reqs) any_draw = any_draw || (r.summary && r.summary->draw);
@@ -1700,6 +1697,9 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
         }
         mark("logits.draw");
     }
+    // Sampled rows a summary may serve (SummaryRequest): each row's maximum, total weight and most
+    // likely `cap` tokens come back (one copy, 8 KB a row against 0.5 MB), and the row itself only when
+    // its request finds the summary short. One pass over all m rows (those not asking are ignored).
     int cap = 0;
     for (const auto& r : reqs)
         if (r.summary && !r.summary->draw) cap = std::max(cap, std::clamp(r.summary->cap, 1, 1024));
