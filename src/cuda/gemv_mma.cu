@@ -35,6 +35,7 @@
 // 2^-38 of the largest to f16 subnormals), against float32's 24 and the 1e-5 bars.
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
+#include <cuda_pipeline.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -56,6 +57,8 @@ constexpr int kMmaWarps = 8;
 constexpr int kMmaThreads = kMmaWarps * 32;
 constexpr int64_t kMmaMaxK = 16384;  // x staged as f16: 32 KB of shared memory
 constexpr int kMmaMaxInline = 8;
+constexpr int kMmaScalePad = 4;          // SMS: bytes between rows of staged scales beyond the row
+constexpr int64_t kMmaMaxScaleSmem = 32768;  // SMS: staged scale bytes at most (else cfg 1)
 
 struct MmaParams {
     int64_t k, n_rows, n0, scale_cols;
@@ -65,6 +68,8 @@ struct MmaParams {
     int tiles;   // ceil(n_rows / 16)
     int cfg;     // kernel variant (mma_cfg)
     bool device_jobs;
+    bool scales4;  // the scales 4-byte aligned (checked on the launch's weight; every upload is its own
+                   // device allocation, so a grouped launch's other experts' scales are too)
 };
 struct MmaJobs {
     GemvJob j[kMmaMaxInline];
@@ -161,23 +166,28 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 
 // DEPTH: rounds of weight loads in flight per lane (2 × 16 bytes each); MINB: resident blocks per SM
 // the registers are fitted to (4, 2: 128 registers; 3, 3: 80; 2, 4: 64). SPLIT: x as hi + lo terms
-// (header). PRE (FP4 with E8M0 scales): a round's four scale bytes a lane uses (two blocks of each of its
-// rows) loaded with its weights, DEPTH rounds ahead, instead of at the end of the round. MOE: MmaMoe's
-// stage (0: jobs given; a compile-time choice, so the other kernels keep their registers).
-template <int FMT, int DEPTH, int MINB, bool SPLIT, bool PRE, int MOE>
+// (header). SC, the scale bytes of FP4 weights with E8M0 scales: 0 read per round at its end; 1 (PRE)
+// a round's four bytes a lane uses (two blocks of each of its rows) loaded with its weights, DEPTH
+// rounds ahead; 2 (SMS) the block's rows' scale bytes copied once into shared memory before the wait
+// (rows kMmaScalePad bytes apart: conflict-free), read from there (the per-round global byte loads
+// are as many sector requests as the weights' and miss L1 about half the time). MOE: MmaMoe's stage
+// (0: jobs given; a compile-time choice, so the other kernels keep their registers).
+template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE>
 __global__ void __launch_bounds__(kMmaThreads, MINB)
     gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
+    constexpr bool PRE = SC == 1, SMS = SC == 2;
     constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
     constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
     constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
     constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
-    static_assert(!PRE || F4, "scales ahead: FP4 only");
+    static_assert((!PRE && !SMS) || F4, "scales ahead or staged: FP4 only");
     static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
     __half* xh = reinterpret_cast<__half*>(smem);  // [k] f16, lane order; split: then [k] lo terms
     float* xsc = reinterpret_cast<float*>(xh + (SPLIT ? 2 * p.k : p.k));  // [k / 128] x scales
     float* part = xsc + p.k / 128;                    // [8 warps][16] partials
+    uint8_t* ssc = reinterpret_cast<uint8_t*>(part + kMmaWarps * 16);  // SMS: [tpb · 16 rows][scale_cols + pad]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int tpb = kMmaWarps / p.ks;
     const int tib = warp % tpb, ksp = warp / tpb;
@@ -215,6 +225,19 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
             if constexpr (PRE)
                 sq[i] = uint32_t(__ldg(spa + 2 * (r_begin + i))) | (uint32_t(__ldg(spb + 2 * (r_begin + i))) << 16);
         }
+    [[maybe_unused]] const int sstride = int(p.scale_cols) + kMmaScalePad;
+    if constexpr (SMS) {  // the block's rows' scale bytes (weights: independent of the kernel before),
+                          // copied asynchronously (no registers held), waited for before the barrier below
+        const int rows = tpb * 16, words = int(p.scale_cols / 4);  // scale_cols: k / 32, a multiple of 4
+        const int64_t row0 = int64_t(blockIdx.x) * tpb * 16;
+        const uint8_t* s0 = static_cast<const uint8_t*>(job.s);  // 4-byte aligned (launch_mma_fmt checks)
+        for (int q = threadIdx.x; q < rows * words; q += kMmaThreads) {
+            const int row = q / words, wd = q % words;
+            __pipeline_memcpy_async(ssc + row * sstride + wd * 4,
+                                    s0 + (jn0 + min(row0 + row, last)) * p.scale_cols + wd * 4, 4);
+        }
+        __pipeline_commit();
+    }
     if (early) pdl_wait();
     pdl_release();
 
@@ -260,6 +283,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
             if constexpr (SPLIT) xh[p.k + at] = __float2half_rn(v - __half2float(hi));
         }
     }
+    if constexpr (SMS) __pipeline_wait_prior(0);
     __syncthreads();
 
     // Lanes (g, c) with g == c feed block c's x as column c of B (split: g == c + 4 its lo terms as
@@ -323,6 +347,10 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
                 if constexpr (PRE) {  // block r·4 + 2(c mod 2) + h: the same bytes as below
                     swa = e8m0_dev(uint8_t(sr >> (8 * h))) * kW;
                     swb = e8m0_dev(uint8_t(sr >> (16 + 8 * h))) * kW;
+                } else if constexpr (SMS) {  // the same bytes, from shared memory
+                    const int kb = r * 4 + ((2 * c + h) & 3), oa = (tib * 16 + g) * sstride + kb;
+                    swa = e8m0_dev(ssc[oa]) * kW;
+                    swb = e8m0_dev(ssc[oa + 8 * sstride]) * kW;
                 } else if constexpr (F4) {
                     const int kb = r * 4 + ((2 * c + h) & 3);
                     swa = scale_dev(job.s, p.sk, sia + kb) * kW;
@@ -393,33 +421,36 @@ std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see
 // launch; DSINFER_CUDA_MMA_CFG=0|1 forces one (read once), or set_mma_cfg. Measured and left off, for FP4 weights
 // without the split (FP8 weights keep the per-launch choice; split launches and routed-expert job
 // launches take cfg 1's build for any forced value above 0): 2, cfg 1 with the scale bytes loaded with the weights,
-// DEPTH rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers).
+// DEPTH rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers). Written,
+// not yet measured (off): 4, cfg 1 with the block's scale bytes staged in shared memory once (E8M0 scales,
+// at most kMmaMaxScaleSmem bytes of them; else cfg 1).
 constexpr int64_t kMmaCfg1MaxTiles = int64_t(1) << 18;
 std::atomic<int> g_mma_cfg{-2};  // -2: not read yet; -1: chosen per launch
 int mma_cfg(int64_t tiles, bool fp4) {
     int forced = g_mma_cfg.load();
     if (forced == -2) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
-        forced = v && v[0] >= '0' && v[0] <= '3' ? v[0] - '0' : -1;
+        forced = v && v[0] >= '0' && v[0] <= '4' ? v[0] - '0' : -1;
         g_mma_cfg = forced;
     }
     if (forced >= 0 && (forced <= 1 || fp4)) return forced;
     return tiles > kMmaCfg1MaxTiles ? 0 : 1;
 }
 
-template <int FMT, int DEPTH, int MINB, bool SPLIT, bool PRE = false, int MOE = 0>
+template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC = 0, int MOE = 0>
 void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     const int tpb = kMmaWarps / p.ks;
-    const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4;
+    const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4 +
+                        (SC == 2 ? size_t(tpb) * 16 * size_t(p.scale_cols + kMmaScalePad) : 0);
     static bool attr = false;
     if (!attr) {
-        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, PRE, MOE>,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4)));
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(
+            gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0))));
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
-    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, PRE, MOE>, grid, kMmaThreads, smem, p, inl, jobs, moe);
+    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE>, grid, kMmaThreads, smem, p, inl, jobs, moe);
     DSINFER_CUDA_LAUNCH();
 }
 
@@ -428,15 +459,18 @@ void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
     constexpr bool F4 = FMT != int(WeightFormat::FP8);
     if constexpr (!SPLIT) {  // routed-expert launches that build their own jobs: cfg 0 or 1's registers
         if (moe.stage == 1)
-            return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, false, 1>(p, inl, jobs, njobs, moe)
-                              : launch_mma_cfg<FMT, 3, 3, SPLIT, false, 1>(p, inl, jobs, njobs, moe);
+            return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 0, 1>(p, inl, jobs, njobs, moe)
+                              : launch_mma_cfg<FMT, 3, 3, SPLIT, 0, 1>(p, inl, jobs, njobs, moe);
         if (moe.stage == 2)
-            return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, false, 2>(p, inl, jobs, njobs, moe)
-                              : launch_mma_cfg<FMT, 3, 3, SPLIT, false, 2>(p, inl, jobs, njobs, moe);
+            return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 0, 2>(p, inl, jobs, njobs, moe)
+                              : launch_mma_cfg<FMT, 3, 3, SPLIT, 0, 2>(p, inl, jobs, njobs, moe);
     }
     if constexpr (F4 && !SPLIT) {  // variants measured and left off (mma_cfg)
         if (p.cfg == 2 && p.sk == ScaleKind::E8M0)
-            return launch_mma_cfg<FMT, 3, 3, SPLIT, true>(p, inl, jobs, njobs, moe);
+            return launch_mma_cfg<FMT, 3, 3, SPLIT, 1>(p, inl, jobs, njobs, moe);
+        if (p.cfg == 4 && p.sk == ScaleKind::E8M0 && p.scales4 &&
+            int64_t(kMmaWarps / p.ks) * 16 * (p.scale_cols + kMmaScalePad) <= kMmaMaxScaleSmem)
+            return launch_mma_cfg<FMT, 3, 3, SPLIT, 2>(p, inl, jobs, njobs, moe);
         if (p.cfg == 3) return launch_mma_cfg<FMT, 2, 4, SPLIT>(p, inl, jobs, njobs, moe);
     }
     if (p.cfg >= 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs, moe);
@@ -455,6 +489,7 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
                                                            : MmaFmt<int(WeightFormat::FP8)>::RK));
     p.tiles = int(ceil_div(n_rows, 16));
     p.device_jobs = jobs != nullptr || moe.stage != 0;
+    p.scales4 = (reinterpret_cast<uintptr_t>(like.scale) & 3) == 0;
     p.cfg = mma_cfg(int64_t(p.tiles) * njobs, like.fmt == WeightFormat::FP4);
     // Warps per tile: the split whose waves of resident blocks (two or three per SM) times rounds per warp is
     // least (fewer warps per tile on ties). DSINFER_CUDA_MMA_KS=1|2|4|8 forces one (read once).
@@ -564,7 +599,7 @@ bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_de
 }
 
 void set_mma_cfg(int cfg) {
-    if (cfg < -1 || cfg > 3) fail("set_mma_cfg: -1 (per launch) or 0..3, got " + std::to_string(cfg));
+    if (cfg < -1 || cfg > 4) fail("set_mma_cfg: -1 (per launch) or 0..4, got " + std::to_string(cfg));
     g_mma_cfg = cfg;
 }
 

@@ -1443,7 +1443,8 @@ TEST_F(CudaOps, MoeExpertsMmaOnOff) {
 }
 
 // The tensor-core GEMV's forced variants on the routed experts (FP4, E8M0 scales): 2 (scale bytes loaded
-// ahead with the weights) bitwise 1; 0 and 3 (other depths and blocks per SM) within the CPU bar.
+// ahead with the weights) and 4 (staged in shared memory) bitwise 1; 0 and 3 (other depths and blocks
+// per SM) within the CPU bar.
 TEST_F(CudaOps, MmaCfgVariants) {
     const int64_t d = 4096, inter = 2048, ne = 8, k = 6;
     for (int64_t t : {1, 2}) {
@@ -1454,8 +1455,8 @@ TEST_F(CudaOps, MmaCfgVariants) {
         {
             cuda::ExpertTable table(md.dev);
             Dev dx(md.x), di(md.ids), dw(md.w);
-            std::vector<float> got[4];
-            for (int cfg : {1, 2, 0, 3}) {
+            std::vector<float> got[5];
+            for (int cfg : {1, 2, 0, 3, 4}) {
                 SCOPED_TRACE(testing::Message() << "cfg " << cfg);
                 cuda::set_mma_cfg(cfg);
                 Dev dout = poisoned(ref.size());
@@ -1465,6 +1466,7 @@ TEST_F(CudaOps, MmaCfgVariants) {
             }
             cuda::set_mma_cfg(-1);
             EXPECT_SAME_BITS(got[2], got[1]);
+            EXPECT_SAME_BITS(got[4], got[1]);
         }
         free_moe_weights(md);
     }
