@@ -257,8 +257,8 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
             double s = now_s();
             model.forward(items);
             const double fwd = now_s();
-            if (sampled)  // as the server does: the rows drawn on the host side by side
-                runtime::for_each_row(size_t(B), [&](size_t b) {
+            if (sampled) {  // as the server does: summarized rows in turn, the others side by side
+                auto draw_b = [&](size_t b) {
                     if (sums[b].draw)
                         picks[b] = sums[b].summarized ? sums[b].token
                                                       : runtime::draw_whole_row(logits[b], sampled->temperature, sums[b].u);
@@ -266,7 +266,15 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
                         picks[b] = runtime::draw_filtered(*dists[b], rngs[b]);
                     else
                         picks[b] = runtime::sample(logits[b], *sampled, rngs[b], history).token;
-                });
+                };
+                std::vector<size_t> heavy;
+                for (size_t b = 0; b < size_t(B); ++b)
+                    if (sums[b].summarized)
+                        draw_b(b);
+                    else
+                        heavy.push_back(b);
+                runtime::for_each_row(heavy.size(), [&](size_t j) { draw_b(heavy[j]); });
+            }
             if (step > 0) {  // step 0 warms up
                 total += now_s() - s, sampling += now_s() - fwd;
                 for (const auto& q : sums) rows_summarized += q.summarized ? 1 : 0;
