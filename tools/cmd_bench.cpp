@@ -220,11 +220,11 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
         std::vector<runtime::Rng> rngs;
         for (int b = 0; b < B; ++b) rngs.emplace_back(uint64_t(1000 + b));
         const runtime::TokenHistory history;
-        // Sampled rows as the server asks for them: a summary where it serves (sample_summaries).
+        // Sampled rows as the server asks for them (a summary, or a device draw, where one serves).
         const bool summaries = sampled && use_summaries && runtime::summary_can_serve(*sampled);
         const bool draws = sampled && device_draws && runtime::whole_row_draw_can_serve(*sampled, cfg.vocab_size);
         std::vector<SummaryRequest> sums(static_cast<size_t>(B));
-        std::vector<std::optional<std::vector<std::pair<int32_t, float>>>> dists(static_cast<size_t>(B));
+        std::vector<runtime::KeptDistribution> kept(static_cast<size_t>(B));
         int64_t rows_summarized = 0, rows_sampled = 0;
         double total = 0, sampling = 0;
         for (int step = 0; step <= decode; ++step) {
@@ -236,36 +236,16 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
                     items[size_t(b)].logits_out = &logits[size_t(b)];
                 else
                     items[size_t(b)].argmax_out = &picks[size_t(b)];
-                if (summaries) {
-                    SummaryRequest& q = sums[size_t(b)];
-                    q = SummaryRequest{};
-                    q.temperature = sampled->temperature;
-                    q.enough = [sampled, d = &dists[size_t(b)]](const RowSummary& sm) {
-                        *d = runtime::filtered_from_summary(sm, *sampled);
-                        return d->has_value();
-                    };
-                    items[size_t(b)].summary = &q;
-                } else if (draws) {  // the uniform now, as the server draws it
-                    SummaryRequest& q = sums[size_t(b)];
-                    q = SummaryRequest{};
-                    q.temperature = sampled->temperature;
-                    q.draw = true;
-                    q.u = rngs[size_t(b)].uniform();
-                    items[size_t(b)].summary = &q;
-                }
+                if (sampled && runtime::prepare_row_request(sums[size_t(b)], *sampled, cfg.vocab_size, use_summaries,
+                                                            device_draws, rngs[size_t(b)], &kept[size_t(b)]))
+                    items[size_t(b)].summary = &sums[size_t(b)];
             }
             double s = now_s();
             model.forward(items);
             const double fwd = now_s();
             if (sampled) {  // as the server does: summarized rows in turn, the others side by side
                 auto draw_b = [&](size_t b) {
-                    if (sums[b].draw)
-                        picks[b] = sums[b].summarized ? sums[b].token
-                                                      : runtime::draw_whole_row(logits[b], sampled->temperature, sums[b].u);
-                    else if (sums[b].summarized)
-                        picks[b] = runtime::draw_filtered(*dists[b], rngs[b]);
-                    else
-                        picks[b] = runtime::sample(logits[b], *sampled, rngs[b], history).token;
+                    picks[b] = runtime::finish_row(logits[b], *sampled, rngs[b], history, sums[b], kept[b]).token;
                 };
                 std::vector<size_t> heavy;
                 for (size_t b = 0; b < size_t(B); ++b)

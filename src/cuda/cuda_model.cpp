@@ -1665,24 +1665,32 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
             off += r.count;
         }
     }
+    // Each row's 1 / T (as the host sampler forms it) for the summary requests with draw == `draws`, 1
+    // for the other rows, on the device.
+    auto inv_t_on_device = [&](bool draws) {
+        std::vector<float> inv_t(size_t(m), 1.0f);
+        int64_t off = 0;
+        for (const auto& r : reqs) {
+            if (r.summary && r.summary->draw == draws) inv_t[size_t(off)] = 1.0f / r.summary->temperature;
+            off += r.count;
+        }
+        float* d = call_.f(m);
+        h2d_staged(d, inv_t.data(), size_t(m) * sizeof(float));
+        return d;
+    };
     // Whole-softmax draws (SummaryRequest::draw): the token comes back instead of the row.
     bool any_draw = false;
     for (const auto& r : reqs) any_draw = any_draw || (r.summary && r.summary->draw);
     if (any_draw && V <= 262144) {
-        std::vector<float> inv_t(size_t(m), 1.0f);
         std::vector<double> u(size_t(m), -1.0);
         int64_t off = 0;
         for (const auto& r : reqs) {
-            if (r.summary && r.summary->draw) {
-                inv_t[size_t(off)] = 1.0f / r.summary->temperature;  // as the host sampler forms it
-                u[size_t(off)] = r.summary->u;
-            }
+            if (r.summary && r.summary->draw) u[size_t(off)] = r.summary->u;
             off += r.count;
         }
-        float* inv_t_d = call_.f(m);
+        float* inv_t_d = inv_t_on_device(true);
         auto* u_d = reinterpret_cast<double*>(call_.i64(m));
         int32_t* tok_d = call_.i32(m);
-        h2d_staged(inv_t_d, inv_t.data(), size_t(m) * sizeof(float));
         h2d_staged(u_d, u.data(), size_t(m) * sizeof(double));
         draw_rows(l, m, V, inv_t_d, u_d, tok_d);
         std::vector<int32_t> tok(static_cast<size_t>(m));
@@ -1705,14 +1713,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
         if (r.summary && !r.summary->draw) cap = std::max(cap, std::clamp(r.summary->cap, 1, 1024));
     cap = V <= 262144 ? int(std::min<int64_t>(cap, V)) : 0;  // sample_summary's row limit (else the rows)
     if (cap > 0) {
-        std::vector<float> inv_t(size_t(m), 1.0f);
-        int64_t off = 0;
-        for (const auto& r : reqs) {
-            if (r.summary && !r.summary->draw) inv_t[size_t(off)] = 1.0f / r.summary->temperature;  // as the host sampler forms it
-            off += r.count;
-        }
-        float* inv_t_d = call_.f(m);
-        h2d_staged(inv_t_d, inv_t.data(), size_t(m) * sizeof(float));
+        float* inv_t_d = inv_t_on_device(false);
         // One block: z [m] doubles, then mx [m], ids [m, cap], w [m, cap].
         const size_t bytes = size_t(m) * (8 + 4 + 8 * size_t(cap));
         auto* blk = reinterpret_cast<char*>(call_.i64(int64_t((bytes + 7) / 8)));
@@ -1724,7 +1725,7 @@ void CudaModel::emit_logits(const float* x, const std::vector<LogitsRequest>& re
         summary_host_.resize(bytes);
         d2h(summary_host_.data(), blk, bytes);
         const char* hb = summary_host_.data();
-        off = 0;
+        int64_t off = 0;
         for (const auto& r : reqs) {
             if (r.summary && !r.summary->draw) {
                 SummaryRequest& q = *r.summary;

@@ -339,8 +339,7 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_rows_kernel(const float
 }
 
 // exp(x) for x <= 0 as the host sampler's exp_le0 computes it (runtime/sampler.cpp): the same
-// operations, each rounded on its own (no contraction), so the weights agree to the rounding of
-// the two compilers' exponent bits and no more.
+// operations, each rounded on its own (no contraction on either side), so the same bits.
 __device__ __forceinline__ float exp_le0_dev(float x) {
     const bool live = x > -87.3f;
     x = live ? x : 0.f;

@@ -8,6 +8,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 
 namespace dsinfer::runtime {
@@ -376,6 +377,42 @@ int32_t draw_whole_row(std::span<const float> logits, float temperature, double 
 bool whole_row_draw_can_serve(const SamplingParams& p, int64_t vocab) {
     const bool unfiltered = (p.top_k <= 0 || p.top_k >= vocab) && p.top_p >= 1.0f && p.min_p <= 0;
     return !is_greedy(p) && !uses_penalties(p) && p.logprobs < 0 && unfiltered;
+}
+
+bool prepare_row_request(SummaryRequest& q, const SamplingParams& p, int64_t vocab, bool summaries, bool draws, Rng& rng,
+                         KeptDistribution* kept) {
+    q = SummaryRequest{};
+    q.temperature = p.temperature;
+    if (summaries && summary_can_serve(p)) {
+        q.enough = [&p, kept](const RowSummary& s) {
+            *kept = filtered_from_summary(s, p);
+            return kept->has_value();
+        };
+        return true;
+    }
+    if (draws && whole_row_draw_can_serve(p, vocab)) {
+        q.draw = true;
+        q.u = rng.uniform();
+        return true;
+    }
+    return false;
+}
+
+SampleResult finish_row(std::span<const float> row, const SamplingParams& p, Rng& rng, const TokenHistory& h,
+                        const SummaryRequest& q, const KeptDistribution& kept) {
+    SampleResult r;
+    if (q.draw && q.summarized) {
+        if (q.token < 0 || q.token >= (int64_t)row.size())
+            throw std::logic_error("the runner returned no pick (or one outside the vocabulary)");
+        r.token = q.token;
+    } else if (q.draw) {
+        r.token = draw_whole_row(row, p.temperature, q.u);
+    } else if (q.summarized) {
+        r.token = draw_filtered(*kept, rng);
+    } else {
+        r = sample(row, p, rng, h);
+    }
+    return r;
 }
 
 int32_t draw_filtered(const std::vector<std::pair<int32_t, float>>& dist, Rng& rng) {

@@ -92,6 +92,21 @@ std::optional<std::vector<std::pair<int32_t, float>>> filtered_from_summary(cons
 // row), and some filter (top-k, top-p or min-p; a draw over the whole softmax needs the row).
 bool summary_can_serve(const SamplingParams& p);
 
+// A row asked for with a SummaryRequest (model/row_summary.h), and the token drawn after the forward.
+// `kept`: the kept distribution, found from the summary when it serves.
+using KeptDistribution = std::optional<std::vector<std::pair<int32_t, float>>>;
+// Fills q for a row of a request with these parameters: a summary where summary_can_serve (with
+// summaries), else a device draw where whole_row_draw_can_serve (with draws: its uniform is taken from
+// rng now, as sample() would after the forward). False, and q cleared, when neither applies. kept and
+// p must outlive the forward.
+bool prepare_row_request(SummaryRequest& q, const SamplingParams& p, int64_t vocab, bool summaries, bool draws, Rng& rng,
+                         KeptDistribution* kept);
+// The token of a row after the forward (row: its logits, read only when the forward delivered them):
+// the device draw's token, the draw from the summary's kept distribution, else sample() over the row;
+// the same token in every case. Throws when a device draw returned no token of the vocabulary.
+SampleResult finish_row(std::span<const float> row, const SamplingParams& p, Rng& rng, const TokenHistory& h,
+                        const SummaryRequest& q, const KeptDistribution& kept);
+
 // fn(0) … fn(n − 1): the rows of a step, on up to 16 threads when there are enough of them to pay
 // (from 8 on; sampling a 129k row takes 0.1-0.7 ms). Rethrows the first exception a call threw.
 void for_each_row(size_t n, const std::function<void(size_t)>& fn);

@@ -353,23 +353,9 @@ void Scheduler::step() {
                     si.argmax = argmax_.data() + ai++;
                 else
                     si.logits = logits_.data() + vocab * li++;
-                if (!am && opts_.sample_summaries && summary_can_serve(it.seq->params)) {
-                    // The summary serves when the kept tokens are among its (then kept for the draw).
-                    SummaryRequest& q = summaries_[k];
-                    q.temperature = it.seq->params.temperature;
-                    q.enough = [p = &it.seq->params, d = &summary_dists_[k]](const RowSummary& s) {
-                        *d = filtered_from_summary(s, *p);
-                        return d->has_value();
-                    };
-                    si.summary = &q;
-                } else if (!am && opts_.device_draws && whole_row_draw_can_serve(it.seq->params, vocab)) {
-                    // The row's uniform drawn now, as sample() would draw it after the step.
-                    SummaryRequest& q = summaries_[k];
-                    q.temperature = it.seq->params.temperature;
-                    q.draw = true;
-                    q.u = it.seq->rng.uniform();
-                    si.summary = &q;
-                }
+                if (!am && prepare_row_request(summaries_[k], it.seq->params, vocab, opts_.sample_summaries,
+                                               opts_.device_draws, it.seq->rng, &summary_dists_[k]))
+                    si.summary = &summaries_[k];
             }
         }
         items.push_back(si);
@@ -389,14 +375,8 @@ void Scheduler::step() {
             if (spec[k].feed.empty() && items[k].logits) (summaries_[k].summarized ? light : rows).push_back(k);
         auto draw_k = [&](size_t k) {
             Sequence& s = *plan[k].seq;
-            const std::span<const float> row(items[k].logits, (size_t)vocab);
-            if (summaries_[k].draw)  // the uniform was drawn before the step
-                drawn[k].token = summaries_[k].summarized ? runner_pick(summaries_[k].token)
-                                                          : draw_whole_row(row, s.params.temperature, summaries_[k].u);
-            else if (summaries_[k].summarized)  // the token sample() would draw from the row
-                drawn[k].token = draw_filtered(*summary_dists_[k], s.rng);
-            else
-                drawn[k] = sample(row, s.params, s.rng, s.history);
+            drawn[k] = finish_row(std::span<const float>(items[k].logits, (size_t)vocab), s.params, s.rng, s.history,
+                                  summaries_[k], summary_dists_[k]);
         };
         for (size_t k : light) draw_k(k);
         for_each_row(rows.size(), [&](size_t j) { draw_k(rows[j]); });

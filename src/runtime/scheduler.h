@@ -104,7 +104,7 @@ private:
     std::vector<float> logits_;
     std::vector<int32_t> argmax_;  // greedy picks of the last step (the rows of argmax_only items)
     std::vector<SummaryRequest> summaries_;  // per planned item of the last step (sample_summaries)
-    std::vector<std::optional<std::vector<std::pair<int32_t, float>>>> summary_dists_;
+    std::vector<KeptDistribution> summary_dists_;
     int spec_ = 0;  // EngineOptions::speculative
     EngineStats stats_;
 };
