@@ -245,7 +245,7 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
             const double fwd = now_s();
             if (sampled) {  // as the server does: summarized rows in turn, the others side by side
                 auto draw_b = [&](size_t b) {
-                    picks[b] = runtime::finish_row(logits[b], *sampled, rngs[b], history, sums[b], kept[b]).token;
+                    picks[b] = runtime::finish_row(logits[b], cfg.vocab_size, *sampled, rngs[b], history, sums[b], kept[b]).token;
                 };
                 std::vector<size_t> heavy;
                 for (size_t b = 0; b < size_t(B); ++b)
@@ -314,7 +314,8 @@ void usage() {
                  "                  (its 1024 most likely tokens) where that serves, else from its logits (the step\n"
                  "                  time includes it)\n"
                  "  --no-summaries  with --sample: every row's logits to the host\n"
-                 "  --device-draws  with --sample T,1: the token drawn on the device, only its id back\n"
+                 "  --no-device-draws with --sample T,1: the row to the host (by default the token is drawn on the\n"
+                 "                  device and only its id comes back)\n"
                  "  --no-warm       do not bring the weights into the page cache first\n"
                  "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
                  "  --no-quant-sim  turn the quantization simulation off\n"
@@ -323,7 +324,7 @@ void usage() {
 
 int run(int argc, char** argv) {
     std::string dir = dsinfer::cli::default_model_dir(), device = "cpu";
-    bool fp8_prefill = false, host_logits = false, sample = false, summaries = true, device_draws = false;
+    bool fp8_prefill = false, host_logits = false, sample = false, summaries = true, device_draws = true;
     SamplingParams sample_params;
     int prompt = 32, decode = 8, context = 8, threads = 0;
     bool warm = true;
@@ -358,8 +359,8 @@ int run(int argc, char** argv) {
             host_logits = true;
         else if (a == "--no-summaries")
             summaries = false;
-        else if (a == "--device-draws")
-            device_draws = true;
+        else if (a == "--no-device-draws")
+            device_draws = false;
         else if (a == "--sample") {
             const std::string v = val();
             const size_t comma = v.find(',');

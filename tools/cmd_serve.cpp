@@ -43,8 +43,8 @@ const char* kUsage =
     "                         verified in the same step (default 0 = off)\n"
     "  --no-sample-summaries  cuda: copy every sampled request's logits row to the host (by default a row's\n"
     "                         1024 most likely tokens come back instead whenever they hold what is kept)\n"
-    "  --device-draws         cuda: requests that filter nothing (no top_k, top_p 1, min_p 0) drawn on the\n"
-    "                         GPU from the request's uniform, only the token id back (default off)\n"
+    "  --no-device-draws      cuda: copy the logits row of requests that filter nothing (no top_k, top_p 1,\n"
+    "                         min_p 0; by default their token is drawn on the GPU and only its id comes back)\n"
     "  --device D             cpu (default) or cuda (a build with -DDSINFER_CUDA=ON)\n"
     "  --tokenizer FILE       tokenizer.json to use (default: DIR/tokenizer.json when present, else text maps\n"
     "                         to ids byte by byte)\n"
@@ -88,7 +88,8 @@ int serve_main(int argc, char** argv) {
         else if (a == "--max-messages") so.max_messages = (size_t)num();
         else if (a == "--no-prefix-caching") eo.prefix_caching = false;
         else if (a == "--no-sample-summaries") eo.sample_summaries = false;
-        else if (a == "--device-draws") eo.device_draws = true;
+        else if (a == "--no-device-draws") eo.device_draws = false;
+        else if (a == "--device-draws") eo.device_draws = true;  // the default
         else if (a == "--speculative") {
             long long k = num();
             if (k < 0 || k > 16) throw std::invalid_argument("--speculative needs a draft count in 0..16");

@@ -34,7 +34,7 @@ struct EngineOptions {
     // Sampled requests that filter nothing (no top-k, top_p 1, min_p 0) and have no penalties or
     // logprobs: the GPU forward draws the token over the row's whole softmax from the request's uniform
     // (drawn from its stream before the step) and returns only the id; the same token as on the host.
-    bool device_draws = false;
+    bool device_draws = true;
     std::string device = "cpu";    // Engine::load: cpu, or cuda in a build with the CUDA backend
 };
 

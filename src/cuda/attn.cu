@@ -3,7 +3,9 @@
 // KV head), so a block of 8 warps (8 heads) loads each key once into shared memory; the key list is
 // split across blocks (split-K, online softmax per split) so that a single decode query still fills
 // the GPU, and a second kernel merges the splits with the sink.
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 
 #include "cuda/cuda_common.h"
 
@@ -11,17 +13,24 @@ namespace dsinfer::cuda {
 
 namespace {
 
-constexpr int kHeadsPerBlock = 8;
+constexpr int kWarps = 8;
+constexpr int kHeadsPerWarp = 2;  // each key channel read from shared memory serves two heads
+constexpr int kHeadsPerBlock = kWarps * kHeadsPerWarp;
 constexpr int kKeysPerStep = 16;
 
+// Block (query i, heads [16·blockIdx.y, +16), split s): warp w owns heads 16·blockIdx.y + 2w and + 1.
+// Shared-memory reads of the keys bound this kernel (each channel of each key is read for the scores
+// and again for the output); two heads a warp halve them. Each head's arithmetic is the one-head-a-warp
+// order: a lane's channels in order, then the shuffle tree.
 template <int DPL>
-__global__ void __launch_bounds__(kHeadsPerBlock * 32)
+__global__ void __launch_bounds__(kWarps * 32)
     attn_partial_kernel(const float* q, int64_t h, const float* kv_a, int64_t na, const float* kv_b,
                         const int32_t* idx, int64_t nk, float scale, int64_t chunk, int splits, float* pm, float* pl,
                         float* po, const float* const* a_rows, const float* const* b_rows, const int32_t* qrow) {
     pdl_wait();
     pdl_release();
     constexpr int D = DPL * 32;
+    constexpr int HW = kHeadsPerWarp;
     __shared__ float4 keys4[kKeysPerStep * D / 4];
     __shared__ int32_t sid[kKeysPerStep];  // the step's key rows (-1: none)
     const float* keys = reinterpret_cast<const float*>(keys4);
@@ -33,21 +42,27 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     }
     const int64_t qi = qrow ? qrow[i] : i;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t head = int64_t(blockIdx.y) * kHeadsPerBlock + warp;
-    const bool live = head < h;
-    float qv[DPL], o[DPL];
+    const int64_t head0 = int64_t(blockIdx.y) * kHeadsPerBlock + int64_t(warp) * HW;
+    bool live[HW];
+    float qv[HW][DPL], o[HW][DPL], m[HW], l[HW];
 #pragma unroll
-    for (int c = 0; c < DPL; ++c) {
-        qv[c] = live ? q[(qi * h + head) * D + c * 32 + lane] : 0.f;
-        o[c] = 0.f;
+    for (int g = 0; g < HW; ++g) {
+        live[g] = head0 + g < h;
+        m[g] = -INFINITY;
+        l[g] = 0.f;
+#pragma unroll
+        for (int c = 0; c < DPL; ++c) {
+            qv[g][c] = live[g] ? q[(qi * h + head0 + g) * D + c * 32 + lane] : 0.f;
+            o[g][c] = 0.f;
+        }
     }
-    float m = -INFINITY, l = 0.f;
+    const bool any_live = live[0];
     const int32_t* ix = idx + i * nk;
     const int64_t j0 = int64_t(s) * chunk, j1 = min(nk, j0 + chunk);
     // Each thread moves PER float4 of the step's keys; the row ids go through shared memory first so
     // that the key loads are independent of each other (all in flight at once).
-    constexpr int PER = kKeysPerStep * D / 4 / (kHeadsPerBlock * 32);
-    static_assert(PER * kHeadsPerBlock * 32 == kKeysPerStep * D / 4, "keys of a step split evenly over the threads");
+    constexpr int PER = kKeysPerStep * D / 4 / (kWarps * 32);
+    static_assert(PER * kWarps * 32 == kKeysPerStep * D / 4, "keys of a step split evenly over the threads");
     // The next step's ids are read a step ahead (in a register of the first kKeysPerStep threads).
     int32_t next_id = (threadIdx.x < kKeysPerStep && j0 + threadIdx.x < j1) ? ix[j0 + threadIdx.x] : -1;
     for (int64_t jb = j0; jb < j1; jb += kKeysPerStep) {
@@ -61,7 +76,7 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
         float4 v[PER];
 #pragma unroll
         for (int u = 0; u < PER; ++u) {
-            const int e = threadIdx.x + u * kHeadsPerBlock * 32;
+            const int e = threadIdx.x + u * kWarps * 32;
             const int32_t id = sid[e / (D / 4)];
             v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
             if (id >= 0) {
@@ -70,48 +85,276 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
             }
         }
 #pragma unroll
-        for (int u = 0; u < PER; ++u) keys4[threadIdx.x + u * kHeadsPerBlock * 32] = v[u];
+        for (int u = 0; u < PER; ++u) keys4[threadIdx.x + u * kWarps * 32] = v[u];
         __syncthreads();
-        if (!live) continue;
-        float sc[kKeysPerStep];
-        float mx = m;
+        if (!any_live) continue;
+        float sc[HW][kKeysPerStep];
+        float mx[HW];
+#pragma unroll
+        for (int g = 0; g < HW; ++g) mx[g] = m[g];
 #pragma unroll
         for (int kk = 0; kk < kKeysPerStep; ++kk) {
             if (sid[kk] < 0) {
-                sc[kk] = -INFINITY;
+#pragma unroll
+                for (int g = 0; g < HW; ++g) sc[g][kk] = -INFINITY;
                 continue;
             }
-            float dot = 0.f;
+            float dot[HW];
 #pragma unroll
-            for (int c = 0; c < DPL; ++c) dot += qv[c] * keys[kk * D + c * 32 + lane];
+            for (int g = 0; g < HW; ++g) dot[g] = 0.f;
 #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-            sc[kk] = dot * scale;
-            mx = fmaxf(mx, sc[kk]);
+            for (int c = 0; c < DPL; ++c) {
+                const float kc = keys[kk * D + c * 32 + lane];
+#pragma unroll
+                for (int g = 0; g < HW; ++g) dot[g] += qv[g][c] * kc;
+            }
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+                for (int g = 0; g < HW; ++g) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], off);
+#pragma unroll
+            for (int g = 0; g < HW; ++g) {
+                sc[g][kk] = dot[g] * scale;
+                mx[g] = fmaxf(mx[g], sc[g][kk]);
+            }
         }
-        if (mx == -INFINITY) continue;
-        const float corr = m == -INFINITY ? 0.f : expf(m - mx);
-        l *= corr;
+        // A head whose scores so far are all -inf (no key yet) keeps its state, as one head a warp did.
+        bool upd[HW], any_upd = false;
+        float p[HW][kKeysPerStep];
 #pragma unroll
-        for (int c = 0; c < DPL; ++c) o[c] *= corr;
+        for (int g = 0; g < HW; ++g) {
+            upd[g] = mx[g] != -INFINITY;
+            any_upd |= upd[g];
+            const float corr = !upd[g] || m[g] == -INFINITY ? 0.f : expf(m[g] - mx[g]);
+#pragma unroll
+            for (int kk = 0; kk < kKeysPerStep; ++kk) p[g][kk] = upd[g] && sid[kk] >= 0 ? expf(sc[g][kk] - mx[g]) : 0.f;
+            if (!upd[g]) continue;
+            l[g] *= corr;
+#pragma unroll
+            for (int c = 0; c < DPL; ++c) o[g][c] *= corr;
+#pragma unroll
+            for (int kk = 0; kk < kKeysPerStep; ++kk)
+                if (sid[kk] >= 0) l[g] += p[g][kk];
+            m[g] = mx[g];
+        }
+        if (!any_upd) continue;
 #pragma unroll
         for (int kk = 0; kk < kKeysPerStep; ++kk) {
             if (sid[kk] < 0) continue;
-            const float p = expf(sc[kk] - mx);
-            l += p;
 #pragma unroll
-            for (int c = 0; c < DPL; ++c) o[c] += p * keys[kk * D + c * 32 + lane];
+            for (int c = 0; c < DPL; ++c) {
+                const float kc = keys[kk * D + c * 32 + lane];
+#pragma unroll
+                for (int g = 0; g < HW; ++g)
+                    if (upd[g]) o[g][c] += p[g][kk] * kc;
+            }
         }
-        m = mx;
     }
-    if (!live) return;
-    const int64_t slot = (i * h + head) * splits + s;
-    if (lane == 0) {
+#pragma unroll
+    for (int g = 0; g < HW; ++g) {
+        if (!live[g]) continue;
+        const int64_t slot = (i * h + head0 + g) * splits + s;
+        if (lane == 0) {
+            pm[slot] = m[g];
+            pl[slot] = l[g];
+        }
+#pragma unroll
+        for (int c = 0; c < DPL; ++c) po[slot * D + c * 32 + lane] = o[g][c];
+    }
+}
+
+// The tiled variant (the default): a block takes 16 heads and steps over its keys 16 at a time,
+// as two small matrix products on register tiles. Scores: S[16 heads x 16 keys] = Q K^T with the
+// head dimension split over the 8 warps (a thread holds 4 heads x 2 keys of its warp's slice; the
+// slices are summed in order through shared memory). Output: O[16 heads x d] += P V (a thread holds 4
+// heads x d / 64 channels). Each shared-memory read feeds 4-8 multiply-adds (one a head in the
+// variant above), the next step's keys are loaded while this one is computed, and two blocks share
+// an SM. Online softmax per head as above; splits and partials in the same layout, merged by
+// attn_combine_kernel.
+constexpr int kTiledThreads = 256;
+constexpr int kTiledHeads = 16;
+constexpr int kTiledKeys = 16;
+constexpr int kTiledWarps = kTiledThreads / 32;
+template <int D>
+constexpr size_t tiled_smem_bytes() {
+    return size_t(4) * (size_t(kTiledHeads + kTiledKeys) * (D + 4) + size_t(kTiledWarps) * kTiledHeads * kTiledKeys +
+                        size_t(kTiledKeys) * kTiledHeads + kTiledHeads) +
+           size_t(4) * 2 * kTiledKeys;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kTiledThreads, 2)
+    attn_tiled_kernel(const float* q, int64_t h, const float* kv_a, int64_t na, const float* kv_b, const int32_t* idx,
+                      int64_t nk, float scale, int64_t chunk, int splits, float* pm, float* pl, float* po,
+                      const float* const* a_rows, const float* const* b_rows, const int32_t* qrow) {
+    constexpr int ROW = D + 4;           // padded rows: a quarter warp's 16-byte reads of 8 rows hit 8 banks
+    constexpr int ROW4 = ROW / 4;
+    constexpr int SLICE4 = D / 4 / kTiledWarps;  // float4s of a warp's slice of the head dimension
+    constexpr int DPT = D / 64;                  // output channels a thread: od + 64 u
+    constexpr int LD4 = kTiledKeys * (D / 4) / kTiledThreads;  // float4s of a step's keys a thread loads
+    static_assert(SLICE4 >= 1 && DPT >= 1 && LD4 >= 1 && LD4 * kTiledThreads == kTiledKeys * (D / 4), "tiling");
+    extern __shared__ float4 tiled_smem[];
+    float* Qs = reinterpret_cast<float*>(tiled_smem);
+    float* Ks = Qs + kTiledHeads * ROW;
+    float* Sp = Ks + kTiledKeys * ROW;              // [warp][head][key] partial scores
+    float* P = Sp + kTiledWarps * kTiledHeads * kTiledKeys;  // [key][head] weights of the step
+    float* corr_s = P + kTiledKeys * kTiledHeads;   // [head]
+    int32_t* sid = reinterpret_cast<int32_t*>(corr_s + kTiledHeads);  // [2][key]: row ids, ping-pong
+    const float4* Qs4 = reinterpret_cast<const float4*>(Qs);
+    const float4* Ks4 = reinterpret_cast<const float4*>(Ks);
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t i = blockIdx.x;
+    const int s = blockIdx.z;
+    const int64_t h0 = int64_t(blockIdx.y) * kTiledHeads;
+    const int32_t* ix = idx + i * nk;
+    const int64_t j0 = int64_t(s) * chunk, j1 = min(nk, j0 + chunk);
+    pdl_wait();  // the ids come from the indexer's top-k, the queries from the kernels before
+    pdl_release();
+    // This step's ids into shared memory, the next one's into a register.
+    int32_t nid = -1;
+    if (tid < kTiledKeys) {
+        sid[tid] = j0 + tid < j1 ? ix[j0 + tid] : -1;
+        nid = j0 + kTiledKeys + tid < j1 ? ix[j0 + kTiledKeys + tid] : -1;
+    }
+    if (a_rows) {
+        kv_a = a_rows[i];
+        kv_b = b_rows[i];
+    }
+    const int64_t qi = qrow ? qrow[i] : i;
+    for (int e = tid; e < kTiledHeads * (D / 4); e += kTiledThreads) {
+        const int hh = e / (D / 4), c = e % (D / 4);
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (h0 + hh < h) v = reinterpret_cast<const float4*>(q + (qi * h + h0 + hh) * D)[c];
+        reinterpret_cast<float4*>(Qs + hh * ROW)[c] = v;
+    }
+    __syncthreads();
+    auto load_keys = [&](const int32_t* ids, float4 (&r)[LD4]) {
+#pragma unroll
+        for (int u = 0; u < LD4; ++u) {
+            const int e = tid + u * kTiledThreads;
+            const int32_t id = ids[e / (D / 4)];
+            r[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (id >= 0) {
+                const float* row = id < na ? kv_a + int64_t(id) * D : kv_b + (int64_t(id) - na) * D;
+                r[u] = reinterpret_cast<const float4*>(row)[e % (D / 4)];
+            }
+        }
+    };
+    float4 kr[LD4];
+    load_keys(sid, kr);
+
+    // Scores: lane -> heads 4 hq .. + 3 and keys kp, kp + 8 of warp's slice; output: heads 4 pq .. + 3,
+    // channels od + 64 u.
+    const int hq = lane >> 3, kp = lane & 7;
+    const int pq = tid >> 6, od = tid & 63;
+    float o[4][DPT];
+#pragma unroll
+    for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int u = 0; u < DPT; ++u) o[a][u] = 0.f;
+    // Softmax state of head tid >> 4 (the 16 threads of a head hold the same values).
+    float m = -INFINITY, l = 0.f;
+    int step = 0;
+    for (int64_t jb = j0; jb < j1; jb += kTiledKeys, ++step) {
+        const int32_t* cur = sid + (step & 1) * kTiledKeys;
+        int32_t* nxt = sid + ((step + 1) & 1) * kTiledKeys;
+#pragma unroll
+        for (int u = 0; u < LD4; ++u) reinterpret_cast<float4*>(Ks)[(tid + u * kTiledThreads) / (D / 4) * ROW4 +
+                                                                    (tid + u * kTiledThreads) % (D / 4)] = kr[u];
+        if (tid < kTiledKeys) {
+            nxt[tid] = nid;
+            const int64_t j = jb + 2 * kTiledKeys + tid;
+            nid = j < j1 ? ix[j] : -1;
+        }
+        __syncthreads();
+        if (jb + kTiledKeys < j1) load_keys(nxt, kr);  // in flight while this step is computed
+
+        float acc[4][2];
+#pragma unroll
+        for (int a = 0; a < 4; ++a) acc[a][0] = acc[a][1] = 0.f;
+#pragma unroll
+        for (int c4 = 0; c4 < SLICE4; ++c4) {
+            const int c = warp * SLICE4 + c4;
+            float4 kv[2], qv[4];
+#pragma unroll
+            for (int b = 0; b < 2; ++b) kv[b] = Ks4[(kp + 8 * b) * ROW4 + c];
+#pragma unroll
+            for (int a = 0; a < 4; ++a) qv[a] = Qs4[(4 * hq + a) * ROW4 + c];
+#pragma unroll
+            for (int a = 0; a < 4; ++a)
+#pragma unroll
+                for (int b = 0; b < 2; ++b) {
+                    acc[a][b] = fmaf(qv[a].x, kv[b].x, acc[a][b]);
+                    acc[a][b] = fmaf(qv[a].y, kv[b].y, acc[a][b]);
+                    acc[a][b] = fmaf(qv[a].z, kv[b].z, acc[a][b]);
+                    acc[a][b] = fmaf(qv[a].w, kv[b].w, acc[a][b]);
+                }
+        }
+#pragma unroll
+        for (int a = 0; a < 4; ++a)
+#pragma unroll
+            for (int b = 0; b < 2; ++b) Sp[(warp * kTiledHeads + 4 * hq + a) * kTiledKeys + kp + 8 * b] = acc[a][b];
+        __syncthreads();
+        {  // thread (head tid >> 4, key tid & 15): its score, then the head's online softmax over 16 lanes
+            const int hh = tid >> 4, key = tid & 15;
+            float sc = 0.f;
+#pragma unroll
+            for (int w = 0; w < kTiledWarps; ++w) sc += Sp[(w * kTiledHeads + hh) * kTiledKeys + key];
+            sc = cur[key] < 0 ? -INFINITY : sc * scale;
+            float mx = sc;
+#pragma unroll
+            for (int off = 8; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off, 16));
+            const float mn = fmaxf(m, mx);
+            const bool any = mn != -INFINITY;  // the same for the head's 16 lanes
+            const float corr = !any ? 1.f : (m == -INFINITY ? 0.f : expf(m - mn));
+            const float p = !any || cur[key] < 0 ? 0.f : expf(sc - mn);
+            float ps = p;
+#pragma unroll
+            for (int off = 8; off > 0; off >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off, 16);
+            if (any) {
+                l = l * corr + ps;
+                m = mn;
+            }
+            P[key * kTiledHeads + hh] = p;
+            if (key == 0) corr_s[hh] = corr;
+        }
+        __syncthreads();
+        float cr[4];
+#pragma unroll
+        for (int a = 0; a < 4; ++a) cr[a] = corr_s[4 * pq + a];
+#pragma unroll
+        for (int a = 0; a < 4; ++a)
+#pragma unroll
+            for (int u = 0; u < DPT; ++u) o[a][u] *= cr[a];
+#pragma unroll 4
+        for (int key = 0; key < kTiledKeys; ++key) {
+            if (cur[key] < 0) continue;  // the same for the whole block
+            const float4 pw = reinterpret_cast<const float4*>(P + key * kTiledHeads)[pq];
+#pragma unroll
+            for (int u = 0; u < DPT; ++u) {
+                const float v = Ks[key * ROW + od + 64 * u];
+                o[0][u] = fmaf(pw.x, v, o[0][u]);
+                o[1][u] = fmaf(pw.y, v, o[1][u]);
+                o[2][u] = fmaf(pw.z, v, o[2][u]);
+                o[3][u] = fmaf(pw.w, v, o[3][u]);
+            }
+        }
+        __syncthreads();  // Ks, P and the ids of this step are free again
+    }
+    if ((tid & 15) == 0 && h0 + (tid >> 4) < h) {
+        const int64_t slot = (i * h + h0 + (tid >> 4)) * splits + s;
         pm[slot] = m;
         pl[slot] = l;
     }
 #pragma unroll
-    for (int c = 0; c < DPL; ++c) po[slot * D + c * 32 + lane] = o[c];
+    for (int a = 0; a < 4; ++a) {
+        const int64_t head = h0 + 4 * pq + a;
+        if (head >= h) continue;
+        const int64_t slot = (i * h + head) * splits + s;
+#pragma unroll
+        for (int u = 0; u < DPT; ++u) po[slot * D + od + 64 * u] = o[a][u];
+    }
 }
 
 // Merges the splits of one (query, head) for 128 of its channels (blockIdx.y): one warp computes the
@@ -188,7 +431,32 @@ __global__ void attn_combine_kernel(int64_t h, int64_t d, int splits, const floa
     if (c < d) o[c] = v;
 }
 
+// The tiled kernel's dynamic shared memory (above 48 KB for d = 512: allowed once per kernel).
+template <int D>
+size_t tiled_smem() {
+    static const bool attr = [] {
+        DSINFER_CUDA_CHECK(cudaFuncSetAttribute(attn_tiled_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                int(tiled_smem_bytes<D>())));
+        return true;
+    }();
+    (void)attr;
+    return tiled_smem_bytes<D>();
+}
+
+std::atomic<int> g_attn_tiled{-1};  // -1: DSINFER_CUDA_ATTN_TILED (read once; off only if '0')
+bool attn_tiled() {
+    int v = g_attn_tiled.load();
+    if (v < 0) {
+        const char* e = std::getenv("DSINFER_CUDA_ATTN_TILED");
+        v = e && e[0] == '0' ? 0 : 1;
+        g_attn_tiled = v;
+    }
+    return v == 1;
+}
+
 }  // namespace
+
+void set_attn_tiled(bool on) { g_attn_tiled = on ? 1 : 0; }
 
 void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
                       const int32_t* idx, int64_t nk, const float* sink, float scale, float* out,
@@ -197,12 +465,15 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     if (rope_pos && (!rope || rope->rope_dim % 2 || d % 2 || rope->rope_dim > d))
         fail("sparse_attn_rows: inverse RoPE needs an even rope_dim ≤ d");
     if (t <= 0 || h <= 0) return;
-    const int64_t hgroups = ceil_div(h, kHeadsPerBlock);
-    // Enough blocks for two per SM, each with at least 32 keys.
-    int splits =
-        int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * sm_count(), t * hgroups), ceil_div(nk, 32))));
+    const bool tiled = attn_tiled();
+    const int64_t hgroups = ceil_div(h, tiled ? kTiledHeads : kHeadsPerBlock);
+    // Enough blocks for two per SM, each with at least 32 keys (the tiled kernel: 16).
+    const int64_t min_keys = tiled ? kTiledKeys : 32;
+    int splits = int(
+        std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * sm_count(), t * hgroups), ceil_div(nk, min_keys))));
     splits = std::min(splits, kMaxSplits);
-    const int64_t chunk = ceil_div(ceil_div(nk, splits), kKeysPerStep) * kKeysPerStep;
+    const int64_t step = tiled ? kTiledKeys : kKeysPerStep;
+    const int64_t chunk = ceil_div(ceil_div(nk, splits), step) * step;
     splits = int(std::max<int64_t>(1, ceil_div(nk, chunk)));
     const size_t rows = size_t(t * h * splits);
     float* part = static_cast<float*>(scratch(kScratchAttn, rows * (2 + size_t(d)) * 4));
@@ -210,25 +481,38 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     float* pl = part + rows;
     float* po = part + 2 * rows;
     const dim3 grid{unsigned(t), unsigned(hgroups), unsigned(splits)};
-    cudaStream_t st = cur_stream();
-    switch (d) {
-        case 64:
-            launch_pdl(attn_partial_kernel<2>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale,
-                       chunk, splits, pm, pl, po, a_rows, b_rows, qrow);
-            break;
-        case 128:
-            launch_pdl(attn_partial_kernel<4>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale,
-                       chunk, splits, pm, pl, po, a_rows, b_rows, qrow);
-            break;
-        case 256:
-            launch_pdl(attn_partial_kernel<8>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale,
-                       chunk, splits, pm, pl, po, a_rows, b_rows, qrow);
-            break;
-        case 512:
-            launch_pdl(attn_partial_kernel<16>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale,
-                       chunk, splits, pm, pl, po, a_rows, b_rows, qrow);
-            break;
-        default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
+    if (tiled) {
+        auto go = [&](auto kernel, size_t smem) {
+            launch_pdl(kernel, grid, kTiledThreads, smem, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl,
+                       po, a_rows, b_rows, qrow);
+        };
+        switch (d) {
+            case 64: go(attn_tiled_kernel<64>, tiled_smem<64>()); break;
+            case 128: go(attn_tiled_kernel<128>, tiled_smem<128>()); break;
+            case 256: go(attn_tiled_kernel<256>, tiled_smem<256>()); break;
+            case 512: go(attn_tiled_kernel<512>, tiled_smem<512>()); break;
+            default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
+        }
+    } else {
+        switch (d) {
+            case 64:
+                launch_pdl(attn_partial_kernel<2>, grid, kWarps * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
+                           splits, pm, pl, po, a_rows, b_rows, qrow);
+                break;
+            case 128:
+                launch_pdl(attn_partial_kernel<4>, grid, kWarps * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
+                           splits, pm, pl, po, a_rows, b_rows, qrow);
+                break;
+            case 256:
+                launch_pdl(attn_partial_kernel<8>, grid, kWarps * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
+                           splits, pm, pl, po, a_rows, b_rows, qrow);
+                break;
+            case 512:
+                launch_pdl(attn_partial_kernel<16>, grid, kWarps * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
+                           splits, pm, pl, po, a_rows, b_rows, qrow);
+                break;
+            default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
+        }
     }
     DSINFER_CUDA_LAUNCH();
     const OutRope rp{rope_pos, rope_pos ? rope->freqs : nullptr, rope_pos ? rope->rope_dim : 0};

@@ -317,9 +317,13 @@ void argmax_rows(const float* logits, int64_t rows, int64_t n, int32_t* out);
 void sample_summary(const float* logits, int64_t rows, int64_t n, const float* inv_t, int cap, float* mx, double* z,
                     int32_t* ids, float* w);
 // topk (the indexer's) and sample_summary's select: the variant with warp-aggregated histogram atomics
-// and the compaction by contiguous segments (the same output; DSINFER_CUDA_TOPK_SEGMENTS=1 or this;
-// off by default until measured).
+// and the compaction by contiguous segments (the same output; on by default: H100, 2-3% faster sampled
+// decode steps; DSINFER_CUDA_TOPK_SEGMENTS=0 or this for the ⌈n / 1024⌉ rounds of one block scan).
 void set_topk_segments(bool on);
+// sparse_attn's kernel: the register-tiled one (16 heads x 16 keys a block step; the default) or the
+// one with a warp a head (DSINFER_CUDA_ATTN_TILED=0 or set_attn_tiled(false)); the same partials
+// layout and merge, results within float32 rounding of each other.
+void set_attn_tiled(bool on);
 // out[r] = the token runtime::draw_whole_row(row r, 1 / inv_t[r], u[r]) gives (a draw over the whole
 // softmax, the same operations in the same order), or -1 where u[r] < 0. logits [rows, n], inv_t
 // [rows], u [rows] (double) and out [rows] device; n <= 262144.

@@ -78,12 +78,12 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 
 constexpr int kTopkThreads = 1024;
 
-std::atomic<int> g_topk_segments{-1};  // -1: DSINFER_CUDA_TOPK_SEGMENTS (read once; on only if '1')
+std::atomic<int> g_topk_segments{-1};  // -1: DSINFER_CUDA_TOPK_SEGMENTS (read once; off only if '0')
 bool topk_segments() {
     int m = g_topk_segments.load();
     if (m < 0) {
         const char* v = std::getenv("DSINFER_CUDA_TOPK_SEGMENTS");
-        m = v && v[0] == '1' ? 1 : 0;
+        m = v && v[0] == '0' ? 0 : 1;
         g_topk_segments = m;
     }
     return m == 1;
@@ -93,7 +93,7 @@ bool topk_segments() {
 // lowest-index ones equal to it. tie[i] = 1 when keys equal to the kk-th (finite) one are more than
 // the slots left for them: the set is then not fixed by the values, and the host redoes the row
 // with the CPU's PyTorch tie order (topk below).
-// SEG (DSINFER_CUDA_TOPK_SEGMENTS=1, set_topk_segments; off until measured): one shared atomic per
+// SEG (the default; DSINFER_CUDA_TOPK_SEGMENTS=0 or set_topk_segments(false) for the rounds): one shared atomic per
 // distinct bin of a warp in the histograms (a flat row puts most keys in one bin), and the compaction
 // by contiguous segments (thread t owns segment t: count its keys above and at the threshold, two block
 // scans, write in index order) instead of ⌈n / 1024⌉ rounds of one block scan each; the same output.

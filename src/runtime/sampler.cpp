@@ -398,11 +398,11 @@ bool prepare_row_request(SummaryRequest& q, const SamplingParams& p, int64_t voc
     return false;
 }
 
-SampleResult finish_row(std::span<const float> row, const SamplingParams& p, Rng& rng, const TokenHistory& h,
-                        const SummaryRequest& q, const KeptDistribution& kept) {
+SampleResult finish_row(std::span<const float> row, int64_t vocab, const SamplingParams& p, Rng& rng,
+                        const TokenHistory& h, const SummaryRequest& q, const KeptDistribution& kept) {
     SampleResult r;
     if (q.draw && q.summarized) {
-        if (q.token < 0 || q.token >= (int64_t)row.size())
+        if (q.token < 0 || q.token >= vocab)
             throw std::logic_error("the runner returned no pick (or one outside the vocabulary)");
         r.token = q.token;
     } else if (q.draw) {

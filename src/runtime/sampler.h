@@ -104,8 +104,9 @@ bool prepare_row_request(SummaryRequest& q, const SamplingParams& p, int64_t voc
 // The token of a row after the forward (row: its logits, read only when the forward delivered them):
 // the device draw's token, the draw from the summary's kept distribution, else sample() over the row;
 // the same token in every case. Throws when a device draw returned no token of the vocabulary.
-SampleResult finish_row(std::span<const float> row, const SamplingParams& p, Rng& rng, const TokenHistory& h,
-                        const SummaryRequest& q, const KeptDistribution& kept);
+// `row` is read only when the forward neither summarized nor drew it (it may be empty otherwise).
+SampleResult finish_row(std::span<const float> row, int64_t vocab, const SamplingParams& p, Rng& rng,
+                        const TokenHistory& h, const SummaryRequest& q, const KeptDistribution& kept);
 
 // fn(0) … fn(n − 1): the rows of a step, on up to 16 threads when there are enough of them to pay
 // (from 8 on; sampling a 129k row takes 0.1-0.7 ms). Rethrows the first exception a call threw.

@@ -618,7 +618,9 @@ TEST_F(CudaOps, SparseAttentionWithSink) {
              {1, 64, 512, 128, 8192, 8320},  // Flash decode, ratio-128 layer at 1M
              {1, 64, 512, 128, 0, 128},      // Flash decode, window layer
              {37, 64, 512, 200, 50, 150},    // prefill chunk
-             {5, 4, 128, 16, 8, 24}}) {      // tiny model
+             {5, 4, 128, 16, 8, 24},         // tiny model
+             {3, 5, 64, 20, 10, 30},         // an odd head count: a warp with one live head
+             {2, 24, 256, 64, 100, 120}}) {  // a partial block of heads
         auto q = randn(size_t(t * h * d), 0.3f), kva = randn(size_t(na * d)), kvb = randn(size_t(std::max<int64_t>(nb, 1) * d));
         auto sink = randn(static_cast<size_t>(h));
         std::vector<int32_t> idx(size_t(t * nk));
@@ -630,9 +632,14 @@ TEST_F(CudaOps, SparseAttentionWithSink) {
         const float scale = 1.f / std::sqrt(float(d));
         cpu::sparse_attn(q.data(), t, h, d, kva.data(), na, kvb.data(), idx.data(), nk, sink.data(), scale, ref.data());
         Dev dq(q), da(kva), db(kvb), di(idx), dsk(sink);
-        Dev dout = poisoned(ref.size());
-        cuda::backend().sparse_attn(dq.f(), t, h, d, da.f(), na, db.f(), di.i(), nk, dsk.f(), scale, dout.f());
-        EXPECT_REL(dout.get<float>(), ref, 1e-5);
+        for (bool tiled : {true, false}) {  // the register-tiled kernel (the default) and the warp-a-head one
+            SCOPED_TRACE(testing::Message() << "t " << t << " h " << h << " d " << d << " nk " << nk << " tiled " << tiled);
+            cuda::set_attn_tiled(tiled);
+            Dev dout = poisoned(ref.size());
+            cuda::backend().sparse_attn(dq.f(), t, h, d, da.f(), na, db.f(), di.i(), nk, dsk.f(), scale, dout.f());
+            EXPECT_REL(dout.get<float>(), ref, 1e-5);
+        }
+        cuda::set_attn_tiled(true);
     }
 }
 
@@ -1044,7 +1051,7 @@ TEST_F(CudaOps, TopkSegmentsMatchRounds) {
         ids.push_back(id.get<int32_t>());
         ws.push_back(w.get<float>());
     }
-    cuda::set_topk_segments(false);
+    cuda::set_topk_segments(true);  // the default
     EXPECT_EQ(ids[0], ids[1]);
     EXPECT_EQ(ws[0], ws[1]);
 }

@@ -344,3 +344,31 @@ TEST(Sampler, SummaryGivesTheSameDistributionOrDeclines) {
     EXPECT_GT(answered, 100);
     EXPECT_GT(declined, 10);
 }
+
+// finish_row for a row the forward drew (device draws): the token comes from the request, never from
+// the row, which a caller may leave empty (the bench does: no row was copied); a token outside the
+// vocabulary is an error. A row drawn on the host gives the same token from the same uniform.
+TEST(Sampler, FinishRowTakesTheForwardsDraw) {
+    SamplingParams p;
+    p.temperature = 0.8f;
+    const int64_t vocab = 5000;
+    std::vector<float> row(static_cast<size_t>(vocab));
+    Rng fill(3);
+    for (auto& x : row) x = (float)(fill.uniform() * 4);
+    TokenHistory h;
+    KeptDistribution kept;
+    Rng a(11), b(11);
+    SummaryRequest q;
+    ASSERT_TRUE(prepare_row_request(q, p, vocab, true, true, a, &kept));
+    ASSERT_TRUE(q.draw);
+    const int32_t expect = draw_whole_row(row, p.temperature, q.u);
+    EXPECT_EQ(finish_row(row, vocab, p, a, h, q, kept).token, expect);  // not drawn by the forward
+    q.summarized = true;
+    q.token = expect;
+    EXPECT_EQ(finish_row({}, vocab, p, a, h, q, kept).token, expect);  // drawn: no row needed
+    EXPECT_EQ(sample(row, p, b, h).token, expect);                      // the host's own draw
+    q.token = (int32_t)vocab;
+    EXPECT_THROW(finish_row({}, vocab, p, a, h, q, kept), std::logic_error);
+    q.token = -1;
+    EXPECT_THROW(finish_row({}, vocab, p, a, h, q, kept), std::logic_error);
+}
