@@ -1009,7 +1009,7 @@ void bench_attention(int64_t t, int64_t nk) {
     const double flops = 4.0 * double(t) * H * double(nk) * hd;
     const double bytes = double(t) * double(nk) * hd * 4 + 2.0 * double(t) * H * hd * 4;
     double base = 0;
-    for (bool tiled : {false, true}) {  // the warp-a-head kernel, then the register-tiled one (the default)
+    for (bool tiled : {false, true}) {  // the warp-a-head kernel (the default), then the register-tiled one
         cuda::set_attn_tiled(tiled);
         const double ms = time_ms(
             [&](int) { cuda::backend().sparse_attn(q, t, H, hd, kva, na, kvb, idx, nk, sink, 0.044f, o); }, 50);
@@ -1018,7 +1018,7 @@ void bench_attention(int64_t t, int64_t nk) {
                     (long long)t, (long long)nk, tiled ? "tiled" : "warp", ms * 1e3, flops / (ms * 1e-3) / 1e12,
                     bytes / (ms * 1e-3) / 1e9, tiled ? (" " + std::to_string(base / ms).substr(0, 4) + "x").c_str() : "");
     }
-    cuda::set_attn_tiled(true);
+    cuda::set_attn_tiled(false);
 }
 
 // --chain: what a decode layer's critical path could reach if each weight-reading kernel fetched its

@@ -13,24 +13,17 @@ namespace dsinfer::cuda {
 
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kHeadsPerWarp = 2;  // each key channel read from shared memory serves two heads
-constexpr int kHeadsPerBlock = kWarps * kHeadsPerWarp;
+constexpr int kHeadsPerBlock = 8;
 constexpr int kKeysPerStep = 16;
 
-// Block (query i, heads [16·blockIdx.y, +16), split s): warp w owns heads 16·blockIdx.y + 2w and + 1.
-// Shared-memory reads of the keys bound this kernel (each channel of each key is read for the scores
-// and again for the output); two heads a warp halve them. Each head's arithmetic is the one-head-a-warp
-// order: a lane's channels in order, then the shuffle tree.
 template <int DPL>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kHeadsPerBlock * 32)
     attn_partial_kernel(const float* q, int64_t h, const float* kv_a, int64_t na, const float* kv_b,
                         const int32_t* idx, int64_t nk, float scale, int64_t chunk, int splits, float* pm, float* pl,
                         float* po, const float* const* a_rows, const float* const* b_rows, const int32_t* qrow) {
     pdl_wait();
     pdl_release();
     constexpr int D = DPL * 32;
-    constexpr int HW = kHeadsPerWarp;
     __shared__ float4 keys4[kKeysPerStep * D / 4];
     __shared__ int32_t sid[kKeysPerStep];  // the step's key rows (-1: none)
     const float* keys = reinterpret_cast<const float*>(keys4);
@@ -42,27 +35,21 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     const int64_t qi = qrow ? qrow[i] : i;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int64_t head0 = int64_t(blockIdx.y) * kHeadsPerBlock + int64_t(warp) * HW;
-    bool live[HW];
-    float qv[HW][DPL], o[HW][DPL], m[HW], l[HW];
+    const int64_t head = int64_t(blockIdx.y) * kHeadsPerBlock + warp;
+    const bool live = head < h;
+    float qv[DPL], o[DPL];
 #pragma unroll
-    for (int g = 0; g < HW; ++g) {
-        live[g] = head0 + g < h;
-        m[g] = -INFINITY;
-        l[g] = 0.f;
-#pragma unroll
-        for (int c = 0; c < DPL; ++c) {
-            qv[g][c] = live[g] ? q[(qi * h + head0 + g) * D + c * 32 + lane] : 0.f;
-            o[g][c] = 0.f;
-        }
+    for (int c = 0; c < DPL; ++c) {
+        qv[c] = live ? q[(qi * h + head) * D + c * 32 + lane] : 0.f;
+        o[c] = 0.f;
     }
-    const bool any_live = live[0];
+    float m = -INFINITY, l = 0.f;
     const int32_t* ix = idx + i * nk;
     const int64_t j0 = int64_t(s) * chunk, j1 = min(nk, j0 + chunk);
     // Each thread moves PER float4 of the step's keys; the row ids go through shared memory first so
     // that the key loads are independent of each other (all in flight at once).
-    constexpr int PER = kKeysPerStep * D / 4 / (kWarps * 32);
-    static_assert(PER * kWarps * 32 == kKeysPerStep * D / 4, "keys of a step split evenly over the threads");
+    constexpr int PER = kKeysPerStep * D / 4 / (kHeadsPerBlock * 32);
+    static_assert(PER * kHeadsPerBlock * 32 == kKeysPerStep * D / 4, "keys of a step split evenly over the threads");
     // The next step's ids are read a step ahead (in a register of the first kKeysPerStep threads).
     int32_t next_id = (threadIdx.x < kKeysPerStep && j0 + threadIdx.x < j1) ? ix[j0 + threadIdx.x] : -1;
     for (int64_t jb = j0; jb < j1; jb += kKeysPerStep) {
@@ -76,7 +63,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         float4 v[PER];
 #pragma unroll
         for (int u = 0; u < PER; ++u) {
-            const int e = threadIdx.x + u * kWarps * 32;
+            const int e = threadIdx.x + u * kHeadsPerBlock * 32;
             const int32_t id = sid[e / (D / 4)];
             v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
             if (id >= 0) {
@@ -85,85 +72,52 @@ __global__ void __launch_bounds__(kWarps * 32)
             }
         }
 #pragma unroll
-        for (int u = 0; u < PER; ++u) keys4[threadIdx.x + u * kWarps * 32] = v[u];
+        for (int u = 0; u < PER; ++u) keys4[threadIdx.x + u * kHeadsPerBlock * 32] = v[u];
         __syncthreads();
-        if (!any_live) continue;
-        float sc[HW][kKeysPerStep];
-        float mx[HW];
-#pragma unroll
-        for (int g = 0; g < HW; ++g) mx[g] = m[g];
+        if (!live) continue;
+        float sc[kKeysPerStep];
+        float mx = m;
 #pragma unroll
         for (int kk = 0; kk < kKeysPerStep; ++kk) {
             if (sid[kk] < 0) {
-#pragma unroll
-                for (int g = 0; g < HW; ++g) sc[g][kk] = -INFINITY;
+                sc[kk] = -INFINITY;
                 continue;
             }
-            float dot[HW];
+            float dot = 0.f;
 #pragma unroll
-            for (int g = 0; g < HW; ++g) dot[g] = 0.f;
+            for (int c = 0; c < DPL; ++c) dot += qv[c] * keys[kk * D + c * 32 + lane];
 #pragma unroll
-            for (int c = 0; c < DPL; ++c) {
-                const float kc = keys[kk * D + c * 32 + lane];
-#pragma unroll
-                for (int g = 0; g < HW; ++g) dot[g] += qv[g][c] * kc;
-            }
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1)
-#pragma unroll
-                for (int g = 0; g < HW; ++g) dot[g] += __shfl_xor_sync(0xffffffffu, dot[g], off);
-#pragma unroll
-            for (int g = 0; g < HW; ++g) {
-                sc[g][kk] = dot[g] * scale;
-                mx[g] = fmaxf(mx[g], sc[g][kk]);
-            }
+            for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+            sc[kk] = dot * scale;
+            mx = fmaxf(mx, sc[kk]);
         }
-        // A head whose scores so far are all -inf (no key yet) keeps its state, as one head a warp did.
-        bool upd[HW], any_upd = false;
-        float p[HW][kKeysPerStep];
+        if (mx == -INFINITY) continue;
+        const float corr = m == -INFINITY ? 0.f : expf(m - mx);
+        l *= corr;
 #pragma unroll
-        for (int g = 0; g < HW; ++g) {
-            upd[g] = mx[g] != -INFINITY;
-            any_upd |= upd[g];
-            const float corr = !upd[g] || m[g] == -INFINITY ? 0.f : expf(m[g] - mx[g]);
-#pragma unroll
-            for (int kk = 0; kk < kKeysPerStep; ++kk) p[g][kk] = upd[g] && sid[kk] >= 0 ? expf(sc[g][kk] - mx[g]) : 0.f;
-            if (!upd[g]) continue;
-            l[g] *= corr;
-#pragma unroll
-            for (int c = 0; c < DPL; ++c) o[g][c] *= corr;
-#pragma unroll
-            for (int kk = 0; kk < kKeysPerStep; ++kk)
-                if (sid[kk] >= 0) l[g] += p[g][kk];
-            m[g] = mx[g];
-        }
-        if (!any_upd) continue;
+        for (int c = 0; c < DPL; ++c) o[c] *= corr;
 #pragma unroll
         for (int kk = 0; kk < kKeysPerStep; ++kk) {
             if (sid[kk] < 0) continue;
+            const float p = expf(sc[kk] - mx);
+            l += p;
 #pragma unroll
-            for (int c = 0; c < DPL; ++c) {
-                const float kc = keys[kk * D + c * 32 + lane];
-#pragma unroll
-                for (int g = 0; g < HW; ++g)
-                    if (upd[g]) o[g][c] += p[g][kk] * kc;
-            }
+            for (int c = 0; c < DPL; ++c) o[c] += p * keys[kk * D + c * 32 + lane];
         }
+        m = mx;
+    }
+    if (!live) return;
+    const int64_t slot = (i * h + head) * splits + s;
+    if (lane == 0) {
+        pm[slot] = m;
+        pl[slot] = l;
     }
 #pragma unroll
-    for (int g = 0; g < HW; ++g) {
-        if (!live[g]) continue;
-        const int64_t slot = (i * h + head0 + g) * splits + s;
-        if (lane == 0) {
-            pm[slot] = m[g];
-            pl[slot] = l[g];
-        }
-#pragma unroll
-        for (int c = 0; c < DPL; ++c) po[slot * D + c * 32 + lane] = o[g][c];
-    }
+    for (int c = 0; c < DPL; ++c) po[slot * D + c * 32 + lane] = o[c];
 }
 
-// The tiled variant (the default): a block takes 16 heads and steps over its keys 16 at a time,
+// The tiled variant (DSINFER_CUDA_ATTN_TILED=1, set_attn_tiled; off by default, docs/notes.md says
+// why): a block takes 16 heads and steps over its keys 16 at a time,
 // as two small matrix products on register tiles. Scores: S[16 heads x 16 keys] = Q K^T with the
 // head dimension split over the 8 warps (a thread holds 4 heads x 2 keys of its warp's slice; the
 // slices are summed in order through shared memory). Output: O[16 heads x d] += P V (a thread holds 4
@@ -267,8 +221,10 @@ __global__ void __launch_bounds__(kTiledThreads, 2)
             const int64_t j = jb + 2 * kTiledKeys + tid;
             nid = j < j1 ? ix[j] : -1;
         }
-        __syncthreads();
+        // (A step of padding only, as the tails of prefill's lists, is skipped whole.)
+        const bool any_key = __syncthreads_or(tid < kTiledKeys && cur[tid] >= 0);
         if (jb + kTiledKeys < j1) load_keys(nxt, kr);  // in flight while this step is computed
+        if (!any_key) continue;  // the same for the whole block; nothing read Ks or P in this step
 
         float acc[4][2];
 #pragma unroll
@@ -443,12 +399,12 @@ size_t tiled_smem() {
     return tiled_smem_bytes<D>();
 }
 
-std::atomic<int> g_attn_tiled{-1};  // -1: DSINFER_CUDA_ATTN_TILED (read once; off only if '0')
+std::atomic<int> g_attn_tiled{-1};  // -1: DSINFER_CUDA_ATTN_TILED (read once; on only if '1')
 bool attn_tiled() {
     int v = g_attn_tiled.load();
     if (v < 0) {
         const char* e = std::getenv("DSINFER_CUDA_ATTN_TILED");
-        v = e && e[0] == '0' ? 0 : 1;
+        v = e && e[0] == '1' ? 1 : 0;
         g_attn_tiled = v;
     }
     return v == 1;
@@ -496,19 +452,19 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     } else {
         switch (d) {
             case 64:
-                launch_pdl(attn_partial_kernel<2>, grid, kWarps * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
+                launch_pdl(attn_partial_kernel<2>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
                            splits, pm, pl, po, a_rows, b_rows, qrow);
                 break;
             case 128:
-                launch_pdl(attn_partial_kernel<4>, grid, kWarps * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
+                launch_pdl(attn_partial_kernel<4>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
                            splits, pm, pl, po, a_rows, b_rows, qrow);
                 break;
             case 256:
-                launch_pdl(attn_partial_kernel<8>, grid, kWarps * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
+                launch_pdl(attn_partial_kernel<8>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
                            splits, pm, pl, po, a_rows, b_rows, qrow);
                 break;
             case 512:
-                launch_pdl(attn_partial_kernel<16>, grid, kWarps * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
+                launch_pdl(attn_partial_kernel<16>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
                            splits, pm, pl, po, a_rows, b_rows, qrow);
                 break;
             default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));

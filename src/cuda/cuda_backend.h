@@ -320,9 +320,10 @@ void sample_summary(const float* logits, int64_t rows, int64_t n, const float* i
 // and the compaction by contiguous segments (the same output; on by default: H100, 2-3% faster sampled
 // decode steps; DSINFER_CUDA_TOPK_SEGMENTS=0 or this for the ⌈n / 1024⌉ rounds of one block scan).
 void set_topk_segments(bool on);
-// sparse_attn's kernel: the register-tiled one (16 heads x 16 keys a block step; the default) or the
-// one with a warp a head (DSINFER_CUDA_ATTN_TILED=0 or set_attn_tiled(false)); the same partials
-// layout and merge, results within float32 rounding of each other.
+// sparse_attn's kernel: the one with a warp a head (the default) or the register-tiled one (16 heads x
+// 16 keys a block step; DSINFER_CUDA_ATTN_TILED=1 or set_attn_tiled(true): 1.5-2.6x faster alone,
+// slower end to end at 8k contexts, docs/notes.md); the same partials layout and merge, results
+// within float32 rounding of each other.
 void set_attn_tiled(bool on);
 // out[r] = the token runtime::draw_whole_row(row r, 1 / inv_t[r], u[r]) gives (a draw over the whole
 // softmax, the same operations in the same order), or -1 where u[r] < 0. logits [rows, n], inv_t
