@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# A timeline of one Flash layer's decode graph (bench_cuda --layer-trace: the model's sequence on both
-# streams, replayed as CUDA graphs) under Nsight Systems: each kernel's start, end and stream within a
-# layer, to see the critical path and the idle gaps. Needs nsys and python3; written for the next GPU
-# session (not yet run: no GPU machine was free when it was written).
+# A timeline of one Flash layer's decode graph under Nsight Systems (bench_cuda --layer-trace: the
+# model's sequence on both streams, replayed as CUDA graphs). bench_cuda --layer-trace prints the same
+# timeline itself from CUPTI's kernel records when the toolkit has CUPTI (the usual case); this script
+# is for machines with nsys, whose report also holds the API calls (not yet run: the GPU machines
+# lent so far have no nsys). Needs nsys and python3.
 # Usage: scripts/layer-trace.sh [BENCH_CUDA_BINARY] [OUT_DIR]
 set -euo pipefail
 bin=${1:-build-cuda/bench_cuda}
