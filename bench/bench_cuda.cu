@@ -53,15 +53,15 @@ struct KernelRecord {
     std::string name;
 };
 std::vector<KernelRecord> g_kernel_records;
-#define CUPTI_CK(x)                                                                   \
-    do {                                                                              \
-        CUptiResult r_ = (x);                                                         \
-        if (r_ != CUPTI_SUCCESS) {                                                    \
-            const char* m_ = nullptr;                                                 \
-            cuptiGetResultString(r_, &m_);                                            \
+#define CUPTI_CK(x)                                                                        \
+    do {                                                                                   \
+        CUptiResult r_ = (x);                                                              \
+        if (r_ != CUPTI_SUCCESS) {                                                         \
+            const char* m_ = nullptr;                                                      \
+            cuptiGetResultString(r_, &m_);                                                 \
             std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, m_ ? m_ : "?"); \
-            std::exit(1);                                                             \
-        }                                                                             \
+            std::exit(1);                                                                  \
+        }                                                                                  \
     } while (0)
 void CUPTIAPI cupti_buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
     *size = size_t(8) << 20;
@@ -125,9 +125,10 @@ void print_layer_timeline(std::vector<KernelRecord> recs, int graphs) {
         // busy: the union of the kernels' intervals
         std::vector<std::pair<uint64_t, uint64_t>> iv;
         if (g == shown)
-            std::printf("trace    replay %d of %d (%zu kernels); us from the replay's first start\n"
-                        "trace    %3s %4s %8s %8s %8s %8s  %6s %5s  %s\n",
-                        g + 1, graphs, per, "#", "lane", "start", "end", "dur", "adds", "grid", "block", "kernel");
+            std::printf(
+                "trace    replay %d of %d (%zu kernels); us from the replay's first start\n"
+                "trace    %3s %4s %8s %8s %8s %8s  %6s %5s  %s\n",
+                g + 1, graphs, per, "#", "lane", "start", "end", "dur", "adds", "grid", "block", "kernel");
         for (size_t i = 0; i < per; ++i) {
             const KernelRecord& k = r[i];
             const double adds = k.end > frontier ? double(k.end - frontier) * 1e-3 : 0.0;
@@ -140,8 +141,8 @@ void print_layer_timeline(std::vector<KernelRecord> recs, int graphs) {
             const int lane = lanes.emplace(k.stream, int(lanes.size())).first->second;
             if (g == shown)
                 std::printf("trace    %3zu %4d %8.2f %8.2f %8.2f %8.2f  %6d %5d  %s\n", i, lane,
-                            double(k.start - t0) * 1e-3, double(k.end - t0) * 1e-3, double(k.end - k.start) * 1e-3, adds,
-                            k.grid, k.block, k.name.c_str());
+                            double(k.start - t0) * 1e-3, double(k.end - t0) * 1e-3, double(k.end - k.start) * 1e-3,
+                            adds, k.grid, k.block, k.name.c_str());
         }
         std::sort(iv.begin(), iv.end());
         uint64_t covered = 0, cs = iv[0].first, ce = iv[0].second;
@@ -162,9 +163,10 @@ void print_layer_timeline(std::vector<KernelRecord> recs, int graphs) {
     std::sort(sorted.begin(), sorted.end());
     double idle = 0;
     for (int g = 0; g < graphs; ++g) idle += spans[size_t(g)] - busy[size_t(g)];
-    std::printf("trace    span of a replay (first start to last end): median %.2f us, min %.2f, max %.2f; "
-                "no kernel running %.2f us a replay on average\n",
-                sorted[sorted.size() / 2], sorted.front(), sorted.back(), idle / graphs);
+    std::printf(
+        "trace    span of a replay (first start to last end): median %.2f us, min %.2f, max %.2f; "
+        "no kernel running %.2f us a replay on average\n",
+        sorted[sorted.size() / 2], sorted.front(), sorted.back(), idle / graphs);
     std::vector<std::pair<double, std::string>> order;
     for (auto& [n, v] : by_name) order.push_back({v.first, n});
     std::sort(order.rbegin(), order.rend());
@@ -1011,12 +1013,13 @@ void bench_attention(int64_t t, int64_t nk) {
     double base = 0;
     for (bool tiled : {false, true}) {  // the warp-a-head kernel (the default), then the register-tiled one
         cuda::set_attn_tiled(tiled);
-        const double ms = time_ms(
-            [&](int) { cuda::backend().sparse_attn(q, t, H, hd, kva, na, kvb, idx, nk, sink, 0.044f, o); }, 50);
+        const double ms =
+            time_ms([&](int) { cuda::backend().sparse_attn(q, t, H, hd, kva, na, kvb, idx, nk, sink, 0.044f, o); }, 50);
         if (!tiled) base = ms;
-        std::printf("attn     t=%-5lld keys=%-6lld %-6s %8.2f us  %7.2f TFLOP/s  %6.0f GB/s (unique-key bytes if t=1)%s\n",
-                    (long long)t, (long long)nk, tiled ? "tiled" : "warp", ms * 1e3, flops / (ms * 1e-3) / 1e12,
-                    bytes / (ms * 1e-3) / 1e9, tiled ? (" " + std::to_string(base / ms).substr(0, 4) + "x").c_str() : "");
+        std::printf(
+            "attn     t=%-5lld keys=%-6lld %-6s %8.2f us  %7.2f TFLOP/s  %6.0f GB/s (unique-key bytes if t=1)%s\n",
+            (long long)t, (long long)nk, tiled ? "tiled" : "warp", ms * 1e3, flops / (ms * 1e-3) / 1e12,
+            bytes / (ms * 1e-3) / 1e9, tiled ? (" " + std::to_string(base / ms).substr(0, 4) + "x").c_str() : "");
     }
     cuda::set_attn_tiled(false);
 }

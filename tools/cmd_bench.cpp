@@ -245,7 +245,9 @@ void decode_on_device(Dsv4Model& model, const ModelConfig& cfg, const std::vecto
             const double fwd = now_s();
             if (sampled) {  // as the server does: summarized rows in turn, the others side by side
                 auto draw_b = [&](size_t b) {
-                    picks[b] = runtime::finish_row(logits[b], cfg.vocab_size, *sampled, rngs[b], history, sums[b], kept[b]).token;
+                    picks[b] =
+                        runtime::finish_row(logits[b], cfg.vocab_size, *sampled, rngs[b], history, sums[b], kept[b])
+                            .token;
                 };
                 std::vector<size_t> heavy;
                 for (size_t b = 0; b < size_t(B); ++b)

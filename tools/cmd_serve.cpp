@@ -88,8 +88,10 @@ int serve_main(int argc, char** argv) {
         else if (a == "--max-messages") so.max_messages = (size_t)num();
         else if (a == "--no-prefix-caching") eo.prefix_caching = false;
         else if (a == "--no-sample-summaries") eo.sample_summaries = false;
-        else if (a == "--no-device-draws") eo.device_draws = false;
-        else if (a == "--device-draws") eo.device_draws = true;  // the default
+        else if (a == "--no-device-draws")
+            eo.device_draws = false;
+        else if (a == "--device-draws")
+            eo.device_draws = true;  // the default
         else if (a == "--speculative") {
             long long k = num();
             if (k < 0 || k > 16) throw std::invalid_argument("--speculative needs a draft count in 0..16");

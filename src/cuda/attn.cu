@@ -141,18 +141,18 @@ __global__ void __launch_bounds__(kTiledThreads, 2)
     attn_tiled_kernel(const float* q, int64_t h, const float* kv_a, int64_t na, const float* kv_b, const int32_t* idx,
                       int64_t nk, float scale, int64_t chunk, int splits, float* pm, float* pl, float* po,
                       const float* const* a_rows, const float* const* b_rows, const int32_t* qrow) {
-    constexpr int ROW = D + 4;           // padded rows: a quarter warp's 16-byte reads of 8 rows hit 8 banks
+    constexpr int ROW = D + 4;  // padded rows: a quarter warp's 16-byte reads of 8 rows hit 8 banks
     constexpr int ROW4 = ROW / 4;
-    constexpr int SLICE4 = D / 4 / kTiledWarps;  // float4s of a warp's slice of the head dimension
-    constexpr int DPT = D / 64;                  // output channels a thread: od + 64 u
+    constexpr int SLICE4 = D / 4 / kTiledWarps;                // float4s of a warp's slice of the head dimension
+    constexpr int DPT = D / 64;                                // output channels a thread: od + 64 u
     constexpr int LD4 = kTiledKeys * (D / 4) / kTiledThreads;  // float4s of a step's keys a thread loads
     static_assert(SLICE4 >= 1 && DPT >= 1 && LD4 >= 1 && LD4 * kTiledThreads == kTiledKeys * (D / 4), "tiling");
     extern __shared__ float4 tiled_smem[];
     float* Qs = reinterpret_cast<float*>(tiled_smem);
     float* Ks = Qs + kTiledHeads * ROW;
-    float* Sp = Ks + kTiledKeys * ROW;              // [warp][head][key] partial scores
-    float* P = Sp + kTiledWarps * kTiledHeads * kTiledKeys;  // [key][head] weights of the step
-    float* corr_s = P + kTiledKeys * kTiledHeads;   // [head]
+    float* Sp = Ks + kTiledKeys * ROW;                                // [warp][head][key] partial scores
+    float* P = Sp + kTiledWarps * kTiledHeads * kTiledKeys;           // [key][head] weights of the step
+    float* corr_s = P + kTiledKeys * kTiledHeads;                     // [head]
     int32_t* sid = reinterpret_cast<int32_t*>(corr_s + kTiledHeads);  // [2][key]: row ids, ping-pong
     const float4* Qs4 = reinterpret_cast<const float4*>(Qs);
     const float4* Ks4 = reinterpret_cast<const float4*>(Ks);
@@ -183,7 +183,7 @@ __global__ void __launch_bounds__(kTiledThreads, 2)
         reinterpret_cast<float4*>(Qs + hh * ROW)[c] = v;
     }
     __syncthreads();
-    auto load_keys = [&](const int32_t* ids, float4 (&r)[LD4]) {
+    auto load_keys = [&](const int32_t* ids, float4(&r)[LD4]) {
 #pragma unroll
         for (int u = 0; u < LD4; ++u) {
             const int e = tid + u * kTiledThreads;
@@ -214,8 +214,9 @@ __global__ void __launch_bounds__(kTiledThreads, 2)
         const int32_t* cur = sid + (step & 1) * kTiledKeys;
         int32_t* nxt = sid + ((step + 1) & 1) * kTiledKeys;
 #pragma unroll
-        for (int u = 0; u < LD4; ++u) reinterpret_cast<float4*>(Ks)[(tid + u * kTiledThreads) / (D / 4) * ROW4 +
-                                                                    (tid + u * kTiledThreads) % (D / 4)] = kr[u];
+        for (int u = 0; u < LD4; ++u)
+            reinterpret_cast<float4*>(
+                Ks)[(tid + u * kTiledThreads) / (D / 4) * ROW4 + (tid + u * kTiledThreads) % (D / 4)] = kr[u];
         if (tid < kTiledKeys) {
             nxt[tid] = nid;
             const int64_t j = jb + 2 * kTiledKeys + tid;
@@ -412,7 +413,9 @@ bool attn_tiled() {
 
 }  // namespace
 
-void set_attn_tiled(bool on) { g_attn_tiled = on ? 1 : 0; }
+void set_attn_tiled(bool on) {
+    g_attn_tiled = on ? 1 : 0;
+}
 
 void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const float* kv_a, int64_t na, const float* kv_b,
                       const int32_t* idx, int64_t nk, const float* sink, float scale, float* out,
@@ -425,8 +428,8 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     const int64_t hgroups = ceil_div(h, tiled ? kTiledHeads : kHeadsPerBlock);
     // Enough blocks for two per SM, each with at least 32 keys (the tiled kernel: 16).
     const int64_t min_keys = tiled ? kTiledKeys : 32;
-    int splits = int(
-        std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * sm_count(), t * hgroups), ceil_div(nk, min_keys))));
+    int splits =
+        int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * sm_count(), t * hgroups), ceil_div(nk, min_keys))));
     splits = std::min(splits, kMaxSplits);
     const int64_t step = tiled ? kTiledKeys : kKeysPerStep;
     const int64_t chunk = ceil_div(ceil_div(nk, splits), step) * step;
@@ -437,38 +440,26 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     float* pl = part + rows;
     float* po = part + 2 * rows;
     const dim3 grid{unsigned(t), unsigned(hgroups), unsigned(splits)};
-    if (tiled) {
-        auto go = [&](auto kernel, size_t smem) {
-            launch_pdl(kernel, grid, kTiledThreads, smem, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl,
-                       po, a_rows, b_rows, qrow);
-        };
-        switch (d) {
-            case 64: go(attn_tiled_kernel<64>, tiled_smem<64>()); break;
-            case 128: go(attn_tiled_kernel<128>, tiled_smem<128>()); break;
-            case 256: go(attn_tiled_kernel<256>, tiled_smem<256>()); break;
-            case 512: go(attn_tiled_kernel<512>, tiled_smem<512>()); break;
-            default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
-        }
-    } else {
-        switch (d) {
-            case 64:
-                launch_pdl(attn_partial_kernel<2>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
-                           splits, pm, pl, po, a_rows, b_rows, qrow);
-                break;
-            case 128:
-                launch_pdl(attn_partial_kernel<4>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
-                           splits, pm, pl, po, a_rows, b_rows, qrow);
-                break;
-            case 256:
-                launch_pdl(attn_partial_kernel<8>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
-                           splits, pm, pl, po, a_rows, b_rows, qrow);
-                break;
-            case 512:
-                launch_pdl(attn_partial_kernel<16>, grid, kHeadsPerBlock * 32, 0, q, h, kv_a, na, kv_b, idx, nk, scale, chunk,
-                           splits, pm, pl, po, a_rows, b_rows, qrow);
-                break;
-            default: fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
-        }
+    auto go = [&](auto kernel, int threads, size_t smem) {
+        launch_pdl(kernel, grid, threads, smem, q, h, kv_a, na, kv_b, idx, nk, scale, chunk, splits, pm, pl, po, a_rows,
+                   b_rows, qrow);
+    };
+    constexpr int wt = kHeadsPerBlock * 32;
+    switch (d) {
+        case 64:
+            tiled ? go(attn_tiled_kernel<64>, kTiledThreads, tiled_smem<64>()) : go(attn_partial_kernel<2>, wt, 0);
+            break;
+        case 128:
+            tiled ? go(attn_tiled_kernel<128>, kTiledThreads, tiled_smem<128>()) : go(attn_partial_kernel<4>, wt, 0);
+            break;
+        case 256:
+            tiled ? go(attn_tiled_kernel<256>, kTiledThreads, tiled_smem<256>()) : go(attn_partial_kernel<8>, wt, 0);
+            break;
+        case 512:
+            tiled ? go(attn_tiled_kernel<512>, kTiledThreads, tiled_smem<512>()) : go(attn_partial_kernel<16>, wt, 0);
+            break;
+        default:
+            fail("sparse_attn: head dim must be 64, 128, 256 or 512, got " + std::to_string(d));
     }
     DSINFER_CUDA_LAUNCH();
     const OutRope rp{rope_pos, rope_pos ? rope->freqs : nullptr, rope_pos ? rope->rope_dim : 0};

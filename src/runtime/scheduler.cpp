@@ -375,8 +375,8 @@ void Scheduler::step() {
             if (spec[k].feed.empty() && items[k].logits) (summaries_[k].summarized ? light : rows).push_back(k);
         auto draw_k = [&](size_t k) {
             Sequence& s = *plan[k].seq;
-            drawn[k] = finish_row(std::span<const float>(items[k].logits, (size_t)vocab), vocab, s.params, s.rng, s.history,
-                                  summaries_[k], summary_dists_[k]);
+            drawn[k] = finish_row(std::span<const float>(items[k].logits, (size_t)vocab), vocab, s.params, s.rng,
+                                  s.history, summaries_[k], summary_dists_[k]);
         };
         for (size_t k : light) draw_k(k);
         for_each_row(rows.size(), [&](size_t j) { draw_k(rows[j]); });

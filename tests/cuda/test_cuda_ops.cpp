@@ -633,7 +633,8 @@ TEST_F(CudaOps, SparseAttentionWithSink) {
         cpu::sparse_attn(q.data(), t, h, d, kva.data(), na, kvb.data(), idx.data(), nk, sink.data(), scale, ref.data());
         Dev dq(q), da(kva), db(kvb), di(idx), dsk(sink);
         for (bool tiled : {true, false}) {  // the register-tiled kernel and the warp-a-head one (the default)
-            SCOPED_TRACE(testing::Message() << "t " << t << " h " << h << " d " << d << " nk " << nk << " tiled " << tiled);
+            SCOPED_TRACE(testing::Message()
+                         << "t " << t << " h " << h << " d " << d << " nk " << nk << " tiled " << tiled);
             cuda::set_attn_tiled(tiled);
             Dev dout = poisoned(ref.size());
             cuda::backend().sparse_attn(dq.f(), t, h, d, da.f(), na, db.f(), di.i(), nk, dsk.f(), scale, dout.f());

@@ -366,7 +366,7 @@ TEST(Sampler, FinishRowTakesTheForwardsDraw) {
     q.summarized = true;
     q.token = expect;
     EXPECT_EQ(finish_row({}, vocab, p, a, h, q, kept).token, expect);  // drawn: no row needed
-    EXPECT_EQ(sample(row, p, b, h).token, expect);                      // the host's own draw
+    EXPECT_EQ(sample(row, p, b, h).token, expect);                     // the host's own draw
     q.token = (int32_t)vocab;
     EXPECT_THROW(finish_row({}, vocab, p, a, h, q, kept), std::logic_error);
     q.token = -1;
