@@ -77,10 +77,11 @@ std::string Metrics::render(const EngineStats& s) const {
     counter("dsinfer_spec_draft_tokens_total", "Draft tokens proposed (speculative decoding)", (double)s.draft_tokens);
     counter("dsinfer_spec_draft_accepted_tokens_total", "Draft tokens accepted by the model (speculative decoding)",
             (double)s.draft_accepted);
-    counter("dsinfer_sampled_rows_total", "Tokens drawn on the host from a logits row or its summary (not a device argmax)",
+    counter("dsinfer_sampled_rows_total",
+            "Sampled tokens: drawn from a logits row, from its summary or on the GPU (not a device argmax)",
             (double)s.sampled_rows);
-    counter("dsinfer_sampled_from_summary_total", "Of those, drawn from the row's summary (the row stayed on the GPU)",
-            (double)s.summary_rows);
+    counter("dsinfer_sampled_from_summary_total",
+            "Of those, the row stayed on the GPU (drawn from its summary, or drawn there)", (double)s.summary_rows);
     counter("dsinfer_client_disconnects_total", "Streams whose client went away", (double)client_disconnects.load());
     o << ttft.render("dsinfer_time_to_first_token_seconds", "Time from request to first token");
     o << itl.render("dsinfer_inter_token_latency_seconds", "Time between streamed tokens");
