@@ -855,15 +855,33 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
     }
 }
 
-void bench_attention(int64_t t, int64_t nk) {
+// prefill_lists: each query's list as a prefill chunk's (model: window first, then the compressed entries,
+// -1 padding after each): t queries spread evenly over positions [0, 8192), window min(128, p + 1) keys,
+// min(nk - 128, (p + 1) / 4) compressed ones; else nk keys at random among 128 + nk rows.
+void bench_attention(int64_t t, int64_t nk, bool prefill_lists = false) {
     const int64_t H = 64, hd = 512, na = 128, nb = std::max<int64_t>(nk, 1);
     float *q = rand_floats(size_t(t * H * hd)), *kva = rand_floats(size_t(na * hd)), *kvb = rand_floats(size_t(nb * hd)),
           *sink = rand_floats(size_t(H)), *o = rand_floats(size_t(t * H * hd));
-    std::vector<int32_t> hidx(size_t(t * nk));
-    for (size_t j = 0; j < hidx.size(); ++j) hidx[j] = int32_t((j * 7919) % size_t(na + nb));
+    std::vector<int32_t> hidx(size_t(t * nk), -1);
+    int64_t listed = 0;
+    if (prefill_lists) {
+        for (int64_t i = 0; i < t; ++i) {
+            const int64_t p = i * 8192 / t, nw = std::min<int64_t>(na, p + 1), nc = std::min(nk - na, (p + 1) / 4);
+            int32_t* ix = hidx.data() + i * nk;
+            for (int64_t w = 0; w < nw; ++w) ix[w] = int32_t((p - nw + 1 + w) % na);
+            for (int64_t j = 0; j < nc; ++j) ix[na + j] = int32_t(na + j);
+            listed += nw + nc;
+        }
+    } else {
+        for (size_t j = 0; j < hidx.size(); ++j) hidx[j] = int32_t((j * 7919) % size_t(na + nb));
+        listed = t * nk;
+    }
     int32_t* idx = static_cast<int32_t*>(cuda::dmalloc(hidx.size() * 4));
     cuda::h2d(idx, hidx.data(), hidx.size() * 4);
-    const double flops = 4.0 * double(t) * H * double(nk) * hd;
+    if (prefill_lists)
+        std::printf("attn     prefill-like lists: %.1f%% of the %lld x %lld entries are padding\n",
+                    100.0 * double(t * nk - listed) / double(t * nk), (long long)t, (long long)nk);
+    const double flops = 4.0 * double(t) * H * double(listed) * hd;  // the listed keys only
     const double bytes = double(t) * double(nk) * hd * 4 + 2.0 * double(t) * H * hd * 4;
     double base = 0;
     for (bool tiled : {false, true}) {  // the warp-a-head kernel (the default), then the register-tiled one
@@ -1094,6 +1112,8 @@ int main(int argc, char** argv) {
         bench_attention(8, 640);
         bench_attention(64, 640);
         bench_attention(512, 640);
+        bench_attention(512, 640, true);
+        bench_attention(2048, 640, true);
         return 0;
     }
     if (argc > 1 && std::strcmp(argv[1], "--moe") == 0) {  // one token's routed experts alone (for ncu)
