@@ -66,11 +66,11 @@ void CUPTIAPI cupti_buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_
     }
     std::free(buffer);
 }
-// The records of `graphs` back-to-back graph replays of `per` kernels each: each kernel's offset from
-// its replay's first start, its duration, and what it adds to the replay's frontier (how far its end
-// passes every earlier end: the sum of these is the replay's span, so the kernels with large
-// additions are the critical path; a kernel that ends inside another's time adds nothing).
 }  // namespace
+
+// What a kernel adds to its replay's frontier: how far its end passes every earlier end. The additions
+// sum to the replay's span, so the kernels with large ones are the critical path; a kernel that ends
+// inside another's time adds nothing.
 
 void print_layer_timeline(std::vector<KernelRecord> recs, int graphs) {
     std::sort(recs.begin(), recs.end(), [](const KernelRecord& a, const KernelRecord& b) { return a.start < b.start; });
