@@ -641,8 +641,10 @@ void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
 // inputs; wo_a on its split mode; wkv and the shared expert on a second stream; the FP4 experts decoded
 // through e4m3 (off by default). The seventh is the fifth with the fused epilogues (the model's default
 // now): hc_post folded into hc_pre and into the MoE combine (which also adds the shared expert's
-// output), the shared expert's SwiGLU + quantization in one launch. (The routed experts' SwiGLU +
-// quantization is one launch in every line: moe_experts always fuses it.)
+// output), the shared expert's SwiGLU + quantization in one launch, and each rmsnorm before a quantized
+// input one launch with its quantization (rmsnorm_act_quant, as the model's norm_q; since the round
+// of the register-tiled attention: earlier records of this line had them as two launches). (The routed
+// experts' SwiGLU + quantization is one launch in every line: moe_experts always fuses it.)
 // --layer-profile profiles the sequence with the tensor-core GEMVs and split wo_a on one stream (mode 1);
 // --layer-trace replays the model's sequence (the seventh) as CUDA graphs and prints the timeline of
 // both streams from CUPTI's kernel records (print_layer_timeline); the replays sit between
@@ -688,7 +690,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
           *o = rand_floats(size_t(H * hd)), *u = rand_floats(size_t(G * olr)), *a = rand_floats(size_t(D)),
           *logits = rand_floats(size_t(E)), *rw = rand_floats(size_t(K)), *gu = rand_floats(size_t(2 * I)),
           *h = rand_floats(size_t(I)), *f = rand_floats(size_t(D)), *sink = rand_floats(size_t(H)),
-          *x2 = rand_floats(size_t(4 * D));
+          *x2 = rand_floats(size_t(4 * D)), *yq = rand_floats(size_t(D)), *qrq = rand_floats(size_t(ql));
     int32_t* ids = static_cast<int32_t*>(cuda::dmalloc(size_t(K) * 4));
     const int64_t nk = 128 + std::min<int64_t>(ctx_keys, 512);
     std::vector<int32_t> hidx(static_cast<size_t>(nk));
@@ -709,11 +711,14 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
     // experts (independent work; the side stream forks from and joins the main one by events).
     bool fork = false;
     bool fused = false;  // the fused epilogues (hc_post into hc_pre and the MoE combine, SwiGLU + quant)
+    // With the fused epilogues, the norms before a quantized input are one launch each with their
+    // quantization (rmsnorm_act_quant: y normalized, yq its quantized copy), as the model runs them.
     auto shared_expert = [&](const L& l) {
-        if (!(mma && cuda::mma_gemv_pair(y, l.sw1, l.sw3, gu, gu + I)) &&
-            (before || !cuda::linear_pair(y, 1, l.sw1, l.sw3, gu, gu + I, 2 * I))) {
-            be.linear(y, 1, l.sw1, 0, I, gu, 2 * I);
-            be.linear(y, 1, l.sw3, 0, I, gu + I, 2 * I);
+        const float* ys = fused ? yq : y;
+        if (!(mma && cuda::mma_gemv_pair(ys, l.sw1, l.sw3, gu, gu + I)) &&
+            (before || !cuda::linear_pair(ys, 1, l.sw1, l.sw3, gu, gu + I, 2 * I))) {
+            be.linear(ys, 1, l.sw1, 0, I, gu, 2 * I);
+            be.linear(ys, 1, l.sw3, 0, I, gu + I, 2 * I);
         }
         if (fused) {
             cuda::swiglu_act_quant(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h, 128, true);
@@ -727,22 +732,33 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
         const L& l = ls[size_t(it % layers)];
         kv_b = l.kv + 128 * hd;
         be.hc_pre(x, 1, 4, D, l.fn_a, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
-        be.rmsnorm(y, 1, D, nw, 1e-6f, y);
-        be.act_quant(y, 1, D, D, 128, true);
+        const float* ya = y;  // the attention's quantized input
+        if (fused) {
+            cuda::rmsnorm_act_quant(y, 1, D, nw, 1e-6f, y, yq, 128, true);
+            ya = yq;
+        } else {
+            be.rmsnorm(y, 1, D, nw, 1e-6f, y);
+            be.act_quant(y, 1, D, D, 128, true);
+        }
         if (fork) {
             cuda::side_begin();
-            lin_q(y, l.wkv, kvn);
+            lin_q(ya, l.wkv, kvn);
             cuda::side_end();
         }
-        lin_q(y, l.wq_a, qr);
-        be.rmsnorm(qr, 1, ql, nw, 1e-6f, qr);
-        be.act_quant(qr, 1, ql, ql, 128, true);
-        lin_q(qr, l.wq_b, q);
+        lin_q(ya, l.wq_a, qr);
+        if (fused) {
+            cuda::rmsnorm_act_quant(qr, 1, ql, nw, 1e-6f, qr, qrq, 128, true);
+            lin_q(qrq, l.wq_b, q);
+        } else {
+            be.rmsnorm(qr, 1, ql, nw, 1e-6f, qr);
+            be.act_quant(qr, 1, ql, ql, 128, true);
+            lin_q(qr, l.wq_b, q);
+        }
         be.rmsnorm(q, H, hd, nullptr, 1e-6f, q);
         if (fork)
             cuda::side_join();
         else
-            lin_q(y, l.wkv, kvn);
+            lin_q(ya, l.wkv, kvn);
         be.sparse_attn(q, 1, H, hd, l.kv, 128, kv_b, idx, nk, sink, 1.f / std::sqrt(float(hd)), o);
         if (before || !cuda::linear_groups(o, 1, H * hd, l.wo_a, G, olr, u, G * olr))
             for (int64_t g = 0; g < G; ++g)
@@ -755,10 +771,13 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
             be.hc_post(a, x, post, comb, 1, 4, D, x2);
             be.hc_pre(x2, 1, 4, D, l.fn_f, scale, base, 20, 1e-6f, 1e-6f, y, post, comb);
         }
-        be.rmsnorm(y, 1, D, nw, 1e-6f, y);
+        if (fused)
+            cuda::rmsnorm_act_quant(y, 1, D, nw, 1e-6f, y, yq, 128, true);
+        else
+            be.rmsnorm(y, 1, D, nw, 1e-6f, y);
         be.linear(y, 1, l.gate, 0, E, logits, E);
         be.moe_route(logits, 1, E, nullptr, ids, K, 1.5f, ids, rw);  // fixed (hash-style) ids keep the bytes known
-        be.act_quant(y, 1, D, D, 128, true);
+        if (!fused) be.act_quant(y, 1, D, D, 128, true);
         if (fork) {
             cuda::side_begin();
             shared_expert(l);
@@ -772,7 +791,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
             tail.post = post;
             tail.comb = comb;
             tail.hc = 4;
-            cuda::moe_experts(*l.table, y, true, 1, D, I, ids, rw, K, 10.f, true, x, &tail);
+            cuda::moe_experts(*l.table, yq, true, 1, D, I, ids, rw, K, 10.f, true, x, &tail);
             return;
         }
         cuda::moe_experts(*l.table, y, true, 1, D, I, ids, rw, K, 10.f, true, f);
