@@ -101,10 +101,10 @@ using KeptDistribution = std::optional<std::vector<std::pair<int32_t, float>>>;
 // p must outlive the forward.
 bool prepare_row_request(SummaryRequest& q, const SamplingParams& p, int64_t vocab, bool summaries, bool draws, Rng& rng,
                          KeptDistribution* kept);
-// The token of a row after the forward (row: its logits, read only when the forward delivered them):
-// the device draw's token, the draw from the summary's kept distribution, else sample() over the row;
-// the same token in every case. Throws when a device draw returned no token of the vocabulary.
-// `row` is read only when the forward neither summarized nor drew it (it may be empty otherwise).
+// The token of a row after the forward: the device draw's token, the draw from the summary's kept
+// distribution, else sample() over the row; the same token in every case. `row` (its logits) is read
+// only when the forward neither summarized nor drew it, and may be empty otherwise. Throws when a device
+// draw returned no token of the vocabulary [0, vocab).
 SampleResult finish_row(std::span<const float> row, int64_t vocab, const SamplingParams& p, Rng& rng,
                         const TokenHistory& h, const SummaryRequest& q, const KeptDistribution& kept);
 
