@@ -643,8 +643,10 @@ void bench_rmsnorm_quant(int64_t rows, int64_t dim) {
 // now): hc_post folded into hc_pre and into the MoE combine (which also adds the shared expert's
 // output), the shared expert's SwiGLU + quantization in one launch, and each rmsnorm before a quantized
 // input one launch with its quantization (rmsnorm_act_quant, as the model's norm_q; since the round
-// of the register-tiled attention: earlier records of this line had them as two launches). (The routed
-// experts' SwiGLU + quantization is one launch in every line: moe_experts always fuses it.)
+// of the register-tiled attention: earlier records of this line had them as two launches), and q_norm
+// formed inside wq_b's launch (mma_gemv_normed, as the model's decode; DSINFER_CUDA_NORM_IN_GEMV=0 for
+// the launch before it). (The routed experts' SwiGLU + quantization is one launch in every line:
+// moe_experts always fuses it. Every line runs the default attention kernel, DSINFER_CUDA_ATTN_TILED.)
 // --layer-profile profiles the sequence with the tensor-core GEMVs and split wo_a on one stream (mode 1);
 // --layer-trace replays the model's sequence (the seventh) as CUDA graphs and prints the timeline of
 // both streams from CUPTI's kernel records (print_layer_timeline); the replays sit between
@@ -713,6 +715,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
     bool fused = false;  // the fused epilogues (hc_post into hc_pre and the MoE combine, SwiGLU + quant)
     // With the fused epilogues, the norms before a quantized input are one launch each with their
     // quantization (rmsnorm_act_quant: y normalized, yq its quantized copy), as the model runs them.
+    bool w2_late = false;  // the shared w2 forked after the routed up launch (cuda::shared_w2_late)
     auto shared_expert = [&](const L& l) {
         const float* ys = fused ? yq : y;
         if (!(mma && cuda::mma_gemv_pair(ys, l.sw1, l.sw3, gu, gu + I)) &&
@@ -726,7 +729,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
             be.swiglu(gu, gu + I, 2 * I, 1, I, 10.f, nullptr, h);
             be.act_quant(h, 1, I, I, 128, true);
         }
-        lin_q(h, l.sw2, a);
+        if (!w2_late) lin_q(h, l.sw2, a);
     };
     auto step = [&](int it) {
         const L& l = ls[size_t(it % layers)];
@@ -746,7 +749,9 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
             cuda::side_end();
         }
         lin_q(ya, l.wq_a, qr);
-        if (fused) {
+        if (fused && mma && cuda::norm_in_gemv() && cuda::mma_gemv_normed(qr, nw, 1e-6f, l.wq_b, q)) {
+            // q_norm formed inside wq_b's launch, as the model's decode runs it (DSINFER_CUDA_NORM_IN_GEMV)
+        } else if (fused) {
             cuda::rmsnorm_act_quant(qr, 1, ql, nw, 1e-6f, qr, qrq, 128, true);
             lin_q(qrq, l.wq_b, q);
         } else {
@@ -778,6 +783,7 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
         be.linear(y, 1, l.gate, 0, E, logits, E);
         be.moe_route(logits, 1, E, nullptr, ids, K, 1.5f, ids, rw);  // fixed (hash-style) ids keep the bytes known
         if (!fused) be.act_quant(y, 1, D, D, 128, true);
+        w2_late = fused && fork && cuda::shared_w2_late();
         if (fork) {
             cuda::side_begin();
             shared_expert(l);
@@ -786,6 +792,12 @@ void bench_layer_decode(int layers, int64_t ctx_keys, int profile = 0) {
         if (fused) {  // the combine adds the shared expert's output and applies hc_post
             cuda::MoeTail tail;
             tail.before_combine = [] { cuda::side_join(); };
+            if (w2_late)
+                tail.after_up = [&] {
+                    cuda::side_begin();
+                    lin_q(h, l.sw2, a);
+                    cuda::side_end();
+                };
             tail.add = a;
             tail.res = x2;
             tail.post = post;
@@ -900,10 +912,11 @@ void bench_attention(int64_t t, int64_t nk, bool prefill_lists = false) {
     if (prefill_lists)
         std::printf("attn     prefill-like lists: %.1f%% of the %lld x %lld entries are padding\n",
                     100.0 * double(t * nk - listed) / double(t * nk), (long long)t, (long long)nk);
-    const double flops = 4.0 * double(t) * H * double(listed) * hd;  // the listed keys only
+    const double flops = 4.0 * H * double(listed) * hd;  // the listed keys only (listed: over all queries)
     const double bytes = double(t) * double(nk) * hd * 4 + 2.0 * double(t) * H * hd * 4;
     double base = 0;
-    for (bool tiled : {false, true}) {  // the warp-a-head kernel (the default), then the register-tiled one
+    const bool was = cuda::attn_tiled();
+    for (bool tiled : {false, true}) {  // the warp-a-head kernel, then the register-tiled one (the default)
         cuda::set_attn_tiled(tiled);
         const double ms =
             time_ms([&](int) { cuda::backend().sparse_attn(q, t, H, hd, kva, na, kvb, idx, nk, sink, 0.044f, o); }, 50);
@@ -913,7 +926,7 @@ void bench_attention(int64_t t, int64_t nk, bool prefill_lists = false) {
             (long long)t, (long long)nk, tiled ? "tiled" : "warp", ms * 1e3, flops / (ms * 1e-3) / 1e12,
             bytes / (ms * 1e-3) / 1e9, tiled ? (" " + std::to_string(base / ms).substr(0, 4) + "x").c_str() : "");
     }
-    cuda::set_attn_tiled(false);
+    cuda::set_attn_tiled(was);
 }
 
 // --chain: what a decode layer's critical path could reach if each weight-reading kernel fetched its

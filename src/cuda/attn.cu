@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(kHeadsPerBlock * 32)
     for (int c = 0; c < DPL; ++c) po[slot * D + c * 32 + lane] = o[c];
 }
 
-// The tiled variant (DSINFER_CUDA_ATTN_TILED=1, set_attn_tiled; off by default, docs/notes.md says
-// why): a block takes 16 heads and steps over its keys 16 at a time,
+// The tiled variant (the default; DSINFER_CUDA_ATTN_TILED=0 or set_attn_tiled(false) for the one
+// above): a block takes 16 heads and steps over its keys 16 at a time,
 // as two small matrix products on register tiles. Scores: S[16 heads x 16 keys] = Q K^T with the
 // head dimension split over the 8 warps (a thread holds 4 heads x 2 keys of its warp's slice; the
 // slices are summed in order through shared memory). Output: O[16 heads x d] += P V (a thread holds 4
@@ -400,18 +400,27 @@ size_t tiled_smem() {
     return tiled_smem_bytes<D>();
 }
 
-std::atomic<int> g_attn_tiled{-1};  // -1: DSINFER_CUDA_ATTN_TILED (read once; on only if '1')
+std::atomic<int> g_attn_tiled{-1};  // -1: DSINFER_CUDA_ATTN_TILED (read once; on unless '0')
+
+int64_t attn_split_keys() {
+    static const int64_t v = [] {
+        const char* e = std::getenv("DSINFER_CUDA_ATTN_SPLIT_KEYS");
+        return e ? std::max<int64_t>(0, std::atoll(e)) : int64_t(0);
+    }();
+    return v;
+}
+
+}  // namespace
+
 bool attn_tiled() {
     int v = g_attn_tiled.load();
     if (v < 0) {
         const char* e = std::getenv("DSINFER_CUDA_ATTN_TILED");
-        v = e && e[0] == '1' ? 1 : 0;
+        v = e && e[0] == '0' ? 0 : 1;
         g_attn_tiled = v;
     }
     return v == 1;
 }
-
-}  // namespace
 
 void set_attn_tiled(bool on) {
     g_attn_tiled = on ? 1 : 0;
@@ -426,8 +435,9 @@ void sparse_attn_rows(const float* q, int64_t t, int64_t h, int64_t d, const flo
     if (t <= 0 || h <= 0) return;
     const bool tiled = attn_tiled();
     const int64_t hgroups = ceil_div(h, tiled ? kTiledHeads : kHeadsPerBlock);
-    // Enough blocks for two per SM, each with at least 32 keys (the tiled kernel: 16).
-    const int64_t min_keys = tiled ? kTiledKeys : 32;
+    // Enough blocks for two per SM, each with at least 32 keys (the tiled kernel: 16;
+    // DSINFER_CUDA_ATTN_SPLIT_KEYS=N: at least N).
+    const int64_t min_keys = std::max<int64_t>(attn_split_keys(), tiled ? kTiledKeys : 32);
     int splits =
         int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * sm_count(), t * hgroups), ceil_div(nk, min_keys))));
     splits = std::min(splits, kMaxSplits);

@@ -148,6 +148,18 @@ void set_mma_gemv(int mode);
 bool mma_gemv_ok(const ops::Weight& w);
 // y[r] = x·W[n0 + r] for r < n1 − n0.
 bool mma_gemv(const float* x, const ops::Weight& w, int64_t n0, int64_t n1, float* y);
+// y = act_quant(rmsnorm(x, norm_w, eps))·Wᵀ (128-blocks, power-of-two scales) for one raw row x: the
+// norm and its quantization formed inside the launch, bitwise rmsnorm_act_quant's yq (so bitwise
+// rmsnorm_act_quant + mma_gemv), without the norm's launch before it. All w.n rows; k ≤ 16384.
+bool mma_gemv_normed(const float* x, const float* norm_w, float eps, const ops::Weight& w, float* y);
+// Whether mma_gemv_normed would run for these arguments; how many times it has launched (process-wide,
+// for tests).
+bool mma_gemv_normed_ok(const float* x, const float* norm_w, const ops::Weight& w);
+uint64_t mma_gemv_normed_launches();
+// The model's decode uses mma_gemv_normed for wq_b (q_norm inside the GEMV; on by default):
+// DSINFER_CUDA_NORM_IN_GEMV=0 or set_norm_in_gemv(false) runs the norm launch before it instead.
+bool norm_in_gemv();
+void set_norm_in_gemv(bool on);
 // ya = x·Waᵀ, yb = x·Wbᵀ in one launch (same layouts: the shared expert's w1 and w3).
 bool mma_gemv_pair(const float* x, const ops::Weight& wa, const ops::Weight& wb, float* ya, float* yb);
 // Split mode, for any float32 x (each element as two f16 terms; gemv_mma.cu): for g < groups,
@@ -288,8 +300,11 @@ private:
 // running it after): tail->before_combine() is called first (on the host, before the combine is
 // enqueued: e.g. to join a side stream that computes `add`); then f = Σ_j out_j + add (add [t, d], when
 // set) and, when res is set, out = hc_post(f, res, post, comb) [t, hc, d] instead of f.
+// tail->after_up() (when set) is called once the up launch (w1 and w3) is enqueued, before the SwiGLU
+// and w2: e.g. to fork work onto a side stream that should not compete with the up launch.
 struct MoeTail {
     std::function<void()> before_combine;
+    std::function<void()> after_up;
     const float* add = nullptr;
     const float *res = nullptr, *post = nullptr, *comb = nullptr;
     int64_t hc = 0;
@@ -297,6 +312,11 @@ struct MoeTail {
 void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64_t t, int64_t d, int64_t inter,
                  const int32_t* ids, const float* w, int64_t k, float limit, bool quant_h, float* out,
                  const MoeTail* tail = nullptr);
+// Decode with the shared expert on a side stream: its w2 launch forked after the routed experts' up
+// launch (MoeTail::after_up) rather than beside it, so it shares the HBM with the routed w2 instead.
+// DSINFER_CUDA_SHARED_W2_LATE=1 or set_shared_w2_late(true); off by default. Bitwise the same.
+bool shared_w2_late();
+void set_shared_w2_late(bool on);
 
 // moe_route for hash layers with the ids looked up on the device: row i takes table[tokens[i], 0..k)
 // (a [vocab, k] tid2eid table with ids checked in range; tokens [t] device). Bitwise moe_route with
@@ -320,10 +340,11 @@ void sample_summary(const float* logits, int64_t rows, int64_t n, const float* i
 // and the compaction by contiguous segments (the same output; on by default: H100, 2-3% faster sampled
 // decode steps; DSINFER_CUDA_TOPK_SEGMENTS=0 or this for the ⌈n / 1024⌉ rounds of one block scan).
 void set_topk_segments(bool on);
-// sparse_attn's kernel: the one with a warp a head (the default) or the register-tiled one (16 heads x
-// 16 keys a block step; DSINFER_CUDA_ATTN_TILED=1 or set_attn_tiled(true): 1.5-2.6x faster alone,
-// slower end to end at 8k contexts, docs/notes.md); the same partials layout and merge, results
-// within float32 rounding of each other.
+// sparse_attn's kernel: the register-tiled one (16 heads x 16 keys a block step; the default) or the
+// one with a warp a head (DSINFER_CUDA_ATTN_TILED=0 or set_attn_tiled(false)). The tiled one is
+// 1.4-2.7x faster alone and 2.3x in an 8k prefill (H100, docs/benchmarks.md); the same partials layout
+// and merge, results within float32 rounding of each other. attn_tiled() says which runs.
+bool attn_tiled();
 void set_attn_tiled(bool on);
 // out[r] = the token runtime::draw_whole_row(row r, 1 / inv_t[r], u[r]) gives (a draw over the whole
 // softmax, the same operations in the same order), or -1 where u[r] < 0. logits [rows, n], inv_t

@@ -946,10 +946,16 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
     float* q = A.f(n * H * hd);
     float* qrq = quant_ ? A.f(n * ql) : nullptr;
     linear_q(y, yq, n, bw.wq_a, qr);
-    norm_q(qr, n, ql, bw.q_norm, qrq);
+    // One decode row: wq_b forms q_norm and its quantization itself (mma_gemv_normed, bitwise the two
+    // launches), so it follows wq_a directly; qr stays raw, and the indexer's query (quantized input
+    // only) gets its own norm launch on its side lane.
+    const bool q_in_gemv = n == 1 && quant_ && pow2_ && fused_ && norm_in_gemv() && quantized(bw.wq_b) &&
+                           (!iw || quantized(iw->wq_b)) && mma_gemv_normed_ok(qr, bw.q_norm, bw.wq_b);
+    if (!q_in_gemv) norm_q(qr, n, ql, bw.q_norm, qrq);
     if (iw) {  // the indexer's query, from qr too: on a side lane after the projections above
         open(2);
         iq = A.f(n * nih * ihd);
+        if (q_in_gemv) rmsnorm_act_quant(qr, n, ql, bw.q_norm, eps, nullptr, qrq, 128, pow2_);
         linear_q(qr, qrq, n, iw->wq_b, iq);
         HeadPost hp;  // RoPE per head, Hadamard, FP4
         hp.pos = pos;
@@ -964,7 +970,10 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
         head_post(iq, n * nih, ihd, hp, fused_);
         close();
     }
-    linear_q(qr, qrq, n, bw.wq_b, q);
+    if (!q_in_gemv || !mma_gemv_normed(qr, bw.q_norm, eps, bw.wq_b, q)) {
+        if (q_in_gemv) throw Error("cuda: the normed wq_b launch refused a setting attention_proj accepted");
+        linear_q(qr, qrq, n, bw.wq_b, q);
+    }
     {  // rmsnorm per head (no weight), RoPE
         HeadPost hp;
         hp.norm = true;
@@ -1394,6 +1403,8 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
     const ExpertWeights& sh = bw.shared;
     const float* xs = expert_input(quantized(sh.w1));
     const bool fork = fork_rows(o_.side_stream, n);
+    // shared_w2_late: the shared w2 forks again after the routed experts' up launch (MoeTail::after_up).
+    const bool w2_late = fork && fused_ && quant_ && quantized(sh.w2) && shared_w2_late();
     if (fork) side_begin();
     float* gu = A.f(n * 2 * I);
     float* h = A.f(n * I);
@@ -1412,7 +1423,7 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
             be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
             be.act_quant(h, n, I, I, 128, pow2_);
         }
-        linear_xq(h, n, sh.w2, so);
+        if (!w2_late) linear_xq(h, n, sh.w2, so);
     } else {
         be.swiglu(gu, gu + I, 2 * I, n, I, float(c.swiglu_limit), nullptr, h);
         be.linear(h, n, sh.w2, 0, D, so, D);
@@ -1430,6 +1441,12 @@ void CudaModel::moe(const DevBlock& bw, Rows& rows, const float* y, const float*
         // The combine adds the shared expert's output (after the join) and applies hc_post.
         MoeTail tail;
         if (fork || hc_sinkhorn_aside()) tail.before_combine = [] { side_join(); };
+        if (w2_late)
+            tail.after_up = [&] {
+                side_begin();
+                linear_xq(h, n, sh.w2, so);
+                side_end();
+            };
         tail.add = so;
         tail.res = res;
         tail.post = post;

@@ -70,6 +70,8 @@ struct MmaParams {
     bool device_jobs;
     bool scales4;  // the scales 4-byte aligned (checked on the launch's weight; every upload is its own
                    // device allocation, so a grouped launch's other experts' scales are too)
+    const float* norm_w;  // NORM: the rmsnorm weight ([k]) applied to x before its quantization
+    float norm_eps;
 };
 struct MmaJobs {
     GemvJob j[kMmaMaxInline];
@@ -171,8 +173,11 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 // rounds ahead; 2 (SMS) the block's rows' scale bytes copied once into shared memory before the wait
 // (rows kMmaScalePad bytes apart: conflict-free), read from there (the per-round global byte loads
 // are as many sector requests as the weights' and miss L1 about half the time). MOE: MmaMoe's stage
-// (0: jobs given; a compile-time choice, so the other kernels keep their registers).
-template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE>
+// (0: jobs given; a compile-time choice, so the other kernels keep their registers). NORM: x is the
+// raw row; each block forms act_quant(rmsnorm(x, p.norm_w)) itself while staging it, bitwise what
+// rmsnorm_quant_kernel writes (its sums in its order: see mma_gemv_normed), so the launch needs no
+// norm kernel before it.
+template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE, bool NORM = false>
 __global__ void __launch_bounds__(kMmaThreads, MINB)
     gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
     constexpr bool PRE = SC == 1, SMS = SC == 2;
@@ -182,6 +187,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
     static_assert((!PRE && !SMS) || F4, "scales ahead or staged: FP4 only");
     static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
+    static_assert(!NORM || (MOE == 0 && !SPLIT), "normed x: one-term x, jobs given");
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
     __half* xh = reinterpret_cast<__half*>(smem);  // [k] f16, lane order; split: then [k] lo terms
@@ -241,6 +247,43 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     if (early) pdl_wait();
     pdl_release();
 
+    // NORM: 1 / rms of x as rmsnorm_quant_kernel computes it at its thread count T (row_inv_rms_vec4 +
+    // block_sum_double): its thread i sums the squares of float4s i, i + T, .. in double, in that order;
+    // each warp sums its lanes by the xor tree; warp 0 sums the warp totals the same way. Thread t here
+    // stands in for its threads t + 256 j (their warp w + 8 j, the same lane).
+    [[maybe_unused]] float rs = 0.f;
+    if constexpr (NORM) {
+        __shared__ double nred[32];
+        const int64_t n4 = p.k / 4;
+        const int T = int(min(int64_t(1024), max(int64_t(32), (n4 + 31) / 32 * 32)));
+        const float4* x4 = reinterpret_cast<const float4*>(job.x);
+        for (int j = 0; j * kMmaThreads < T; ++j) {  // block-uniform
+            const int vt = int(threadIdx.x) + j * kMmaThreads;
+            double s = 0;
+            if (vt < T)
+                for (int m = 0; m < 4; ++m) {
+                    const int64_t i = vt + int64_t(m) * T;
+                    if (i < n4) {
+                        const float4 v = x4[i];
+                        s += double(v.x) * double(v.x);
+                        s += double(v.y) * double(v.y);
+                        s += double(v.z) * double(v.z);
+                        s += double(v.w) * double(v.w);
+                    }
+                }
+            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+            if (lane == 0 && vt < T) nred[vt >> 5] = s;
+        }
+        __syncthreads();
+        if (warp == 0) {
+            double s = lane < (T >> 5) ? nred[lane] : 0.0;
+            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+            if (lane == 0) nred[0] = s;
+        }
+        __syncthreads();
+        rs = 1.f / sqrtf(float(nred[0] / double(p.k)) + p.norm_eps);
+    }
+
     // Stage x: warp-wide per 128-block (4 elements a lane), one power of two per block.
     if (threadIdx.x == 0) zero16 = make_uint4(0, 0, 0, 0);
     for (int64_t b = warp; b < p.k / 128; b += kMmaWarps) {
@@ -260,6 +303,17 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
                             e4m3_qdq_dev(e[3], hs));
         } else {
             v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
+            if constexpr (NORM) {  // rmsnorm_quant_kernel's expressions: normed_vec4, then the 128-block's
+                                   // power-of-two act_quant
+                const float4 ww = reinterpret_cast<const float4*>(p.norm_w + b * 128)[lane];
+                const float4 o{ww.x * (v.x * rs), ww.y * (v.y * rs), ww.z * (v.z * rs), ww.w * (v.w * rs)};
+                float am = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+                const float qs = e4m3_scale_dev(am, true);
+                v = make_float4(e4m3_qdq_dev(o.x, qs), e4m3_qdq_dev(o.y, qs), e4m3_qdq_dev(o.z, qs),
+                                e4m3_qdq_dev(o.w, qs));
+            }
         }
         float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
@@ -421,9 +475,9 @@ std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see
 // launch; DSINFER_CUDA_MMA_CFG=0|1 forces one (read once), or set_mma_cfg. Measured and left off, for FP4 weights
 // without the split (FP8 weights keep the per-launch choice; split launches and routed-expert job
 // launches take cfg 1's build for any forced value above 0): 2, cfg 1 with the scale bytes loaded with the weights,
-// DEPTH rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers). Written,
-// not yet measured (off): 4, cfg 1 with the block's scale bytes staged in shared memory once (E8M0 scales,
-// at most kMmaMaxScaleSmem bytes of them; else cfg 1).
+// DEPTH rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers); 4, cfg 1
+// with the block's scale bytes staged in shared memory once (E8M0 scales, at most kMmaMaxScaleSmem bytes
+// of them; else cfg 1: H100, one token's experts 59.6 against 56.1 µs).
 constexpr int64_t kMmaCfg1MaxTiles = int64_t(1) << 18;
 std::atomic<int> g_mma_cfg{-2};  // -2: not read yet; -1: chosen per launch
 int mma_cfg(int64_t tiles, bool fp4) {
@@ -437,7 +491,7 @@ int mma_cfg(int64_t tiles, bool fp4) {
     return tiles > kMmaCfg1MaxTiles ? 0 : 1;
 }
 
-template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC = 0, int MOE = 0>
+template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC = 0, int MOE = 0, bool NORM = false>
 void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     const int tpb = kMmaWarps / p.ks;
     const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4 +
@@ -445,19 +499,23 @@ void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
     static bool attr = false;
     if (!attr) {
         DSINFER_CUDA_CHECK(cudaFuncSetAttribute(
-            gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
             int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0))));
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
-    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE>, grid, kMmaThreads, smem, p, inl, jobs, moe);
+    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM>, grid, kMmaThreads, smem, p, inl, jobs, moe);
     DSINFER_CUDA_LAUNCH();
 }
 
 template <int FMT, bool SPLIT>
 void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     constexpr bool F4 = FMT != int(WeightFormat::FP8);
-    if constexpr (!SPLIT) {  // routed-expert launches that build their own jobs: cfg 0 or 1's registers
+    if constexpr (!SPLIT) {
+        if (p.norm_w)  // normed x (mma_gemv_normed): cfg 0 or 1
+            return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 0, 0, true>(p, inl, jobs, njobs, moe)
+                              : launch_mma_cfg<FMT, 3, 3, SPLIT, 0, 0, true>(p, inl, jobs, njobs, moe);
+        // Routed-expert launches that build their own jobs: cfg 0 or 1's registers.
         if (moe.stage == 1)
             return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 0, 1>(p, inl, jobs, njobs, moe)
                               : launch_mma_cfg<FMT, 3, 3, SPLIT, 0, 1>(p, inl, jobs, njobs, moe);
@@ -478,8 +536,10 @@ void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
 }
 
 void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs,
-                bool split = false, const MmaMoe& moe = MmaMoe{}) {
+                bool split = false, const MmaMoe& moe = MmaMoe{}, const float* norm_w = nullptr, float norm_eps = 0.f) {
     MmaParams p{};
+    p.norm_w = norm_w;
+    p.norm_eps = norm_eps;
     p.k = like.k;
     p.n_rows = n_rows;
     p.n0 = n0;
@@ -557,6 +617,27 @@ bool mma_gemv(const float* x, const Weight& w, int64_t n0, int64_t n1, float* y)
     return true;
 }
 
+bool mma_gemv_normed_ok(const float* x, const float* norm_w, const Weight& w) {
+    if (!mma_gemv_enabled() || !mma_gemv_ok(w) || w.n <= 0 || !norm_w) return false;
+    if (g_mma_mode != 2 && ceil_div(w.n, 16) < kMmaMinTiles) return false;
+    // (k ≤ kMmaMaxK = 16384 is also rmsnorm_act_quant's one-pass reach, whose sums are reproduced.)
+    return reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(norm_w) % 16 == 0;
+}
+
+std::atomic<uint64_t> g_normed_launches{0};
+uint64_t mma_gemv_normed_launches() {
+    return g_normed_launches.load();
+}
+
+bool mma_gemv_normed(const float* x, const float* norm_w, float eps, const Weight& w, float* y) {
+    if (!mma_gemv_normed_ok(x, norm_w, w)) return false;
+    g_normed_launches.fetch_add(1);
+    MmaJobs l{};
+    l.j[0] = GemvJob{x, w.data, w.scale, y};
+    launch_mma(w, w.n, 0, l, nullptr, 1, false, MmaMoe{}, norm_w, eps);
+    return true;
+}
+
 bool mma_gemv_pair(const float* x, const Weight& wa, const Weight& wb, float* ya, float* yb) {
     if (!mma_gemv_enabled() || !mma_gemv_ok(wa) || !mma_gemv_ok(wb) || !same_layout(wa, wb)) return false;
     if (g_mma_mode != 2 && 2 * ceil_div(wa.n, 16) < kMmaMinTiles) return false;
@@ -577,6 +658,14 @@ void set_mma_fp4_e4m3(bool on) {
 }
 void set_mma_split(bool on) {
     g_mma_split = on ? 1 : 0;
+}
+
+std::atomic<int> g_norm_in_gemv{-1};  // -1: DSINFER_CUDA_NORM_IN_GEMV (read once; default on), 0 off, 1 on
+bool norm_in_gemv() {
+    return mode_or_env(g_norm_in_gemv, "DSINFER_CUDA_NORM_IN_GEMV") == 1;
+}
+void set_norm_in_gemv(bool on) {
+    g_norm_in_gemv = on ? 1 : 0;
 }
 
 bool mma_gemv_groups_split(const float* x, const Weight& w, int64_t groups, int64_t rows, float* y) {

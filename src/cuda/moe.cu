@@ -9,6 +9,8 @@
 // and each expert runs linear() on its rows (FP8 tensor cores through cuBLASLt once it has more
 // than kGemvMaxRows rows), then the same combine.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <vector>
 
 #include "cuda/cuda_backend.h"
@@ -125,6 +127,21 @@ ExpertTable::~ExpertTable() {
 }
 
 namespace {
+std::atomic<int> g_shared_w2_late{-1};  // -1: DSINFER_CUDA_SHARED_W2_LATE (read once; on only if '1')
+}  // namespace
+
+bool shared_w2_late() {
+    int v = g_shared_w2_late.load();
+    if (v < 0) {
+        const char* e = std::getenv("DSINFER_CUDA_SHARED_W2_LATE");
+        v = e && e[0] == '1' ? 1 : 0;
+        g_shared_w2_late = v;
+    }
+    return v == 1;
+}
+void set_shared_w2_late(bool on) { g_shared_w2_late = on ? 1 : 0; }
+
+namespace {
 void combine(const float* y, const int32_t* ids, const int32_t* inv, int64_t t, int64_t k, int64_t d, float* out,
              const MoeTail* tail) {
     CombineTail ct{};
@@ -157,6 +174,7 @@ void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64
         const auto* ex = static_cast<const ExpertPtrs*>(experts.device());
         if (x_quant && quant_h && mma_moe_ok(w1, w2, inter)) {  // two GEMV launches build their own jobs
             mma_moe_up(w1, ex, ids, pairs, k, x, inter, gu);
+            if (tail && tail->after_up) tail->after_up();
             mma_moe_down(w2, ex, ids, pairs, inter, gu, limit, w, y);
             combine(y, ids, nullptr, t, k, d, out, tail);
             return;
@@ -166,6 +184,7 @@ void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64
                    jobs, jobs + 2 * pairs);
         DSINFER_CUDA_LAUNCH();
         if (!(x_quant && mma_gemv_grouped(w1, inter, jobs, 2 * pairs))) gemv_grouped(w1, inter, jobs, 2 * pairs, d, 0);
+        if (tail && tail->after_up) tail->after_up();
         if (quant_h)
             swiglu_act_quant(gu, gu + inter, 2 * inter, pairs, inter, limit, w, h, 128, true);
         else
@@ -209,6 +228,7 @@ void moe_experts(const ExpertTable& experts, const float* x, bool x_quant, int64
         linear(xg + off * d, cnt, ex.w1, 0, inter, gu + off * 2 * inter, 2 * inter);
         linear(xg + off * d, cnt, ex.w3, 0, inter, gu + off * 2 * inter + inter, 2 * inter);
     }
+    if (tail && tail->after_up) tail->after_up();
     if (quant_h)
         swiglu_act_quant(gu, gu + inter, 2 * inter, pairs, inter, limit, wg, h, 128, true);
     else

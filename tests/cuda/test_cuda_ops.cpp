@@ -632,7 +632,8 @@ TEST_F(CudaOps, SparseAttentionWithSink) {
         const float scale = 1.f / std::sqrt(float(d));
         cpu::sparse_attn(q.data(), t, h, d, kva.data(), na, kvb.data(), idx.data(), nk, sink.data(), scale, ref.data());
         Dev dq(q), da(kva), db(kvb), di(idx), dsk(sink);
-        for (bool tiled : {true, false}) {  // the register-tiled kernel and the warp-a-head one (the default)
+        const bool was = cuda::attn_tiled();
+        for (bool tiled : {true, false}) {  // the register-tiled kernel (the default) and the warp-a-head one
             SCOPED_TRACE(testing::Message()
                          << "t " << t << " h " << h << " d " << d << " nk " << nk << " tiled " << tiled);
             cuda::set_attn_tiled(tiled);
@@ -640,7 +641,7 @@ TEST_F(CudaOps, SparseAttentionWithSink) {
             cuda::backend().sparse_attn(dq.f(), t, h, d, da.f(), na, db.f(), di.i(), nk, dsk.f(), scale, dout.f());
             EXPECT_REL(dout.get<float>(), ref, 1e-5);
         }
-        cuda::set_attn_tiled(false);
+        cuda::set_attn_tiled(was);
     }
 }
 
@@ -1360,6 +1361,70 @@ TEST_F(CudaOps, MmaGemv) {
     HostWeight hbf = make_weight(WeightFormat::BF16, 64, 4096);
     DevWeight dbf(hbf.w);
     EXPECT_FALSE(cuda::mma_gemv(dx.f(), dbf.w, 0, 64, ya.f()));
+}
+
+// The tensor-core GEMV with the norm formed inside (mma_gemv_normed, a raw row in): bitwise
+// rmsnorm_act_quant then mma_gemv, under both register configurations, and within the bar of the CPU's
+// rmsnorm, act_quant and linear. Widths: Flash q_norm (1024, a thread a float4), the attention norm
+// (4096, four stand-in threads a thread), Pro's 7168 (a partial last stand-in thread), 384 (fewer than
+// a block of stand-in threads); F32-scaled FP8 and an FP4 weight too.
+TEST_F(CudaOps, MmaGemvNormedMatchesTwoLaunches) {
+    struct Case {
+        WeightFormat fmt;
+        int64_t n, k;
+        ScaleKind sk;
+    };
+    const Case cases[] = {
+        {WeightFormat::FP8, 32768, 1024, ScaleKind::E8M0},  // Flash wq_b after q_norm
+        {WeightFormat::FP8, 1024, 4096, ScaleKind::E8M0},   // Flash wq_a after attn_norm
+        {WeightFormat::FP8, 1536, 7168, ScaleKind::E8M0},   // Pro wq_a
+        {WeightFormat::FP8, 768, 384, ScaleKind::F32},      // short row, F32 scales
+        {WeightFormat::FP4, 2048, 4096, ScaleKind::E8M0},   // FP4
+        {WeightFormat::FP8, 1024, 16384, ScaleKind::E8M0},  // the widest row
+    };
+    for (const Case& cs : cases) {
+        SCOPED_TRACE(testing::Message() << "fmt " << int(cs.fmt) << " n " << cs.n << " k " << cs.k);
+        HostWeight hw = make_weight(cs.fmt, cs.n, cs.k, cs.sk);
+        auto x = randn(size_t(cs.k), 3.f), nw = randn(size_t(cs.k));
+        for (int64_t i = 0; i < 128; ++i) x[size_t(i)] *= 1e-5f;  // a block far below the others
+        std::vector<float> xq(x.size()), ref(static_cast<size_t>(cs.n));
+        cpu::rmsnorm(x.data(), 1, cs.k, nw.data(), 1e-6f, xq.data());
+        cpu::act_quant(xq.data(), 1, cs.k, cs.k, 128, true);
+        cpu::linear(xq.data(), 1, hw.w, 0, cs.n, ref.data(), cs.n);
+        DevWeight dw(hw.w);
+        Dev dx(x), dnw(nw), dq = poisoned(x.size());
+        cuda::rmsnorm_act_quant(dx.f(), 1, cs.k, dnw.f(), 1e-6f, nullptr, dq.f(), 128, true);
+        for (int cfg : {1, 0}) {
+            SCOPED_TRACE(testing::Message() << "cfg " << cfg);
+            cuda::set_mma_cfg(cfg);
+            Dev y_two = poisoned(size_t(cs.n)), y_one = poisoned(size_t(cs.n + 8));
+            ASSERT_TRUE(cuda::mma_gemv(dq.f(), dw.w, 0, cs.n, y_two.f()));
+            ASSERT_TRUE(cuda::mma_gemv_normed(dx.f(), dnw.f(), 1e-6f, dw.w, y_one.f()));
+            auto one = y_one.get<float>();
+            for (int64_t i = cs.n; i < cs.n + 8; ++i)  // nothing written past the rows
+                EXPECT_TRUE(std::isnan(one[size_t(i)])) << "element " << i;
+            one.resize(size_t(cs.n));
+            EXPECT_SAME_BITS(one, y_two.get<float>());
+            EXPECT_REL(one, ref, 1e-5);
+        }
+        cuda::set_mma_cfg(-1);
+        // The input row is left as it was (the norm is formed in shared memory only).
+        EXPECT_SAME_BITS(dx.get<float>(), x);
+    }
+    // Where it does not apply it launches nothing and says so: no norm weight, a misaligned row, too
+    // wide a row, too few rows.
+    HostWeight hw = make_weight(WeightFormat::FP8, 1024, 4096);
+    DevWeight dw(hw.w);
+    Dev dx(randn(4096 + 4)), dnw(randn(4096)), dy = poisoned(1024);
+    EXPECT_FALSE(cuda::mma_gemv_normed(dx.f(), nullptr, 1e-6f, dw.w, dy.f()));
+    EXPECT_FALSE(cuda::mma_gemv_normed(dx.f() + 1, dnw.f(), 1e-6f, dw.w, dy.f()));
+    HostWeight hwide = make_weight(WeightFormat::FP8, 1024, 16384 + 128);
+    DevWeight dwide(hwide.w);
+    EXPECT_FALSE(cuda::mma_gemv_normed(dx.f(), dnw.f(), 1e-6f, dwide.w, dy.f()));
+    HostWeight hsmall = make_weight(WeightFormat::FP8, 512, 4096);
+    DevWeight dsmall(hsmall.w);
+    EXPECT_FALSE(cuda::mma_gemv_normed(dx.f(), dnw.f(), 1e-6f, dsmall.w, dy.f()));
+    for (float v : dy.get<float>()) ASSERT_TRUE(std::isnan(v)) << "written by a refused launch";
 }
 
 // The tensor-core GEMV's split mode (any float32 x as two f16 terms) through linear_groups at one row,

@@ -433,6 +433,36 @@ TEST(CudaReplay, MoeJobsInLaunchMatchTables) {
     for (size_t s = 0; s < runs[0].size(); ++s) ASSERT_EQ(runs[1][s], runs[0][s]) << "step " << s;
 }
 
+// q_norm formed inside wq_b's launch (norm_in_gemv) and the shared expert's w2 forked after the routed
+// up launch (shared_w2_late) give bitwise the logits of the norm launch and the early fork, graphed
+// decode included. The tiny model's launches are below the tensor-core GEMV's size floor, so both runs
+// take it for every launch it can run (set_mma_gemv(2)), wq_b included.
+TEST(CudaReplay, NormInGemvAndLateSharedW2Match) {
+    cuda::CudaModelOptions o;
+    std::vector<std::vector<float>> runs[2];
+    cuda::set_mma_gemv(2);
+    for (int on : {0, 1}) {
+        cuda::set_norm_in_gemv(on == 1);
+        cuda::set_shared_w2_late(on == 1);
+        auto m = load_with(o);
+        const uint64_t before = cuda::mma_gemv_normed_launches();
+        for (auto [prompt, steps] : {std::pair{5, 6}, std::pair{40, 6}}) {
+            const auto l = decode_logits(*m, prompt, steps);
+            runs[on].insert(runs[on].end(), l.begin(), l.end());
+        }
+        // Captured graphs replay without calling it: at least the eager first decode step of each layer.
+        if (on)
+            EXPECT_GE(cuda::mma_gemv_normed_launches() - before, uint64_t(m->config().n_layers));
+        else
+            EXPECT_EQ(cuda::mma_gemv_normed_launches(), before);
+    }
+    cuda::set_mma_gemv(1);
+    cuda::set_norm_in_gemv(true);
+    cuda::set_shared_w2_late(false);
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    for (size_t s = 0; s < runs[0].size(); ++s) ASSERT_EQ(runs[1][s], runs[0][s]) << "step " << s;
+}
+
 // The side-stream layouts of the attention projections (wkv + wgate pairs in one launch; the window KV
 // path on the main stream; three side lanes) give bitwise the logits of the first layout.
 TEST(CudaReplay, SideLayoutsMatch) {
