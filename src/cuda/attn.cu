@@ -413,13 +413,7 @@ int64_t attn_split_keys() {
 }  // namespace
 
 bool attn_tiled() {
-    int v = g_attn_tiled.load();
-    if (v < 0) {
-        const char* e = std::getenv("DSINFER_CUDA_ATTN_TILED");
-        v = e && e[0] == '0' ? 0 : 1;
-        g_attn_tiled = v;
-    }
-    return v == 1;
+    return mode_or_env(g_attn_tiled, "DSINFER_CUDA_ATTN_TILED") == 1;
 }
 
 void set_attn_tiled(bool on) {

@@ -5,7 +5,9 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -154,6 +156,18 @@ enum ScratchSlot : int {
 void* scratch(int slot, size_t bytes);
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A process-wide switch's mode: what was set (≥ 0), else (read once) 0 or 1 if the environment
+// variable starts with '0' or '1', else `dflt`.
+inline int mode_or_env(std::atomic<int>& mode, const char* var, int dflt = 1) {
+    int m = mode.load();
+    if (m < 0) {
+        const char* v = std::getenv(var);
+        m = (v && (v[0] == '0' || v[0] == '1')) ? v[0] - '0' : dflt;
+        mode = m;
+    }
+    return m;
+}
 
 // ---- Device-side decoding of stored formats ----
 __device__ __forceinline__ float e8m0_dev(uint8_t b) {

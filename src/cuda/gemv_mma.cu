@@ -446,17 +446,6 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
 }
 
 std::atomic<int> g_mma_mode{-1};  // -1: DSINFER_CUDA_MMA_GEMV (default on), 0 off, 1 on, 2 on for small launches too
-// A switch's mode: what was set, else (read once) 0 or 1 if the environment variable starts with '0' or
-// '1', else `dflt`.
-int mode_or_env(std::atomic<int>& mode, const char* var, int dflt = 1) {
-    int m = mode.load();
-    if (m < 0) {
-        const char* v = std::getenv(var);
-        m = (v && (v[0] == '0' || v[0] == '1')) ? v[0] - '0' : dflt;
-        mode = m;
-    }
-    return m;
-}
 
 std::atomic<int> g_mma_fp4e4{-1};  // -1: DSINFER_CUDA_MMA_FP4E4 (read once; on only if '1'), 0 off, 1 on
 // FP4 weights decoded through e4m3 (fewer instructions a word; correct but not faster on an H100: off).

@@ -131,13 +131,7 @@ std::atomic<int> g_shared_w2_late{-1};  // -1: DSINFER_CUDA_SHARED_W2_LATE (read
 }  // namespace
 
 bool shared_w2_late() {
-    int v = g_shared_w2_late.load();
-    if (v < 0) {
-        const char* e = std::getenv("DSINFER_CUDA_SHARED_W2_LATE");
-        v = e && e[0] == '1' ? 1 : 0;
-        g_shared_w2_late = v;
-    }
-    return v == 1;
+    return mode_or_env(g_shared_w2_late, "DSINFER_CUDA_SHARED_W2_LATE", 0) == 1;
 }
 void set_shared_w2_late(bool on) { g_shared_w2_late = on ? 1 : 0; }
 
