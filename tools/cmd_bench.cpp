@@ -317,7 +317,7 @@ void usage() {
                  "                  time includes it)\n"
                  "  --no-summaries  with --sample: every row's logits to the host\n"
                  "  --no-device-draws with --sample T,1: the row to the host (by default the token is drawn on the\n"
-                 "                  device and only its id comes back)\n"
+                 "                  device and only its id comes back; --device-draws, the default)\n"
                  "  --no-warm       do not bring the weights into the page cache first\n"
                  "  --bw-mb N       buffer size of the bandwidth measurement in MB (default 1024)\n"
                  "  --no-quant-sim  turn the quantization simulation off\n"
@@ -363,6 +363,8 @@ int run(int argc, char** argv) {
             summaries = false;
         else if (a == "--no-device-draws")
             device_draws = false;
+        else if (a == "--device-draws")
+            device_draws = true;  // the default
         else if (a == "--sample") {
             const std::string v = val();
             const size_t comma = v.find(',');

@@ -970,10 +970,10 @@ CudaModel::AttnIn CudaModel::attention_proj(const DevBlock& bw, Rows& rows, cons
         head_post(iq, n * nih, ihd, hp, fused_);
         close();
     }
-    if (!q_in_gemv || !mma_gemv_normed(qr, bw.q_norm, eps, bw.wq_b, q)) {
-        if (q_in_gemv) throw Error("cuda: the normed wq_b launch refused a setting attention_proj accepted");
+    if (!q_in_gemv)
         linear_q(qr, qrq, n, bw.wq_b, q);
-    }
+    else if (!mma_gemv_normed(qr, bw.q_norm, eps, bw.wq_b, q))
+        throw Error("cuda: the normed wq_b launch refused a setting attention_proj accepted");
     {  // rmsnorm per head (no weight), RoPE
         HeadPost hp;
         hp.norm = true;

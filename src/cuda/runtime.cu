@@ -205,13 +205,7 @@ __global__ void __launch_bounds__(256)
 }
 std::atomic<int> g_param_upload{-1};  // -1: DSINFER_CUDA_PARAM_UPLOAD (read once), 0 off, 1 on
 bool param_upload() {
-    int m = g_param_upload.load();
-    if (m < 0) {
-        const char* v = std::getenv("DSINFER_CUDA_PARAM_UPLOAD");
-        m = v && v[0] == '1' ? 1 : 0;
-        g_param_upload.store(m);
-    }
-    return m == 1;
+    return mode_or_env(g_param_upload, "DSINFER_CUDA_PARAM_UPLOAD", 0) == 1;
 }
 }  // namespace
 

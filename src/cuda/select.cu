@@ -80,13 +80,7 @@ constexpr int kTopkThreads = 1024;
 
 std::atomic<int> g_topk_segments{-1};  // -1: DSINFER_CUDA_TOPK_SEGMENTS (read once; off only if '0')
 bool topk_segments() {
-    int m = g_topk_segments.load();
-    if (m < 0) {
-        const char* v = std::getenv("DSINFER_CUDA_TOPK_SEGMENTS");
-        m = v && v[0] == '0' ? 0 : 1;
-        g_topk_segments = m;
-    }
-    return m == 1;
+    return mode_or_env(g_topk_segments, "DSINFER_CUDA_TOPK_SEGMENTS") == 1;
 }
 
 // Radix select of the kk-th largest key, then an in-order compaction: all keys above it, and the
