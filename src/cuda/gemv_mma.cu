@@ -172,7 +172,10 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 // a round's four bytes a lane uses (two blocks of each of its rows) loaded with its weights, DEPTH
 // rounds ahead; 2 (SMS) the block's rows' scale bytes copied once into shared memory before the wait
 // (rows kMmaScalePad bytes apart: conflict-free), read from there (the per-round global byte loads
-// are as many sector requests as the weights' and miss L1 about half the time). MOE: MmaMoe's stage
+// are as many sector requests as the weights' and miss L1 about half the time); 3 (PAIR) read per
+// round at its end as 0 does, the two blocks of a row in one load (E8M0: 16 bits, F32: a float2); 4
+// (PAIR, LATE) as 3 with a slot refilled only after its words are decoded (fewer registers live at
+// once). MOE: MmaMoe's stage
 // (0: jobs given; a compile-time choice, so the other kernels keep their registers). NORM: x is the
 // raw row; each block forms act_quant(rmsnorm(x, p.norm_w)) itself while staging it, bitwise what
 // rmsnorm_quant_kernel writes (its sums in its order: see mma_gemv_normed), so the launch needs no
@@ -180,12 +183,12 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE, bool NORM = false>
 __global__ void __launch_bounds__(kMmaThreads, MINB)
     gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
-    constexpr bool PRE = SC == 1, SMS = SC == 2;
+    constexpr bool PRE = SC == 1, SMS = SC == 2, PAIR = SC == 3 || SC == 4, LATE = SC == 4;
     constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
     constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
     constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
     constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
-    static_assert((!PRE && !SMS) || F4, "scales ahead or staged: FP4 only");
+    static_assert((!PRE && !SMS && !PAIR) || F4, "scales ahead, staged or paired: FP4 only");
     static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
     static_assert(!NORM || (MOE == 0 && !SPLIT), "normed x: one-term x, jobs given");
     extern __shared__ uint4 smem[];
@@ -358,7 +361,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
             if (r >= r_end) break;
             const uint4 a = qa[i], bq = qb[i];
             const uint32_t sr = PRE ? sq[PRE ? i : 0] : 0u;
-            if (r + DEPTH < r_end) {
+            if (!LATE && r + DEPTH < r_end) {  // the slot's next round (LATE: after the decode below)
                 qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
                 if constexpr (PRE)
@@ -391,10 +394,32 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
                             e4m3x2_to_f16x2(wdb[w] >> 16), xv.x, xv.y);
                 }
             }
+            if (LATE && r + DEPTH < r_end) {
+                qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
+                qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
+            }
             // Columns 2c, 2c + 1 hold blocks 2c, 2c + 1 for c < 2; for c ≥ 2 the lo terms of blocks
             // 2c − 4, 2c − 3 (split) or nothing.
             const int k0 = r * RK;
             const float sx = xsc[k0 / 128];
+            // PAIR: the round's blocks r·4 + 2(c mod 2) + {0, 1} of each row in one load (sia, sib and r·4
+            // even, so aligned).
+            [[maybe_unused]] float s2a[2], s2b[2];
+            if constexpr (PAIR) {
+                const int64_t kb0 = int64_t(r) * 4 + 2 * (c & 1);
+                if (p.sk == ScaleKind::E8M0) {
+                    const uint8_t* s8 = static_cast<const uint8_t*>(job.s);
+                    const uint32_t pa = __ldg(reinterpret_cast<const uint16_t*>(s8 + sia + kb0));
+                    const uint32_t pb = __ldg(reinterpret_cast<const uint16_t*>(s8 + sib + kb0));
+                    s2a[0] = e8m0_dev(uint8_t(pa)), s2a[1] = e8m0_dev(uint8_t(pa >> 8));
+                    s2b[0] = e8m0_dev(uint8_t(pb)), s2b[1] = e8m0_dev(uint8_t(pb >> 8));
+                } else {
+                    const float* sf = static_cast<const float*>(job.s);
+                    const float2 fa = __ldg(reinterpret_cast<const float2*>(sf + sia + kb0));
+                    const float2 fb = __ldg(reinterpret_cast<const float2*>(sf + sib + kb0));
+                    s2a[0] = fa.x, s2a[1] = fa.y, s2b[0] = fb.x, s2b[1] = fb.y;
+                }
+            }
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 float swa, swb;
@@ -405,6 +430,9 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
                     const int kb = r * 4 + ((2 * c + h) & 3), oa = (tib * 16 + g) * sstride + kb;
                     swa = e8m0_dev(ssc[oa]) * kW;
                     swb = e8m0_dev(ssc[oa + 8 * sstride]) * kW;
+                } else if constexpr (PAIR) {  // block r·4 + ((2c + h) mod 4) = r·4 + 2(c mod 2) + h
+                    swa = s2a[h] * kW;
+                    swb = s2b[h] * kW;
                 } else if constexpr (F4) {
                     const int kb = r * 4 + ((2 * c + h) & 3);
                     swa = scale_dev(job.s, p.sk, sia + kb) * kW;
@@ -473,7 +501,7 @@ int mma_cfg(int64_t tiles, bool fp4) {
     int forced = g_mma_cfg.load();
     if (forced == -2) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
-        forced = v && v[0] >= '0' && v[0] <= '4' ? v[0] - '0' : -1;
+        forced = v && v[0] >= '0' && v[0] <= '6' ? v[0] - '0' : -1;
         g_mma_cfg = forced;
     }
     if (forced >= 0 && (forced <= 1 || fp4)) return forced;
@@ -519,6 +547,8 @@ void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
             int64_t(kMmaWarps / p.ks) * 16 * (p.scale_cols + kMmaScalePad) <= kMmaMaxScaleSmem)
             return launch_mma_cfg<FMT, 3, 3, SPLIT, 2>(p, inl, jobs, njobs, moe);
         if (p.cfg == 3) return launch_mma_cfg<FMT, 2, 4, SPLIT>(p, inl, jobs, njobs, moe);
+        if (p.cfg == 5) return launch_mma_cfg<FMT, 3, 3, SPLIT, 3>(p, inl, jobs, njobs, moe);
+        if (p.cfg == 6) return launch_mma_cfg<FMT, 3, 3, SPLIT, 4>(p, inl, jobs, njobs, moe);
     }
     if (p.cfg >= 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs, moe);
     launch_mma_cfg<FMT, 4, 2, SPLIT>(p, inl, jobs, njobs, moe);
@@ -677,7 +707,7 @@ bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_de
 }
 
 void set_mma_cfg(int cfg) {
-    if (cfg < -1 || cfg > 4) fail("set_mma_cfg: -1 (per launch) or 0..4, got " + std::to_string(cfg));
+    if (cfg < -1 || cfg > 6) fail("set_mma_cfg: -1 (per launch) or 0..6, got " + std::to_string(cfg));
     g_mma_cfg = cfg;
 }
 

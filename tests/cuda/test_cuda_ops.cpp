@@ -163,7 +163,16 @@ HostWeight make_weight(WeightFormat fmt, int64_t n, int64_t k, ScaleKind sk = Sc
             h.data.resize(size_t(n * k / 2));
             for (auto& b : h.data) b = uint8_t(byte(rng()));
             h.w.scale_cols = k / 32;
-            h.w.scale_kind = ScaleKind::E8M0;
+            h.w.scale_kind = sk;
+            if (sk == ScaleKind::F32) {  // not a published format; the kernels accept it
+                h.scale.resize(size_t(n * k / 32) * 4);
+                std::uniform_real_distribution<float> u(0.001f, 0.02f);
+                for (int64_t i = 0; i < n * k / 32; ++i) {
+                    const float f = u(rng());
+                    std::memcpy(h.scale.data() + 4 * i, &f, 4);
+                }
+                break;
+            }
             h.scale.resize(size_t(n * k / 32));
             std::uniform_int_distribution<int> e(narrow ? 120 : 118, narrow ? 121 : 125);
             for (auto& s : h.scale) s = uint8_t(e(rng()));
@@ -1305,6 +1314,7 @@ TEST_F(CudaOps, MmaGemv) {
         {WeightFormat::FP4, 3072, 7168, 0, 3072, ScaleKind::E8M0},    // Pro routed w1
         {WeightFormat::FP4, 130, 1024, 0, 130, ScaleKind::E8M0},      // last tile two rows long
         {WeightFormat::FP4, 300, 384, 37, 300, ScaleKind::E8M0},      // window starting inside a tile
+        {WeightFormat::FP4, 1024, 2048, 0, 1024, ScaleKind::F32},     // F32 scales
         {WeightFormat::FP8, 1024, 4096, 0, 1024, ScaleKind::E8M0},    // wq_a
         {WeightFormat::FP8, 32768, 1024, 0, 32768, ScaleKind::E8M0},  // wq_b
         {WeightFormat::FP8, 4096, 8192, 0, 4096, ScaleKind::E8M0},    // wo_b: 8 warps a tile
@@ -1337,6 +1347,18 @@ TEST_F(CudaOps, MmaGemv) {
                 EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
             got.resize(static_cast<size_t>(nn));
             EXPECT_REL(got, ref, 1e-5);
+            if (cs.fmt == WeightFormat::FP4)  // the paired scale loads, refilled early and late: the same bits
+                for (int cfg : {5, 6}) {
+                    SCOPED_TRACE(testing::Message() << "cfg " << cfg);
+                    cuda::set_mma_cfg(cfg);
+                    Dev dz = poisoned(static_cast<size_t>(nn + 8));
+                    ASSERT_TRUE(cuda::mma_gemv(dx.f(), dw.w, cs.n0, cs.n1, dz.f()));
+                    cuda::set_mma_cfg(-1);
+                    auto got2 = dz.get<float>();
+                    for (int64_t i = nn; i < nn + 8; ++i) EXPECT_TRUE(std::isnan(got2[size_t(i)])) << "element " << i;
+                    got2.resize(static_cast<size_t>(nn));
+                    EXPECT_SAME_BITS(got2, got);
+                }
         }
     cuda::set_mma_fp4_e4m3(false);  // the default
     // The pair launch (shared expert w1 and w3).
@@ -1528,8 +1550,8 @@ TEST_F(CudaOps, MmaCfgVariants) {
         {
             cuda::ExpertTable table(md.dev);
             Dev dx(md.x), di(md.ids), dw(md.w);
-            std::vector<float> got[5];
-            for (int cfg : {1, 2, 0, 3, 4}) {
+            std::vector<float> got[7];
+            for (int cfg : {1, 2, 0, 3, 4, 5, 6}) {
                 SCOPED_TRACE(testing::Message() << "cfg " << cfg);
                 cuda::set_mma_cfg(cfg);
                 Dev dout = poisoned(ref.size());
@@ -1540,6 +1562,8 @@ TEST_F(CudaOps, MmaCfgVariants) {
             cuda::set_mma_cfg(-1);
             EXPECT_SAME_BITS(got[2], got[1]);
             EXPECT_SAME_BITS(got[4], got[1]);
+            EXPECT_SAME_BITS(got[5], got[1]);
+            EXPECT_SAME_BITS(got[6], got[1]);
         }
         free_moe_weights(md);
     }
