@@ -59,6 +59,7 @@ constexpr int64_t kMmaMaxK = 16384;  // x staged as f16: 32 KB of shared memory
 constexpr int kMmaMaxInline = 8;
 constexpr int kMmaScalePad = 4;          // SMS: bytes between rows of staged scales beyond the row
 constexpr int64_t kMmaMaxScaleSmem = 32768;  // SMS: staged scale bytes at most (else cfg 1)
+constexpr int kMmaRingDepth = 6;             // RING (cfg 7): rounds a warp keeps in flight (6 KB of shared memory)
 
 struct MmaParams {
     int64_t k, n_rows, n0, scale_cols;
@@ -175,7 +176,10 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 // are as many sector requests as the weights' and miss L1 about half the time); 3 (PAIR) read per
 // round at its end as 0 does, the two blocks of a row in one load (E8M0: 16 bits, F32: a float2); 4
 // (PAIR, LATE) as 3 with a slot refilled only after its words are decoded (fewer registers live at
-// once). MOE: MmaMoe's stage
+// once); 5 (RING) read as 0 does, the weights staged through a per-warp ring of DEPTH rounds in
+// shared memory with cp.async instead of registers (a lane copies its own 32 bytes a round and reads
+// them back itself, so it waits only on its own copies; more rounds in flight for no registers).
+// MOE: MmaMoe's stage
 // (0: jobs given; a compile-time choice, so the other kernels keep their registers). NORM: x is the
 // raw row; each block forms act_quant(rmsnorm(x, p.norm_w)) itself while staging it, bitwise what
 // rmsnorm_quant_kernel writes (its sums in its order: see mma_gemv_normed), so the launch needs no
@@ -183,7 +187,7 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE, bool NORM = false>
 __global__ void __launch_bounds__(kMmaThreads, MINB)
     gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
-    constexpr bool PRE = SC == 1, SMS = SC == 2, PAIR = SC == 3 || SC == 4, LATE = SC == 4;
+    constexpr bool PRE = SC == 1, SMS = SC == 2, PAIR = SC == 3 || SC == 4, LATE = SC == 4, RING = SC == 5;
     constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
     constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
     constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
@@ -191,12 +195,16 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     static_assert((!PRE && !SMS && !PAIR) || F4, "scales ahead, staged or paired: FP4 only");
     static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
     static_assert(!NORM || (MOE == 0 && !SPLIT), "normed x: one-term x, jobs given");
+    static_assert(!RING || (MOE == 0 && !SPLIT && !NORM), "the ring: one-term x, jobs given");
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
     __half* xh = reinterpret_cast<__half*>(smem);  // [k] f16, lane order; split: then [k] lo terms
     float* xsc = reinterpret_cast<float*>(xh + (SPLIT ? 2 * p.k : p.k));  // [k / 128] x scales
     float* part = xsc + p.k / 128;                    // [8 warps][16] partials
     uint8_t* ssc = reinterpret_cast<uint8_t*>(part + kMmaWarps * 16);  // SMS: [tpb · 16 rows][scale_cols + pad]
+    // RING: [8 warps][DEPTH rounds][rows a, b][32 lanes] 16-byte slots, 16-byte aligned after part.
+    [[maybe_unused]] uint4* ring =
+        reinterpret_cast<uint4*>((reinterpret_cast<uintptr_t>(ssc) + 15) & ~uintptr_t(15)) + (threadIdx.x >> 5) * DEPTH * 64;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int tpb = kMmaWarps / p.ks;
     const int tib = warp % tpb, ksp = warp / tpb;
@@ -224,11 +232,17 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     // PRE: the scale bytes of blocks r·4 + 2(c mod 2) + {0, 1} of rows a (bits 0..15) and b (16..31).
     const uint16_t* spa = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sia + 2 * (c & 1));
     const uint16_t* spb = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sib + 2 * (c & 1));
-    uint4 qa[DEPTH], qb[DEPTH];
+    uint4 qa[RING ? 1 : DEPTH], qb[RING ? 1 : DEPTH];
     uint32_t sq[PRE ? DEPTH : 1];
 #pragma unroll
     for (int i = 0; i < DEPTH; ++i)
-        if (r_begin + i < r_end) {
+        if constexpr (RING) {  // one commit group a round, empty past the warp's rounds
+            if (r_begin + i < r_end) {
+                __pipeline_memcpy_async(ring + i * 64 + lane, wa + int64_t(r_begin + i) * 64, 16);
+                __pipeline_memcpy_async(ring + i * 64 + 32 + lane, wb + int64_t(r_begin + i) * 64, 16);
+            }
+            __pipeline_commit();
+        } else if (r_begin + i < r_end) {
             qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r_begin + i) * 64));
             qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r_begin + i) * 64));
             if constexpr (PRE)
@@ -354,14 +368,23 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     const int xstep = feeds ? 4 : 0;                            // slots between words
     const int xround = feeds ? RK * 2 / int(sizeof(Slot)) : 0;  // slots between rounds
     float tot[4] = {0.f, 0.f, 0.f, 0.f};
+    constexpr int kUnroll = RING ? 1 : DEPTH;  // the ring's slot is an address: no need to unroll its rounds
     for (int r0 = r_begin; r0 < r_end; r0 += DEPTH) {
-#pragma unroll
+#pragma unroll kUnroll
         for (int i = 0; i < DEPTH; ++i) {
             const int r = r0 + i;
             if (r >= r_end) break;
-            const uint4 a = qa[i], bq = qb[i];
+            uint4 a, bq;
+            if constexpr (RING) {  // round r's group done (DEPTH + r − r_begin committed); own slots only
+                __pipeline_wait_prior(DEPTH - 1);
+                a = ring[i * 64 + lane];
+                bq = ring[i * 64 + 32 + lane];
+            } else {
+                a = qa[i];
+                bq = qb[i];
+            }
             const uint32_t sr = PRE ? sq[PRE ? i : 0] : 0u;
-            if (!LATE && r + DEPTH < r_end) {  // the slot's next round (LATE: after the decode below)
+            if (!LATE && !RING && r + DEPTH < r_end) {  // the slot's next round (LATE, RING: after the decode below)
                 qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
                 if constexpr (PRE)
@@ -397,6 +420,13 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
             if (LATE && r + DEPTH < r_end) {
                 qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
+            }
+            if constexpr (RING) {  // the slot refilled once its words were used (read, then decoded above)
+                if (r + DEPTH < r_end) {
+                    __pipeline_memcpy_async(ring + i * 64 + lane, wa + int64_t(r + DEPTH) * 64, 16);
+                    __pipeline_memcpy_async(ring + i * 64 + 32 + lane, wb + int64_t(r + DEPTH) * 64, 16);
+                }
+                __pipeline_commit();
             }
             // Columns 2c, 2c + 1 hold blocks 2c, 2c + 1 for c < 2; for c ≥ 2 the lo terms of blocks
             // 2c − 4, 2c − 3 (split) or nothing.
@@ -501,7 +531,7 @@ int mma_cfg(int64_t tiles, bool fp4) {
     int forced = g_mma_cfg.load();
     if (forced == -2) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
-        forced = v && v[0] >= '0' && v[0] <= '6' ? v[0] - '0' : -1;
+        forced = v && v[0] >= '0' && v[0] <= '7' ? v[0] - '0' : -1;
         g_mma_cfg = forced;
     }
     if (forced >= 0 && (forced <= 1 || fp4)) return forced;
@@ -512,12 +542,14 @@ template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC = 0, int MOE = 0, boo
 void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     const int tpb = kMmaWarps / p.ks;
     const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4 +
-                        (SC == 2 ? size_t(tpb) * 16 * size_t(p.scale_cols + kMmaScalePad) : 0);
+                        (SC == 2 ? size_t(tpb) * 16 * size_t(p.scale_cols + kMmaScalePad) : 0) +
+                        (SC == 5 ? 16 + size_t(kMmaWarps) * DEPTH * 1024 : 0);
     static bool attr = false;
     if (!attr) {
         DSINFER_CUDA_CHECK(cudaFuncSetAttribute(
             gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-            int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0))));
+            int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0) +
+                (SC == 5 ? 16 + kMmaWarps * DEPTH * 1024 : 0))));
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
@@ -549,6 +581,7 @@ void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
         if (p.cfg == 3) return launch_mma_cfg<FMT, 2, 4, SPLIT>(p, inl, jobs, njobs, moe);
         if (p.cfg == 5) return launch_mma_cfg<FMT, 3, 3, SPLIT, 3>(p, inl, jobs, njobs, moe);
         if (p.cfg == 6) return launch_mma_cfg<FMT, 3, 3, SPLIT, 4>(p, inl, jobs, njobs, moe);
+        if (p.cfg == 7) return launch_mma_cfg<FMT, kMmaRingDepth, 3, SPLIT, 5>(p, inl, jobs, njobs, moe);
     }
     if (p.cfg >= 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs, moe);
     launch_mma_cfg<FMT, 4, 2, SPLIT>(p, inl, jobs, njobs, moe);
@@ -707,7 +740,7 @@ bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_de
 }
 
 void set_mma_cfg(int cfg) {
-    if (cfg < -1 || cfg > 6) fail("set_mma_cfg: -1 (per launch) or 0..6, got " + std::to_string(cfg));
+    if (cfg < -1 || cfg > 7) fail("set_mma_cfg: -1 (per launch) or 0..7, got " + std::to_string(cfg));
     g_mma_cfg = cfg;
 }
 

@@ -1347,8 +1347,9 @@ TEST_F(CudaOps, MmaGemv) {
                 EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
             got.resize(static_cast<size_t>(nn));
             EXPECT_REL(got, ref, 1e-5);
-            if (cs.fmt == WeightFormat::FP4)  // the paired scale loads, refilled early and late: the same bits
-                for (int cfg : {5, 6}) {
+            // The paired scale loads (refilled early and late) and the shared-memory ring: the same bits.
+            if (cs.fmt == WeightFormat::FP4)
+                for (int cfg : {5, 6, 7}) {
                     SCOPED_TRACE(testing::Message() << "cfg " << cfg);
                     cuda::set_mma_cfg(cfg);
                     Dev dz = poisoned(static_cast<size_t>(nn + 8));
@@ -1550,8 +1551,8 @@ TEST_F(CudaOps, MmaCfgVariants) {
         {
             cuda::ExpertTable table(md.dev);
             Dev dx(md.x), di(md.ids), dw(md.w);
-            std::vector<float> got[7];
-            for (int cfg : {1, 2, 0, 3, 4, 5, 6}) {
+            std::vector<float> got[8];
+            for (int cfg : {1, 2, 0, 3, 4, 5, 6, 7}) {
                 SCOPED_TRACE(testing::Message() << "cfg " << cfg);
                 cuda::set_mma_cfg(cfg);
                 Dev dout = poisoned(ref.size());
@@ -1564,6 +1565,7 @@ TEST_F(CudaOps, MmaCfgVariants) {
             EXPECT_SAME_BITS(got[4], got[1]);
             EXPECT_SAME_BITS(got[5], got[1]);
             EXPECT_SAME_BITS(got[6], got[1]);
+            EXPECT_SAME_BITS(got[7], got[1]);
         }
         free_moe_weights(md);
     }
