@@ -233,14 +233,16 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     const uint16_t* spa = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sia + 2 * (c & 1));
     const uint16_t* spb = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sib + 2 * (c & 1));
     uint4 qa[RING ? 1 : DEPTH], qb[RING ? 1 : DEPTH];
+    // RING: this lane's 16 bytes of rows a and b of round r into slot i (the copies only; the caller commits).
+    [[maybe_unused]] auto ring_copy = [&](int i, int r) {
+        __pipeline_memcpy_async(ring + i * 64 + lane, wa + int64_t(r) * 64, 16);
+        __pipeline_memcpy_async(ring + i * 64 + 32 + lane, wb + int64_t(r) * 64, 16);
+    };
     uint32_t sq[PRE ? DEPTH : 1];
 #pragma unroll
     for (int i = 0; i < DEPTH; ++i)
         if constexpr (RING) {  // one commit group a round, empty past the warp's rounds
-            if (r_begin + i < r_end) {
-                __pipeline_memcpy_async(ring + i * 64 + lane, wa + int64_t(r_begin + i) * 64, 16);
-                __pipeline_memcpy_async(ring + i * 64 + 32 + lane, wb + int64_t(r_begin + i) * 64, 16);
-            }
+            if (r_begin + i < r_end) ring_copy(i, r_begin + i);
             __pipeline_commit();
         } else if (r_begin + i < r_end) {
             qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r_begin + i) * 64));
@@ -422,10 +424,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
             }
             if constexpr (RING) {  // the slot refilled once its words were used (read, then decoded above)
-                if (r + DEPTH < r_end) {
-                    __pipeline_memcpy_async(ring + i * 64 + lane, wa + int64_t(r + DEPTH) * 64, 16);
-                    __pipeline_memcpy_async(ring + i * 64 + 32 + lane, wb + int64_t(r + DEPTH) * 64, 16);
-                }
+                if (r + DEPTH < r_end) ring_copy(i, r + DEPTH);
                 __pipeline_commit();
             }
             // Columns 2c, 2c + 1 hold blocks 2c, 2c + 1 for c < 2; for c ≥ 2 the lo terms of blocks
@@ -541,15 +540,14 @@ int mma_cfg(int64_t tiles, bool fp4) {
 template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC = 0, int MOE = 0, bool NORM = false>
 void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     const int tpb = kMmaWarps / p.ks;
+    constexpr int ring = SC == 5 ? 16 + kMmaWarps * DEPTH * 1024 : 0;  // RING: 1 KB a warp a round, aligned
     const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4 +
-                        (SC == 2 ? size_t(tpb) * 16 * size_t(p.scale_cols + kMmaScalePad) : 0) +
-                        (SC == 5 ? 16 + size_t(kMmaWarps) * DEPTH * 1024 : 0);
+                        (SC == 2 ? size_t(tpb) * 16 * size_t(p.scale_cols + kMmaScalePad) : 0) + ring;
     static bool attr = false;
     if (!attr) {
         DSINFER_CUDA_CHECK(cudaFuncSetAttribute(
             gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-            int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0) +
-                (SC == 5 ? 16 + kMmaWarps * DEPTH * 1024 : 0))));
+            int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0) + ring)));
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
