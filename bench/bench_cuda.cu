@@ -3,7 +3,7 @@
 // each with its bytes / FLOPs and the ratio to the ceiling, and one Flash-shape layer's decode
 // sequence (a ratio-4 layer) timed as a whole.
 //
-// Usage: bench_cuda [--quick | --layer | --layer-profile | --layer-trace | --paths | --prefill | --chain | --moe |
+// Usage: bench_cuda [--quick | --layer | --layer-profile | --layer-trace | --paths | --prefill | --chain | --moe | --gemv |
 //                    --attn | --model-trace DIR [CONTEXT] [STEPS]]
 #include <cublasLt.h>
 #include <cuda_profiler_api.h>
@@ -1150,6 +1150,18 @@ int main(int argc, char** argv) {
     }
     if (argc > 1 && std::strcmp(argv[1], "--moe") == 0) {  // one token's routed experts alone (for ncu)
         ceiling_copy();
+        bench_moe_decode(1, true);
+        return 0;
+    }
+    if (argc > 1 && std::strcmp(argv[1], "--gemv") == 0) {  // copy ceiling + the decode linears and experts
+        ceiling_copy();
+        bench_linear_decode("wq_a FP8", WeightFormat::FP8, 1024, 4096, 1);
+        bench_linear_decode("wq_b FP8", WeightFormat::FP8, 32768, 1024, 1);
+        bench_linear_decode("wo_b FP8", WeightFormat::FP8, 4096, 8192, 1);
+        bench_linear_decode("shared w1 FP8", WeightFormat::FP8, 2048, 4096, 1);
+        bench_linear_decode("routed w1 FP4", WeightFormat::FP4, 2048, 4096, 1);
+        bench_linear_decode("routed w2 FP4", WeightFormat::FP4, 4096, 2048, 1);
+        bench_wo_a(1);
         bench_moe_decode(1, true);
         return 0;
     }

@@ -195,7 +195,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     static_assert((!PRE && !SMS && !PAIR) || F4, "scales ahead, staged or paired: FP4 only");
     static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
     static_assert(!NORM || (MOE == 0 && !SPLIT), "normed x: one-term x, jobs given");
-    static_assert(!RING || (MOE == 0 && !SPLIT && !NORM), "the ring: one-term x, jobs given");
+    static_assert(!RING || MOE == 0, "the ring: jobs given");
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
     __half* xh = reinterpret_cast<__half*>(smem);  // [k] f16, lane order; split: then [k] lo terms
@@ -523,17 +523,21 @@ std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see
 // launches take cfg 1's build for any forced value above 0): 2, cfg 1 with the scale bytes loaded with the weights,
 // DEPTH rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers); 4, cfg 1
 // with the block's scale bytes staged in shared memory once (E8M0 scales, at most kMmaMaxScaleSmem bytes
-// of them; else cfg 1: H100, one token's experts 59.6 against 56.1 µs).
+// of them; else cfg 1: H100, one token's experts 59.6 against 56.1 µs); 5 and 6, paired scale loads (6 with
+// the late refill); 7, the weights through a per-warp shared-memory ring of kMmaRingDepth rounds (SC 5).
+// 8 and 9 are the ring for every launch whose jobs are given, FP8 too (normed and split launches included):
+// 8 with kMmaRingDepth rounds and 3 blocks an SM (cfg 1's k split, so bitwise cfg 1), 9 with 4 rounds and 4
+// blocks an SM (64 registers; its k split costed for 4 blocks, as cfg 3's).
 constexpr int64_t kMmaCfg1MaxTiles = int64_t(1) << 18;
 std::atomic<int> g_mma_cfg{-2};  // -2: not read yet; -1: chosen per launch
 int mma_cfg(int64_t tiles, bool fp4) {
     int forced = g_mma_cfg.load();
     if (forced == -2) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
-        forced = v && v[0] >= '0' && v[0] <= '7' ? v[0] - '0' : -1;
+        forced = v && v[0] >= '0' && v[0] <= '9' && !v[1] ? v[0] - '0' : -1;
         g_mma_cfg = forced;
     }
-    if (forced >= 0 && (forced <= 1 || fp4)) return forced;
+    if (forced >= 0 && (forced <= 1 || fp4 || forced >= 8)) return forced;
     return tiles > kMmaCfg1MaxTiles ? 0 : 1;
 }
 
@@ -558,6 +562,16 @@ void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
 template <int FMT, bool SPLIT>
 void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     constexpr bool F4 = FMT != int(WeightFormat::FP8);
+    if constexpr (FMT != kFmtFp4E4) {  // the ring for every launch whose jobs are given, FP8 too (cfg 8, 9)
+        if ((p.cfg == 8 || p.cfg == 9) && moe.stage == 0) {
+            if constexpr (!SPLIT)
+                if (p.norm_w)
+                    return p.cfg == 8 ? launch_mma_cfg<FMT, kMmaRingDepth, 3, SPLIT, 5, 0, true>(p, inl, jobs, njobs, moe)
+                                      : launch_mma_cfg<FMT, 4, 4, SPLIT, 5, 0, true>(p, inl, jobs, njobs, moe);
+            return p.cfg == 8 ? launch_mma_cfg<FMT, kMmaRingDepth, 3, SPLIT, 5>(p, inl, jobs, njobs, moe)
+                              : launch_mma_cfg<FMT, 4, 4, SPLIT, 5>(p, inl, jobs, njobs, moe);
+        }
+    }
     if constexpr (!SPLIT) {
         if (p.norm_w)  // normed x (mma_gemv_normed): cfg 0 or 1
             return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 0, 0, true>(p, inl, jobs, njobs, moe)
@@ -614,7 +628,7 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
         for (int ks = 1; ks <= kMmaWarps; ks *= 2) {
             if (ks > 1 && p.rounds < ks * 2) break;
             const int64_t blocks = ceil_div(p.tiles, kMmaWarps / ks) * njobs;
-            const int64_t slots = int64_t(p.cfg == 0 ? 2 : p.cfg == 3 ? 4 : 3) * sm_count();
+            const int64_t slots = int64_t(p.cfg == 0 ? 2 : p.cfg == 3 || p.cfg == 9 ? 4 : 3) * sm_count();
             const int64_t cost = ceil_div(blocks, slots) * ceil_div(p.rounds, ks);
             if (best < 0 || cost < best) best = cost, p.ks = ks;
         }
@@ -738,7 +752,7 @@ bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_de
 }
 
 void set_mma_cfg(int cfg) {
-    if (cfg < -1 || cfg > 7) fail("set_mma_cfg: -1 (per launch) or 0..7, got " + std::to_string(cfg));
+    if (cfg < -1 || cfg > 9) fail("set_mma_cfg: -1 (per launch) or 0..9, got " + std::to_string(cfg));
     g_mma_cfg = cfg;
 }
 
