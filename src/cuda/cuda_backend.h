@@ -176,10 +176,9 @@ void set_mma_fp4_e4m3(bool on);
 // fetched before the up launch ends; bitwise the separate kernels). Off (no faster on an H100):
 // DSINFER_CUDA_MOE_JOBS=1 or set_mma_moe(true) switches it on.
 void set_mma_moe(bool on);
-// The tensor-core GEMV's register/depth variant for every launch: -1 (default) chosen per launch; 0..9
-// forced (gemv_mma.cu, mma_cfg; 2..7 are FP4 variants, 8 and 9 the shared-memory ring for every format,
-// all measured or to be measured and left off). 2, 4..8 give bitwise cfg 1's results; 0, 3 and 9 may split
-// k differently (float32 sums in another order).
+// The tensor-core GEMV's register/depth variant for every launch: -1 (default) chosen per launch; 0..3
+// forced (gemv_mma.cu, mma_cfg; 2 and 3 are FP4 variants, measured and left off). 2 gives bitwise cfg 1's
+// results; the others may split k differently (float32 sums in another order).
 void set_mma_cfg(int cfg);
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,

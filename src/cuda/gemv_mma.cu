@@ -59,7 +59,6 @@ constexpr int64_t kMmaMaxK = 16384;  // x staged as f16: 32 KB of shared memory
 constexpr int kMmaMaxInline = 8;
 constexpr int kMmaScalePad = 4;          // SMS: bytes between rows of staged scales beyond the row
 constexpr int64_t kMmaMaxScaleSmem = 32768;  // SMS: staged scale bytes at most (else cfg 1)
-constexpr int kMmaRingDepth = 6;             // RING (cfg 7): rounds a warp keeps in flight (6 KB of shared memory)
 
 struct MmaParams {
     int64_t k, n_rows, n0, scale_cols;
@@ -176,10 +175,7 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 // are as many sector requests as the weights' and miss L1 about half the time); 3 (PAIR) read per
 // round at its end as 0 does, the two blocks of a row in one load (E8M0: 16 bits, F32: a float2); 4
 // (PAIR, LATE) as 3 with a slot refilled only after its words are decoded (fewer registers live at
-// once); 5 (RING) read as 0 does, the weights staged through a per-warp ring of DEPTH rounds in
-// shared memory with cp.async instead of registers (a lane copies its own 32 bytes a round and reads
-// them back itself, so it waits only on its own copies; more rounds in flight for no registers).
-// MOE: MmaMoe's stage
+// once). MOE: MmaMoe's stage
 // (0: jobs given; a compile-time choice, so the other kernels keep their registers). NORM: x is the
 // raw row; each block forms act_quant(rmsnorm(x, p.norm_w)) itself while staging it, bitwise what
 // rmsnorm_quant_kernel writes (its sums in its order: see mma_gemv_normed), so the launch needs no
@@ -187,7 +183,7 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE, bool NORM = false>
 __global__ void __launch_bounds__(kMmaThreads, MINB)
     gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
-    constexpr bool PRE = SC == 1, SMS = SC == 2, PAIR = SC == 3 || SC == 4, LATE = SC == 4, RING = SC == 5;
+    constexpr bool PRE = SC == 1, SMS = SC == 2, PAIR = SC == 3 || SC == 4, LATE = SC == 4;
     constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
     constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
     constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
@@ -195,16 +191,12 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     static_assert((!PRE && !SMS && !PAIR) || F4, "scales ahead, staged or paired: FP4 only");
     static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
     static_assert(!NORM || (MOE == 0 && !SPLIT), "normed x: one-term x, jobs given");
-    static_assert(!RING || MOE == 0, "the ring: jobs given");
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
     __half* xh = reinterpret_cast<__half*>(smem);  // [k] f16, lane order; split: then [k] lo terms
     float* xsc = reinterpret_cast<float*>(xh + (SPLIT ? 2 * p.k : p.k));  // [k / 128] x scales
     float* part = xsc + p.k / 128;                    // [8 warps][16] partials
     uint8_t* ssc = reinterpret_cast<uint8_t*>(part + kMmaWarps * 16);  // SMS: [tpb · 16 rows][scale_cols + pad]
-    // RING: [8 warps][DEPTH rounds][rows a, b][32 lanes] 16-byte slots, 16-byte aligned after part.
-    [[maybe_unused]] uint4* ring =
-        reinterpret_cast<uint4*>((reinterpret_cast<uintptr_t>(ssc) + 15) & ~uintptr_t(15)) + (threadIdx.x >> 5) * DEPTH * 64;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     const int tpb = kMmaWarps / p.ks;
     const int tib = warp % tpb, ksp = warp / tpb;
@@ -232,19 +224,11 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     // PRE: the scale bytes of blocks r·4 + 2(c mod 2) + {0, 1} of rows a (bits 0..15) and b (16..31).
     const uint16_t* spa = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sia + 2 * (c & 1));
     const uint16_t* spb = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sib + 2 * (c & 1));
-    uint4 qa[RING ? 1 : DEPTH], qb[RING ? 1 : DEPTH];
-    // RING: this lane's 16 bytes of rows a and b of round r into slot i (the copies only; the caller commits).
-    [[maybe_unused]] auto ring_copy = [&](int i, int r) {
-        __pipeline_memcpy_async(ring + i * 64 + lane, wa + int64_t(r) * 64, 16);
-        __pipeline_memcpy_async(ring + i * 64 + 32 + lane, wb + int64_t(r) * 64, 16);
-    };
+    uint4 qa[DEPTH], qb[DEPTH];
     uint32_t sq[PRE ? DEPTH : 1];
 #pragma unroll
     for (int i = 0; i < DEPTH; ++i)
-        if constexpr (RING) {  // one commit group a round, empty past the warp's rounds
-            if (r_begin + i < r_end) ring_copy(i, r_begin + i);
-            __pipeline_commit();
-        } else if (r_begin + i < r_end) {
+        if (r_begin + i < r_end) {
             qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r_begin + i) * 64));
             qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r_begin + i) * 64));
             if constexpr (PRE)
@@ -370,23 +354,14 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     const int xstep = feeds ? 4 : 0;                            // slots between words
     const int xround = feeds ? RK * 2 / int(sizeof(Slot)) : 0;  // slots between rounds
     float tot[4] = {0.f, 0.f, 0.f, 0.f};
-    constexpr int kUnroll = RING ? 1 : DEPTH;  // the ring's slot is an address: no need to unroll its rounds
     for (int r0 = r_begin; r0 < r_end; r0 += DEPTH) {
-#pragma unroll kUnroll
+#pragma unroll
         for (int i = 0; i < DEPTH; ++i) {
             const int r = r0 + i;
             if (r >= r_end) break;
-            uint4 a, bq;
-            if constexpr (RING) {  // round r's group done (DEPTH + r − r_begin committed); own slots only
-                __pipeline_wait_prior(DEPTH - 1);
-                a = ring[i * 64 + lane];
-                bq = ring[i * 64 + 32 + lane];
-            } else {
-                a = qa[i];
-                bq = qb[i];
-            }
+            const uint4 a = qa[i], bq = qb[i];
             const uint32_t sr = PRE ? sq[PRE ? i : 0] : 0u;
-            if (!LATE && !RING && r + DEPTH < r_end) {  // the slot's next round (LATE, RING: after the decode below)
+            if (!LATE && r + DEPTH < r_end) {  // the slot's next round (LATE: after the decode below)
                 qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
                 if constexpr (PRE)
@@ -422,10 +397,6 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
             if (LATE && r + DEPTH < r_end) {
                 qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
-            }
-            if constexpr (RING) {  // the slot refilled once its words were used (read, then decoded above)
-                if (r + DEPTH < r_end) ring_copy(i, r + DEPTH);
-                __pipeline_commit();
             }
             // Columns 2c, 2c + 1 hold blocks 2c, 2c + 1 for c < 2; for c ≥ 2 the lo terms of blocks
             // 2c − 4, 2c − 3 (split) or nothing.
@@ -523,35 +494,30 @@ std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see
 // launches take cfg 1's build for any forced value above 0): 2, cfg 1 with the scale bytes loaded with the weights,
 // DEPTH rounds ahead (E8M0 scales); 3, 2 rounds in flight with 4 blocks per SM (64 registers); 4, cfg 1
 // with the block's scale bytes staged in shared memory once (E8M0 scales, at most kMmaMaxScaleSmem bytes
-// of them; else cfg 1: H100, one token's experts 59.6 against 56.1 µs); 5 and 6, paired scale loads (6 with
-// the late refill); 7, the weights through a per-warp shared-memory ring of kMmaRingDepth rounds (SC 5).
-// 8 and 9 are the ring for every launch whose jobs are given, FP8 too (normed and split launches included):
-// 8 with kMmaRingDepth rounds and 3 blocks an SM (cfg 1's k split, so bitwise cfg 1), 9 with 4 rounds and 4
-// blocks an SM (64 registers; its k split costed for 4 blocks, as cfg 3's).
+// of them; else cfg 1: H100, one token's experts 59.6 against 56.1 µs).
 constexpr int64_t kMmaCfg1MaxTiles = int64_t(1) << 18;
 std::atomic<int> g_mma_cfg{-2};  // -2: not read yet; -1: chosen per launch
 int mma_cfg(int64_t tiles, bool fp4) {
     int forced = g_mma_cfg.load();
     if (forced == -2) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
-        forced = v && v[0] >= '0' && v[0] <= '9' && !v[1] ? v[0] - '0' : -1;
+        forced = v && v[0] >= '0' && v[0] <= '6' ? v[0] - '0' : -1;
         g_mma_cfg = forced;
     }
-    if (forced >= 0 && (forced <= 1 || fp4 || forced >= 8)) return forced;
+    if (forced >= 0 && (forced <= 1 || fp4)) return forced;
     return tiles > kMmaCfg1MaxTiles ? 0 : 1;
 }
 
 template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC = 0, int MOE = 0, bool NORM = false>
 void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     const int tpb = kMmaWarps / p.ks;
-    constexpr int ring = SC == 5 ? 16 + kMmaWarps * DEPTH * 1024 : 0;  // RING: 1 KB a warp a round, aligned
     const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4 +
-                        (SC == 2 ? size_t(tpb) * 16 * size_t(p.scale_cols + kMmaScalePad) : 0) + ring;
+                        (SC == 2 ? size_t(tpb) * 16 * size_t(p.scale_cols + kMmaScalePad) : 0);
     static bool attr = false;
     if (!attr) {
         DSINFER_CUDA_CHECK(cudaFuncSetAttribute(
             gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-            int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0) + ring)));
+            int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0))));
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
@@ -562,16 +528,6 @@ void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
 template <int FMT, bool SPLIT>
 void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     constexpr bool F4 = FMT != int(WeightFormat::FP8);
-    if constexpr (FMT != kFmtFp4E4) {  // the ring for every launch whose jobs are given, FP8 too (cfg 8, 9)
-        if ((p.cfg == 8 || p.cfg == 9) && moe.stage == 0) {
-            if constexpr (!SPLIT)
-                if (p.norm_w)
-                    return p.cfg == 8 ? launch_mma_cfg<FMT, kMmaRingDepth, 3, SPLIT, 5, 0, true>(p, inl, jobs, njobs, moe)
-                                      : launch_mma_cfg<FMT, 4, 4, SPLIT, 5, 0, true>(p, inl, jobs, njobs, moe);
-            return p.cfg == 8 ? launch_mma_cfg<FMT, kMmaRingDepth, 3, SPLIT, 5>(p, inl, jobs, njobs, moe)
-                              : launch_mma_cfg<FMT, 4, 4, SPLIT, 5>(p, inl, jobs, njobs, moe);
-        }
-    }
     if constexpr (!SPLIT) {
         if (p.norm_w)  // normed x (mma_gemv_normed): cfg 0 or 1
             return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 0, 0, true>(p, inl, jobs, njobs, moe)
@@ -593,7 +549,6 @@ void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
         if (p.cfg == 3) return launch_mma_cfg<FMT, 2, 4, SPLIT>(p, inl, jobs, njobs, moe);
         if (p.cfg == 5) return launch_mma_cfg<FMT, 3, 3, SPLIT, 3>(p, inl, jobs, njobs, moe);
         if (p.cfg == 6) return launch_mma_cfg<FMT, 3, 3, SPLIT, 4>(p, inl, jobs, njobs, moe);
-        if (p.cfg == 7) return launch_mma_cfg<FMT, kMmaRingDepth, 3, SPLIT, 5>(p, inl, jobs, njobs, moe);
     }
     if (p.cfg >= 1) return launch_mma_cfg<FMT, 3, 3, SPLIT>(p, inl, jobs, njobs, moe);
     launch_mma_cfg<FMT, 4, 2, SPLIT>(p, inl, jobs, njobs, moe);
@@ -628,7 +583,7 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
         for (int ks = 1; ks <= kMmaWarps; ks *= 2) {
             if (ks > 1 && p.rounds < ks * 2) break;
             const int64_t blocks = ceil_div(p.tiles, kMmaWarps / ks) * njobs;
-            const int64_t slots = int64_t(p.cfg == 0 ? 2 : p.cfg == 3 || p.cfg == 9 ? 4 : 3) * sm_count();
+            const int64_t slots = int64_t(p.cfg == 0 ? 2 : p.cfg == 3 ? 4 : 3) * sm_count();
             const int64_t cost = ceil_div(blocks, slots) * ceil_div(p.rounds, ks);
             if (best < 0 || cost < best) best = cost, p.ks = ks;
         }
@@ -752,7 +707,7 @@ bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_de
 }
 
 void set_mma_cfg(int cfg) {
-    if (cfg < -1 || cfg > 9) fail("set_mma_cfg: -1 (per launch) or 0..9, got " + std::to_string(cfg));
+    if (cfg < -1 || cfg > 6) fail("set_mma_cfg: -1 (per launch) or 0..6, got " + std::to_string(cfg));
     g_mma_cfg = cfg;
 }
 
