@@ -389,6 +389,16 @@ void bench_linear_decode(const char* name, WeightFormat fmt, int64_t n, int64_t 
     cuda::dfree(y);
 }
 
+// The decode linears at one row that take the tensor-core GEMV in the model, Flash shapes.
+void bench_gemv_linears() {
+    bench_linear_decode("wq_a FP8", WeightFormat::FP8, 1024, 4096, 1);
+    bench_linear_decode("wq_b FP8", WeightFormat::FP8, 32768, 1024, 1);
+    bench_linear_decode("wo_b FP8", WeightFormat::FP8, 4096, 8192, 1);
+    bench_linear_decode("shared w1 FP8", WeightFormat::FP8, 2048, 4096, 1);
+    bench_linear_decode("routed w1 FP4", WeightFormat::FP4, 2048, 4096, 1);
+    bench_linear_decode("routed w2 FP4", WeightFormat::FP4, 4096, 2048, 1);
+}
+
 void bench_linear_prefill(const char* name, WeightFormat fmt, int64_t n, int64_t k, int64_t m) {
     Weight w = dev_weight(fmt, n, k);
     float* x = rand_floats(size_t(m * k));
@@ -1155,12 +1165,7 @@ int main(int argc, char** argv) {
     }
     if (argc > 1 && std::strcmp(argv[1], "--gemv") == 0) {  // copy ceiling + the decode linears and experts
         ceiling_copy();
-        bench_linear_decode("wq_a FP8", WeightFormat::FP8, 1024, 4096, 1);
-        bench_linear_decode("wq_b FP8", WeightFormat::FP8, 32768, 1024, 1);
-        bench_linear_decode("wo_b FP8", WeightFormat::FP8, 4096, 8192, 1);
-        bench_linear_decode("shared w1 FP8", WeightFormat::FP8, 2048, 4096, 1);
-        bench_linear_decode("routed w1 FP4", WeightFormat::FP4, 2048, 4096, 1);
-        bench_linear_decode("routed w2 FP4", WeightFormat::FP4, 4096, 2048, 1);
+        bench_gemv_linears();
         bench_wo_a(1);
         bench_moe_decode(1, true);
         return 0;
@@ -1187,13 +1192,8 @@ int main(int argc, char** argv) {
     ceiling_fp8_gemm(8192, 8192, 8192, true);
     ceiling_fp8_gemm(8192, 8192, 8192, false);
 
-    bench_linear_decode("wq_a FP8", WeightFormat::FP8, 1024, 4096, 1);
-    bench_linear_decode("wq_b FP8", WeightFormat::FP8, 32768, 1024, 1);
+    bench_gemv_linears();
     bench_linear_decode("wkv FP8", WeightFormat::FP8, 512, 4096, 1);
-    bench_linear_decode("wo_b FP8", WeightFormat::FP8, 4096, 8192, 1);
-    bench_linear_decode("shared w1 FP8", WeightFormat::FP8, 2048, 4096, 1);
-    bench_linear_decode("routed w1 FP4", WeightFormat::FP4, 2048, 4096, 1);
-    bench_linear_decode("routed w2 FP4", WeightFormat::FP4, 4096, 2048, 1);
     bench_linear_decode("gate BF16", WeightFormat::BF16, 256, 4096, 1);
     bench_linear_decode("wo_b FP8", WeightFormat::FP8, 4096, 8192, 8);
     bench_linear_decode("head BF16", WeightFormat::BF16, 129280, 4096, 1);
