@@ -180,6 +180,11 @@ void set_mma_moe(bool on);
 // forced (gemv_mma.cu, mma_cfg; 2 and 3 are FP4 variants, measured and left off). 2 gives bitwise cfg 1's
 // results; the others may split k differently (float32 sums in another order).
 void set_mma_cfg(int cfg);
+// Stage x inside the tensor-core GEMV with one redux.sync per 128-block for its maximum and the scale's
+// inverse built from its exponent, instead of a five-step shuffle tree and a division (bitwise the same
+// staged values for finite x). Off by default until measured on a GPU: DSINFER_CUDA_MMA_STAGE=1 or
+// set_mma_fast_stage(true) switches it on (routed-expert launches that build their own jobs excepted).
+void set_mma_fast_stage(bool on);
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,
 // all n rows), on the activations a previous linear() of the same m and k quantized into the scratch;

@@ -68,6 +68,7 @@ struct MmaParams {
     int tiles;   // ceil(n_rows / 16)
     int cfg;     // kernel variant (mma_cfg)
     bool device_jobs;
+    bool fast_stage;  // stage x with one-instruction warp maxima (SC 5; mma_fast_stage)
     bool scales4;  // the scales 4-byte aligned (checked on the launch's weight; every upload is its own
                    // device allocation, so a grouped launch's other experts' scales are too)
     const float* norm_w;  // NORM: the rmsnorm weight ([k]) applied to x before its quantization
@@ -183,7 +184,7 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE, bool NORM = false>
 __global__ void __launch_bounds__(kMmaThreads, MINB)
     gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
-    constexpr bool PRE = SC == 1, SMS = SC == 2, PAIR = SC == 3 || SC == 4, LATE = SC == 4;
+    constexpr bool PRE = SC == 1, SMS = SC == 2, PAIR = SC == 3 || SC == 4, LATE = SC == 4, FAST = SC == 5;
     constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
     constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
     constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
@@ -289,55 +290,97 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
 
     // Stage x: warp-wide per 128-block (4 elements a lane), one power of two per block.
     if (threadIdx.x == 0) zero16 = make_uint4(0, 0, 0, 0);
-    for (int64_t b = warp; b < p.k / 128; b += kMmaWarps) {
-        float4 v;
-        if constexpr (MOE == 2) {  // h = act_quant(swiglu(gu) · rw) of this block, as swiglu_quant_kernel forms it
-            const float* gu = moe.x;
-            const int64_t c0 = b * 128 + lane * 4;
-            float e[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-                e[i] = swiglu_dev(gu, gu + moe.inter, 2 * moe.inter, blockIdx.z, c0 + i, moe.limit, moe.rw);
-            float am = fmaxf(fmaxf(fabsf(e[0]), fabsf(e[1])), fmaxf(fabsf(e[2]), fabsf(e[3])));
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-            const float hs = e4m3_scale_dev(am, true);
-            v = make_float4(e4m3_qdq_dev(e[0], hs), e4m3_qdq_dev(e[1], hs), e4m3_qdq_dev(e[2], hs),
-                            e4m3_qdq_dev(e[3], hs));
-        } else {
-            v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
-            if constexpr (NORM) {  // rmsnorm_quant_kernel's expressions: normed_vec4, then the 128-block's
-                                   // power-of-two act_quant
+    if constexpr (MOE != 2 && FAST) {
+        // The same values with a shorter chain a block: the warp's maximum of |v| in one redux.sync on
+        // the bits (non-negative floats order as their bit patterns; fmaxf's tree gives the same value
+        // for finite input), the exact inverse of the power of two s from its exponent (no division),
+        // and the lane's four slots in xh as offsets from the block's start (a block of 128 holds whole
+        // rounds: RK divides 128).
+        auto atl = [&](int i) {
+            const int el = lane * 4 + i, r = el / RK, o = el % RK;
+            return r * RK + ((o / EPW) % 4 * 4 + o / (4 * EPW)) * EPW + mma_xpos<FMT>(o % EPW);
+        };
+        auto absmax_bits = [](float4 v) {
+            return max(max(__float_as_uint(fabsf(v.x)), __float_as_uint(fabsf(v.y))),
+                       max(__float_as_uint(fabsf(v.z)), __float_as_uint(fabsf(v.w))));
+        };
+        for (int64_t b = warp; b < p.k / 128; b += kMmaWarps) {
+            float4 v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
+            if constexpr (NORM) {  // as below, the maximum through redux
                 const float4 ww = reinterpret_cast<const float4*>(p.norm_w + b * 128)[lane];
                 const float4 o{ww.x * (v.x * rs), ww.y * (v.y * rs), ww.z * (v.z * rs), ww.w * (v.w * rs)};
-                float am = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
-#pragma unroll
-                for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-                const float qs = e4m3_scale_dev(am, true);
+                const float qs = e4m3_scale_dev(__uint_as_float(__reduce_max_sync(0xffffffffu, absmax_bits(o))), true);
                 v = make_float4(e4m3_qdq_dev(o.x, qs), e4m3_qdq_dev(o.y, qs), e4m3_qdq_dev(o.z, qs),
                                 e4m3_qdq_dev(o.w, qs));
             }
+            const uint32_t ab = __reduce_max_sync(0xffffffffu, absmax_bits(v));
+            // s has the biased exponent e (amax's less 14, clamped to [1, 254]; at most 241 for any
+            // amax), so 1 / s, exact, has the biased exponent 254 - e (at least 13: normal).
+            const int e = max(1, min(254, int((ab >> 23) & 0xff) - 14));
+            const float s = ab ? __uint_as_float(uint32_t(e) << 23) : 1.f;
+            const float inv = ab ? __uint_as_float(uint32_t(254 - e) << 23) : 1.f;
+            if (lane == 0) xsc[b] = s;
+            const float vals[4] = {v.x, v.y, v.z, v.w};
+            __half* xb = xh + b * 128;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const float q = vals[i] * inv;
+                const __half hi = __float2half_rn(q);
+                xb[atl(i)] = hi;
+                if constexpr (SPLIT) xb[p.k + atl(i)] = __float2half_rn(q - __half2float(hi));
+            }
         }
-        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    } else {
+        for (int64_t b = warp; b < p.k / 128; b += kMmaWarps) {
+            float4 v;
+            if constexpr (MOE == 2) {  // h = act_quant(swiglu(gu) · rw) of this block, as swiglu_quant_kernel forms it
+                const float* gu = moe.x;
+                const int64_t c0 = b * 128 + lane * 4;
+                float e[4];
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-        // s = 2^(E - 14) with E the exponent of amax: amax / s in [2^14, 2^15).
-        int e = int((__float_as_uint(amax) >> 23) & 0xff) - 14;
-        e = max(1, min(254, e));
-        const float s = amax > 0.f ? __uint_as_float(uint32_t(e) << 23) : 1.f;
-        const float inv = 1.f / s;  // exact: a power of two
-        if (lane == 0) xsc[b] = s;
-        const float vals[4] = {v.x, v.y, v.z, v.w};
+                for (int i = 0; i < 4; ++i)
+                    e[i] = swiglu_dev(gu, gu + moe.inter, 2 * moe.inter, blockIdx.z, c0 + i, moe.limit, moe.rw);
+                float am = fmaxf(fmaxf(fabsf(e[0]), fabsf(e[1])), fmaxf(fabsf(e[2]), fabsf(e[3])));
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int64_t el = b * 128 + lane * 4 + i;
-            const int64_t r = el / RK, o = el % RK;
-            const int cc = int(o / (4 * EPW)), w = int((o / EPW) % 4), j = int(o % EPW);
-            const int64_t at = r * RK + (w * 4 + cc) * EPW + mma_xpos<FMT>(j);
-            const float v = vals[i] * inv;
-            const __half hi = __float2half_rn(v);
-            xh[at] = hi;
-            if constexpr (SPLIT) xh[p.k + at] = __float2half_rn(v - __half2float(hi));
+                for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+                const float hs = e4m3_scale_dev(am, true);
+                v = make_float4(e4m3_qdq_dev(e[0], hs), e4m3_qdq_dev(e[1], hs), e4m3_qdq_dev(e[2], hs),
+                                e4m3_qdq_dev(e[3], hs));
+            } else {
+                v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
+                if constexpr (NORM) {  // rmsnorm_quant_kernel's expressions: normed_vec4, then the 128-block's
+                                       // power-of-two act_quant
+                    const float4 ww = reinterpret_cast<const float4*>(p.norm_w + b * 128)[lane];
+                    const float4 o{ww.x * (v.x * rs), ww.y * (v.y * rs), ww.z * (v.z * rs), ww.w * (v.w * rs)};
+                    float am = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
+#pragma unroll
+                    for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+                    const float qs = e4m3_scale_dev(am, true);
+                    v = make_float4(e4m3_qdq_dev(o.x, qs), e4m3_qdq_dev(o.y, qs), e4m3_qdq_dev(o.z, qs),
+                                    e4m3_qdq_dev(o.w, qs));
+                }
+            }
+            float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+            // s = 2^(E - 14) with E the exponent of amax: amax / s in [2^14, 2^15).
+            int e = int((__float_as_uint(amax) >> 23) & 0xff) - 14;
+            e = max(1, min(254, e));
+            const float s = amax > 0.f ? __uint_as_float(uint32_t(e) << 23) : 1.f;
+            const float inv = 1.f / s;  // exact: a power of two
+            if (lane == 0) xsc[b] = s;
+            const float vals[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int64_t el = b * 128 + lane * 4 + i;
+                const int64_t r = el / RK, o = el % RK;
+                const int cc = int(o / (4 * EPW)), w = int((o / EPW) % 4), j = int(o % EPW);
+                const int64_t at = r * RK + (w * 4 + cc) * EPW + mma_xpos<FMT>(j);
+                const float v = vals[i] * inv;
+                const __half hi = __float2half_rn(v);
+                xh[at] = hi;
+                if constexpr (SPLIT) xh[p.k + at] = __float2half_rn(v - __half2float(hi));
+            }
         }
     }
     if constexpr (SMS) __pipeline_wait_prior(0);
@@ -480,6 +523,12 @@ std::atomic<int> g_mma_fp4e4{-1};  // -1: DSINFER_CUDA_MMA_FP4E4 (read once; on 
 bool mma_fp4_e4m3() {
     return mode_or_env(g_mma_fp4e4, "DSINFER_CUDA_MMA_FP4E4", 0) == 1;
 }
+std::atomic<int> g_mma_stage{-1};  // -1: DSINFER_CUDA_MMA_STAGE (read once; on only if '1'), 0 off, 1 on
+// x staged with redux maxima and the scale's inverse from its exponent (SC 5): the same values, a shorter
+// chain a 128-block. Off until measured on a GPU.
+bool mma_fast_stage() {
+    return mode_or_env(g_mma_stage, "DSINFER_CUDA_MMA_STAGE", 0) == 1;
+}
 std::atomic<int> g_mma_split{-1};  // -1: DSINFER_CUDA_MMA_SPLIT (read once, see below), 0 off, 1 on
 
 // Registers and depth: 4 rounds in flight with 2 blocks per SM (cfg 0), or 3 rounds with 3 blocks
@@ -528,6 +577,16 @@ void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
 template <int FMT, bool SPLIT>
 void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     constexpr bool F4 = FMT != int(WeightFormat::FP8);
+    if constexpr (FMT != kFmtFp4E4) {  // x staged with redux maxima (cfg 0 or 1's registers; jobs given)
+        if (p.fast_stage && moe.stage == 0) {
+            if constexpr (!SPLIT)
+                if (p.norm_w)
+                    return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 5, 0, true>(p, inl, jobs, njobs, moe)
+                                      : launch_mma_cfg<FMT, 3, 3, SPLIT, 5, 0, true>(p, inl, jobs, njobs, moe);
+            return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 5>(p, inl, jobs, njobs, moe)
+                              : launch_mma_cfg<FMT, 3, 3, SPLIT, 5>(p, inl, jobs, njobs, moe);
+        }
+    }
     if constexpr (!SPLIT) {
         if (p.norm_w)  // normed x (mma_gemv_normed): cfg 0 or 1
             return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 0, 0, true>(p, inl, jobs, njobs, moe)
@@ -569,6 +628,7 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
     p.tiles = int(ceil_div(n_rows, 16));
     p.device_jobs = jobs != nullptr || moe.stage != 0;
     p.scales4 = (reinterpret_cast<uintptr_t>(like.scale) & 3) == 0;
+    p.fast_stage = mma_fast_stage();
     p.cfg = mma_cfg(int64_t(p.tiles) * njobs, like.fmt == WeightFormat::FP4);
     // Warps per tile: the split whose waves of resident blocks (two or three per SM) times rounds per warp is
     // least (fewer warps per tile on ties). DSINFER_CUDA_MMA_KS=1|2|4|8 forces one (read once).
@@ -674,6 +734,9 @@ bool mma_split_enabled() {
 }
 void set_mma_fp4_e4m3(bool on) {
     g_mma_fp4e4 = on ? 1 : 0;
+}
+void set_mma_fast_stage(bool on) {
+    g_mma_stage = on ? 1 : 0;
 }
 void set_mma_split(bool on) {
     g_mma_split = on ? 1 : 0;

@@ -1569,6 +1569,96 @@ TEST_F(CudaOps, MmaCfgVariants) {
     }
 }
 
+// x staged with redux maxima (set_mma_fast_stage) against the staging by shuffle trees, bitwise, through
+// every launch kind that takes it: one row (FP4 and FP8, E8M0 and F32 scales, the widest k, x blocks that
+// are zero, tiny or spread over many binades), the normed launch, the split launch and one token's routed
+// experts, under both register builds (cfg 1 and 0).
+TEST_F(CudaOps, MmaFastStageMatches) {
+    struct Case {
+        WeightFormat fmt;
+        int64_t n, k;
+        ScaleKind sk;
+    };
+    const Case cases[] = {
+        {WeightFormat::FP4, 2048, 4096, ScaleKind::E8M0}, {WeightFormat::FP4, 1024, 2048, ScaleKind::F32},
+        {WeightFormat::FP8, 4096, 8192, ScaleKind::E8M0}, {WeightFormat::FP8, 32768, 1024, ScaleKind::E8M0},
+        {WeightFormat::FP8, 1024, 16384, ScaleKind::E8M0}, {WeightFormat::FP8, 640, 1536, ScaleKind::F32},
+    };
+    auto run = [](bool fast, int cfg, auto&& launch) {
+        cuda::set_mma_fast_stage(fast);
+        cuda::set_mma_cfg(cfg);
+        auto out = launch();
+        cuda::set_mma_fast_stage(false);
+        cuda::set_mma_cfg(-1);
+        return out;
+    };
+    cuda::set_mma_gemv(2);  // the small launches too
+    for (const Case& cs : cases) {
+        SCOPED_TRACE(testing::Message() << "fmt " << int(cs.fmt) << " n " << cs.n << " k " << cs.k);
+        HostWeight hw = make_weight(cs.fmt, cs.n, cs.k, cs.sk);
+        DevWeight dw(hw.w);
+        auto x = randn(size_t(cs.k));
+        for (size_t i = 0; i < x.size(); ++i) x[i] *= std::ldexp(1.f, int(i % 23) - 11);
+        std::fill(x.begin(), x.begin() + 128, 0.f);                                 // a zero block
+        for (int64_t i = 256; i < 384 && i < cs.k; ++i) x[size_t(i)] *= 1e-30f;  // a tiny block
+        std::vector<float> xq = x;
+        cpu::act_quant(xq.data(), 1, cs.k, cs.k, 128, true);
+        std::vector<float> ref(static_cast<size_t>(cs.n));
+        cpu::linear(xq.data(), 1, hw.w, 0, cs.n, ref.data(), cs.n);
+        Dev dx(x), dq(xq), dnw(randn(size_t(cs.k)));
+        for (int cfg : {1, 0}) {
+            SCOPED_TRACE(testing::Message() << "cfg " << cfg);
+            auto plain = [&] {
+                Dev dy = poisoned(size_t(cs.n + 8));
+                EXPECT_TRUE(cuda::mma_gemv(dq.f(), dw.w, 0, cs.n, dy.f()));
+                return dy.get<float>();
+            };
+            const auto slow = run(false, cfg, plain), fast = run(true, cfg, plain);
+            EXPECT_SAME_BITS(fast, slow);
+            for (int64_t i = cs.n; i < cs.n + 8; ++i) EXPECT_TRUE(std::isnan(fast[size_t(i)])) << "element " << i;
+            EXPECT_REL(std::vector<float>(fast.begin(), fast.begin() + cs.n), ref, 1e-5);
+            auto normed = [&] {
+                Dev dy = poisoned(size_t(cs.n));
+                EXPECT_TRUE(cuda::mma_gemv_normed(dx.f(), dnw.f(), 1e-6f, dw.w, dy.f()));
+                return dy.get<float>();
+            };
+            EXPECT_SAME_BITS(run(true, cfg, normed), run(false, cfg, normed));
+            if (cs.k <= 8192 && cs.n % 2 == 0) {  // the split launch: two groups of half the rows
+                const int64_t rows = cs.n / 2;
+                Dev dx2(randn(size_t(2 * cs.k)));
+                auto split = [&] {
+                    Dev dy = poisoned(size_t(cs.n));
+                    EXPECT_TRUE(cuda::mma_gemv_groups_split(dx2.f(), dw.w, 2, rows, dy.f()));
+                    return dy.get<float>();
+                };
+                cuda::set_mma_split(true);
+                EXPECT_SAME_BITS(run(true, cfg, split), run(false, cfg, split));
+                cuda::set_mma_split(false);
+            }
+        }
+    }
+    cuda::set_mma_split(true);  // the defaults
+    cuda::set_mma_gemv(1);
+    // One token's routed experts (the grouped launches with device job tables).
+    const int64_t t = 1, d = 4096, inter = 2048, ne = 8, k = 6;
+    MoeData md = make_moe_data(t, d, inter, ne, k, WeightFormat::FP4);
+    nudge_off_e4m3_boundaries(md, t, d, inter, k);
+    const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
+    {
+        cuda::ExpertTable table(md.dev);
+        Dev dx(md.x), di(md.ids), dw(md.w);
+        auto experts = [&] {
+            Dev dout = poisoned(ref.size());
+            cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
+            return dout.get<float>();
+        };
+        const auto fast = run(true, 1, experts);
+        EXPECT_SAME_BITS(fast, run(false, 1, experts));
+        EXPECT_REL(fast, ref, 1e-5);
+    }
+    free_moe_weights(md);
+}
+
 // Routed experts whose GEMV launches build their own jobs (and stage SwiGLU + act_quant in the down
 // launch) against the job-table kernels, bitwise, and against the CPU composition: FP4 and FP8 experts,
 // one and several tokens, with and without the combine's tail.
