@@ -176,9 +176,9 @@ void set_mma_fp4_e4m3(bool on);
 // fetched before the up launch ends; bitwise the separate kernels). Off (no faster on an H100):
 // DSINFER_CUDA_MOE_JOBS=1 or set_mma_moe(true) switches it on.
 void set_mma_moe(bool on);
-// The tensor-core GEMV's register/depth variant for every launch: -1 (default) chosen per launch; 0..3
-// forced (gemv_mma.cu, mma_cfg; 2 and 3 are FP4 variants, measured and left off). 2 gives bitwise cfg 1's
-// results; the others may split k differently (float32 sums in another order).
+// The tensor-core GEMV's register/depth variant for every launch: -1 (default) chosen per launch; 0..6
+// forced (gemv_mma.cu, mma_cfg; 2..6 are FP4 variants, measured and left off). 2, 4, 5 and 6 give bitwise
+// cfg 1's results; 0 and 3 may split k differently (float32 sums in another order).
 void set_mma_cfg(int cfg);
 // Stage x inside the tensor-core GEMV with one redux.sync per 128-block for its maximum and the scale's
 // inverse built from its exponent, instead of a five-step shuffle tree and a division (bitwise the same
