@@ -117,6 +117,16 @@ __device__ __forceinline__ int mma_xpos(int j) {
     return j;
 }
 
+// Slot of x's element el in the staged xh: round r = el / RK, where lane c's word w sits at slot w·4 + c
+// and the word's elements in mma_xpos order.
+template <int FMT, class I>
+__device__ __forceinline__ I mma_xslot(I el) {
+    constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
+    const I r = el / RK, o = el % RK;
+    const int cc = int(o / (4 * EPW)), w = int((o / EPW) % 4), j = int(o % EPW);
+    return r * RK + (w * 4 + cc) * EPW + mma_xpos<FMT>(j);
+}
+
 // Four FP4 codes pairs of a word as f16x2 holding e2m1 · 2^-14: magnitude bits to 9..11 (exponent
 // LSBs + mantissa: subnormal for e = 0, exact), sign to 15.
 __device__ __forceinline__ void fp4_word_to_f16x2(uint32_t w, uint32_t (&h)[4]) {
@@ -188,7 +198,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     constexpr bool E4 = FMT == kFmtFp4E4;  // FP4 decoded through e4m3
     constexpr bool F4 = FMT == int(WeightFormat::FP4) || E4;
     constexpr float kW = E4 ? 64.f : 16384.f;  // the decoded weights are e2m1 · 2^-6 or · 2^-14
-    constexpr int EPW = MmaFmt<FMT>::EPW, RK = MmaFmt<FMT>::RK;
+    constexpr int RK = MmaFmt<FMT>::RK;
     static_assert((!PRE && !SMS && !PAIR) || F4, "scales ahead, staged or paired: FP4 only");
     static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
     static_assert(!NORM || (MOE == 0 && !SPLIT), "normed x: one-term x, jobs given");
@@ -296,10 +306,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
         // for finite input), the exact inverse of the power of two s from its exponent (no division),
         // and the lane's four slots in xh as offsets from the block's start (a block of 128 holds whole
         // rounds: RK divides 128).
-        auto atl = [&](int i) {
-            const int el = lane * 4 + i, r = el / RK, o = el % RK;
-            return r * RK + ((o / EPW) % 4 * 4 + o / (4 * EPW)) * EPW + mma_xpos<FMT>(o % EPW);
-        };
+        auto atl = [&](int i) { return mma_xslot<FMT>(lane * 4 + i); };
         auto absmax_bits = [](float4 v) {
             return max(max(__float_as_uint(fabsf(v.x)), __float_as_uint(fabsf(v.y))),
                        max(__float_as_uint(fabsf(v.z)), __float_as_uint(fabsf(v.w))));
@@ -372,10 +379,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
             const float vals[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                const int64_t el = b * 128 + lane * 4 + i;
-                const int64_t r = el / RK, o = el % RK;
-                const int cc = int(o / (4 * EPW)), w = int((o / EPW) % 4), j = int(o % EPW);
-                const int64_t at = r * RK + (w * 4 + cc) * EPW + mma_xpos<FMT>(j);
+                const int64_t at = mma_xslot<FMT>(b * 128 + lane * 4 + i);
                 const float v = vals[i] * inv;
                 const __half hi = __float2half_rn(v);
                 xh[at] = hi;
