@@ -182,8 +182,8 @@ void set_mma_moe(bool on);
 void set_mma_cfg(int cfg);
 // Stage x inside the tensor-core GEMV with one redux.sync per 128-block for its maximum and the scale's
 // inverse built from its exponent, instead of a five-step shuffle tree and a division (bitwise the same
-// staged values for finite x). Off by default until measured on a GPU: DSINFER_CUDA_MMA_STAGE=1 or
-// set_mma_fast_stage(true) switches it on (routed-expert launches that build their own jobs excepted).
+// staged values for finite x). On by default (routed-expert launches that build their own jobs
+// excepted); DSINFER_CUDA_MMA_STAGE=0 or set_mma_fast_stage(false) turns it off.
 void set_mma_fast_stage(bool on);
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,

@@ -1588,7 +1588,7 @@ TEST_F(CudaOps, MmaFastStageMatches) {
         cuda::set_mma_fast_stage(fast);
         cuda::set_mma_cfg(cfg);
         auto out = launch();
-        cuda::set_mma_fast_stage(false);
+        cuda::set_mma_fast_stage(true);  // the defaults
         cuda::set_mma_cfg(-1);
         return out;
     };
