@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# A GPU switch measured against the defaults, on a machine with an NVIDIA Hopper GPU: builds what it
+# GPU switches measured against the defaults, on a machine with an NVIDIA Hopper GPU: builds what it
 # needs (BUILD, default build-cuda; configured like scripts/cuda-check.sh if it has no cache yet), runs
-# the three CUDA test binaries side by side (with the switch set, so its paths are the ones tested), then
-# alternates the defaults and the switch ROUNDS times over the decode GEMVs (`bench_cuda --gemv`), one
-# Flash layer's graph (`bench_cuda --layer`) and 2 synthetic Flash layers end to end at batch 1, 8 and 64.
-# Prints one line a measurement; the logs go to OUT (default cuda-ab-out/).
-# Usage: scripts/cuda-ab.sh "VAR=VALUE [VAR=VALUE ...]" [ROUNDS] [OUT]
-#   e.g. scripts/cuda-ab.sh DSINFER_CUDA_MMA_STAGE=1 2
+# the three CUDA test binaries side by side (with the first switch set, so its paths are the ones
+# tested), then alternates the defaults and each switch ROUNDS times over the decode GEMVs (`bench_cuda
+# --gemv`), one Flash layer's graph (`bench_cuda --layer`) and 2 synthetic Flash layers end to end at
+# batch 1, 8 and 64. Prints one line a measurement; the logs go to OUT (default cuda-ab-out/).
+# Usage: scripts/cuda-ab.sh "VAR=VALUE [VAR=VALUE ...][|VAR=VALUE ...]" [ROUNDS] [OUT]
+#   e.g. scripts/cuda-ab.sh DSINFER_CUDA_MMA_STAGE=0 2
+#        scripts/cuda-ab.sh "DSINFER_CUDA_MMA_CFG=7|DSINFER_CUDA_MMA_CFG=8" 2   (two switches, each
+#        against the defaults)
 # On a machine whose image lacks the -dev packages, build first with `scripts/dev-debs.sh build DIR
 # build-cuda` and run with LD_LIBRARY_PATH set as that script says.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-switch=${1:?usage: scripts/cuda-ab.sh "VAR=VALUE ..." [ROUNDS] [OUT]}
+switches=${1:?usage: scripts/cuda-ab.sh "VAR=VALUE ...[|VAR=VALUE ...]" [ROUNDS] [OUT]}
+IFS='|' read -r -a sides <<< "$switches"
+switch=${sides[0]}
 rounds=${2:-2}
 out=${3:-cuda-ab-out}
 build=${BUILD:-build-cuda}
@@ -42,10 +46,10 @@ gemv() {  # name, time and share of the copy bandwidth of each tensor-core line
     s/ [0-9]+ GB\/s//; s/ of copy//; s/ *\((tensor-core GEMV)\)//' | tr '\n' '|'
 }
 for round in $(seq "$rounds"); do
-  for side in defaults switch; do
+  for side in $(seq 0 ${#sides[@]}); do
     envs=""
-    [ $side = switch ] && envs=$switch
-    tag=$side-$round
+    tag=defaults-$round
+    [ "$side" -gt 0 ] && envs=${sides[$((side - 1))]} && tag=switch$side-$round
     env $envs "$build/bench_cuda" --gemv > "$out/gemv-$tag.log" 2>&1 || status=1
     echo "gemv   $tag: $(gemv "$out/gemv-$tag.log")"
     env $envs "$build/bench_cuda" --layer > "$out/layer-$tag.log" 2>&1 || status=1

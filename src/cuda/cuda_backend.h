@@ -176,15 +176,21 @@ void set_mma_fp4_e4m3(bool on);
 // fetched before the up launch ends; bitwise the separate kernels). Off (no faster on an H100):
 // DSINFER_CUDA_MOE_JOBS=1 or set_mma_moe(true) switches it on.
 void set_mma_moe(bool on);
-// The tensor-core GEMV's register/depth variant for every launch: -1 (default) chosen per launch; 0..6
-// forced (gemv_mma.cu, mma_cfg; 2..6 are FP4 variants, measured and left off). 2, 4, 5 and 6 give bitwise
-// cfg 1's results; 0 and 3 may split k differently (float32 sums in another order).
+// The tensor-core GEMV's register/depth variant for every launch: -1 (default) chosen per launch; 0..8
+// forced (gemv_mma.cu, mma_cfg; 2..6 are FP4 variants, measured and left off; 7 and 8 feed the weights
+// through shared memory by bulk copies, every format). 2, 4, 5 and 6 give bitwise cfg 1's results, 7 and 8
+// cfg 0's; 0 and 3 may split k differently from 1 (float32 sums in another order).
 void set_mma_cfg(int cfg);
 // Stage x inside the tensor-core GEMV with one redux.sync per 128-block for its maximum and the scale's
 // inverse built from its exponent, instead of a five-step shuffle tree and a division (bitwise the same
 // staged values for finite x). On by default (routed-expert launches that build their own jobs
 // excepted); DSINFER_CUDA_MMA_STAGE=0 or set_mma_fast_stage(false) turns it off.
 void set_mma_fast_stage(bool on);
+// Launches of the tensor-core GEMV whose blocks fit one an SM, with the per-launch register build: weights
+// fed through shared memory by bulk copies (mma_cfg 7 or 8; bitwise the register build's results). 0 (the
+// default; DSINFER_CUDA_MMA_BULK=7|8 at start) or 7 / 8. mma_bulk_launches counts the launches it took.
+void set_mma_bulk(int cfg);
+uint64_t mma_bulk_launches();
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,
 // all n rows), on the activations a previous linear() of the same m and k quantized into the scratch;

@@ -57,6 +57,11 @@ constexpr int kMmaWarps = 8;
 constexpr int kMmaThreads = kMmaWarps * 32;
 constexpr int64_t kMmaMaxK = 16384;  // x staged as f16: 32 KB of shared memory
 constexpr int kMmaMaxInline = 8;
+// BULK: a stage's row of DEPTH rounds (DEPTH · 64 bytes) plus 64 bytes, so that rows g and g + 1 fall in
+// different halves of the 32 banks; a stage is 16 such rows.
+constexpr int bulk_row_stride(int depth) {
+    return depth * 64 + 64;
+}
 constexpr int kMmaScalePad = 4;          // SMS: bytes between rows of staged scales beyond the row
 constexpr int64_t kMmaMaxScaleSmem = 32768;  // SMS: staged scale bytes at most (else cfg 1)
 
@@ -165,6 +170,31 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1,
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// Bulk copies into shared memory through the Tensor Memory Accelerator, completing on an mbarrier
+// (BULK variants below). Addresses are shared-window offsets (__cvta_generic_to_shared).
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_init_fence() {
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile(
+        "{\n.reg .pred P1;\nWAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+        "@!P1 bra WAIT;\n}" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+}
+
 // A routed-expert launch's job p (MmaMoe).
 __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
     if (m.stage == 1) {
@@ -190,8 +220,14 @@ __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
 // (0: jobs given; a compile-time choice, so the other kernels keep their registers). NORM: x is the
 // raw row; each block forms act_quant(rmsnorm(x, p.norm_w)) itself while staging it, bitwise what
 // rmsnorm_quant_kernel writes (its sums in its order: see mma_gemv_normed), so the launch needs no
-// norm kernel before it.
-template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE, bool NORM = false>
+// norm kernel before it. BULK (> 0): the weights come through shared memory instead of registers:
+// each warp keeps a ring of BULK stages of DEPTH rounds ([16 rows][bulk_row_stride(DEPTH) bytes]); for
+// a stage lanes 0..15 issue one bulk copy each of their row's DEPTH · 64 contiguous bytes, completing on
+// the stage's mbarrier, and the lanes read their 16 bytes of rows g and g + 8 from there (a quarter warp
+// reads two rows' 64 bytes from the two halves of the banks: no conflicts). The loads in flight are then
+// BULK − 1 stages a warp whatever the registers; the products, sums and their order are those of the
+// register variants.
+template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC, int MOE, bool NORM = false, int BULK = 0>
 __global__ void __launch_bounds__(kMmaThreads, MINB)
     gemv_mma_kernel(MmaParams p, MmaJobs inl, const GemvJob* jobs, MmaMoe moe) {
     constexpr bool PRE = SC == 1, SMS = SC == 2, PAIR = SC == 3 || SC == 4, LATE = SC == 4, FAST = SC == 5;
@@ -202,9 +238,14 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     static_assert((!PRE && !SMS && !PAIR) || F4, "scales ahead, staged or paired: FP4 only");
     static_assert(MOE == 0 || !SPLIT, "routed-expert launches: one-term x");
     static_assert(!NORM || (MOE == 0 && !SPLIT), "normed x: one-term x, jobs given");
+    static_assert(BULK == 0 || (SC == 0 || SC == 5), "bulk-fed weights: scales read per round");
     extern __shared__ uint4 smem[];
     __shared__ uint4 zero16;
-    __half* xh = reinterpret_cast<__half*>(smem);  // [k] f16, lane order; split: then [k] lo terms
+    __shared__ uint64_t bars[BULK ? kMmaWarps * BULK : 1];  // BULK: [warp][stage]
+    constexpr int RS = bulk_row_stride(DEPTH), SB = 16 * RS;  // BULK: row stride, stage bytes
+    uint8_t* const ring = reinterpret_cast<uint8_t*>(smem);   // BULK: [warp][stage][16 rows][RS]
+    __half* xh = reinterpret_cast<__half*>(ring + (BULK ? kMmaWarps * BULK * SB : 0));  // [k] f16, lane order;
+                                                                                      // split: then [k] lo terms
     float* xsc = reinterpret_cast<float*>(xh + (SPLIT ? 2 * p.k : p.k));  // [k / 128] x scales
     float* part = xsc + p.k / 128;                    // [8 warps][16] partials
     uint8_t* ssc = reinterpret_cast<uint8_t*>(part + kMmaWarps * 16);  // SMS: [tpb · 16 rows][scale_cols + pad]
@@ -235,10 +276,33 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     // PRE: the scale bytes of blocks r·4 + 2(c mod 2) + {0, 1} of rows a (bits 0..15) and b (16..31).
     const uint16_t* spa = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sia + 2 * (c & 1));
     const uint16_t* spb = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(job.s) + sib + 2 * (c & 1));
-    uint4 qa[DEPTH], qb[DEPTH];
+    uint4 qa[DEPTH], qb[DEPTH];  // BULK: unused
     uint32_t sq[PRE ? DEPTH : 1];
+    // BULK: stage st (rounds r_begin + st · DEPTH ..) into slot st mod BULK; lane l < 16 copies row l.
+    [[maybe_unused]] const uint32_t ring_w = uint32_t(__cvta_generic_to_shared(ring)) + warp * BULK * SB;
+    [[maybe_unused]] const uint32_t bar_w = uint32_t(__cvta_generic_to_shared(&bars[0])) + warp * BULK * 8;
+    [[maybe_unused]] const uint8_t* wrow =
+        static_cast<const uint8_t*>(job.w) + (jn0 + min(int64_t(tile) * 16 + (lane & 15), last)) * row_bytes;
+    [[maybe_unused]] auto bulk_issue = [&](int st) {  // warp-uniform
+        const int r0 = r_begin + st * DEPTH;
+        if (r0 >= r_end) return;
+        const int nr = min(DEPTH, r_end - r0), slot = st % (BULK ? BULK : 1);
+        const uint32_t bar = bar_w + slot * 8;
+        if (lane == 0) mbar_expect_tx(bar, uint32_t(nr) * 1024u);
+        __syncwarp();
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the slot's reads before its refill
+        if (lane < 16) bulk_copy(ring_w + slot * SB + lane * RS, wrow + int64_t(r0) * 64, uint32_t(nr) * 64, bar);
+    };
+    if constexpr (BULK) {
+        if (lane == 0)
+            for (int s = 0; s < BULK; ++s) mbar_init(bar_w + s * 8, 1);
+        mbar_init_fence();
+        __syncwarp();
 #pragma unroll
-    for (int i = 0; i < DEPTH; ++i)
+        for (int s = 0; s < BULK; ++s) bulk_issue(s);
+    }
+#pragma unroll
+    for (int i = 0; i < (BULK ? 0 : DEPTH); ++i)
         if (r_begin + i < r_end) {
             qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r_begin + i) * 64));
             qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r_begin + i) * 64));
@@ -402,13 +466,20 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     const int xround = feeds ? RK * 2 / int(sizeof(Slot)) : 0;  // slots between rounds
     float tot[4] = {0.f, 0.f, 0.f, 0.f};
     for (int r0 = r_begin; r0 < r_end; r0 += DEPTH) {
+        [[maybe_unused]] const uint8_t* stg = ring;
+        if constexpr (BULK) {  // this stage's slot, once its copies have landed
+            const int st = (r0 - r_begin) / DEPTH, slot = st % (BULK ? BULK : 1);
+            mbar_wait(bar_w + slot * 8, uint32_t(st / (BULK ? BULK : 1)) & 1u);
+            stg = ring + (warp * BULK + slot) * SB + g * RS + c * 16;
+        }
 #pragma unroll
         for (int i = 0; i < DEPTH; ++i) {
             const int r = r0 + i;
             if (r >= r_end) break;
-            const uint4 a = qa[i], bq = qb[i];
+            const uint4 a = BULK ? *reinterpret_cast<const uint4*>(stg + i * 64) : qa[i];
+            const uint4 bq = BULK ? *reinterpret_cast<const uint4*>(stg + 8 * RS + i * 64) : qb[i];
             const uint32_t sr = PRE ? sq[PRE ? i : 0] : 0u;
-            if (!LATE && r + DEPTH < r_end) {  // the slot's next round (LATE: after the decode below)
+            if (!BULK && !LATE && r + DEPTH < r_end) {  // the slot's next round (LATE: after the decode below)
                 qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
                 if constexpr (PRE)
@@ -441,7 +512,7 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
                             e4m3x2_to_f16x2(wdb[w] >> 16), xv.x, xv.y);
                 }
             }
-            if (LATE && r + DEPTH < r_end) {
+            if (!BULK && LATE && r + DEPTH < r_end) {
                 qa[i] = __ldg(reinterpret_cast<const uint4*>(wa + int64_t(r + DEPTH) * 64));
                 qb[i] = __ldg(reinterpret_cast<const uint4*>(wb + int64_t(r + DEPTH) * 64));
             }
@@ -490,6 +561,10 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
                 tot[h] += d[h] * (swa * sx);
                 tot[2 + h] += d[2 + h] * (swb * sx);
             }
+        }
+        if constexpr (BULK) {  // the slot's reads are done: refill it with the stage BULK ahead
+            __syncwarp();
+            bulk_issue((r0 - r_begin) / DEPTH + BULK);
         }
     }
     // Row g: columns 0..3 of lanes c = 0, 1 (in that order); row g + 8 likewise.
@@ -554,33 +629,62 @@ int mma_cfg(int64_t tiles, bool fp4) {
     int forced = g_mma_cfg.load();
     if (forced == -2) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_CFG");
-        forced = v && v[0] >= '0' && v[0] <= '6' ? v[0] - '0' : -1;
+        forced = v && v[0] >= '0' && v[0] <= '8' ? v[0] - '0' : -1;
         g_mma_cfg = forced;
     }
-    if (forced >= 0 && (forced <= 1 || fp4)) return forced;
+    if (forced >= 0 && (forced <= 1 || forced >= 7 || fp4)) return forced;
     return tiles > kMmaCfg1MaxTiles ? 0 : 1;
 }
 
-template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC = 0, int MOE = 0, bool NORM = false>
+template <int FMT, int DEPTH, int MINB, bool SPLIT, int SC = 0, int MOE = 0, bool NORM = false, int BULK = 0>
 void launch_mma_cfg(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     const int tpb = kMmaWarps / p.ks;
-    const size_t smem = size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4 +
+    constexpr size_t ring = size_t(kMmaWarps) * BULK * 16 * bulk_row_stride(DEPTH);
+    const size_t smem = ring + size_t(p.k) * (SPLIT ? 4 : 2) + size_t(p.k / 128) * 4 + size_t(kMmaWarps) * 16 * 4 +
                         (SC == 2 ? size_t(tpb) * 16 * size_t(p.scale_cols + kMmaScalePad) : 0);
     static bool attr = false;
     if (!attr) {
         DSINFER_CUDA_CHECK(cudaFuncSetAttribute(
-            gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-            int(kMmaMaxK * 2 + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0))));
+            gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM, BULK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            int(ring + kMmaMaxK * (SPLIT ? 4 : 2) + kMmaMaxK / 128 * 4 + kMmaWarps * 16 * 4 + (SC == 2 ? kMmaMaxScaleSmem : 0))));
         attr = true;
     }
     const dim3 grid{unsigned(ceil_div(p.tiles, tpb)), 1u, unsigned(njobs)};
-    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM>, grid, kMmaThreads, smem, p, inl, jobs, moe);
+    launch_pdl(gemv_mma_kernel<FMT, DEPTH, MINB, SPLIT, SC, MOE, NORM, BULK>, grid, kMmaThreads, smem, p, inl, jobs, moe);
     DSINFER_CUDA_LAUNCH();
+}
+
+// Bulk-fed weights (cfg 7: stages of 2 rounds, 4 a warp; cfg 8: stages of 4 rounds, 2 a warp; both 2
+// blocks an SM), x staged with redux maxima except in the routed down launch (its own staging).
+template <int FMT, bool SPLIT, int DEPTH, int MINB, int STAGES>
+void launch_mma_bulk(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
+    if constexpr (!SPLIT) {
+        if (moe.stage == 1) return launch_mma_cfg<FMT, DEPTH, MINB, SPLIT, 5, 1, false, STAGES>(p, inl, jobs, njobs, moe);
+        if (moe.stage == 2) return launch_mma_cfg<FMT, DEPTH, MINB, SPLIT, 0, 2, false, STAGES>(p, inl, jobs, njobs, moe);
+        if (p.norm_w) return launch_mma_cfg<FMT, DEPTH, MINB, SPLIT, 5, 0, true, STAGES>(p, inl, jobs, njobs, moe);
+    }
+    launch_mma_cfg<FMT, DEPTH, MINB, SPLIT, 5, 0, false, STAGES>(p, inl, jobs, njobs, moe);
+}
+
+std::atomic<int> g_mma_bulk{-1};  // -1: DSINFER_CUDA_MMA_BULK (read once; 7 or 8, else off), 0 off, 7 or 8
+std::atomic<uint64_t> g_bulk_launches{0};
+int mma_bulk_small() {
+    int m = g_mma_bulk.load();
+    if (m < 0) {
+        const char* v = std::getenv("DSINFER_CUDA_MMA_BULK");
+        m = v && (v[0] == '7' || v[0] == '8') && !v[1] ? v[0] - '0' : 0;
+        g_mma_bulk = m;
+    }
+    return m;
 }
 
 template <int FMT, bool SPLIT>
 void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs, int64_t njobs, const MmaMoe& moe) {
     constexpr bool F4 = FMT != int(WeightFormat::FP8);
+    if constexpr (FMT != kFmtFp4E4) {
+        if (p.cfg == 7) return launch_mma_bulk<FMT, SPLIT, 2, 2, 4>(p, inl, jobs, njobs, moe);
+        if (p.cfg == 8) return launch_mma_bulk<FMT, SPLIT, 4, 2, 2>(p, inl, jobs, njobs, moe);
+    }
     if constexpr (FMT != kFmtFp4E4) {  // x staged with redux maxima (cfg 0 or 1's registers; jobs given)
         if (p.fast_stage && moe.stage == 0) {
             if constexpr (!SPLIT)
@@ -647,12 +751,19 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
         for (int ks = 1; ks <= kMmaWarps; ks *= 2) {
             if (ks > 1 && p.rounds < ks * 2) break;
             const int64_t blocks = ceil_div(p.tiles, kMmaWarps / ks) * njobs;
-            const int64_t slots = int64_t(p.cfg == 0 ? 2 : p.cfg == 3 ? 4 : 3) * sm_count();
+            const int64_t slots = int64_t(p.cfg == 0 || p.cfg >= 7 ? 2 : p.cfg == 3 ? 4 : 3) * sm_count();
             const int64_t cost = ceil_div(blocks, slots) * ceil_div(p.rounds, ks);
             if (best < 0 || cost < best) best = cost, p.ks = ks;
         }
     }
     const bool f4 = like.fmt == WeightFormat::FP4, e4 = f4 && mma_fp4_e4m3();
+    // Launches of at most one block an SM with the per-launch build (cfg 1): the weights through shared
+    // memory (cfg 7 or 8, DSINFER_CUDA_MMA_BULK / set_mma_bulk), the warps' k split kept (bitwise cfg 1).
+    if (p.cfg == 1 && !e4 && g_mma_cfg.load() == -1 && mma_bulk_small() &&
+        ceil_div(p.tiles, kMmaWarps / p.ks) * njobs <= sm_count()) {
+        p.cfg = mma_bulk_small();
+        g_bulk_launches.fetch_add(1);
+    }
     if (split && e4)
         launch_mma_fmt<kFmtFp4E4, true>(p, inl, jobs, njobs, moe);
     else if (split && f4)
@@ -742,6 +853,13 @@ void set_mma_fp4_e4m3(bool on) {
 void set_mma_fast_stage(bool on) {
     g_mma_stage = on ? 1 : 0;
 }
+void set_mma_bulk(int cfg) {
+    if (cfg != 0 && cfg != 7 && cfg != 8) fail("set_mma_bulk: 0, 7 or 8, got " + std::to_string(cfg));
+    g_mma_bulk = cfg;
+}
+uint64_t mma_bulk_launches() {
+    return g_bulk_launches.load();
+}
 void set_mma_split(bool on) {
     g_mma_split = on ? 1 : 0;
 }
@@ -774,7 +892,7 @@ bool mma_gemv_grouped(const Weight& like, int64_t n_rows, const GemvJob* jobs_de
 }
 
 void set_mma_cfg(int cfg) {
-    if (cfg < -1 || cfg > 6) fail("set_mma_cfg: -1 (per launch) or 0..6, got " + std::to_string(cfg));
+    if (cfg < -1 || cfg > 8) fail("set_mma_cfg: -1 (per launch) or 0..8, got " + std::to_string(cfg));
     g_mma_cfg = cfg;
 }
 

@@ -1550,8 +1550,8 @@ TEST_F(CudaOps, MmaCfgVariants) {
         {
             cuda::ExpertTable table(md.dev);
             Dev dx(md.x), di(md.ids), dw(md.w);
-            std::vector<float> got[7];
-            for (int cfg : {1, 2, 0, 3, 4, 5, 6}) {
+            std::vector<float> got[9];
+            for (int cfg : {1, 2, 0, 3, 4, 5, 6, 7, 8}) {
                 SCOPED_TRACE(testing::Message() << "cfg " << cfg);
                 cuda::set_mma_cfg(cfg);
                 Dev dout = poisoned(ref.size());
@@ -1564,6 +1564,8 @@ TEST_F(CudaOps, MmaCfgVariants) {
             EXPECT_SAME_BITS(got[4], got[1]);
             EXPECT_SAME_BITS(got[5], got[1]);
             EXPECT_SAME_BITS(got[6], got[1]);
+            EXPECT_SAME_BITS(got[7], got[0]);
+            EXPECT_SAME_BITS(got[8], got[0]);
         }
         free_moe_weights(md);
     }
@@ -1657,6 +1659,126 @@ TEST_F(CudaOps, MmaFastStageMatches) {
         EXPECT_REL(fast, ref, 1e-5);
     }
     free_moe_weights(md);
+}
+
+// Weights fed through shared memory by bulk copies (cfg 7 and 8) against the register build with the
+// same warps per tile (cfg 0), bitwise, through every launch kind: one row (FP4 and FP8, E8M0 and F32
+// scales, the widest k, a row count that is not a multiple of 16, a launch starting at row 16), the
+// normed launch, the split launch, one token's routed experts (job tables) and several tokens' (launches
+// that build their own jobs, FP4 and FP8). Then the per-launch choice (set_mma_bulk): taken by launches of
+// at most one block an SM only, bitwise the default's results.
+TEST_F(CudaOps, MmaBulkMatches) {
+    struct Case {
+        WeightFormat fmt;
+        int64_t n, k;
+        ScaleKind sk;
+    };
+    const Case cases[] = {
+        {WeightFormat::FP4, 2048, 4096, ScaleKind::E8M0}, {WeightFormat::FP4, 1000, 2048, ScaleKind::F32},
+        {WeightFormat::FP8, 4096, 8192, ScaleKind::E8M0}, {WeightFormat::FP8, 32768, 1024, ScaleKind::E8M0},
+        {WeightFormat::FP8, 1024, 16384, ScaleKind::E8M0}, {WeightFormat::FP8, 640, 1536, ScaleKind::F32},
+    };
+    auto run = [](int cfg, auto&& launch) {
+        cuda::set_mma_cfg(cfg);
+        auto out = launch();
+        cuda::set_mma_cfg(-1);
+        return out;
+    };
+    const std::pair<int, int> pairs[] = {{7, 0}, {8, 0}};  // bulk, registers
+    cuda::set_mma_gemv(2);  // the small launches too
+    for (const Case& cs : cases) {
+        SCOPED_TRACE(testing::Message() << "fmt " << int(cs.fmt) << " n " << cs.n << " k " << cs.k);
+        HostWeight hw = make_weight(cs.fmt, cs.n, cs.k, cs.sk);
+        DevWeight dw(hw.w);
+        auto x = randn(size_t(cs.k));
+        std::vector<float> xq = x;
+        cpu::act_quant(xq.data(), 1, cs.k, cs.k, 128, true);
+        std::vector<float> ref(static_cast<size_t>(cs.n));
+        cpu::linear(xq.data(), 1, hw.w, 0, cs.n, ref.data(), cs.n);
+        Dev dx(x), dq(xq), dnw(randn(size_t(cs.k)));
+        for (auto [bulk, regs] : pairs) {
+            SCOPED_TRACE(testing::Message() << "cfg " << bulk << " against " << regs);
+            const int64_t n0 = cs.n > 64 ? 16 : 0;
+            auto plain = [&] {
+                Dev dy = poisoned(size_t(cs.n + 8));
+                EXPECT_TRUE(cuda::mma_gemv(dq.f(), dw.w, n0, cs.n, dy.f()));
+                return dy.get<float>();
+            };
+            const auto got = run(bulk, plain);
+            EXPECT_SAME_BITS(got, run(regs, plain));
+            for (int64_t i = cs.n - n0; i < cs.n + 8; ++i) EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
+            EXPECT_REL(std::vector<float>(got.begin(), got.begin() + (cs.n - n0)),
+                       std::vector<float>(ref.begin() + n0, ref.end()), 1e-5);
+            auto normed = [&] {
+                Dev dy = poisoned(size_t(cs.n));
+                EXPECT_TRUE(cuda::mma_gemv_normed(dx.f(), dnw.f(), 1e-6f, dw.w, dy.f()));
+                return dy.get<float>();
+            };
+            EXPECT_SAME_BITS(run(bulk, normed), run(regs, normed));
+            if (cs.k <= 8192 && cs.n % 2 == 0) {  // the split launch: two groups of half the rows
+                const int64_t rows = cs.n / 2;
+                Dev dx2(randn(size_t(2 * cs.k)));
+                auto split = [&] {
+                    Dev dy = poisoned(size_t(cs.n));
+                    EXPECT_TRUE(cuda::mma_gemv_groups_split(dx2.f(), dw.w, 2, rows, dy.f()));
+                    return dy.get<float>();
+                };
+                cuda::set_mma_split(true);
+                EXPECT_SAME_BITS(run(bulk, split), run(regs, split));
+            }
+        }
+    }
+    cuda::set_mma_gemv(1);  // the defaults
+    const int64_t d = 4096, inter = 2048, ne = 8, k = 6;
+    for (WeightFormat fmt : {WeightFormat::FP4, WeightFormat::FP8})
+        for (int64_t t : {1, 3}) {
+            SCOPED_TRACE(testing::Message() << "experts fmt " << int(fmt) << " t " << t);
+            MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
+            nudge_off_e4m3_boundaries(md, t, d, inter, k);
+            const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
+            {
+                cuda::ExpertTable table(md.dev);
+                Dev dx(md.x), di(md.ids), dw(md.w);
+                auto experts = [&] {
+                    Dev dout = poisoned(ref.size());
+                    cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
+                    return dout.get<float>();
+                };
+                cuda::set_mma_moe(t > 1);  // several tokens: the launches that build their own jobs
+                for (auto [bulk, regs] : pairs) {
+                    SCOPED_TRACE(testing::Message() << "cfg " << bulk << " against " << regs);
+                    const auto got = run(bulk, experts);
+                    EXPECT_SAME_BITS(got, run(regs, experts));
+                    EXPECT_REL(got, ref, 1e-5);
+                }
+                cuda::set_mma_moe(false);
+            }
+            free_moe_weights(md);
+        }
+    // The per-launch choice: wq_a-like [1024 x 4096] FP8 (64 tiles, one block each) takes it; wq_b-like
+    // [32768 x 1024] (2048 tiles) does not.
+    for (int64_t n : {int64_t(1024), int64_t(32768)}) {
+        const int64_t kk = n == 1024 ? 4096 : 1024;
+        SCOPED_TRACE(testing::Message() << "per launch, n " << n);
+        HostWeight hw = make_weight(WeightFormat::FP8, n, kk, ScaleKind::E8M0);
+        DevWeight dw(hw.w);
+        auto x = randn(size_t(kk));
+        cpu::act_quant(x.data(), 1, kk, kk, 128, true);
+        Dev dq(x);
+        auto plain = [&] {
+            Dev dy = poisoned(size_t(n));
+            EXPECT_TRUE(cuda::mma_gemv(dq.f(), dw.w, 0, n, dy.f()));
+            return dy.get<float>();
+        };
+        const auto def = plain();
+        for (int bulk : {7, 8}) {
+            cuda::set_mma_bulk(bulk);
+            const uint64_t before = cuda::mma_bulk_launches();
+            EXPECT_SAME_BITS(plain(), def);
+            EXPECT_EQ(cuda::mma_bulk_launches() - before, n == 1024 ? 1u : 0u) << "cfg " << bulk;
+            cuda::set_mma_bulk(0);
+        }
+    }
 }
 
 // Routed experts whose GEMV launches build their own jobs (and stage SwiGLU + act_quant in the down
