@@ -9,8 +9,10 @@
 #   e.g. scripts/cuda-ab.sh DSINFER_CUDA_MMA_STAGE=0 2
 #        scripts/cuda-ab.sh "DSINFER_CUDA_MMA_CFG=7|DSINFER_CUDA_MMA_CFG=8" 2   (two switches, each
 #        against the defaults)
-# On a machine whose image lacks the -dev packages, build first with `scripts/dev-debs.sh build DIR
-# build-cuda` and run with LD_LIBRARY_PATH set as that script says.
+# On a machine whose image lacks the -dev packages, set DEV_DEBS to a folder of them (`scripts/dev-debs.sh
+# fetch DIR` on a Debian machine): the build is configured against them (`scripts/dev-debs.sh configure`)
+# and the binaries run with their libraries. NCU=1 adds, for the defaults and each switch, Nsight Compute
+# on one token's routed experts (`bench_cuda --moe`: the up and down launches of the third call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 switches=${1:?usage: scripts/cuda-ab.sh "VAR=VALUE ...[|VAR=VALUE ...]" [ROUNDS] [OUT]}
@@ -20,7 +22,10 @@ rounds=${2:-2}
 out=${3:-cuda-ab-out}
 build=${BUILD:-build-cuda}
 mkdir -p "$out"
-if [ ! -f "$build/CMakeCache.txt" ]; then
+if [ -n "${DEV_DEBS:-}" ]; then
+  scripts/dev-debs.sh configure "$DEV_DEBS" "$build" > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+  export CPATH=/tmp/dsinfer-dev-prefix/usr/include LD_LIBRARY_PATH=/tmp/dsinfer-dev-prefix/usr/lib/x86_64-linux-gnu
+elif [ ! -f "$build/CMakeCache.txt" ]; then
   nvcc=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
   [ -n "$nvcc" ] || { echo "cuda-ab: nvcc not found" >&2; exit 1; }
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON -DDSINFER_TESTS=ON \
@@ -60,4 +65,16 @@ for round in $(seq "$rounds"); do
       s/ tokens\/s.*//' | tr '\n' '|')"
   done
 done
+if [ "${NCU:-0}" = 1 ]; then
+  for side in $(seq 0 ${#sides[@]}); do
+    envs=""
+    tag=defaults
+    [ "$side" -gt 0 ] && envs=${sides[$((side - 1))]} && tag=switch$side
+    env $envs timeout 180 ncu --kernel-name regex:gemv_mma_kernel --launch-skip 4 --launch-count 2 \
+      --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
+      --section WarpStateStats "$build/bench_cuda" --moe > "$out/ncu-$tag.log" 2>&1 || status=1
+    echo "ncu    $tag: $(grep -E 'Duration|DRAM Throughput|One or More Eligible|Issued Warp|Achieved Active Warps' \
+      "$out/ncu-$tag.log" | sed -E 's/ +/ /g' | tr '\n' '|')"
+  done
+fi
 exit $status

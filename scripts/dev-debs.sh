@@ -6,6 +6,9 @@
 #                                        on the other machine: unpack DIR's packages into a prefix
 #                                        (/tmp/dsinfer-dev-prefix), configure BUILD (default build-cuda,
 #                                        Release, CUDA and tests on) against it and build
+#   scripts/dev-debs.sh configure DIR [BUILD] [cmake args...]
+#                                        the same without the build (then build the targets you need
+#                                        with CPATH=/tmp/dsinfer-dev-prefix/usr/include set)
 # After `build`, run the binaries with LD_LIBRARY_PATH=/tmp/dsinfer-dev-prefix/usr/lib/x86_64-linux-gnu
 # (libcpp-httplib is a shared library). The runtime libssl3, zlib1g and libpcre2-16/32 are taken from
 # the machine.
@@ -20,8 +23,9 @@ case "${1:-}" in
     [ -n "${2:-}" ] || { echo "usage: $0 fetch DIR" >&2; exit 2; }
     mkdir -p "$2" && cd "$2" && apt-get download "${pkgs[@]}"
     ;;
-  build)
-    [ -n "${2:-}" ] || { echo "usage: $0 build DIR [BUILD] [cmake args...]" >&2; exit 2; }
+  build | configure)
+    [ -n "${2:-}" ] || { echo "usage: $0 $1 DIR [BUILD] [cmake args...]" >&2; exit 2; }
+    mode=$1
     debs=$(cd "$2" && pwd)
     build=${3:-build-cuda}
     shift $(( $# >= 3 ? 3 : 2 ))
@@ -36,10 +40,11 @@ case "${1:-}" in
       CPATH=$prefix/usr/include cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDSINFER_CUDA=ON \
       -DDSINFER_TESTS=ON -DCMAKE_CUDA_COMPILER="$nvcc" -DPKG_CONFIG_EXECUTABLE=$prefix/usr/bin/pkgconf "$@" \
       || exit 1
+    [ "$mode" = build ] || exit 0
     CPATH=$prefix/usr/include cmake --build "$build" -j "$(nproc)"
     ;;
   *)
-    echo "usage: $0 fetch DIR | build DIR [BUILD] [cmake args...]" >&2
+    echo "usage: $0 fetch DIR | build DIR [BUILD] [cmake args...] | configure DIR [BUILD] [cmake args...]" >&2
     exit 2
     ;;
 esac
