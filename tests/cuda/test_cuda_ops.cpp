@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <span>
@@ -333,6 +334,33 @@ void free_moe_weights(MoeData& md) {
         cuda::free_weight(e.w2);
     }
 }
+
+// Routed experts on the GPU with their CPU reference: make_moe_data nudged off the e4m3 boundaries,
+// moe_reference with h quantized; run() is moe_experts (x act_quant'ed, h quantized, limit 10) into a
+// poisoned output of `out` floats (t · d, or the residual's size with a tail).
+struct RoutedExperts {
+    int64_t t, d, inter, ne, k;
+    MoeData md;
+    std::vector<float> ref;
+    std::optional<cuda::ExpertTable> table;
+    Dev dx, di, dw;
+    RoutedExperts(WeightFormat fmt, int64_t t_, int64_t d_ = 4096, int64_t inter_ = 2048, int64_t ne_ = 8,
+                  int64_t k_ = 6)
+        : t(t_), d(d_), inter(inter_), ne(ne_), k(k_), md(make_moe_data(t, d, inter, ne, k, fmt)),
+          ref((nudge_off_e4m3_boundaries(md, t, d, inter, k), moe_reference(md, t, d, inter, ne, k, true))),
+          table(std::in_place, md.dev), dx(md.x), di(md.ids), dw(md.w) {}
+    ~RoutedExperts() {
+        table.reset();
+        free_moe_weights(md);
+    }
+    RoutedExperts(const RoutedExperts&) = delete;
+    RoutedExperts& operator=(const RoutedExperts&) = delete;
+    std::vector<float> run(const cuda::MoeTail* tail = nullptr, size_t out = 0) {
+        Dev dout = poisoned(out ? out : ref.size());
+        cuda::moe_experts(*table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f(), tail);
+        return dout.get<float>();
+    }
+};
 
 }  // namespace
 
@@ -1516,76 +1544,107 @@ TEST_F(CudaOps, MmaGemvSplit) {
 // The routed experts with and without the tensor-core GEMV (act_quant'ed x, quantized h) agree with
 // the CPU composition; with it off the multi-row GEMV runs.
 TEST_F(CudaOps, MoeExpertsMmaOnOff) {
-    const int64_t t = 2, d = 4096, inter = 2048, ne = 8, k = 6;
-    MoeData md = make_moe_data(t, d, inter, ne, k, WeightFormat::FP4);
-    nudge_off_e4m3_boundaries(md, t, d, inter, k);
-    const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
-    {
-        cuda::ExpertTable table(md.dev);
-        Dev dx(md.x), di(md.ids), dw(md.w);
-        for (int mode : {1, 2, 0}) {  // tensor-core GEMV (FP4 by shifts, through e4m3), off
-            SCOPED_TRACE(testing::Message() << "mode " << mode);
-            cuda::set_mma_gemv(mode ? 1 : 0);
-            cuda::set_mma_fp4_e4m3(mode == 2);
-            Dev dout = poisoned(ref.size());
-            cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
-            EXPECT_REL(dout.get<float>(), ref, 1e-5);
-        }
-        cuda::set_mma_gemv(1);
-        cuda::set_mma_fp4_e4m3(false);
+    RoutedExperts ex(WeightFormat::FP4, 2);
+    for (int mode : {1, 2, 0}) {  // tensor-core GEMV (FP4 by shifts, through e4m3), off
+        SCOPED_TRACE(testing::Message() << "mode " << mode);
+        cuda::set_mma_gemv(mode ? 1 : 0);
+        cuda::set_mma_fp4_e4m3(mode == 2);
+        EXPECT_REL(ex.run(), ex.ref, 1e-5);
     }
-    free_moe_weights(md);
+    cuda::set_mma_gemv(1);
+    cuda::set_mma_fp4_e4m3(false);
 }
 
 // The tensor-core GEMV's forced variants on the routed experts (FP4, E8M0 scales): 2 (scale bytes loaded
 // ahead with the weights) and 4 (staged in shared memory) bitwise 1; 0 and 3 (other depths and blocks
 // per SM) within the CPU bar.
 TEST_F(CudaOps, MmaCfgVariants) {
-    const int64_t d = 4096, inter = 2048, ne = 8, k = 6;
     for (int64_t t : {1, 2}) {
         SCOPED_TRACE(testing::Message() << "t " << t);
-        MoeData md = make_moe_data(t, d, inter, ne, k, WeightFormat::FP4);
-        nudge_off_e4m3_boundaries(md, t, d, inter, k);
-        const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
-        {
-            cuda::ExpertTable table(md.dev);
-            Dev dx(md.x), di(md.ids), dw(md.w);
-            std::vector<float> got[9];
-            for (int cfg : {1, 2, 0, 3, 4, 5, 6, 7, 8}) {
-                SCOPED_TRACE(testing::Message() << "cfg " << cfg);
-                cuda::set_mma_cfg(cfg);
-                Dev dout = poisoned(ref.size());
-                cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
-                got[cfg] = dout.get<float>();
-                EXPECT_REL(got[cfg], ref, 1e-5);
-            }
-            cuda::set_mma_cfg(-1);
-            EXPECT_SAME_BITS(got[2], got[1]);
-            EXPECT_SAME_BITS(got[4], got[1]);
-            EXPECT_SAME_BITS(got[5], got[1]);
-            EXPECT_SAME_BITS(got[6], got[1]);
-            EXPECT_SAME_BITS(got[7], got[0]);
-            EXPECT_SAME_BITS(got[8], got[0]);
+        RoutedExperts ex(WeightFormat::FP4, t);
+        std::vector<float> got[9];
+        for (int cfg : {1, 2, 0, 3, 4, 5, 6, 7, 8}) {
+            SCOPED_TRACE(testing::Message() << "cfg " << cfg);
+            cuda::set_mma_cfg(cfg);
+            got[cfg] = ex.run();
+            EXPECT_REL(got[cfg], ex.ref, 1e-5);
         }
-        free_moe_weights(md);
+        cuda::set_mma_cfg(-1);
+        EXPECT_SAME_BITS(got[2], got[1]);
+        EXPECT_SAME_BITS(got[4], got[1]);
+        EXPECT_SAME_BITS(got[5], got[1]);
+        EXPECT_SAME_BITS(got[6], got[1]);
+        EXPECT_SAME_BITS(got[7], got[0]);
+        EXPECT_SAME_BITS(got[8], got[0]);
     }
 }
 
+// One activation row through each launch kind of the tensor-core GEMV that takes x as given: plain (rows
+// n0.. of the weight; y poisoned 8 elements past its end), normed and split into two groups of half the
+// rows, for tests that compare two settings bitwise. FP4 and FP8, E8M0 and F32 scales, the widest k, a row
+// count that is not a multiple of 16; x's 128-blocks spread over many binades, one zero and one tiny.
+struct MmaRowCase {
+    WeightFormat fmt;
+    int64_t n, k;
+    ScaleKind sk;
+};
+const MmaRowCase kMmaRowCases[] = {
+    {WeightFormat::FP4, 2048, 4096, ScaleKind::E8M0}, {WeightFormat::FP4, 1000, 2048, ScaleKind::F32},
+    {WeightFormat::FP8, 4096, 8192, ScaleKind::E8M0}, {WeightFormat::FP8, 32768, 1024, ScaleKind::E8M0},
+    {WeightFormat::FP8, 1024, 16384, ScaleKind::E8M0}, {WeightFormat::FP8, 640, 1536, ScaleKind::F32},
+};
+struct MmaRowLaunches {
+    int64_t n, k;
+    HostWeight hw;
+    DevWeight dw;
+    std::vector<float> ref;  // the CPU linear of act_quant(x)
+    Dev dx, dq, dnw, dx2;
+    static std::vector<float> spread_x(int64_t k) {
+        auto x = randn(size_t(k));
+        for (size_t i = 0; i < x.size(); ++i) x[i] *= std::ldexp(1.f, int(i % 23) - 11);
+        std::fill(x.begin(), x.begin() + 128, 0.f);                           // a zero block
+        for (int64_t i = 256; i < 384 && i < k; ++i) x[size_t(i)] *= 1e-30f;  // a tiny block
+        return x;
+    }
+    static std::vector<float> quantized(std::vector<float> x) {
+        cpu::act_quant(x.data(), 1, int64_t(x.size()), int64_t(x.size()), 128, true);
+        return x;
+    }
+    explicit MmaRowLaunches(const MmaRowCase& cs, const std::vector<float>& x)
+        : n(cs.n), k(cs.k), hw(make_weight(cs.fmt, cs.n, cs.k, cs.sk)), dw(hw.w), ref(size_t(cs.n)), dx(x),
+          dq(quantized(x)), dnw(randn(size_t(cs.k))), dx2(randn(size_t(2 * cs.k))) {
+        const auto xq = quantized(x);
+        cpu::linear(xq.data(), 1, hw.w, 0, n, ref.data(), n);
+    }
+    explicit MmaRowLaunches(const MmaRowCase& cs) : MmaRowLaunches(cs, spread_x(cs.k)) {}
+    std::vector<float> plain(int64_t n0 = 0) {
+        Dev dy = poisoned(size_t(n + 8));
+        EXPECT_TRUE(cuda::mma_gemv(dq.f(), dw.w, n0, n, dy.f()));
+        return dy.get<float>();
+    }
+    // plain()'s rows against the CPU, and the poison past them.
+    void check_plain(const std::vector<float>& got, int64_t n0 = 0) const {
+        for (int64_t i = n - n0; i < n + 8; ++i) EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
+        EXPECT_REL(std::vector<float>(got.begin(), got.begin() + (n - n0)),
+                   std::vector<float>(ref.begin() + n0, ref.end()), 1e-5);
+    }
+    std::vector<float> normed() {
+        Dev dy = poisoned(size_t(n));
+        EXPECT_TRUE(cuda::mma_gemv_normed(dx.f(), dnw.f(), 1e-6f, dw.w, dy.f()));
+        return dy.get<float>();
+    }
+    bool has_split() const { return k <= 8192 && n % 2 == 0; }
+    std::vector<float> split() {  // two groups of half the rows (set_mma_split(true) first)
+        Dev dy = poisoned(size_t(n));
+        EXPECT_TRUE(cuda::mma_gemv_groups_split(dx2.f(), dw.w, 2, n / 2, dy.f()));
+        return dy.get<float>();
+    }
+};
+
 // x staged with redux maxima (set_mma_fast_stage) against the staging by shuffle trees, bitwise, through
-// every launch kind that takes it: one row (FP4 and FP8, E8M0 and F32 scales, the widest k, x blocks that
-// are zero, tiny or spread over many binades), the normed launch, the split launch and one token's routed
-// experts, under both register builds (cfg 1 and 0).
+// every launch kind that takes it: MmaRowLaunches' and one token's routed experts, under both register
+// builds (cfg 1 and 0).
 TEST_F(CudaOps, MmaFastStageMatches) {
-    struct Case {
-        WeightFormat fmt;
-        int64_t n, k;
-        ScaleKind sk;
-    };
-    const Case cases[] = {
-        {WeightFormat::FP4, 2048, 4096, ScaleKind::E8M0}, {WeightFormat::FP4, 1024, 2048, ScaleKind::F32},
-        {WeightFormat::FP8, 4096, 8192, ScaleKind::E8M0}, {WeightFormat::FP8, 32768, 1024, ScaleKind::E8M0},
-        {WeightFormat::FP8, 1024, 16384, ScaleKind::E8M0}, {WeightFormat::FP8, 640, 1536, ScaleKind::F32},
-    };
     auto run = [](bool fast, int cfg, auto&& launch) {
         cuda::set_mma_fast_stage(fast);
         cuda::set_mma_cfg(cfg);
@@ -1595,70 +1654,29 @@ TEST_F(CudaOps, MmaFastStageMatches) {
         return out;
     };
     cuda::set_mma_gemv(2);  // the small launches too
-    for (const Case& cs : cases) {
+    for (const MmaRowCase& cs : kMmaRowCases) {
         SCOPED_TRACE(testing::Message() << "fmt " << int(cs.fmt) << " n " << cs.n << " k " << cs.k);
-        HostWeight hw = make_weight(cs.fmt, cs.n, cs.k, cs.sk);
-        DevWeight dw(hw.w);
-        auto x = randn(size_t(cs.k));
-        for (size_t i = 0; i < x.size(); ++i) x[i] *= std::ldexp(1.f, int(i % 23) - 11);
-        std::fill(x.begin(), x.begin() + 128, 0.f);                                 // a zero block
-        for (int64_t i = 256; i < 384 && i < cs.k; ++i) x[size_t(i)] *= 1e-30f;  // a tiny block
-        std::vector<float> xq = x;
-        cpu::act_quant(xq.data(), 1, cs.k, cs.k, 128, true);
-        std::vector<float> ref(static_cast<size_t>(cs.n));
-        cpu::linear(xq.data(), 1, hw.w, 0, cs.n, ref.data(), cs.n);
-        Dev dx(x), dq(xq), dnw(randn(size_t(cs.k)));
+        MmaRowLaunches l(cs);
         for (int cfg : {1, 0}) {
             SCOPED_TRACE(testing::Message() << "cfg " << cfg);
-            auto plain = [&] {
-                Dev dy = poisoned(size_t(cs.n + 8));
-                EXPECT_TRUE(cuda::mma_gemv(dq.f(), dw.w, 0, cs.n, dy.f()));
-                return dy.get<float>();
-            };
-            const auto slow = run(false, cfg, plain), fast = run(true, cfg, plain);
-            EXPECT_SAME_BITS(fast, slow);
-            for (int64_t i = cs.n; i < cs.n + 8; ++i) EXPECT_TRUE(std::isnan(fast[size_t(i)])) << "element " << i;
-            EXPECT_REL(std::vector<float>(fast.begin(), fast.begin() + cs.n), ref, 1e-5);
-            auto normed = [&] {
-                Dev dy = poisoned(size_t(cs.n));
-                EXPECT_TRUE(cuda::mma_gemv_normed(dx.f(), dnw.f(), 1e-6f, dw.w, dy.f()));
-                return dy.get<float>();
-            };
-            EXPECT_SAME_BITS(run(true, cfg, normed), run(false, cfg, normed));
-            if (cs.k <= 8192 && cs.n % 2 == 0) {  // the split launch: two groups of half the rows
-                const int64_t rows = cs.n / 2;
-                Dev dx2(randn(size_t(2 * cs.k)));
-                auto split = [&] {
-                    Dev dy = poisoned(size_t(cs.n));
-                    EXPECT_TRUE(cuda::mma_gemv_groups_split(dx2.f(), dw.w, 2, rows, dy.f()));
-                    return dy.get<float>();
-                };
+            const auto fast = run(true, cfg, [&] { return l.plain(); });
+            EXPECT_SAME_BITS(fast, run(false, cfg, [&] { return l.plain(); }));
+            l.check_plain(fast);
+            EXPECT_SAME_BITS(run(true, cfg, [&] { return l.normed(); }), run(false, cfg, [&] { return l.normed(); }));
+            if (l.has_split()) {
                 cuda::set_mma_split(true);
-                EXPECT_SAME_BITS(run(true, cfg, split), run(false, cfg, split));
-                cuda::set_mma_split(false);
+                EXPECT_SAME_BITS(run(true, cfg, [&] { return l.split(); }), run(false, cfg, [&] { return l.split(); }));
             }
         }
     }
     cuda::set_mma_split(true);  // the defaults
     cuda::set_mma_gemv(1);
     // One token's routed experts (the grouped launches with device job tables).
-    const int64_t t = 1, d = 4096, inter = 2048, ne = 8, k = 6;
-    MoeData md = make_moe_data(t, d, inter, ne, k, WeightFormat::FP4);
-    nudge_off_e4m3_boundaries(md, t, d, inter, k);
-    const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
-    {
-        cuda::ExpertTable table(md.dev);
-        Dev dx(md.x), di(md.ids), dw(md.w);
-        auto experts = [&] {
-            Dev dout = poisoned(ref.size());
-            cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
-            return dout.get<float>();
-        };
-        const auto fast = run(true, 1, experts);
-        EXPECT_SAME_BITS(fast, run(false, 1, experts));
-        EXPECT_REL(fast, ref, 1e-5);
-    }
-    free_moe_weights(md);
+    RoutedExperts ex(WeightFormat::FP4, 1);
+    auto experts = [&] { return ex.run(); };
+    const auto fast = run(true, 1, experts);
+    EXPECT_SAME_BITS(fast, run(false, 1, experts));
+    EXPECT_REL(fast, ex.ref, 1e-5);
 }
 
 // Weights fed through shared memory by bulk copies (cfg 7 and 8) against the register build with the
@@ -1668,16 +1686,6 @@ TEST_F(CudaOps, MmaFastStageMatches) {
 // that build their own jobs, FP4 and FP8). Then the per-launch choice (set_mma_bulk): taken by launches of
 // at most one block an SM only, bitwise the default's results.
 TEST_F(CudaOps, MmaBulkMatches) {
-    struct Case {
-        WeightFormat fmt;
-        int64_t n, k;
-        ScaleKind sk;
-    };
-    const Case cases[] = {
-        {WeightFormat::FP4, 2048, 4096, ScaleKind::E8M0}, {WeightFormat::FP4, 1000, 2048, ScaleKind::F32},
-        {WeightFormat::FP8, 4096, 8192, ScaleKind::E8M0}, {WeightFormat::FP8, 32768, 1024, ScaleKind::E8M0},
-        {WeightFormat::FP8, 1024, 16384, ScaleKind::E8M0}, {WeightFormat::FP8, 640, 1536, ScaleKind::F32},
-    };
     auto run = [](int cfg, auto&& launch) {
         cuda::set_mma_cfg(cfg);
         auto out = launch();
@@ -1686,90 +1694,43 @@ TEST_F(CudaOps, MmaBulkMatches) {
     };
     const std::pair<int, int> pairs[] = {{7, 0}, {8, 0}};  // bulk, registers
     cuda::set_mma_gemv(2);  // the small launches too
-    for (const Case& cs : cases) {
+    for (const MmaRowCase& cs : kMmaRowCases) {
         SCOPED_TRACE(testing::Message() << "fmt " << int(cs.fmt) << " n " << cs.n << " k " << cs.k);
-        HostWeight hw = make_weight(cs.fmt, cs.n, cs.k, cs.sk);
-        DevWeight dw(hw.w);
-        auto x = randn(size_t(cs.k));
-        std::vector<float> xq = x;
-        cpu::act_quant(xq.data(), 1, cs.k, cs.k, 128, true);
-        std::vector<float> ref(static_cast<size_t>(cs.n));
-        cpu::linear(xq.data(), 1, hw.w, 0, cs.n, ref.data(), cs.n);
-        Dev dx(x), dq(xq), dnw(randn(size_t(cs.k)));
+        MmaRowLaunches l(cs);
+        const int64_t n0 = cs.n > 64 ? 16 : 0;  // a launch that starts at row 16
         for (auto [bulk, regs] : pairs) {
             SCOPED_TRACE(testing::Message() << "cfg " << bulk << " against " << regs);
-            const int64_t n0 = cs.n > 64 ? 16 : 0;
-            auto plain = [&] {
-                Dev dy = poisoned(size_t(cs.n + 8));
-                EXPECT_TRUE(cuda::mma_gemv(dq.f(), dw.w, n0, cs.n, dy.f()));
-                return dy.get<float>();
-            };
-            const auto got = run(bulk, plain);
-            EXPECT_SAME_BITS(got, run(regs, plain));
-            for (int64_t i = cs.n - n0; i < cs.n + 8; ++i) EXPECT_TRUE(std::isnan(got[size_t(i)])) << "element " << i;
-            EXPECT_REL(std::vector<float>(got.begin(), got.begin() + (cs.n - n0)),
-                       std::vector<float>(ref.begin() + n0, ref.end()), 1e-5);
-            auto normed = [&] {
-                Dev dy = poisoned(size_t(cs.n));
-                EXPECT_TRUE(cuda::mma_gemv_normed(dx.f(), dnw.f(), 1e-6f, dw.w, dy.f()));
-                return dy.get<float>();
-            };
-            EXPECT_SAME_BITS(run(bulk, normed), run(regs, normed));
-            if (cs.k <= 8192 && cs.n % 2 == 0) {  // the split launch: two groups of half the rows
-                const int64_t rows = cs.n / 2;
-                Dev dx2(randn(size_t(2 * cs.k)));
-                auto split = [&] {
-                    Dev dy = poisoned(size_t(cs.n));
-                    EXPECT_TRUE(cuda::mma_gemv_groups_split(dx2.f(), dw.w, 2, rows, dy.f()));
-                    return dy.get<float>();
-                };
+            const auto got = run(bulk, [&] { return l.plain(n0); });
+            EXPECT_SAME_BITS(got, run(regs, [&] { return l.plain(n0); }));
+            l.check_plain(got, n0);
+            EXPECT_SAME_BITS(run(bulk, [&] { return l.normed(); }), run(regs, [&] { return l.normed(); }));
+            if (l.has_split()) {
                 cuda::set_mma_split(true);
-                EXPECT_SAME_BITS(run(bulk, split), run(regs, split));
+                EXPECT_SAME_BITS(run(bulk, [&] { return l.split(); }), run(regs, [&] { return l.split(); }));
             }
         }
     }
     cuda::set_mma_gemv(1);  // the defaults
-    const int64_t d = 4096, inter = 2048, ne = 8, k = 6;
     for (WeightFormat fmt : {WeightFormat::FP4, WeightFormat::FP8})
         for (int64_t t : {1, 3}) {
             SCOPED_TRACE(testing::Message() << "experts fmt " << int(fmt) << " t " << t);
-            MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
-            nudge_off_e4m3_boundaries(md, t, d, inter, k);
-            const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
-            {
-                cuda::ExpertTable table(md.dev);
-                Dev dx(md.x), di(md.ids), dw(md.w);
-                auto experts = [&] {
-                    Dev dout = poisoned(ref.size());
-                    cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dout.f());
-                    return dout.get<float>();
-                };
-                cuda::set_mma_moe(t > 1);  // several tokens: the launches that build their own jobs
-                for (auto [bulk, regs] : pairs) {
-                    SCOPED_TRACE(testing::Message() << "cfg " << bulk << " against " << regs);
-                    const auto got = run(bulk, experts);
-                    EXPECT_SAME_BITS(got, run(regs, experts));
-                    EXPECT_REL(got, ref, 1e-5);
-                }
-                cuda::set_mma_moe(false);
+            RoutedExperts ex(fmt, t);
+            auto experts = [&] { return ex.run(); };
+            cuda::set_mma_moe(t > 1);  // several tokens: the launches that build their own jobs
+            for (auto [bulk, regs] : pairs) {
+                SCOPED_TRACE(testing::Message() << "cfg " << bulk << " against " << regs);
+                const auto got = run(bulk, experts);
+                EXPECT_SAME_BITS(got, run(regs, experts));
+                EXPECT_REL(got, ex.ref, 1e-5);
             }
-            free_moe_weights(md);
+            cuda::set_mma_moe(false);
         }
     // The per-launch choice: wq_a-like [1024 x 4096] FP8 (64 tiles, one block each) takes it; wq_b-like
     // [32768 x 1024] (2048 tiles) does not.
     for (int64_t n : {int64_t(1024), int64_t(32768)}) {
-        const int64_t kk = n == 1024 ? 4096 : 1024;
         SCOPED_TRACE(testing::Message() << "per launch, n " << n);
-        HostWeight hw = make_weight(WeightFormat::FP8, n, kk, ScaleKind::E8M0);
-        DevWeight dw(hw.w);
-        auto x = randn(size_t(kk));
-        cpu::act_quant(x.data(), 1, kk, kk, 128, true);
-        Dev dq(x);
-        auto plain = [&] {
-            Dev dy = poisoned(size_t(n));
-            EXPECT_TRUE(cuda::mma_gemv(dq.f(), dw.w, 0, n, dy.f()));
-            return dy.get<float>();
-        };
+        MmaRowLaunches l({WeightFormat::FP8, n, n == 1024 ? 4096 : 1024, ScaleKind::E8M0});
+        auto plain = [&] { return l.plain(); };
         const auto def = plain();
         for (int bulk : {7, 8}) {
             cuda::set_mma_bulk(bulk);
@@ -1785,40 +1746,30 @@ TEST_F(CudaOps, MmaBulkMatches) {
 // launch) against the job-table kernels, bitwise, and against the CPU composition: FP4 and FP8 experts,
 // one and several tokens, with and without the combine's tail.
 TEST_F(CudaOps, MoeJobsInLaunchMatchTables) {
-    const int64_t d = 4096, inter = 2048, ne = 8, k = 6, hc = 4;
+    const int64_t d = 4096, hc = 4;
     for (WeightFormat fmt : {WeightFormat::FP4, WeightFormat::FP8})
         for (int64_t t : {1, 3}) {
             SCOPED_TRACE(testing::Message() << "fmt " << int(fmt) << " t " << t);
-            MoeData md = make_moe_data(t, d, inter, ne, k, fmt);
-            nudge_off_e4m3_boundaries(md, t, d, inter, k);
-            const std::vector<float> ref = moe_reference(md, t, d, inter, ne, k, true);
-            {
-                cuda::ExpertTable table(md.dev);
-                Dev dx(md.x), di(md.ids), dw(md.w);
-                auto add = randn(size_t(t * d)), res = randn(size_t(t * hc * d));
-                auto post = randn(size_t(t * hc), 0.5f), comb = randn(size_t(t * hc * hc), 0.3f);
-                Dev dadd(add), dres(res), dpost(post), dcomb(comb);
-                cuda::MoeTail tail;
-                tail.add = dadd.f();
-                tail.res = dres.f();
-                tail.post = dpost.f();
-                tail.comb = dcomb.f();
-                tail.hc = hc;
-                std::vector<float> plain[2], tailed[2];
-                for (int on : {0, 1}) {
-                    cuda::set_mma_moe(on == 1);
-                    Dev dp = poisoned(size_t(t * d)), dt = poisoned(res.size());
-                    cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dp.f());
-                    cuda::moe_experts(table, dx.f(), true, t, d, inter, di.i(), dw.f(), k, 10.f, true, dt.f(), &tail);
-                    plain[on] = dp.get<float>();
-                    tailed[on] = dt.get<float>();
-                }
-                cuda::set_mma_moe(false);
-                EXPECT_SAME_BITS(plain[1], plain[0]);
-                EXPECT_SAME_BITS(tailed[1], tailed[0]);
-                EXPECT_REL(plain[1], ref, 1e-5);
+            RoutedExperts ex(fmt, t, d);
+            auto add = randn(size_t(t * d)), res = randn(size_t(t * hc * d));
+            auto post = randn(size_t(t * hc), 0.5f), comb = randn(size_t(t * hc * hc), 0.3f);
+            Dev dadd(add), dres(res), dpost(post), dcomb(comb);
+            cuda::MoeTail tail;
+            tail.add = dadd.f();
+            tail.res = dres.f();
+            tail.post = dpost.f();
+            tail.comb = dcomb.f();
+            tail.hc = hc;
+            std::vector<float> plain[2], tailed[2];
+            for (int on : {0, 1}) {
+                cuda::set_mma_moe(on == 1);
+                plain[on] = ex.run();
+                tailed[on] = ex.run(&tail, res.size());
             }
-            free_moe_weights(md);
+            cuda::set_mma_moe(false);
+            EXPECT_SAME_BITS(plain[1], plain[0]);
+            EXPECT_SAME_BITS(tailed[1], tailed[0]);
+            EXPECT_REL(plain[1], ex.ref, 1e-5);
         }
 }
 
