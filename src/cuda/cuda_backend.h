@@ -186,10 +186,11 @@ void set_mma_cfg(int cfg);
 // staged values for finite x). On by default (routed-expert launches that build their own jobs
 // excepted); DSINFER_CUDA_MMA_STAGE=0 or set_mma_fast_stage(false) turns it off.
 void set_mma_fast_stage(bool on);
-// Launches of the tensor-core GEMV whose blocks fit one an SM, with the per-launch register build: weights
-// fed through shared memory by bulk copies (mma_cfg 7 or 8; bitwise the register build's results). 0 (the
-// default; DSINFER_CUDA_MMA_BULK=7|8 at start) or 7 / 8. mma_bulk_launches counts the launches it took.
-void set_mma_bulk(int cfg);
+// Launches of the tensor-core GEMV of at most per_sm blocks an SM, with the per-launch register build:
+// weights fed through shared memory by bulk copies (mma_cfg 7 or 8; bitwise the register build's results).
+// cfg 0 (the default; DSINFER_CUDA_MMA_BULK=7|8[:N] at start) or 7 / 8. mma_bulk_launches counts the
+// launches it took.
+void set_mma_bulk(int cfg, int per_sm = 1);
 uint64_t mma_bulk_launches();
 
 // For bench_cuda: the block-scaled FP8 GEMM of linear()'s FP8 tensor-core path alone (FP8 weight,

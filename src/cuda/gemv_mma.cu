@@ -666,13 +666,18 @@ void launch_mma_bulk(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs
     launch_mma_cfg<FMT, DEPTH, MINB, SPLIT, 5, 0, false, STAGES>(p, inl, jobs, njobs, moe);
 }
 
-std::atomic<int> g_mma_bulk{-1};  // -1: DSINFER_CUDA_MMA_BULK (read once; 7 or 8, else off), 0 off, 7 or 8
+// The per-launch bulk choice: cfg · 16 + blocks an SM at most; -1 not read yet (DSINFER_CUDA_MMA_BULK=7 or 8,
+// optionally ":N" for up to N blocks an SM, 1 to 9, default 1; anything else off), 0 off.
+std::atomic<int> g_mma_bulk{-1};
 std::atomic<uint64_t> g_bulk_launches{0};
-int mma_bulk_small() {
+int mma_bulk_mode() {
     int m = g_mma_bulk.load();
     if (m < 0) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_BULK");
-        m = v && (v[0] == '7' || v[0] == '8') && !v[1] ? v[0] - '0' : 0;
+        m = 0;
+        if (v && (v[0] == '7' || v[0] == '8') && !v[1]) m = (v[0] - '0') * 16 + 1;
+        if (v && (v[0] == '7' || v[0] == '8') && v[1] == ':' && v[2] >= '1' && v[2] <= '9' && !v[3])
+            m = (v[0] - '0') * 16 + (v[2] - '0');
         g_mma_bulk = m;
     }
     return m;
@@ -757,11 +762,12 @@ void launch_mma(const Weight& like, int64_t n_rows, int64_t n0, const MmaJobs& i
         }
     }
     const bool f4 = like.fmt == WeightFormat::FP4, e4 = f4 && mma_fp4_e4m3();
-    // Launches of at most one block an SM with the per-launch build (cfg 1): the weights through shared
-    // memory (cfg 7 or 8, DSINFER_CUDA_MMA_BULK / set_mma_bulk), the warps' k split kept (bitwise cfg 1).
-    if (p.cfg == 1 && !e4 && g_mma_cfg.load() == -1 && mma_bulk_small() &&
-        ceil_div(p.tiles, kMmaWarps / p.ks) * njobs <= sm_count()) {
-        p.cfg = mma_bulk_small();
+    // Launches of at most N blocks an SM (1 unless set) with the per-launch build (cfg 1): the weights
+    // through shared memory (cfg 7 or 8, DSINFER_CUDA_MMA_BULK / set_mma_bulk), the warps' k split kept
+    // (bitwise cfg 1).
+    if (const int bulk = mma_bulk_mode(); bulk && p.cfg == 1 && !e4 && g_mma_cfg.load() == -1 &&
+                                          ceil_div(p.tiles, kMmaWarps / p.ks) * njobs <= (bulk % 16) * sm_count()) {
+        p.cfg = bulk / 16;
         g_bulk_launches.fetch_add(1);
     }
     if (split && e4)
@@ -853,9 +859,10 @@ void set_mma_fp4_e4m3(bool on) {
 void set_mma_fast_stage(bool on) {
     g_mma_stage = on ? 1 : 0;
 }
-void set_mma_bulk(int cfg) {
+void set_mma_bulk(int cfg, int per_sm) {
     if (cfg != 0 && cfg != 7 && cfg != 8) fail("set_mma_bulk: 0, 7 or 8, got " + std::to_string(cfg));
-    g_mma_bulk = cfg;
+    if (per_sm < 1 || per_sm > 9) fail("set_mma_bulk: 1..9 blocks an SM, got " + std::to_string(per_sm));
+    g_mma_bulk = cfg ? cfg * 16 + per_sm : 0;
 }
 uint64_t mma_bulk_launches() {
     return g_bulk_launches.load();

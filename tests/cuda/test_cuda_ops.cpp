@@ -1684,7 +1684,7 @@ TEST_F(CudaOps, MmaFastStageMatches) {
 // scales, the widest k, a row count that is not a multiple of 16, a launch starting at row 16), the
 // normed launch, the split launch, one token's routed experts (job tables) and several tokens' (launches
 // that build their own jobs, FP4 and FP8). Then the per-launch choice (set_mma_bulk): taken by launches of
-// at most one block an SM only, bitwise the default's results.
+// at most the given blocks an SM only, bitwise the default's results.
 TEST_F(CudaOps, MmaBulkMatches) {
     auto run = [](int cfg, auto&& launch) {
         cuda::set_mma_cfg(cfg);
@@ -1726,19 +1726,20 @@ TEST_F(CudaOps, MmaBulkMatches) {
             cuda::set_mma_moe(false);
         }
     // The per-launch choice: wq_a-like [1024 x 4096] FP8 (64 tiles, one block each) takes it; wq_b-like
-    // [32768 x 1024] (2048 tiles) does not.
+    // [32768 x 1024] (2048 tiles, at least 256 blocks) only with 2 blocks an SM allowed.
     for (int64_t n : {int64_t(1024), int64_t(32768)}) {
         SCOPED_TRACE(testing::Message() << "per launch, n " << n);
         MmaRowLaunches l({WeightFormat::FP8, n, n == 1024 ? 4096 : 1024, ScaleKind::E8M0});
-        auto plain = [&] { return l.plain(); };
-        const auto def = plain();
-        for (int bulk : {7, 8}) {
-            cuda::set_mma_bulk(bulk);
-            const uint64_t before = cuda::mma_bulk_launches();
-            EXPECT_SAME_BITS(plain(), def);
-            EXPECT_EQ(cuda::mma_bulk_launches() - before, n == 1024 ? 1u : 0u) << "cfg " << bulk;
-            cuda::set_mma_bulk(0);
-        }
+        const auto def = l.plain();
+        for (int bulk : {7, 8})
+            for (int per_sm : {1, 9}) {
+                cuda::set_mma_bulk(bulk, per_sm);
+                const uint64_t before = cuda::mma_bulk_launches();
+                EXPECT_SAME_BITS(l.plain(), def);
+                EXPECT_EQ(cuda::mma_bulk_launches() - before, n == 1024 || per_sm == 9 ? 1u : 0u)
+                    << "cfg " << bulk << " per SM " << per_sm;
+                cuda::set_mma_bulk(0);
+            }
     }
 }
 
