@@ -50,11 +50,15 @@ gemv() {  # name, time and share of the copy bandwidth of each tensor-core line
   grep -E 'tensor-core|moe_experts' "$1" | sed -E 's/^decode +//; s/ +/ /g; s/ m=1 \[[ 0-9x]*\]//; s/ [0-9.]+ MB//;
     s/ [0-9]+ GB\/s//; s/ of copy//; s/ *\((tensor-core GEMV)\)//' | tr '\n' '|'
 }
+side_env() {  # side 0: the defaults; side i > 0: switch i. Sets envs and tag.
+  envs=""
+  tag=defaults
+  if [ "$1" -gt 0 ]; then envs=${sides[$(($1 - 1))]}; tag=switch$1; fi
+}
 for round in $(seq "$rounds"); do
   for side in $(seq 0 ${#sides[@]}); do
-    envs=""
-    tag=defaults-$round
-    [ "$side" -gt 0 ] && envs=${sides[$((side - 1))]} && tag=switch$side-$round
+    side_env "$side"
+    tag=$tag-$round
     env $envs "$build/bench_cuda" --gemv > "$out/gemv-$tag.log" 2>&1 || status=1
     echo "gemv   $tag: $(gemv "$out/gemv-$tag.log")"
     env $envs "$build/bench_cuda" --layer > "$out/layer-$tag.log" 2>&1 || status=1
@@ -67,9 +71,7 @@ for round in $(seq "$rounds"); do
 done
 if [ "${NCU:-0}" = 1 ]; then
   for side in $(seq 0 ${#sides[@]}); do
-    envs=""
-    tag=defaults
-    [ "$side" -gt 0 ] && envs=${sides[$((side - 1))]} && tag=switch$side
+    side_env "$side"
     env $envs timeout 180 ncu --kernel-name regex:gemv_mma_kernel --launch-skip 4 --launch-count 2 \
       --section SpeedOfLight --section LaunchStats --section Occupancy --section SchedulerStats \
       --section WarpStateStats "$build/bench_cuda" --moe > "$out/ncu-$tag.log" 2>&1 || status=1

@@ -195,6 +195,31 @@ __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_
                  : "memory");
 }
 
+// The warp's maximum of |v| over its lanes' float4s: by a five-step shuffle tree of fmaxf, or in one
+// redux.sync on the bit patterns (non-negative floats order as their bits; the same value for finite v).
+__device__ __forceinline__ float warp_absmax_tree(float4 v) {
+    float am = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+    return am;
+}
+__device__ __forceinline__ uint32_t warp_absmax_bits(float4 v) {
+    return __reduce_max_sync(0xffffffffu, max(max(__float_as_uint(fabsf(v.x)), __float_as_uint(fabsf(v.y))),
+                                              max(__float_as_uint(fabsf(v.z)), __float_as_uint(fabsf(v.w)))));
+}
+// A lane's four elements of a 128-block act_quant'ed with the block's power-of-two scale qs.
+__device__ __forceinline__ float4 e4m3_qdq4_dev(float4 v, float qs) {
+    return make_float4(e4m3_qdq_dev(v.x, qs), e4m3_qdq_dev(v.y, qs), e4m3_qdq_dev(v.z, qs), e4m3_qdq_dev(v.w, qs));
+}
+// rmsnorm_quant_kernel's expressions for a lane's four elements: normed_vec4 (x · rs · w), then the
+// 128-block's power-of-two act_quant, its maximum taken by warp_absmax_tree or (REDUX) warp_absmax_bits.
+template <bool REDUX>
+__device__ __forceinline__ float4 norm_act_quant4(float4 v, float4 w, float rs) {
+    const float4 o{w.x * (v.x * rs), w.y * (v.y * rs), w.z * (v.z * rs), w.w * (v.w * rs)};
+    const float am = REDUX ? __uint_as_float(warp_absmax_bits(o)) : warp_absmax_tree(o);
+    return e4m3_qdq4_dev(o, e4m3_scale_dev(am, true));
+}
+
 // A routed-expert launch's job p (MmaMoe).
 __device__ __forceinline__ GemvJob moe_job(const MmaMoe& m, int64_t p) {
     if (m.stage == 1) {
@@ -365,26 +390,16 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
     // Stage x: warp-wide per 128-block (4 elements a lane), one power of two per block.
     if (threadIdx.x == 0) zero16 = make_uint4(0, 0, 0, 0);
     if constexpr (MOE != 2 && FAST) {
-        // The same values with a shorter chain a block: the warp's maximum of |v| in one redux.sync on
-        // the bits (non-negative floats order as their bit patterns; fmaxf's tree gives the same value
-        // for finite input), the exact inverse of the power of two s from its exponent (no division),
+        // The same values with a shorter chain a block: the warp's maximum through redux
+        // (warp_absmax_bits), the exact inverse of the power of two s from its exponent (no division),
         // and the lane's four slots in xh as offsets from the block's start (a block of 128 holds whole
         // rounds: RK divides 128).
         auto atl = [&](int i) { return mma_xslot<FMT>(lane * 4 + i); };
-        auto absmax_bits = [](float4 v) {
-            return max(max(__float_as_uint(fabsf(v.x)), __float_as_uint(fabsf(v.y))),
-                       max(__float_as_uint(fabsf(v.z)), __float_as_uint(fabsf(v.w))));
-        };
         for (int64_t b = warp; b < p.k / 128; b += kMmaWarps) {
             float4 v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
-            if constexpr (NORM) {  // as below, the maximum through redux
-                const float4 ww = reinterpret_cast<const float4*>(p.norm_w + b * 128)[lane];
-                const float4 o{ww.x * (v.x * rs), ww.y * (v.y * rs), ww.z * (v.z * rs), ww.w * (v.w * rs)};
-                const float qs = e4m3_scale_dev(__uint_as_float(__reduce_max_sync(0xffffffffu, absmax_bits(o))), true);
-                v = make_float4(e4m3_qdq_dev(o.x, qs), e4m3_qdq_dev(o.y, qs), e4m3_qdq_dev(o.z, qs),
-                                e4m3_qdq_dev(o.w, qs));
-            }
-            const uint32_t ab = __reduce_max_sync(0xffffffffu, absmax_bits(v));
+            if constexpr (NORM)
+                v = norm_act_quant4<true>(v, reinterpret_cast<const float4*>(p.norm_w + b * 128)[lane], rs);
+            const uint32_t ab = warp_absmax_bits(v);
             // s has the biased exponent e (amax's less 14, clamped to [1, 254]; at most 241 for any
             // amax), so 1 / s, exact, has the biased exponent 254 - e (at least 13: normal).
             const int e = max(1, min(254, int((ab >> 23) & 0xff) - 14));
@@ -411,29 +426,14 @@ __global__ void __launch_bounds__(kMmaThreads, MINB)
 #pragma unroll
                 for (int i = 0; i < 4; ++i)
                     e[i] = swiglu_dev(gu, gu + moe.inter, 2 * moe.inter, blockIdx.z, c0 + i, moe.limit, moe.rw);
-                float am = fmaxf(fmaxf(fabsf(e[0]), fabsf(e[1])), fmaxf(fabsf(e[2]), fabsf(e[3])));
-#pragma unroll
-                for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-                const float hs = e4m3_scale_dev(am, true);
-                v = make_float4(e4m3_qdq_dev(e[0], hs), e4m3_qdq_dev(e[1], hs), e4m3_qdq_dev(e[2], hs),
-                                e4m3_qdq_dev(e[3], hs));
+                const float4 h{e[0], e[1], e[2], e[3]};
+                v = e4m3_qdq4_dev(h, e4m3_scale_dev(warp_absmax_tree(h), true));
             } else {
                 v = reinterpret_cast<const float4*>(job.x + b * 128)[lane];
-                if constexpr (NORM) {  // rmsnorm_quant_kernel's expressions: normed_vec4, then the 128-block's
-                                       // power-of-two act_quant
-                    const float4 ww = reinterpret_cast<const float4*>(p.norm_w + b * 128)[lane];
-                    const float4 o{ww.x * (v.x * rs), ww.y * (v.y * rs), ww.z * (v.z * rs), ww.w * (v.w * rs)};
-                    float am = fmaxf(fmaxf(fabsf(o.x), fabsf(o.y)), fmaxf(fabsf(o.z), fabsf(o.w)));
-#pragma unroll
-                    for (int off = 16; off > 0; off >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
-                    const float qs = e4m3_scale_dev(am, true);
-                    v = make_float4(e4m3_qdq_dev(o.x, qs), e4m3_qdq_dev(o.y, qs), e4m3_qdq_dev(o.z, qs),
-                                    e4m3_qdq_dev(o.w, qs));
-                }
+                if constexpr (NORM)
+                    v = norm_act_quant4<false>(v, reinterpret_cast<const float4*>(p.norm_w + b * 128)[lane], rs);
             }
-            float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+            const float amax = warp_absmax_tree(v);
             // s = 2^(E - 14) with E the exponent of amax: amax / s in [2^14, 2^15).
             int e = int((__float_as_uint(amax) >> 23) & 0xff) - 14;
             e = max(1, min(254, e));
@@ -675,9 +675,12 @@ int mma_bulk_mode() {
     if (m < 0) {
         const char* v = std::getenv("DSINFER_CUDA_MMA_BULK");
         m = 0;
-        if (v && (v[0] == '7' || v[0] == '8') && !v[1]) m = (v[0] - '0') * 16 + 1;
-        if (v && (v[0] == '7' || v[0] == '8') && v[1] == ':' && v[2] >= '1' && v[2] <= '9' && !v[3])
-            m = (v[0] - '0') * 16 + (v[2] - '0');
+        if (v && (v[0] == '7' || v[0] == '8')) {
+            if (!v[1])
+                m = (v[0] - '0') * 16 + 1;
+            else if (v[1] == ':' && v[2] >= '1' && v[2] <= '9' && !v[3])
+                m = (v[0] - '0') * 16 + (v[2] - '0');
+        }
         g_mma_bulk = m;
     }
     return m;
@@ -689,9 +692,7 @@ void launch_mma_fmt(const MmaParams& p, const MmaJobs& inl, const GemvJob* jobs,
     if constexpr (FMT != kFmtFp4E4) {
         if (p.cfg == 7) return launch_mma_bulk<FMT, SPLIT, 2, 2, 4>(p, inl, jobs, njobs, moe);
         if (p.cfg == 8) return launch_mma_bulk<FMT, SPLIT, 4, 2, 2>(p, inl, jobs, njobs, moe);
-    }
-    if constexpr (FMT != kFmtFp4E4) {  // x staged with redux maxima (cfg 0 or 1's registers; jobs given)
-        if (p.fast_stage && moe.stage == 0) {
+        if (p.fast_stage && moe.stage == 0) {  // x staged with redux maxima (cfg 0 or 1's registers; jobs given)
             if constexpr (!SPLIT)
                 if (p.norm_w)
                     return p.cfg == 0 ? launch_mma_cfg<FMT, 4, 2, SPLIT, 5, 0, true>(p, inl, jobs, njobs, moe)
